@@ -1,0 +1,183 @@
+"""`xnat-drop` command line: run / check-config / demo / emulator, and the exit codes.
+
+Exit codes: 0 clean stop, 78 configuration error (systemd: RestartPreventExitStatus=78),
+75 `run --once` left sessions waiting for XNAT, 1 anything unexpected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from . import __version__
+from . import config as config_mod
+from . import credentials as creds
+from .config import Config
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .xnat import XnatClient
+
+EX_OK = 0
+EX_SOFTWARE = 1
+EX_CONFIG = 78
+
+log = logging.getLogger("xnat_drop")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `xnat-drop` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["emulator"]:
+        # The stand-in has its own options; hand them over untouched.
+        from .emulator.cli import main as emulator_main
+
+        return emulator_main(argv[1:])
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        code: int = args.handler(args)
+    except ConfigError as exc:
+        print(f"xnat-drop: configuration error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="xnat-drop",
+        description="Deliver scanner sessions dropped on a share to XNAT: raw DICOM only.",
+    )
+    parser.add_argument("--version", action="version", version=f"xnat-drop {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        return p
+
+    run = add("run", "watch the drop folder and deliver sessions (what the service runs)")
+    _config_option(run)
+    run.add_argument(
+        "--once", action="store_true", help="process the sessions present now, then exit"
+    )
+    run.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="with --once: give up after this long (exit 75)",
+    )
+    run.set_defaults(handler=_cmd_run)
+
+    check = add("check-config", "validate the configuration and credentials; exit 0 or 78")
+    _config_option(check)
+    check.set_defaults(handler=_cmd_check_config)
+
+    demo = add("demo", "run the daemon against the built-in XNAT stand-in on sample sessions")
+    demo.add_argument("--keep", metavar="DIR", type=Path, help="build the demo in DIR and keep it")
+    demo.set_defaults(handler=_cmd_demo)
+
+    # Listed for --help only: main() hands `emulator ...` to the stand-in's own parser.
+    add(
+        "emulator",
+        "run the XNAT stand-in: --port N --project P --user U:PASSWORD (never production)",
+    )
+    return parser
+
+
+def _config_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=config_mod.DEFAULT_PATH,
+        help=f"configuration file (default: {config_mod.DEFAULT_PATH})",
+    )
+
+
+def load_config(path: Path, env: Mapping[str, str]) -> Config:
+    """The configuration at `path`; raises ConfigError."""
+    return config_mod.load(path, env)
+
+
+def setup_logging(level: str) -> None:
+    """Plain lines on stderr; under systemd the journal adds its own timestamps."""
+    under_journal = "JOURNAL_STREAM" in os.environ
+    fmt = "%(levelname)s %(message)s" if under_journal else "%(asctime)s %(levelname)s %(message)s"
+    logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr, force=True)
+    # urllib3 logs every connection at DEBUG, with URLs: keep it quiet unless asked.
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .service import Service
+
+    env = dict(os.environ)
+    cfg = load_config(args.config, env)
+    setup_logging(cfg.log_level)
+    service = Service(cfg, connect=lambda: _connect(cfg, env), env=env)
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s; stopping after the current step", signal.Signals(signum).name)
+        service.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        return service.run(once=args.once, timeout=args.timeout)
+    except ConfigError:
+        raise
+    except Exception:
+        log.exception("xnat-drop stopped by an unexpected error")
+        return EX_SOFTWARE
+
+
+def _connect(cfg: Config, env: Mapping[str, str]) -> XnatClient:
+    from .xnat import XnatClient
+
+    credentials = creds.load(cfg.xnat.secret_file, env)
+    return XnatClient(cfg.xnat, credentials)
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    env = dict(os.environ)
+    cfg = load_config(args.config, env)
+    problems: list[str] = []
+    try:
+        found = creds.load(cfg.xnat.secret_file, env)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+        found = None
+    root_parent = cfg.paths.incoming.parent
+    if not root_parent.is_dir():
+        problems.append(f"paths: {root_parent} does not exist (is the share mounted?)")
+    if problems:
+        raise ConfigError(problems, str(args.config))
+    assert found is not None
+    print(f"{args.config}: OK")
+    print(f"  XNAT      {cfg.xnat.url} as {found.user} (secret from {found.source})")
+    print(f"  incoming  {cfg.paths.incoming}  layout {'/'.join(cfg.routing.layout)}")
+    print(f"  done      {cfg.paths.done}")
+    print(f"  failed    {cfg.paths.failed}")
+    print(f"  watching  {cfg.watch.observer}, settle {cfg.watch.settle:g} s")
+    return EX_OK
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo.runner import run_demo
+
+    return run_demo(args.keep)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

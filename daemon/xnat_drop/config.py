@@ -1,0 +1,352 @@
+"""The TOML configuration, read into frozen dataclasses.
+
+Every problem is collected and reported at once, each with its key path, so an operator fixes
+the file in one go. `parse` is pure; `load` reads the file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+from .model import Policy
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
+
+DEFAULT_PATH = Path("/etc/xnat-drop/config.toml")
+LAYOUT_LEVELS = ("project", "subject", "session")
+OBSERVERS = ("inotify", "polling")
+# Rules whose offending files can be left out of an upload instead of rejecting the session.
+EXCLUDABLE_RULES = ("nifti", "derived-series", "non-dicom", "unreadable-dicom")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True, slots=True)
+class PathsConfig:
+    incoming: Path
+    done: Path
+    failed: Path
+    work: Path
+    state: Path
+
+
+@dataclass(frozen=True, slots=True)
+class WatchConfig:
+    observer: str
+    poll_interval: float
+    rescan_interval: float
+    settle: float
+
+
+@dataclass(frozen=True, slots=True)
+class XnatConfig:
+    url: str
+    secret_file: Path | None
+    verify_tls: bool
+    ca_bundle: Path | None
+    connect_timeout: float
+    read_timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingConfig:
+    layout: tuple[str, ...]
+    project: str
+    subject: str
+
+
+@dataclass(frozen=True, slots=True)
+class RulesConfig:
+    policies: tuple[tuple[str, Policy], ...]
+    extra_derived_markers: tuple[str, ...] = ()
+
+    def policy(self, rule: str) -> Policy:
+        """The policy for `rule`; rules without a setting always reject."""
+        return dict(self.policies).get(rule, Policy.REJECT)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryConfig:
+    first_delay: float
+    max_delay: float
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    paths: PathsConfig
+    watch: WatchConfig
+    xnat: XnatConfig
+    routing: RoutingConfig
+    rules: RulesConfig
+    retry: RetryConfig
+    log_level: str
+    source: str = ""
+
+
+DEFAULT_RULES = RulesConfig(tuple((rule, Policy.REJECT) for rule in EXCLUDABLE_RULES))
+
+
+class _Table:
+    """Typed reads from one TOML table, recording problems instead of raising."""
+
+    def __init__(self, data: Mapping[str, Any], path: str, problems: list[str]) -> None:
+        self._data = data
+        self._path = path
+        self._problems = problems
+        self._known: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self._path}.{name}" if self._path else name
+
+    def problem(self, name: str, text: str) -> None:
+        self._problems.append(f"{self.key(name)}: {text}")
+
+    def has(self, name: str) -> bool:
+        self._known.add(name)
+        return name in self._data
+
+    def _get(self, name: str, kind: type | tuple[type, ...], what: str) -> Any:
+        self._known.add(name)
+        if name not in self._data:
+            return None
+        value = self._data[name]
+        # bool is an int in Python, but `settle_seconds = true` is a mistake, not 1 second.
+        if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+            self.problem(name, f"expected {what}, got {value!r}")
+            return None
+        if not isinstance(value, kind):
+            self.problem(name, f"expected {what}, got {type(value).__name__} {value!r}")
+            return None
+        return value
+
+    def text(self, name: str, default: str, choices: tuple[str, ...] = ()) -> str:
+        value = self._get(name, str, "a string")
+        if value is None:
+            return default
+        if choices and value not in choices:
+            self.problem(name, f"must be one of {', '.join(map(repr, choices))}, got {value!r}")
+            return default
+        return str(value)
+
+    def seconds(self, name: str, default: float, minimum: float = 0.0) -> float:
+        value = self._get(name, (int, float), "a number of seconds")
+        if value is None:
+            return default
+        if value < minimum:
+            self.problem(name, f"must be at least {minimum:g}, got {value!r}")
+            return default
+        return float(value)
+
+    def flag(self, name: str, default: bool) -> bool:
+        value = self._get(name, bool, "true or false")
+        return default if value is None else bool(value)
+
+    def path(self, name: str, default: Path | None, base: Path) -> Path | None:
+        value = self._get(name, str, "a path")
+        if value is None:
+            return default
+        if not value:
+            return None
+        return base / Path(value).expanduser()
+
+    def strings(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        value = self._get(name, list, "a list of strings")
+        if value is None:
+            return default
+        if not all(isinstance(v, str) for v in value):
+            self.problem(name, "every item must be a string")
+            return default
+        return tuple(value)
+
+    def table(self, name: str) -> _Table:
+        value = self._get(name, dict, "a table")
+        return _Table(value or {}, self.key(name), self._problems)
+
+    def finish(self) -> None:
+        """Report keys nobody asked for: typos must not be silently ignored."""
+        for name in self._data:
+            if name not in self._known:
+                hint = difflib.get_close_matches(name, sorted(self._known), n=1)
+                extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+                self.problem(name, f"unknown key{extra}")
+
+
+def parse(
+    data: Mapping[str, Any], *, base: Path, env: Mapping[str, str], source: str = ""
+) -> Config:
+    """Build a Config from parsed TOML.
+
+    Relative paths are taken from `base` (the config file's folder). Raises ConfigError listing
+    every problem.
+    """
+    problems: list[str] = []
+    top = _Table(data, "", problems)
+
+    paths = _parse_paths(top.table("paths"), base, env)
+    watch = _parse_watch(top.table("watch"))
+    xnat = _parse_xnat(top.table("xnat"), base)
+    routing = _parse_routing(top.table("routing"))
+    rules = _parse_rules(top.table("rules"))
+    retry = _parse_retry(top.table("retry"))
+    log = top.table("log")
+    log_level = log.text("level", "info", LOG_LEVELS)
+    log.finish()
+    top.finish()
+
+    if problems or paths is None or xnat is None:
+        raise ConfigError(problems or ["configuration incomplete"], source)
+    return Config(paths, watch, xnat, routing, rules, retry, log_level, source)
+
+
+def load(path: Path, env: Mapping[str, str]) -> Config:
+    """Read and parse the TOML file at `path`. Raises ConfigError (also for unreadable files)."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            [f"cannot read the configuration file: {exc.strerror}"], str(path)
+        ) from exc
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"the file is not UTF-8 text: {exc}"], str(path)) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"TOML syntax error: {exc}"], str(path)) from exc
+    return parse(data, base=path.resolve().parent, env=env, source=str(path))
+
+
+def _parse_paths(t: _Table, base: Path, env: Mapping[str, str]) -> PathsConfig | None:
+    root = t.path("root", None, base)
+    named: dict[str, Path | None] = {}
+    for name, folder in (("incoming", "incoming"), ("done", "done"), ("failed", "failed")):
+        named[name] = t.path(name, root / folder if root else None, base)
+    named["work"] = t.path("work", root / ".work" if root else None, base)
+    # systemd's StateDirectory= exports STATE_DIRECTORY; otherwise the FHS place.
+    state_default = Path(env.get("STATE_DIRECTORY", "/var/lib/xnat-drop").split(":")[0])
+    state = t.path("state_dir", state_default, base) or state_default
+    t.finish()
+    missing = [name for name, value in named.items() if value is None]
+    if missing:
+        t.problem("root", f"set paths.root (or all of: {', '.join(missing)})")
+        return None
+    resolved = {name: value for name, value in named.items() if value is not None}
+    if len({p.resolve() for p in resolved.values()}) < len(resolved):
+        t.problem("root", "incoming, done, failed and work must be four different folders")
+    incoming = resolved["incoming"].resolve()
+    for name in ("done", "failed", "work"):
+        other = resolved[name].resolve()
+        if other.is_relative_to(incoming) or incoming.is_relative_to(other):
+            t.problem(name, f"must not overlap incoming ({incoming}): it would be watched")
+    return PathsConfig(
+        incoming=resolved["incoming"],
+        done=resolved["done"],
+        failed=resolved["failed"],
+        work=resolved["work"],
+        state=state,
+    )
+
+
+def _parse_watch(t: _Table) -> WatchConfig:
+    observer = t.text("observer", "inotify", OBSERVERS)
+    poll = t.seconds("poll_interval_seconds", 5.0, minimum=0.1)
+    rescan = t.seconds("rescan_seconds", 60.0, minimum=0.1)
+    settle = t.seconds("settle_seconds", 60.0, minimum=0.0)
+    t.finish()
+    return WatchConfig(observer, poll, rescan, settle)
+
+
+def _parse_xnat(t: _Table, base: Path) -> XnatConfig | None:
+    url = t.text("url", "")
+    secret = t.path("secret_file", None, base)
+    verify = t.flag("verify_tls", True)
+    ca_bundle = t.path("ca_bundle", None, base)
+    connect = t.seconds("connect_timeout_seconds", 10.0, minimum=0.1)
+    read = t.seconds("read_timeout_seconds", 600.0, minimum=1.0)
+    plain_http = t.flag("allow_plain_http", False)
+    t.finish()
+    if not url:
+        t.problem("url", "required: the XNAT base URL, e.g. https://xnat.example.org")
+        return None
+    problem = _url_problem(url, plain_http)
+    if problem:
+        t.problem("url", problem)
+    if ca_bundle is not None and not verify:
+        t.problem("ca_bundle", "is ignored while verify_tls = false; remove one of them")
+    return XnatConfig(url.rstrip("/"), secret, verify, ca_bundle, connect, read)
+
+
+def _url_problem(url: str, plain_http: bool) -> str:
+    """Why `url` is unusable as an XNAT base URL, or "" when it is fine."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        return f"must be an https:// URL with a host name, got {url!r}"
+    if parts.username or parts.password:
+        return "must not contain credentials; put them in the secret file"
+    if parts.query or parts.fragment:
+        return "must not contain a query or fragment"
+    if parts.scheme == "http" and not plain_http and not _is_loopback(parts.hostname):
+        return (
+            "plain http:// would send the XNAT password in clear text; use https:// "
+            "(or set xnat.allow_plain_http = true for a test server)"
+        )
+    return ""
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _parse_routing(t: _Table) -> RoutingConfig:
+    layout_text = t.text("layout", "project/subject/session")
+    project = t.text("project", "")
+    subject = t.text("subject", "")
+    t.finish()
+    layout = tuple(part.strip() for part in layout_text.split("/"))
+    if any(part not in LAYOUT_LEVELS for part in layout) or len(set(layout)) != len(layout):
+        t.problem(
+            "layout",
+            f"must be levels from {', '.join(LAYOUT_LEVELS)} joined by '/', each at most once, "
+            f"got {layout_text!r}",
+        )
+        return RoutingConfig(("project", "subject", "session"), project, subject)
+    if layout[-1] != "session":
+        t.problem("layout", f"the last level must be 'session', got {layout_text!r}")
+    if "project" not in layout and not project:
+        t.problem("project", "required when the layout has no project level")
+    if "subject" not in layout and not subject:
+        t.problem("subject", "required when the layout has no subject level")
+    return RoutingConfig(layout, project, subject)
+
+
+def _parse_rules(t: _Table) -> RulesConfig:
+    policies = []
+    choices = tuple(p.value for p in Policy)
+    for rule in EXCLUDABLE_RULES:
+        policies.append((rule, Policy(t.text(rule, Policy.REJECT.value, choices))))
+    markers = t.strings("extra_derived_markers", ())
+    t.finish()
+    return RulesConfig(tuple(policies), tuple(m.upper() for m in markers))
+
+
+def _parse_retry(t: _Table) -> RetryConfig:
+    first = t.seconds("first_delay_seconds", 30.0, minimum=0.01)
+    most = t.seconds("max_delay_seconds", 3600.0, minimum=0.01)
+    t.finish()
+    if most < first:
+        t.problem("max_delay_seconds", "must not be smaller than first_delay_seconds")
+    return RetryConfig(first, max(first, most))

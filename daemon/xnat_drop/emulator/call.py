@@ -1,0 +1,84 @@
+"""One request as the resources see it, and helpers to read its parameters."""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.message import Message
+from pathlib import Path
+
+from .httpbody import RequestBody
+from .pages import Reply
+
+
+@dataclass
+class Call:
+    """One request as the resources see it; ``user`` and response headers are filled in."""
+
+    method: str
+    segments: list[str]  # decoded path components, empty ones dropped
+    query: dict[str, str]
+    headers: Message
+    body: RequestBody
+    new_file: Callable[[], Path]
+    user: str | None = None
+    session_id: str | None = None
+    response_headers: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def user_agent(self) -> str:
+        return self.headers.get("User-Agent", "")
+
+    @property
+    def format(self) -> str | None:
+        return self.query.get("format")
+
+    def with_headers(self, reply: Reply) -> Reply:
+        if not self.response_headers:
+            return reply
+        return Reply(
+            reply.status,
+            reply.body,
+            reply.content_type,
+            reply.headers + tuple(self.response_headers),
+        )
+
+
+def flag(value: str | None) -> bool:
+    """Java ``Boolean.parseBoolean``."""
+    return (value or "").lower() == "true"
+
+
+def media_params(content_type: str | None) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for part in (content_type or "").split(";")[1:]:
+        key, _, value = part.strip().partition("=")
+        if key:
+            params[key.strip().lower()] = value.strip().strip('"')
+    return params
+
+
+def media_type(content_type: str | None) -> tuple[str, str]:
+    """(bare media type, the type as Restlet compares it: parameters other than charset kept)."""
+    if not content_type:
+        return "", ""
+    media = content_type.split(";", 1)[0].strip().lower()
+    extra = sorted(f"{k}={v}" for k, v in media_params(content_type).items() if k != "charset")
+    return media, ";".join([media, *extra])
+
+
+def read_form(call: Call) -> dict[str, str]:
+    """Parameters of an urlencoded body (up to 1 MiB); other bodies give none."""
+    media, _ = media_type(call.headers.get("Content-Type"))
+    if media != "application/x-www-form-urlencoded":
+        return {}
+    data = b""
+    while len(data) <= 1 << 20 and (chunk := call.body.read(1 << 16)):
+        data += chunk
+    form: dict[str, str] = {}
+    for key, value in urllib.parse.parse_qsl(
+        data.decode("utf-8", "replace"), keep_blank_values=True
+    ):
+        form.setdefault(key, value)
+    return form

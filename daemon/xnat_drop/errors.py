@@ -1,0 +1,56 @@
+"""Exception types, chosen by what the service loop must do when one is raised.
+
+Rule violations are never exceptions: they are data in a `Verdict`.
+"""
+
+from __future__ import annotations
+
+
+class XnatDropError(Exception):
+    """Base class for every error this package raises on purpose."""
+
+
+class ConfigError(XnatDropError):
+    """The configuration is unusable. The process exits 78 (EX_CONFIG).
+
+    `problems` holds every problem found, each starting with its key path.
+    """
+
+    def __init__(self, problems: list[str], source: str = "") -> None:
+        self.problems = tuple(problems)
+        self.source = source
+        where = f" in {source}" if source else ""
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{len(problems)} problem(s){where}:\n{lines}")
+
+
+class SessionChangedError(XnatDropError):
+    """Files vanished or changed while the session was being read: wait for it to settle again."""
+
+
+class XnatError(XnatDropError):
+    """Base for errors from talking to XNAT."""
+
+
+class XnatTransientError(XnatError):
+    """Connection error, timeout, 429, 502, 503 or 504: keep the session and retry later."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class XnatAuthError(XnatError):
+    """XNAT refused our credentials or our access (401/403): pause all uploads, never fail data."""
+
+
+class XnatRejectedError(XnatError):
+    """XNAT refused this session for good (other 4xx, empty import answer, wrong project).
+
+    The session goes to failed/ with `rule` and the message, which repeats XNAT's own words.
+    """
+
+    def __init__(self, rule: str, message: str, *, status: int | None = None) -> None:
+        self.rule = rule
+        self.status = status
+        super().__init__(message)

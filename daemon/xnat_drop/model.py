@@ -1,0 +1,163 @@
+"""Value objects that flow through the pipeline. Pure: no I/O, no clock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class FileKind(str, Enum):
+    """What a file in a session is, decided by content (and by name only for junk)."""
+
+    DICOM = "dicom"  # Part 10: 128-byte preamble + "DICM"
+    DICOM_NO_PREAMBLE = "dicom-no-preamble"  # a bare dataset, still DICOM to XNAT
+    UNREADABLE_DICOM = "unreadable-dicom"  # claims to be DICOM but is truncated or corrupt
+    NIFTI = "nifti"  # NIfTI-1/-2 single file, plain or gzipped
+    ANALYZE = "analyze"  # .hdr/.img pairs (Analyze 7.5 or NIfTI pair)
+    OTHER = "other"  # anything else that is not junk
+    JUNK = "junk"  # OS clutter and DICOMDIR: ignored, never uploaded
+    UNSAFE = "unsafe"  # symlink, FIFO, socket, device: never opened
+
+
+class Policy(str, Enum):
+    """What a broken rule does to the session."""
+
+    REJECT = "reject"  # the whole session goes to failed/
+    EXCLUDE = "exclude"  # the offending files stay out of the upload; the rest is delivered
+
+
+class Outcome(str, Enum):
+    DONE = "done"
+    FAILED = "failed"
+    RETRY = "retry"
+
+
+@dataclass(frozen=True, slots=True)
+class Fingerprint:
+    """What a folder looks like right now; equal fingerprints mean nothing changed."""
+
+    names_hash: str
+    count: int
+    total_bytes: int
+    newest_mtime_ns: int
+    has_partial: bool  # a name such as *.part or *.tmp says a copy is still running
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """A fingerprint and since when it has been observed unchanged."""
+
+    fingerprint: Fingerprint
+    since: float
+
+
+@dataclass(frozen=True, slots=True)
+class DicomHeader:
+    """The few header fields the rules and routing need; strings are stripped, never None."""
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    series_number: int | None
+    series_description: str
+    image_type: tuple[str, ...]
+    modality: str
+    photometric_interpretation: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FileFacts:
+    """One file of a session as inspected.
+
+    `path` is relative to the session folder, with "/" separators. `note` says why the file got
+    its kind (a magic number, a parse error) in words fit for a report.
+    """
+
+    path: str
+    size: int
+    kind: FileKind
+    header: DicomHeader | None = None
+    note: str = ""
+
+    @property
+    def is_dicom(self) -> bool:
+        return self.kind in (FileKind.DICOM, FileKind.DICOM_NO_PREAMBLE)
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A claimed session folder: its name, where it was dropped, and every file in it."""
+
+    name: str
+    relpath: tuple[str, ...]  # parts below incoming/, the last one is `name`
+    files: tuple[FileFacts, ...]
+
+    @property
+    def display(self) -> str:
+        return "/".join(self.relpath)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a session goes in XNAT. Every label is already valid for XNAT."""
+
+    project: str
+    subject: str
+    session: str
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """One broken rule.
+
+    `subject` names the offending file or series; `sentence` tells a lab member what is wrong and
+    what to do; `detail` says briefly what is wrong with this one item (for lists); `files`
+    lists the session-relative paths concerned (what EXCLUDE leaves out).
+    """
+
+    rule: str
+    policy: Policy
+    subject: str
+    sentence: str
+    files: tuple[str, ...] = ()
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The judgement on a session: what to upload where, and what is wrong with it."""
+
+    target: Target | None
+    violations: tuple[Violation, ...]
+    upload: tuple[FileFacts, ...]
+    excluded: tuple[str, ...]
+    ignored: tuple[str, ...]
+
+    @property
+    def rejections(self) -> tuple[Violation, ...]:
+        return tuple(v for v in self.violations if v.policy is Policy.REJECT)
+
+    @property
+    def accepted(self) -> bool:
+        return self.target is not None and not self.rejections and bool(self.upload)
+
+
+@dataclass(frozen=True, slots=True)
+class UploadReceipt:
+    """What XNAT answered for a delivered session."""
+
+    uris: tuple[str, ...]
+    files: int
+    bytes_sent: int
+    seconds: float
+    server_version: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What happens to a session after an attempt."""
+
+    outcome: Outcome
+    reason: str
+    retry_at: float | None = None

@@ -1,0 +1,58 @@
+"""When is a dropped folder finished? Pure: every function gets `now` from the caller.
+
+A folder is stable when consecutive observations give the same fingerprint for `settle`
+seconds. Only observations are compared, never file mtimes against the local clock: on a
+network share the writer's clock is not ours.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+from .model import Fingerprint, Seen
+from .names import is_junk_path, is_partial_name
+
+
+def fingerprint(entries: Iterable[tuple[str, int, int]]) -> Fingerprint:
+    """Summarise a folder from its `(relative path, size, mtime_ns)` entries.
+
+    Junk (e.g. `.DS_Store`, which Finder rewrites at will) is left out so it cannot keep a
+    folder unsettled forever; partial-copy names are counted and flagged.
+    """
+    digest = hashlib.sha256()
+    count = total = newest = 0
+    partial = False
+    for relpath, size, mtime_ns in sorted(entries):
+        if is_junk_path(relpath):
+            continue
+        digest.update(f"{relpath}\0{size}\0{mtime_ns}\n".encode("utf-8", "surrogateescape"))
+        count += 1
+        total += size
+        newest = max(newest, mtime_ns)
+        partial = partial or is_partial_name(relpath.rsplit("/", 1)[-1])
+    return Fingerprint(digest.hexdigest()[:32], count, total, newest, partial)
+
+
+def observe(previous: Seen | None, current: Fingerprint, now: float) -> Seen:
+    """Record an observation: the clock restarts whenever the fingerprint differs."""
+    if previous is not None and previous.fingerprint == current:
+        return previous
+    return Seen(current, now)
+
+
+def is_stable(seen: Seen, now: float, settle: float) -> bool:
+    """True when the folder has files, none partial, unchanged for at least `settle` seconds.
+
+    An empty folder never settles: copy tools create the folder first and fill it later.
+    """
+    fp = seen.fingerprint
+    return fp.count > 0 and not fp.has_partial and now - seen.since >= settle
+
+
+def settles_at(seen: Seen, settle: float) -> float | None:
+    """When the folder will be stable if nothing changes, or None if it cannot settle as is."""
+    fp = seen.fingerprint
+    if fp.count == 0 or fp.has_partial:
+        return None
+    return seen.since + settle

@@ -1,0 +1,111 @@
+"""Shared fixtures: a drop tree with its config, the XNAT stand-in, and the daemon as a process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from xnat_drop.emulator import Emulator
+
+USER, PASSWORD = "alice", "s3cret-pw"
+PROJECT = "P1"
+
+
+@dataclass
+class Drop:
+    """A drop tree (incoming/, done/, failed/, .work/) with a config file and a secret."""
+
+    root: Path
+    config: Path
+    secret: Path
+    state: Path
+
+    @property
+    def incoming(self) -> Path:
+        return self.root / "incoming"
+
+    @property
+    def done(self) -> Path:
+        return self.root / "done"
+
+    @property
+    def failed(self) -> Path:
+        return self.root / "failed"
+
+    @property
+    def work(self) -> Path:
+        return self.root / ".work"
+
+    def write_config(self, url: str, extra: str = "", settle: float = 0.5) -> None:
+        """(Re)write the config: short settle and retry times so tests run fast."""
+        self.config.write_text(
+            f"""
+[paths]
+root = "{self.root}"
+state_dir = "{self.state}"
+
+[watch]
+settle_seconds = {settle}
+rescan_seconds = 0.5
+
+[xnat]
+url = "{url}"
+secret_file = "{self.secret}"
+connect_timeout_seconds = 2
+read_timeout_seconds = 30
+
+[retry]
+first_delay_seconds = 0.2
+max_delay_seconds = 1
+{extra}
+"""
+        )
+
+
+@pytest.fixture
+def emulator(tmp_path: Path) -> Iterator[Emulator]:
+    from xnat_drop.emulator import Emulator
+
+    with Emulator(root=tmp_path / "xnat", users={USER: PASSWORD}, projects=[PROJECT]) as emu:
+        yield emu
+
+
+@pytest.fixture
+def drop(tmp_path: Path, emulator: Emulator) -> Drop:
+    root = tmp_path / "drop"
+    (root / "incoming").mkdir(parents=True)
+    secret = tmp_path / "secret"
+    secret.touch(mode=0o600)
+    secret.write_text(f"{USER}:{PASSWORD}\n")
+    item = Drop(root, tmp_path / "xnat-drop.toml", secret, tmp_path / "state")
+    item.write_config(emulator.url)
+    return item
+
+
+def run_daemon(drop: Drop, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """Run the real `xnat-drop run --once` process over `drop` and wait for it."""
+    cmd = [sys.executable, "-m", "xnat_drop.cli", "run", "--config", str(drop.config), "--once"]
+    cmd += ["--timeout", str(timeout - 5), *args]
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("CREDENTIALS_DIRECTORY", "NOTIFY_SOCKET")
+    }
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False
+    )
+
+
+def start_daemon(drop: Drop, *args: str) -> subprocess.Popen[str]:
+    """Start the real daemon process (`run`, no --once) in the background."""
+    cmd = [sys.executable, "-m", "xnat_drop.cli", "run", "--config", str(drop.config), *args]
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("CREDENTIALS_DIRECTORY", "NOTIFY_SOCKET")
+    }
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

@@ -1,0 +1,210 @@
+"""config.py and `xnat-drop check-config`: the example stays valid, every problem is reported."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from xnat_drop import config as config_mod
+from xnat_drop.config import parse
+from xnat_drop.errors import ConfigError
+from xnat_drop.model import Policy
+
+EXAMPLE = Path(__file__).parent.parent / "etc" / "xnat-drop.toml"
+MINIMAL = {"paths": {"root": "/srv/drop"}, "xnat": {"url": "https://xnat.example.org"}}
+
+
+def problems_of(data: dict[str, object]) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse(data, base=Path("/etc/xnat-drop"), env={})
+    return list(caught.value.problems)
+
+
+def test_example_config_loads_with_the_documented_defaults() -> None:
+    cfg = config_mod.load(EXAMPLE, env={})
+    assert cfg.paths.incoming == Path("/srv/xnat-drop/incoming")
+    assert cfg.paths.work == Path("/srv/xnat-drop/.work")
+    assert cfg.xnat.url == "https://xnat.example.org"
+    assert cfg.xnat.verify_tls is True and cfg.xnat.ca_bundle is None
+    assert cfg.routing.layout == ("project", "subject", "session")
+    assert cfg.watch.observer == "inotify" and cfg.watch.settle == 60
+    assert cfg.rules.policy("nifti") is Policy.REJECT
+    # the example shows the defaults: the minimal config must give the same values
+    minimal = parse(MINIMAL, base=EXAMPLE.parent, env={})
+    assert (minimal.watch, minimal.retry, minimal.rules, minimal.routing) == (
+        cfg.watch,
+        cfg.retry,
+        cfg.rules,
+        cfg.routing,
+    )
+
+
+def test_example_documents_every_key() -> None:
+    """Each key the parser knows appears in the example (set or commented)."""
+    text = EXAMPLE.read_text()
+    keys = [
+        "root",
+        "incoming",
+        "done",
+        "failed",
+        "work",
+        "state_dir",
+        "observer",
+        "poll_interval_seconds",
+        "rescan_seconds",
+        "settle_seconds",
+        "url",
+        "secret_file",
+        "verify_tls",
+        "ca_bundle",
+        "connect_timeout_seconds",
+        "read_timeout_seconds",
+        "allow_plain_http",
+        "layout",
+        "project",
+        "subject",
+        "nifti",
+        "derived-series",
+        "non-dicom",
+        "unreadable-dicom",
+        "extra_derived_markers",
+        "first_delay_seconds",
+        "max_delay_seconds",
+        "level",
+    ]
+    for key in keys:
+        assert f"{key} = " in text, key
+
+
+def test_every_problem_is_reported_at_once_with_its_key_path() -> None:
+    problems = problems_of(
+        {
+            "paths": {"root": "/srv/drop", "incomming": "/x"},
+            "watch": {"settle_seconds": "sixty", "observer": "fanotify"},
+            "xnat": {"url": "ftp://xnat"},
+            "rules": {"nifti": "ignore"},
+            "retry": {"first_delay_seconds": True},
+            "extra": 1,
+        }
+    )
+    assert len(problems) == 7, problems
+    joined = "\n".join(problems)
+    for fragment in (
+        "paths.incomming: unknown key (did you mean 'incoming'?)",
+        "watch.settle_seconds: expected a number of seconds",
+        "watch.observer: must be one of 'inotify', 'polling'",
+        "xnat.url: must be an https:// URL",
+        "rules.nifti: must be one of 'reject', 'exclude'",
+        "retry.first_delay_seconds: expected a number of seconds, got True",
+        "extra: unknown key",
+    ):
+        assert fragment in joined
+
+
+def test_required_keys() -> None:
+    problems = problems_of({})
+    assert any(p.startswith("paths.root:") for p in problems)
+    assert any(p.startswith("xnat.url: required") for p in problems)
+
+
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        ("http://xnat.example.org", "clear text"),
+        ("https://bob:pw@xnat.example.org", "must not contain credentials"),
+        ("https://xnat.example.org/?a=1", "query"),
+    ],
+)
+def test_unsafe_urls_are_refused(url: str, fragment: str) -> None:
+    problems = problems_of({**MINIMAL, "xnat": {"url": url}})
+    assert any(fragment in p for p in problems), problems
+
+
+def test_plain_http_on_loopback_is_fine() -> None:
+    cfg = parse({**MINIMAL, "xnat": {"url": "http://127.0.0.1:8080/"}}, base=Path("/"), env={})
+    assert cfg.xnat.url == "http://127.0.0.1:8080"
+
+
+@pytest.mark.parametrize(
+    ("routing", "fragment"),
+    [
+        ({"layout": "project/session"}, "routing.subject: required"),
+        ({"layout": "session/subject"}, "last level must be 'session'"),
+        ({"layout": "project/visit/session"}, "must be levels from"),
+        ({"layout": "subject/session"}, "routing.project: required"),
+    ],
+)
+def test_layout_problems(routing: dict[str, str], fragment: str) -> None:
+    problems = problems_of({**MINIMAL, "routing": routing})
+    assert any(fragment in p for p in problems), problems
+
+
+def test_folders_must_not_overlap_incoming() -> None:
+    problems = problems_of(
+        {**MINIMAL, "paths": {"root": "/srv/drop", "done": "/srv/drop/incoming/done"}}
+    )
+    assert any(p.startswith("paths.done: must not overlap incoming") for p in problems), problems
+
+
+def test_relative_paths_are_taken_from_the_config_folder() -> None:
+    cfg = parse({**MINIMAL, "paths": {"root": "drop"}}, base=Path("/etc/xnat-drop"), env={})
+    assert cfg.paths.failed == Path("/etc/xnat-drop/drop/failed")
+
+
+def test_state_directory_from_systemd() -> None:
+    cfg = parse(MINIMAL, base=Path("/"), env={"STATE_DIRECTORY": "/var/lib/xnat-drop-test"})
+    assert cfg.paths.state == Path("/var/lib/xnat-drop-test")
+
+
+def check_config(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "xnat_drop.cli", "check-config", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+
+
+def write(tmp_path: Path, body: str, secret_mode: int = 0o600) -> Path:
+    (tmp_path / "drop").mkdir(exist_ok=True)
+    secret = tmp_path / "secret"
+    secret.write_text("alice:pw\n")
+    secret.chmod(secret_mode)
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[paths]\nroot = "{tmp_path}/drop"\n'
+        f'[xnat]\nurl = "https://x.example"\nsecret_file = "{secret}"\n{body}'
+    )
+    return config
+
+
+def test_check_config_exit_codes(tmp_path: Path) -> None:
+    good = check_config(write(tmp_path, ""))
+    assert good.returncode == 0, good.stderr
+    assert "OK" in good.stdout and "alice" in good.stdout and "pw" not in good.stdout
+
+    bad = check_config(write(tmp_path, "[watch]\nsettle = 3\n"))
+    assert bad.returncode == 78
+    assert "watch.settle: unknown key (did you mean 'settle_seconds'?)" in bad.stderr
+
+    syntax = check_config(write(tmp_path, "[watch\n"))
+    assert syntax.returncode == 78 and "TOML syntax error" in syntax.stderr
+
+    missing = check_config(tmp_path / "nope.toml")
+    assert missing.returncode == 78 and "cannot read" in missing.stderr
+
+    config = write(tmp_path, "")
+    (tmp_path / "drop").rmdir()
+    unmounted = check_config(config)
+    assert unmounted.returncode == 78 and "is the share mounted?" in unmounted.stderr
+
+
+def test_check_config_refuses_a_readable_secret(tmp_path: Path) -> None:
+    result = check_config(write(tmp_path, "", secret_mode=0o644))
+    assert result.returncode == 78
+    assert "readable by group or others" in result.stderr and "chmod 600" in result.stderr
+    assert "alice:pw" not in result.stderr

@@ -1,0 +1,216 @@
+"""inspect.py on real files: pydicom's and nibabel's test data, dcm2niix output, special files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from xnat_drop.demo.samples import SeriesSpec, write_nifti, write_session
+from xnat_drop.errors import SessionChangedError
+from xnat_drop.inspect import classify, inspect
+from xnat_drop.model import FileKind
+
+from data import NIBABEL_DATA, NICOM_DATA, copy_series, pydicom_file
+
+
+def kinds(folder: Path) -> dict[str, FileKind]:
+    session = inspect(folder, ("P", "S", folder.name))
+    return {f.path: f.kind for f in session.files}
+
+
+def test_original_mr_series_is_dicom_with_header(tmp_path: Path) -> None:
+    copies = copy_series("MR2", tmp_path / "s")
+    session = inspect(tmp_path / "s", ("P", "S", "s"))
+    assert len(session.files) == len(copies)
+    for facts in session.files:
+        assert facts.kind is FileKind.DICOM
+        assert facts.header is not None
+        assert facts.header.image_type[0] == "ORIGINAL"
+        assert facts.header.sop_instance_uid
+        assert facts.size == (tmp_path / "s" / facts.path).stat().st_size
+
+
+def test_generated_session_headers_match_what_was_written(tmp_path: Path) -> None:
+    spec = SeriesSpec(7, "MoCoSeries", ("ORIGINAL", "PRIMARY", "M", "ND", "MOCO"), images=2)
+    write_session(tmp_path / "s", [spec], study_uid="1.2.3.4")
+    session = inspect(tmp_path / "s", ("s",))
+    headers = [f.header for f in session.files]
+    assert all(h is not None for h in headers)
+    assert {
+        (h.series_number, h.series_description, h.study_instance_uid) for h in headers if h
+    } == {(7, "MoCoSeries", "1.2.3.4")}
+    assert headers[0] is not None and "MOCO" in headers[0].image_type
+
+
+def test_truncated_pixel_data_is_unreadable(tmp_path: Path) -> None:
+    facts = classify(pydicom_file("MR_truncated.dcm"), "MR_truncated.dcm")
+    assert facts.kind is FileKind.UNREADABLE_DICOM
+    assert "cut short" in facts.note
+
+
+def test_a_real_file_cut_in_half_is_unreadable(tmp_path: Path) -> None:
+    source = copy_series("MR2", tmp_path / "full")[0]
+    half = tmp_path / "half.dcm"
+    half.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
+    assert classify(source, "full.dcm").kind is FileKind.DICOM
+    assert classify(half, "half.dcm").kind is FileKind.UNREADABLE_DICOM
+
+
+def test_compressed_pixel_data_whole_and_cut(tmp_path: Path) -> None:
+    source = pydicom_file("JPEG2000.dcm")
+    assert classify(source, "j2k.dcm").kind is FileKind.DICOM
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(source.read_bytes()[:-200])
+    facts = classify(cut, "cut.dcm")
+    assert facts.kind is FileKind.UNREADABLE_DICOM
+    assert "compressed image data" in facts.note
+
+
+def test_dicom_without_preamble_is_dicom(tmp_path: Path) -> None:
+    facts = classify(pydicom_file("ExplVR_LitEndNoMeta.dcm"), "no_meta.dcm")
+    assert facts.kind is FileKind.DICOM_NO_PREAMBLE
+    assert facts.header is not None and facts.header.sop_instance_uid
+
+
+def test_dicomdir_is_junk_even_when_renamed(tmp_path: Path) -> None:
+    source = pydicom_file("DICOMDIR")
+    renamed = tmp_path / "index.dcm"
+    shutil.copyfile(source, renamed)
+    facts = classify(renamed, "index.dcm")
+    assert facts.kind is FileKind.JUNK
+    assert "DICOMDIR" in facts.note
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("anatomical.nii", FileKind.NIFTI),
+        ("example4d.nii.gz", FileKind.NIFTI),
+        ("example_nifti2.nii.gz", FileKind.NIFTI),
+        ("row_major.dconn.nii", FileKind.NIFTI),  # CIFTI: a NIfTI-2 container
+        ("nifti1.hdr", FileKind.ANALYZE),
+        ("analyze.hdr", FileKind.ANALYZE),
+    ],
+)
+def test_nibabel_images_are_converted_data(name: str, kind: FileKind) -> None:
+    facts = classify(NIBABEL_DATA / name, name)
+    assert facts.kind is kind, facts.note
+
+
+def test_nifti_found_by_content_when_renamed(tmp_path: Path) -> None:
+    for name in ("example4d.nii.gz", "anatomical.nii", "example_nifti2.nii.gz"):
+        renamed = tmp_path / f"IM_{name.split('.')[0]}"
+        shutil.copyfile(NIBABEL_DATA / name, renamed)
+        facts = classify(renamed, renamed.name)
+        assert facts.kind is FileKind.NIFTI, (name, facts.note)
+        assert "magic" in facts.note
+
+
+def test_nifti_named_file_with_other_content_is_still_nifti(tmp_path: Path) -> None:
+    fake = tmp_path / "broken.nii"
+    fake.write_bytes(b"not really an image")
+    assert classify(fake, "broken.nii").kind is FileKind.NIFTI
+
+
+def test_analyze_img_half_needs_its_hdr(tmp_path: Path) -> None:
+    (tmp_path / "a.hdr").write_bytes((NIBABEL_DATA / "analyze.hdr").read_bytes())
+    (tmp_path / "a.img").write_bytes(os.urandom(100))
+    (tmp_path / "lonely.img").write_bytes(os.urandom(100))
+    found = kinds(tmp_path)
+    assert found["a.hdr"] is FileKind.ANALYZE
+    assert found["a.img"] is FileKind.ANALYZE
+    assert found["lonely.img"] is FileKind.OTHER
+
+
+def test_own_nifti_writer_output_is_recognised(tmp_path: Path) -> None:
+    for name in ("x.nii", "x.nii.gz"):
+        facts = classify(write_nifti(tmp_path / name), name)
+        assert facts.kind is FileKind.NIFTI
+    # the same bytes really are NIfTI to nibabel
+    import nibabel
+
+    image = nibabel.load(tmp_path / "x.nii.gz")
+    assert image.shape == (16, 16, 8)
+
+
+def test_dcm2niix_output_is_caught(tmp_path: Path) -> None:
+    dcm2niix = shutil.which("dcm2niix") or str(Path(os.sys.executable).parent / "dcm2niix")
+    series = tmp_path / "series"
+    copy_series("MR2", series)
+    out = tmp_path / "out"
+    out.mkdir()
+    result = subprocess.run(
+        [dcm2niix, "-z", "y", "-b", "y", "-f", "converted", "-o", str(out), str(series)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    produced = kinds(out)
+    niftis = [p for p in produced if p.endswith(".nii.gz")]
+    assert niftis and all(produced[p] is FileKind.NIFTI for p in niftis)
+    sidecars = [p for p in produced if p.endswith(".json")]
+    assert sidecars and all(produced[p] is FileKind.OTHER for p in sidecars)
+
+
+def test_siemens_and_philips_real_files(tmp_path: Path) -> None:
+    assert classify(NICOM_DATA / "0.dcm", "0.dcm").kind is FileKind.DICOM
+    facts = classify(NICOM_DATA / "philips_mprage.dcm.gz", "philips_mprage.dcm.gz")
+    assert facts.kind is FileKind.OTHER and "gzip" in facts.note
+
+
+def test_junk_is_ignored_by_name_without_reading(tmp_path: Path) -> None:
+    (tmp_path / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (tmp_path / "._IM0001.dcm").write_bytes(b"\0\5\x16\7")
+    (tmp_path / "Thumbs.db").write_bytes(b"x")
+    (tmp_path / "__MACOSX").mkdir()
+    (tmp_path / "__MACOSX" / "IM0001.dcm").write_bytes(b"AppleDouble")
+    assert set(kinds(tmp_path).values()) == {FileKind.JUNK}
+
+
+def test_other_files_say_what_they_are(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("scan notes: subject moved, ünïcode\n")
+    (tmp_path / "report.pdf").write_bytes(b"%PDF-1.7\n")
+    (tmp_path / "empty.dcm").write_bytes(b"")
+    session = inspect(tmp_path, ("s",))
+    notes = {f.path: (f.kind, f.note) for f in session.files}
+    assert notes["notes.txt"] == (FileKind.OTHER, "a text file")
+    assert notes["report.pdf"] == (FileKind.OTHER, "a PDF document")
+    assert notes["empty.dcm"] == (FileKind.OTHER, "an empty file")
+
+
+def test_symlinks_are_never_followed(tmp_path: Path) -> None:
+    outside = copy_series("MR1", tmp_path / "outside")[0]
+    session_dir = tmp_path / "s"
+    session_dir.mkdir()
+    (session_dir / "link.dcm").symlink_to(outside)
+    (session_dir / "dirlink").symlink_to(tmp_path / "outside", target_is_directory=True)
+    session = inspect(session_dir, ("s",))
+    assert {(f.path, f.kind, f.note) for f in session.files} == {
+        ("link.dcm", FileKind.UNSAFE, "a symbolic link"),
+        ("dirlink", FileKind.UNSAFE, "a symbolic link"),
+    }
+
+
+def test_fifo_and_socket_are_never_opened(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.dcm")  # opening it for reading would block this test forever
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / "sock"))
+    try:
+        found = {f.path: f.note for f in inspect(tmp_path, ("s",)).files}
+    finally:
+        sock.close()
+    assert found == {"pipe.dcm": "a named pipe (FIFO)", "sock": "a socket"}
+
+
+def test_file_replaced_by_symlink_after_walk_is_a_change(tmp_path: Path) -> None:
+    target = copy_series("MR1", tmp_path / "x")[0]
+    victim = tmp_path / "victim.dcm"
+    victim.symlink_to(target)
+    with pytest.raises(SessionChangedError):
+        classify(victim, "victim.dcm")

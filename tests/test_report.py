@@ -1,0 +1,103 @@
+"""report.py: what a lab member and a script read beside a finished session."""
+
+from __future__ import annotations
+
+import json
+
+from xnat_drop.config import DEFAULT_RULES
+from xnat_drop.model import (
+    DicomHeader,
+    FileFacts,
+    FileKind,
+    Outcome,
+    Session,
+    Target,
+    UploadReceipt,
+)
+from xnat_drop.report import Report, render_json, render_text
+from xnat_drop.rules import evaluate
+
+MR = "1.2.840.10008.5.1.4.1.1.4"
+
+
+def h(series: str, number: int, desc: str, image_type: tuple[str, ...]) -> DicomHeader:
+    return DicomHeader(MR, f"{series}.{number}", "1.2.3", series, number, desc, image_type, "MR")
+
+
+def failed_report() -> Report:
+    files = [
+        FileFacts(
+            f"moco/{i}.dcm",
+            10,
+            FileKind.DICOM,
+            h("1.2.3.7", 7, "MoCoSeries", ("ORIGINAL", "PRIMARY", "MOCO")),
+        )
+        for i in range(3)
+    ]
+    files += [
+        FileFacts(f"nii/{i}.nii.gz", 10, FileKind.NIFTI, note="NIfTI-1 image") for i in range(25)
+    ]
+    files.append(
+        FileFacts("t1/1.dcm", 10, FileKind.DICOM, h("1.2.3.2", 2, "T1", ("ORIGINAL", "PRIMARY")))
+    )
+    files.append(FileFacts(".DS_Store", 1, FileKind.JUNK))
+    session = Session("E1", ("P1", "S1", "E1"), tuple(files))
+    target = Target("P1", "S1", "E1")
+    verdict = evaluate(session, DEFAULT_RULES, target)
+    return Report(
+        outcome=Outcome.FAILED,
+        session=session,
+        location="failed/P1/S1/E1",
+        decided_at=1_795_000_000.0,
+        verdict=verdict,
+        target=target,
+        violations=verdict.violations,
+        incoming="incoming/P1/S1/E1",
+    )
+
+
+def test_failed_text_report_names_rules_files_series_and_what_to_do() -> None:
+    text = render_text(failed_report())
+    assert text.startswith("xnat-drop report: NOT uploaded")
+    assert "Why it was not uploaded (26 problems):" in text
+    assert "[derived-series] Scanner-derived series" in text
+    assert "Series 7 “MoCoSeries” (3 files" in text and "contains MOCO" in text
+    assert "[nifti] Converted data (NIfTI/Analyze): 25 files" in text
+    assert "Remove these converted files" in text
+    assert "    - nii/0.nii.gz: NIfTI-1 image\n" in text
+    assert "... and 5 more (all listed in the .report.json)" in text  # 25 NIfTI files, 20 shown
+    assert "move the folder back to incoming/P1/S1/E1 to try again" in " ".join(text.split())
+    assert "Ignored:   1 operating-system file" in text
+    assert all(len(line) <= 100 for line in text.splitlines())
+
+
+def test_json_report_lists_everything() -> None:
+    data = json.loads(render_json(failed_report()))
+    assert data["schema"] == 1 and data["outcome"] == "failed"
+    assert data["relpath"] == ["P1", "S1", "E1"]
+    assert data["target"] == {"project": "P1", "subject": "S1", "session": "E1"}
+    rules = [v["rule"] for v in data["violations"]]
+    assert rules.count("nifti") == 25 and rules.count("derived-series") == 1
+    assert data["counts"] == {"dicom": 4, "junk": 1, "nifti": 25}
+    assert data["uploaded"] == [] and data["ignored"] == [".DS_Store"]
+    assert data["decided_at"].endswith("Z")
+
+
+def test_done_receipt_lists_uris_and_counts() -> None:
+    session = Session(
+        "E1",
+        ("P1", "S1", "E1"),
+        (FileFacts("1.dcm", 2_500_000, FileKind.DICOM, h("1", 1, "T1", ())),),
+    )
+    verdict = evaluate(session, DEFAULT_RULES, Target("P1", "S1", "E1"))
+    uri = "/data/prearchive/projects/P1/20261121_101112345/E1"
+    receipt = UploadReceipt((uri,), 1, 2_500_300, 1.25, "1.8.10")
+    report = Report(
+        Outcome.DONE, session, "done/P1/S1/E1", 0.0, verdict, verdict.target, (), receipt
+    )
+    text = render_text(report)
+    assert text.startswith("xnat-drop report: DELIVERED to XNAT")
+    assert f"XNAT URI:  {uri}" in text
+    assert "Uploaded:  1 DICOM file, 2.5 MB in 1.2 s" in text
+    data = json.loads(render_json(report))
+    assert data["xnat"]["uris"] == [uri] and data["uploaded"] == ["1.dcm"]
