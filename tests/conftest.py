@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+import requests
 
 if TYPE_CHECKING:
     from xnat_drop.emulator import Emulator
 
-USER, PASSWORD = "alice", "s3cret-pw"
+from emulator_helpers import PASSWORD, USER, client
+
 PROJECT = "P1"
 
 
@@ -44,7 +46,9 @@ class Drop:
     def work(self) -> Path:
         return self.root / ".work"
 
-    def write_config(self, url: str, extra: str = "", settle: float = 0.5) -> None:
+    def write_config(
+        self, url: str, extra: str = "", settle: float = 0.5, rescan: float = 0.5
+    ) -> None:
         """(Re)write the config: short settle and retry times so tests run fast."""
         self.config.write_text(
             f"""
@@ -54,7 +58,7 @@ state_dir = "{self.state}"
 
 [watch]
 settle_seconds = {settle}
-rescan_seconds = 0.5
+rescan_seconds = {rescan}
 
 [xnat]
 url = "{url}"
@@ -76,6 +80,13 @@ def emulator(tmp_path: Path) -> Iterator[Emulator]:
 
     with Emulator(root=tmp_path / "xnat", users={USER: PASSWORD}, projects=[PROJECT]) as emu:
         yield emu
+
+
+@pytest.fixture
+def http(emulator: Emulator) -> Iterator[requests.Session]:
+    """A requests session with Basic credentials for the stand-in."""
+    with client() as session:
+        yield session
 
 
 @pytest.fixture

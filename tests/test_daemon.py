@@ -6,9 +6,11 @@ import hashlib
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 from xnat_drop.demo.samples import ORIGINAL, SeriesSpec, write_nifti, write_session
@@ -44,6 +46,20 @@ def report(root: Path, relpath: tuple[str, ...]) -> tuple[str, dict[str, object]
     text = folder.with_name(folder.name + ".report.txt").read_text()
     data = json.loads(folder.with_name(folder.name + ".report.json").read_text())
     return text, data
+
+
+def wait_until(
+    condition: Callable[[], bool],
+    what: str,
+    proc: subprocess.Popen[str] | None = None,
+    timeout: float = 30,
+) -> None:
+    """Poll `condition` until true; fail naming `what` on timeout or if `proc` exits."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting: {what}"
+        assert proc is None or proc.poll() is None, f"the daemon exited while waiting: {what}"
+        time.sleep(0.1)
 
 
 def work_sessions(drop: Drop) -> list[Path]:
@@ -163,15 +179,11 @@ def test_fixing_the_secret_resumes_uploads_without_a_restart(
     proc = start_daemon(drop)
     try:
         drop_session(drop, CLEAN)
-        deadline = time.monotonic() + 20
-        while not any(r.status == 401 for r in emulator.requests()):
-            assert time.monotonic() < deadline, "the daemon never tried to log in"
-            time.sleep(0.1)
+        wait_until(
+            lambda: any(r.status == 401 for r in emulator.requests()), "a login attempt", proc
+        )
         drop.secret.write_text(f"{USER}:{PASSWORD}\n")
-        while not drop.done.joinpath(*CLEAN).is_dir():
-            assert time.monotonic() < deadline, "uploads did not resume"
-            assert proc.poll() is None
-            time.sleep(0.1)
+        wait_until(drop.done.joinpath(*CLEAN).is_dir, "uploads to resume", proc)
     finally:
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=15)
@@ -205,10 +217,7 @@ def test_a_folder_still_being_written_is_not_claimed_before_it_settles(
     writer.start()
     try:
         writer.join(timeout=30)
-        deadline = time.monotonic() + 30
-        while not drop.done.joinpath(*CLEAN).is_dir():
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.1)
+        wait_until(drop.done.joinpath(*CLEAN).is_dir, "the session in done/", proc)
     finally:
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=15)
@@ -230,10 +239,7 @@ def test_partial_copy_names_keep_a_folder_waiting(drop: Drop, emulator: Emulator
         time.sleep(3)  # six settle periods: still not taken while the .part exists
         assert folder.is_dir() and emulator.prearchive() == []
         partial.unlink()
-        deadline = time.monotonic() + 20
-        while not drop.done.joinpath(*CLEAN).is_dir():
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.1)
+        wait_until(drop.done.joinpath(*CLEAN).is_dir, "the session in done/", proc)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=15)
@@ -283,10 +289,7 @@ def test_same_session_dropped_twice_is_never_overwritten(drop: Drop, emulator: E
 
 def test_sigterm_stops_an_idle_daemon_cleanly(drop: Drop) -> None:
     proc = start_daemon(drop)
-    deadline = time.monotonic() + 15
-    while not drop.work.exists():  # started: the tree is prepared
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_until(drop.work.exists, "the daemon to prepare the tree", proc)
     time.sleep(0.3)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=10)

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,6 @@ from emulator_helpers import (
     IMPORT,
     PASSWORD,
     USER,
-    client,
     h3,
     new_study,
     series_files,
@@ -30,86 +28,78 @@ from emulator_helpers import (
 )
 
 
-@pytest.fixture
-def emu(tmp_path: Path) -> Iterator[Emulator]:
-    with Emulator(tmp_path / "xnat", users={USER: PASSWORD}, projects=["P1"]) as server:
-        yield server
-
-
-@pytest.fixture
-def http(emu: Emulator) -> Iterator[requests.Session]:
-    with client() as session:
-        yield session
-
-
-def test_status_fault_answers_once_without_processing(emu: Emulator, http: requests.Session):
-    emu.inject(Fault(method="POST", path=IMPORT, status=503, retry_after=7))
+def test_status_fault_answers_once_without_processing(emulator: Emulator, http: requests.Session):
+    emulator.inject(Fault(method="POST", path=IMPORT, status=503, retry_after=7))
     body = zip_bytes(series_files(new_study(), 1, 2))
 
-    refused = upload(http, emu, body)
+    refused = upload(http, emulator, body)
     assert refused.status_code == 503
     assert refused.headers["Retry-After"] == "7"
-    assert emu.prearchive() == []
+    assert emulator.prearchive() == []
 
-    assert upload(http, emu, body).status_code == 200
-    assert [r.status for r in emu.requests()] == [503, 200]
+    assert upload(http, emulator, body).status_code == 200
+    assert [r.status for r in emulator.requests()] == [503, 200]
 
 
-def test_fault_matching_by_method_and_prefix_and_forever(emu: Emulator, http: requests.Session):
-    emu.inject(Fault(method="GET", path="/data/projects", status=502, times=0, body="gateway"))
+def test_fault_matching_by_method_and_prefix_and_forever(
+    emulator: Emulator, http: requests.Session
+):
+    emulator.inject(Fault(method="GET", path="/data/projects", status=502, times=0, body="gateway"))
 
     for _ in range(3):
-        response = http.get(emu.url + "/data/projects/P1?format=json")
+        response = http.get(emulator.url + "/data/projects/P1?format=json")
         assert (response.status_code, response.text) == (502, "gateway")
-    assert http.get(emu.url + "/data/prearchive?format=json").status_code == 200
-    emu.clear_faults()
-    assert http.get(emu.url + "/data/projects/P1?format=json").status_code == 200
+    assert http.get(emulator.url + "/data/prearchive?format=json").status_code == 200
+    emulator.clear_faults()
+    assert http.get(emulator.url + "/data/projects/P1?format=json").status_code == 200
 
 
 def test_delay_after_processing_trips_a_client_timeout_but_the_work_is_done(
-    emu: Emulator, http: requests.Session
+    emulator: Emulator, http: requests.Session
 ):
-    emu.inject(Fault(method="POST", path=IMPORT, delay=1.0))
+    emulator.inject(Fault(method="POST", path=IMPORT, delay=1.0))
     body = zip_bytes(series_files(new_study(), 1, 2))
 
     with pytest.raises(requests.exceptions.ReadTimeout):
         http.post(
-            emu.url + IMPORT,
+            emulator.url + IMPORT,
             params={"PROJECT_ID": "P1", "import-handler": "DICOM-zip"},
             data=body,
             headers={"Content-Type": "application/zip"},
             timeout=0.4,
         )
-    assert emu.prearchive()[0].file_count == 2
+    assert emulator.prearchive()[0].file_count == 2
 
 
-def test_drop_mid_body_resets_and_keeps_what_was_imported(emu: Emulator, http: requests.Session):
+def test_drop_mid_body_resets_and_keeps_what_was_imported(
+    emulator: Emulator, http: requests.Session
+):
     files = series_files(new_study(), 1, 4)
     body = zip_bytes(files, zipfile.ZIP_STORED)
     cut = body.index(files[2][1]) + 100  # inside the third entry's data
-    emu.inject(Fault(method="POST", path=IMPORT, drop_after_bytes=cut))
+    emulator.inject(Fault(method="POST", path=IMPORT, drop_after_bytes=cut))
 
     with pytest.raises(requests.exceptions.ConnectionError):
-        upload(http, emu, body)
+        upload(http, emulator, body)
 
-    (session,) = emu.prearchive()
+    (session,) = emulator.prearchive()
     assert session.scans == {"1": ("001_0001.dcm", "001_0002.dcm")}
     assert session.status == "RECEIVING"
-    (record,) = emu.requests()
+    (record,) = emulator.requests()
     assert (record.status, record.body_bytes) == (None, cut)
     # The server stays healthy: a retry of the same study goes to the same session.
-    assert upload(http, emu, body).status_code == 200
-    assert emu.prearchive()[0].file_count == 4
+    assert upload(http, emulator, body).status_code == 200
+    assert emulator.prearchive()[0].file_count == 4
 
 
-def test_drop_after_a_complete_body_leaves_no_answer(emu: Emulator, http: requests.Session):
-    emu.inject(Fault(method="POST", path=IMPORT, drop_after_bytes=10**9))
+def test_drop_after_a_complete_body_leaves_no_answer(emulator: Emulator, http: requests.Session):
+    emulator.inject(Fault(method="POST", path=IMPORT, drop_after_bytes=10**9))
     with pytest.raises(requests.exceptions.ConnectionError):
-        upload(http, emu, zip_bytes(series_files(new_study(), 1, 1)))
-    assert emu.prearchive()[0].file_count == 1
+        upload(http, emulator, zip_bytes(series_files(new_study(), 1, 1)))
+    assert emulator.prearchive()[0].file_count == 1
 
 
-def test_read_delay_slows_the_upload(emu: Emulator, http: requests.Session):
+def test_read_delay_slows_the_upload(emulator: Emulator, http: requests.Session):
     body = zip_bytes(
         series_files(
             new_study(),
@@ -117,38 +107,40 @@ def test_read_delay_slows_the_upload(emu: Emulator, http: requests.Session):
             4,
         ),
     )
-    emu.inject(Fault(method="POST", path=IMPORT, read_delay=0.4 * (1 << 20) / len(body)))
+    emulator.inject(Fault(method="POST", path=IMPORT, read_delay=0.4 * (1 << 20) / len(body)))
     started = time.monotonic()
-    assert upload(http, emu, body).status_code == 200
+    assert upload(http, emulator, body).status_code == 200
     assert time.monotonic() - started >= 0.35
 
 
-def test_control_api_over_http(emu: Emulator, http: requests.Session):
-    control = emu.url + "/_emulator"
+def test_control_api_over_http(emulator: Emulator, http: requests.Session):
+    control = emulator.url + "/_emulator"
     added = requests.post(
         control + "/faults", json={"method": "GET", "path": "/data/auth", "status": 429}, timeout=10
     )
     assert added.status_code == 200
-    assert http.get(emu.url + "/data/auth").status_code == 429
+    assert http.get(emulator.url + "/data/auth").status_code == 429
     requests.post(
         control + "/faults", json={"path": "/data/auth", "status": 500, "times": 0}, timeout=10
     )
     assert requests.delete(control + "/faults", timeout=10).json() == {"faults": []}
-    assert http.get(emu.url + "/data/auth").status_code == 200
+    assert http.get(emulator.url + "/data/auth").status_code == 200
 
     bad = requests.post(control + "/faults", json={"stauts": 500}, timeout=10)
     assert bad.status_code == 400
     assert "stauts" in bad.json()["error"]
 
     requests.post(control + "/projects", json={"id": "P2", "prearchive_code": 4}, timeout=10)
-    assert http.get(emu.url + "/data/projects/P2/prearchive_code").text == "4"
+    assert http.get(emulator.url + "/data/projects/P2/prearchive_code").text == "4"
 
-    session_id = http.get(emu.url + "/data/JSESSION").text
+    session_id = http.get(emulator.url + "/data/JSESSION").text
     requests.post(control + "/expire-sessions", timeout=10)
-    expired = requests.get(emu.url + "/data/auth", cookies={"JSESSIONID": session_id}, timeout=10)
+    expired = requests.get(
+        emulator.url + "/data/auth", cookies={"JSESSIONID": session_id}, timeout=10
+    )
     assert expired.status_code == 401
 
-    upload(http, emu, zip_bytes(series_files(new_study(), 3, 1)))
+    upload(http, emulator, zip_bytes(series_files(new_study(), 3, 1)))
     state = requests.get(control + "/state", timeout=10).json()
     assert [p["id"] for p in state["projects"]] == ["P1", "P2"]
     assert state["prearchive"][0]["scans"] == {"3": ["003_0001.dcm"]}
@@ -158,17 +150,17 @@ def test_control_api_over_http(emu: Emulator, http: requests.Session):
 
 
 def test_a_stopped_emulator_refuses_connections_and_restarts_on_its_port(
-    emu: Emulator, http: requests.Session
+    emulator: Emulator, http: requests.Session
 ):
-    upload(http, emu, zip_bytes(series_files(new_study(), 1, 1)))
-    url = emu.url
-    emu.stop()
+    upload(http, emulator, zip_bytes(series_files(new_study(), 1, 1)))
+    url = emulator.url
+    emulator.stop()
     with pytest.raises(requests.exceptions.ConnectionError):
         http.get(url + "/data/auth", timeout=2)
-    emu.start()
-    assert emu.url == url
+    emulator.start()
+    assert emulator.url == url
     assert http.get(url + "/data/auth").status_code == 200
-    assert len(emu.prearchive()) == 1
+    assert len(emulator.prearchive()) == 1
 
 
 def test_command_line_serves_until_terminated(tmp_path: Path):
@@ -209,8 +201,8 @@ def test_command_line_serves_until_terminated(tmp_path: Path):
                 process.kill()
 
 
-def test_status_page_shape(emu: Emulator, http: requests.Session):
-    response = http.get(emu.url + "/data/projects/NOPE?format=json")
+def test_status_page_shape(emulator: Emulator, http: requests.Session):
+    response = http.get(emulator.url + "/data/projects/NOPE?format=json")
     assert response.headers["Content-Type"].startswith("text/html")
     assert response.text.startswith("<html>\n<head>\n   <title>Status page</title>")
     assert h3(response) == "Unable to find the specified experiment."

@@ -95,15 +95,16 @@ class Service:
     rng: random.Random = field(default_factory=random.Random)
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     wake: threading.Event = field(default_factory=threading.Event)
-    seen: dict[tuple[str, ...], Seen] = field(default_factory=dict)
-    jobs: list[Job] = field(default_factory=list)
-    stopping: bool = False
-    _client: XnatPort | None = None
-    _server_version: str = ""
-    _pause: _Pause = field(default_factory=_Pause)
-    _next_scan: float = 0.0
-    _last_scan: float = float("-inf")
-    _watching_once: set[tuple[str, ...]] | None = None
+    # The loop's own state, never passed in.
+    seen: dict[tuple[str, ...], Seen] = field(init=False, default_factory=dict)
+    jobs: list[Job] = field(init=False, default_factory=list)
+    stopping: bool = field(init=False, default=False)
+    _client: XnatPort | None = field(init=False, default=None)
+    _server_version: str = field(init=False, default="")
+    _pause: _Pause = field(init=False, default_factory=_Pause)
+    _next_scan: float = field(init=False, default=0.0)
+    _last_scan: float = field(init=False, default=float("-inf"))
+    _watching_once: set[tuple[str, ...]] | None = field(init=False, default=None)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -165,8 +166,8 @@ class Service:
                             timeout,
                         )
                         return EX_TEMPFAIL
-                if wait > 0 and self.wake.wait(wait):
-                    self.wake.clear()
+                if wait > 0:
+                    self.wake.wait(wait)  # tick() clears it and rescans
             return EX_TEMPFAIL if once and not self._once_finished() else 0
         finally:
             watcher.stop()
@@ -200,7 +201,7 @@ class Service:
         # from turning into a walk per write.
         gap = min(2.0, self.config.watch.settle / 4)
         if now - self._last_scan < gap:
-            self._next_scan = min(self._next_scan, self._last_scan + gap)
+            self._next_scan = self._last_scan + gap  # come back as soon as allowed
             return
         self._last_scan = now
         self._next_scan = now + self.config.watch.rescan_interval
