@@ -74,6 +74,17 @@ def test_example_documents_every_key() -> None:
         "first_delay_seconds",
         "max_delay_seconds",
         "level",
+        "order",
+        "session",
+        "project_template",
+        "subject_template",
+        "session_template",
+        "sanitize_labels",
+        "phi",
+        "phi_tags",
+        "derived_description_patterns",
+        "keep_image_types",
+        "keep_description_patterns",
     ]
     for key in keys:
         assert f"{key} = " in text, key
@@ -131,15 +142,60 @@ def test_plain_http_on_loopback_is_fine() -> None:
 @pytest.mark.parametrize(
     ("routing", "fragment"),
     [
-        ({"layout": "project/session"}, "routing.subject: required"),
-        ({"layout": "session/subject"}, "last level must be 'session'"),
+        ({"layout": "project/session", "order": ["layout"]}, "routing.subject: no source can give"),
         ({"layout": "project/visit/session"}, "must be levels from"),
-        ({"layout": "subject/session"}, "routing.project: required"),
+        (
+            {"layout": "subject/session", "order": ["layout", "default"]},
+            "routing.project: no source",
+        ),
+        ({"order": ["layout", "magic"]}, "routing.order: must list sources from"),
+        (
+            {"subject_template": "{Patient ID}"},
+            "routing.subject_template: {Patient ID} is not a DICOM",
+        ),
+        ({"session_template": "fixed"}, "routing.session_template: has no {DicomKeyword}"),
     ],
 )
-def test_layout_problems(routing: dict[str, str], fragment: str) -> None:
+def test_routing_problems(routing: dict[str, object], fragment: str) -> None:
     problems = problems_of({**MINIMAL, "routing": routing})
     assert any(fragment in p for p in problems), problems
+
+
+def test_routing_sources_and_templates() -> None:
+    routing = {
+        "layout": "project/*/session",
+        "order": ["template", "dicom", "default"],
+        "subject_template": "{PatientID}",
+        "session_template": "{PatientID}_{StudyDate}",
+        "sanitize_labels": True,
+    }
+    cfg = parse({**MINIMAL, "routing": routing}, base=Path("/"), env={})
+    assert cfg.routing.layout == ("project", "*", "session")
+    assert cfg.routing.template("session") == "{PatientID}_{StudyDate}"
+    assert cfg.routing.sanitize_labels
+    keywords = cfg.dicom_keywords
+    assert "PatientID" in keywords and "StudyDate" in keywords and "PatientComments" in keywords
+
+
+@pytest.mark.parametrize(
+    ("rules", "fragment"),
+    [
+        ({"mixed-studies": "exclude"}, "rules.mixed-studies: this rule always rejects"),
+        ({"phi": "exclude"}, "rules.phi: must be one of 'off', 'reject'"),
+        ({"derived_description_patterns": ["(unclosed"]}, "is not a valid regular expression"),
+        ({"phi_tags": ["Patient Name"]}, "rules.phi_tags: 'Patient Name' is not a DICOM keyword"),
+    ],
+)
+def test_rules_problems(rules: dict[str, object], fragment: str) -> None:
+    problems = problems_of({**MINIMAL, "rules": rules})
+    assert any(fragment in p for p in problems), problems
+
+
+def test_phi_check_reads_its_tags() -> None:
+    cfg = parse(
+        {**MINIMAL, "rules": {"phi": "reject", "phi_tags": ["PatientName"]}}, base=Path("/"), env={}
+    )
+    assert cfg.rules.phi and "PatientName" in cfg.dicom_keywords
 
 
 def test_folders_must_not_overlap_incoming() -> None:

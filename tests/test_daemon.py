@@ -11,6 +11,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 from xnat_drop.demo.samples import ORIGINAL, SeriesSpec, write_nifti, write_session
@@ -224,9 +225,7 @@ def test_a_folder_still_being_written_is_not_claimed_before_it_settles(
     [session] = emulator.prearchive()
     assert session.file_count == 12, stderr  # every file, each one whole
     _, data = report(drop.done, CLEAN)
-    decided = (
-        time.mktime(time.strptime(str(data["decided_at"]), "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
-    )
+    decided = datetime.fromisoformat(str(data["decided_at"]).replace("Z", "+00:00")).timestamp()
     assert decided >= last_write + 2.5  # taken only after a quiet settle period
 
 

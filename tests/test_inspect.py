@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 import shutil
 import socket
 import subprocess
+import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -155,13 +159,92 @@ def test_dcm2niix_output_is_caught(tmp_path: Path) -> None:
     niftis = [p for p in produced if p.endswith(".nii.gz")]
     assert niftis and all(produced[p] is FileKind.NIFTI for p in niftis)
     sidecars = [p for p in produced if p.endswith(".json")]
-    assert sidecars and all(produced[p] is FileKind.OTHER for p in sidecars)
+    assert sidecars and all(produced[p] is FileKind.CONVERTED for p in sidecars)
 
 
 def test_siemens_and_philips_real_files(tmp_path: Path) -> None:
     assert classify(NICOM_DATA / "0.dcm", "0.dcm").kind is FileKind.DICOM
     facts = classify(NICOM_DATA / "philips_mprage.dcm.gz", "philips_mprage.dcm.gz")
-    assert facts.kind is FileKind.OTHER and "gzip" in facts.note
+    assert facts.kind is FileKind.ARCHIVE and "gzip" in facts.note
+    unpacked = tmp_path / "philips_mprage.dcm"
+    unpacked.write_bytes(gzip.decompress(facts_bytes(NICOM_DATA / "philips_mprage.dcm.gz")))
+    enhanced = classify(unpacked, "philips_mprage.dcm")
+    assert enhanced.kind is FileKind.DICOM and enhanced.header is not None
+    assert enhanced.header.frame_types == (("ORIGINAL", "PRIMARY", "T1", "NONE"),)  # per frame
+
+
+def facts_bytes(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        ("test.mgz", "FreeSurfer MGH"),
+        ("minc1_1_scale.mnc", "netCDF"),
+        ("minc2_1_scale.mnc", "HDF5"),
+    ],
+)
+def test_other_converted_formats_from_nibabel(name: str, words: str) -> None:
+    facts = classify(NIBABEL_DATA / name, name)
+    assert facts.kind is FileKind.CONVERTED and words in facts.note, facts.note
+
+
+def test_converted_formats_by_content_and_side_cars(tmp_path: Path) -> None:
+    (tmp_path / "vol.nrrd").write_bytes(b"NRRD0004\ntype: short\n")
+    (tmp_path / "data").write_bytes(gzip.decompress((NIBABEL_DATA / "test.mgz").read_bytes()))
+    (tmp_path / "dwi.bval").write_text("0 1000 1000 1000\n")
+    (tmp_path / "dwi.bvec").write_text("0 1 0 0\n0 0 1 0\n0 0 0 1\n")
+    (tmp_path / "odd.bval").write_text("not numbers\n")
+    (tmp_path / "T1w.json").write_text(json.dumps({"RepetitionTime": 2.3, "EchoTime": 0.003}))
+    (tmp_path / "settings.json").write_text(json.dumps({"theme": "dark"}))
+    found = {f.path: (f.kind, f.note) for f in inspect(tmp_path, ("s",)).files}
+    assert found["vol.nrrd"] == (FileKind.CONVERTED, "an NRRD image")
+    assert found["data"][0] is FileKind.CONVERTED and "MGH" in found["data"][1]
+    assert found["dwi.bval"] == (FileKind.CONVERTED, "a diffusion b-value file (.bval)")
+    assert found["dwi.bvec"][0] is FileKind.CONVERTED
+    assert found["odd.bval"] == (FileKind.OTHER, "a text file")
+    assert found["T1w.json"][0] is FileKind.CONVERTED and "BIDS" in found["T1w.json"][1]
+    assert found["settings.json"] == (FileKind.OTHER, "a JSON text file")
+
+
+def test_archives_are_archives(tmp_path: Path) -> None:
+    source = copy_series("MR1", tmp_path / "src")[0]
+    with zipfile.ZipFile(tmp_path / "series.zip", "w") as zf:
+        zf.write(source, "IM1.dcm")
+    with tarfile.open(tmp_path / "series.tar.gz", "w:gz") as tf:
+        tf.add(source, "IM1.dcm")
+    with tarfile.open(tmp_path / "series.tar", "w") as tf:
+        tf.add(source, "IM1.dcm")
+    (tmp_path / "IM1.dcm.gz").write_bytes(gzip.compress(source.read_bytes()))
+    shutil.rmtree(tmp_path / "src")
+    found = {f.path: (f.kind, f.note) for f in inspect(tmp_path, ("s",)).files}
+    assert found == {
+        "series.zip": (FileKind.ARCHIVE, "a zip archive"),
+        "series.tar.gz": (FileKind.ARCHIVE, "a tar archive (gzip-compressed)"),
+        "series.tar": (FileKind.ARCHIVE, "a tar archive"),
+        "IM1.dcm.gz": (FileKind.ARCHIVE, "a gzip-compressed file"),
+    }
+
+
+def test_extra_keywords_are_read_for_routing_and_phi(tmp_path: Path) -> None:
+    copy_series("MR2", tmp_path / "s")
+    session = inspect(
+        tmp_path / "s", ("s",), ("PatientID", "StudyDate", "PatientName", "PatientComments")
+    )
+    header = session.files[0].header
+    assert header is not None
+    assert header.value("PatientID") and header.value("StudyDate").isdigit()
+    assert header.value("PatientName") and header.value("PatientComments") == ""
+
+
+def test_files_sharing_a_sop_instance_uid_are_hashed(tmp_path: Path) -> None:
+    source = copy_series("MR1", tmp_path / "s")[0]
+    shutil.copyfile(source, tmp_path / "s" / "copy.dcm")
+    session = inspect(tmp_path / "s", ("s",))
+    digests = {f.path: f.digest for f in session.files}
+    assert digests[source.name] == digests["copy.dcm"] != ""
+    assert sum(1 for d in digests.values() if d) == 2  # the others are never read whole
 
 
 def test_junk_is_ignored_by_name_without_reading(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from xnat_drop.model import (
     FileFacts,
     FileKind,
     Outcome,
+    Route,
     Session,
     Target,
     UploadReceipt,
@@ -43,7 +44,7 @@ def failed_report() -> Report:
     files.append(FileFacts(".DS_Store", 1, FileKind.JUNK))
     session = Session("E1", ("P1", "S1", "E1"), tuple(files))
     target = Target("P1", "S1", "E1")
-    verdict = evaluate(session, DEFAULT_RULES, target)
+    verdict = evaluate(session, DEFAULT_RULES, Route(target))
     return Report(
         outcome=Outcome.FAILED,
         session=session,
@@ -62,7 +63,7 @@ def test_failed_text_report_names_rules_files_series_and_what_to_do() -> None:
     assert "Why it was not uploaded (26 problems):" in text
     assert "[derived-series] Scanner-derived series" in text
     assert "Series 7 “MoCoSeries” (3 files" in text and "contains MOCO" in text
-    assert "[nifti] Converted data (NIfTI/Analyze): 25 files" in text
+    assert "[nifti] Converted data (NIfTI, Analyze, MINC, MGH, NRRD, side-cars): 25 files" in text
     assert "Remove these converted files" in text
     assert "    - nii/0.nii.gz: NIfTI-1 image\n" in text
     assert "... and 5 more (all listed in the .report.json)" in text  # 25 NIfTI files, 20 shown
@@ -89,7 +90,7 @@ def test_done_receipt_lists_uris_and_counts() -> None:
         ("P1", "S1", "E1"),
         (FileFacts("1.dcm", 2_500_000, FileKind.DICOM, h("1", 1, "T1", ())),),
     )
-    verdict = evaluate(session, DEFAULT_RULES, Target("P1", "S1", "E1"))
+    verdict = evaluate(session, DEFAULT_RULES, Route(Target("P1", "S1", "E1")))
     uri = "/data/prearchive/projects/P1/20261121_101112345/E1"
     receipt = UploadReceipt((uri,), 1, 2_500_300, 1.25, "1.8.10")
     report = Report(

@@ -1,14 +1,27 @@
-"""rules.evaluate and derived_signal: table tests on values, no disk."""
+"""rules.evaluate and derived_signal: table tests on values, no disk. Every rule id is shown
+both breaking and passing; exclude is shown where it applies."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pytest
 
 from xnat_drop.config import DEFAULT_RULES, RulesConfig
-from xnat_drop.model import DicomHeader, FileFacts, FileKind, Policy, Session, Target, Violation
-from xnat_drop.rules import derived_signal, evaluate
+from xnat_drop.model import (
+    DicomHeader,
+    FileFacts,
+    FileKind,
+    Policy,
+    Route,
+    Session,
+    Target,
+    Violation,
+)
+from xnat_drop.rules import derived_signal, evaluate, unknown_project
 
 TARGET = Target("P1", "S01", "S01_MR1")
+ROUTE = Route(TARGET)
 MR = "1.2.840.10008.5.1.4.1.1.4"
 
 
@@ -20,14 +33,30 @@ def header(
     description: str = "T1",
     photometric: str = "MONOCHROME2",
     sop: str = "1.2.3.1.1",
+    study: str = "1.2.3",
+    frame_types: tuple[tuple[str, ...], ...] = (),
+    **values: str,
 ) -> DicomHeader:
     return DicomHeader(
-        sop_class, sop, "1.2.3", series, number, description, image_type, "MR", photometric
+        sop_class,
+        sop,
+        study,
+        series,
+        number,
+        description,
+        image_type,
+        "MR",
+        photometric,
+        frame_types,
+        tuple(values.items()),
     )
 
 
-def dicom(path: str, h: DicomHeader | None = None) -> FileFacts:
-    return FileFacts(path, 1000, FileKind.DICOM, h if h is not None else header(sop=path))
+def dicom(path: str, h: DicomHeader | None = None, digest: str = "") -> FileFacts:
+    """A DICOM file; its SOP Instance UID is its path unless a header is given."""
+    return FileFacts(
+        path, 1000, FileKind.DICOM, h if h is not None else header(sop=path), digest=digest
+    )
 
 
 def session(*files: FileFacts) -> Session:
@@ -37,68 +66,132 @@ def session(*files: FileFacts) -> Session:
 def policies(**overrides: Policy) -> RulesConfig:
     base = dict(DEFAULT_RULES.policies)
     base.update({k.replace("_", "-"): v for k, v in overrides.items()})
-    return RulesConfig(tuple(base.items()))
+    return replace(DEFAULT_RULES, policies=tuple(base.items()))
+
+
+def rules_of(
+    files: tuple[FileFacts, ...] | list[FileFacts], rules: RulesConfig = DEFAULT_RULES
+) -> list[str]:
+    return [v.rule for v in evaluate(session(*files), rules, ROUTE).violations]
+
+
+CLEAN = [dicom("t1/1.dcm"), dicom("t1/2.dcm")]
+
+
+# -- derived signals --------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("image_type", "sop_class", "photometric", "expected"),
+    ("changes", "expected"),
     [
-        (("ORIGINAL", "PRIMARY", "M", "ND"), MR, "MONOCHROME2", None),
-        (("DERIVED", "PRIMARY", "DIFFUSION", "ADC"), MR, "MONOCHROME2", "value 1 is DERIVED"),
-        (("ORIGINAL", "SECONDARY", "OTHER"), MR, "MONOCHROME2", "value 2 is SECONDARY"),
+        ({}, None),
         (
-            ("ORIGINAL", "PRIMARY", "M", "ND", "NORM", "MOCO", "MOSAIC"),
-            MR,
-            "MONOCHROME2",
+            {"image_type": ("DERIVED", "PRIMARY", "DIFFUSION", "ADC")},
+            "ImageType (0008,0008) value 1 is DERIVED",
+        ),
+        ({"image_type": ("ORIGINAL", "SECONDARY", "OTHER")}, "value 2 is SECONDARY"),
+        (
+            {"image_type": ("ORIGINAL", "PRIMARY", "M", "ND", "NORM", "MOCO", "MOSAIC")},
             "contains MOCO",
         ),
-        (("ORIGINAL", "PRIMARY", "DIFFUSION", "TRACEW"), MR, "MONOCHROME2", "contains TRACEW"),
-        (("ORIGINAL", "PRIMARY", "FA"), MR, "MONOCHROME2", "contains FA"),
+        ({"image_type": ("ORIGINAL", "PRIMARY", "DIFFUSION", "TRACEW")}, "contains TRACEW"),
+        ({"image_type": ("ORIGINAL", "PRIMARY", "FA")}, "contains FA"),
+        ({"image_type": ("ORIGINAL", "PRIMARY", "COLFA")}, "contains COLFA"),
+        ({"image_type": ("DERIVED", "SECONDARY", "MPR")}, "value 1 is DERIVED"),
+        ({"image_type": ("ORIGINAL", "PRIMARY", "PROJECTION IMAGE")}, "contains PROJECTION IMAGE"),
         (
-            ("ORIGINAL", "PRIMARY", "M", "ND"),
-            "1.2.840.10008.5.1.4.1.1.7",
-            "RGB",
-            "Secondary Capture",
+            {"frame_types": (("DERIVED", "PRIMARY", "T1", "NONE"),)},
+            "FrameType (0008,9007) value 1 is DERIVED",
         ),
-        (("ORIGINAL", "PRIMARY"), MR, "PALETTE COLOR", "PALETTE COLOR"),
-        (("DERIVED", "PRIMARY", "M", "ND", "UNI"), MR, "MONOCHROME2", None),  # MP2RAGE UNI is kept
-        (("ORIGINAL", "PRIMARY", "FAT_SAT"), MR, "MONOCHROME2", None),  # FA only as a whole token
-        ((), MR, "MONOCHROME2", None),
+        (
+            {"frame_types": (("ORIGINAL", "PRIMARY", "T1"), ("ORIGINAL", "PRIMARY", "MOCO"))},
+            "FrameType (0008,9007) contains MOCO",
+        ),
+        ({"sop_class": "1.2.840.10008.5.1.4.1.1.7"}, "Secondary Capture"),
+        ({"sop_class": "1.2.840.10008.5.1.4.1.1.7.4"}, "Secondary Capture"),
+        ({"sop_class": "1.2.840.10008.5.1.4.1.1.66.4"}, "Segmentation"),
+        ({"sop_class": "1.2.840.10008.5.1.4.1.1.66"}, "Raw Data"),
+        ({"sop_class": "1.2.840.10008.5.1.4.1.1.11.1"}, "Presentation State"),
+        ({"sop_class": "1.2.840.10008.5.1.4.1.1.88.22"}, "Structured Report"),
+        ({"photometric": "PALETTE COLOR"}, "PALETTE COLOR"),
+        ({"description": "ep2d_diff_ADC"}, "matches the derived pattern “_ADC$”"),
+        ({"description": "T1_MPR_cor"}, "_MPR_(cor|sag|tra)$"),
+        ({"description": "t2_FAT_SAT"}, None),  # FA anchored: FAT_SAT stays acquired
+        ({"image_type": ("ORIGINAL", "PRIMARY", "FAT_SAT")}, None),
+        ({"image_type": ("DERIVED", "PRIMARY", "M", "ND", "UNI")}, None),  # MP2RAGE UNI is kept
+        ({"image_type": ("DERIVED", "PRIMARY", "M"), "description": "mp2rage_UNI_Images"}, None),
+        ({"sop_class": "1.3.12.2.1107.5.9.1"}, None),  # Siemens CSA non-image: protocol, kept
     ],
 )
-def test_derived_signal(
-    image_type: tuple[str, ...], sop_class: str, photometric: str, expected: str | None
-) -> None:
-    signal = derived_signal(
-        header(image_type=image_type, sop_class=sop_class, photometric=photometric)
-    )
+def test_derived_signal(changes: dict[str, object], expected: str | None) -> None:
+    signal = derived_signal(header(**changes), DEFAULT_RULES)  # type: ignore[arg-type]
     if expected is None:
         assert signal is None
     else:
         assert signal is not None and expected in signal
 
 
-def test_extra_markers_are_configurable() -> None:
-    h = header(image_type=("ORIGINAL", "PRIMARY", "MYRECON"))
-    assert derived_signal(h) is None
-    signal = derived_signal(h, ("MYRECON",))
-    assert signal is not None and "MYRECON" in signal
+def test_keep_list_never_passes_a_secondary_capture() -> None:
+    sc = header(sop_class="1.2.840.10008.5.1.4.1.1.7", image_type=("DERIVED", "PRIMARY", "UNI"))
+    assert derived_signal(sc, DEFAULT_RULES) is not None
+
+
+def test_markers_patterns_and_keep_list_are_configurable() -> None:
+    custom = header(image_type=("ORIGINAL", "PRIMARY", "MYRECON"), description="t1_custom_recon")
+    assert derived_signal(custom, DEFAULT_RULES) is None
+    assert "MYRECON" in (
+        derived_signal(custom, replace(DEFAULT_RULES, extra_derived_markers=("MYRECON",))) or ""
+    )
+    pattern = replace(DEFAULT_RULES, description_patterns=("_recon$",))
+    assert "_recon$" in (derived_signal(custom, pattern) or "")
+    uni = header(image_type=("DERIVED", "PRIMARY", "UNI"))
+    assert derived_signal(uni, replace(DEFAULT_RULES, keep_image_type_tokens=())) is not None
+
+
+# -- accept and reject, rule by rule ---------------------------------------------------------------
 
 
 def test_clean_session_is_accepted() -> None:
-    files = (dicom("a/1.dcm", header(sop="1")), dicom("a/2.dcm", header(sop="2")))
-    verdict = evaluate(session(*files), DEFAULT_RULES, TARGET)
+    verdict = evaluate(session(*CLEAN), DEFAULT_RULES, ROUTE)
     assert verdict.accepted
     assert verdict.violations == ()
-    assert [f.path for f in verdict.upload] == ["a/1.dcm", "a/2.dcm"]
+    assert [f.path for f in verdict.upload] == ["t1/1.dcm", "t1/2.dcm"]
     assert verdict.target == TARGET
 
 
 def test_junk_is_ignored_not_a_violation() -> None:
-    files = (dicom("1.dcm", header(sop="1")), FileFacts(".DS_Store", 6, FileKind.JUNK))
-    verdict = evaluate(session(*files), DEFAULT_RULES, TARGET)
+    verdict = evaluate(
+        session(*CLEAN, FileFacts(".DS_Store", 6, FileKind.JUNK)), DEFAULT_RULES, ROUTE
+    )
     assert verdict.accepted and verdict.ignored == (".DS_Store",)
-    assert [f.path for f in verdict.upload] == ["1.dcm"]
+    assert len(verdict.upload) == 2
+
+
+@pytest.mark.parametrize(
+    ("kind", "rule", "words"),
+    [
+        (FileKind.NIFTI, "nifti", "converted data"),
+        (FileKind.ANALYZE, "nifti", "converted data"),
+        (FileKind.CONVERTED, "nifti", "converted data"),
+        (FileKind.OTHER, "non-dicom", "not a DICOM file"),
+        (FileKind.ARCHIVE, "non-dicom", "unpack it"),
+        (FileKind.UNREADABLE_DICOM, "unreadable-dicom", "export this series again"),
+        (FileKind.UNSAFE, "unsafe-file", "never follows or opens"),
+    ],
+)
+def test_each_bad_file_kind_rejects_and_names_the_file(
+    kind: FileKind, rule: str, words: str
+) -> None:
+    bad = FileFacts("sub/bad.file", 10, kind, note="why")
+    verdict = evaluate(session(*CLEAN, bad), DEFAULT_RULES, ROUTE)
+    assert not verdict.accepted
+    [violation] = verdict.violations
+    assert (violation.rule, violation.policy, violation.files) == (
+        rule,
+        Policy.REJECT,
+        ("sub/bad.file",),
+    )
+    assert "“sub/bad.file”" in violation.sentence and words in violation.sentence
 
 
 def test_derived_series_decided_per_series_uid_not_number() -> None:
@@ -109,86 +202,161 @@ def test_derived_series_decided_per_series_uid_not_number() -> None:
         description="MoCoSeries",
         image_type=("ORIGINAL", "PRIMARY", "MOCO"),
     )
-    files = (
-        dicom("bold/1.dcm", original),
-        dicom("bold/2.dcm", original),
-        dicom("moco/1.dcm", moco),
-        dicom("moco/2.dcm", moco),
-    )
-    verdict = evaluate(session(*files), DEFAULT_RULES, TARGET)
+    files = [
+        dicom("bold/1.dcm", replace(original, sop_instance_uid="b1")),
+        dicom("bold/2.dcm", replace(original, sop_instance_uid="b2")),
+        dicom("moco/1.dcm", replace(moco, sop_instance_uid="m1")),
+        dicom("moco/2.dcm", replace(moco, sop_instance_uid="m2")),
+    ]
+    verdict = evaluate(session(*files), DEFAULT_RULES, ROUTE)
     assert not verdict.accepted
     [violation] = verdict.violations
     assert violation.rule == "derived-series"
     assert violation.subject == "series 5 “MoCoSeries”"
     assert violation.files == ("moco/1.dcm", "moco/2.dcm")
     assert "MOCO" in violation.sentence and "2 files" in violation.sentence
+    assert "Delete the folder “moco”" in violation.sentence
+
+
+def test_derived_files_mixed_into_a_folder_are_named_one_by_one() -> None:
+    moco = header(series="9", number=9, image_type=("DERIVED", "SECONDARY"), sop="m")
+    files = [dicom("all/1.dcm"), dicom("all/2.dcm", moco)]
+    [violation] = evaluate(session(*files), DEFAULT_RULES, ROUTE).violations
+    assert "Delete “all/2.dcm”" in violation.sentence
 
 
 def test_one_derived_file_taints_its_series() -> None:
-    ok = header(series="9", number=9)
-    bad = header(series="9", number=9, image_type=("DERIVED", "SECONDARY"))
-    verdict = evaluate(session(dicom("1.dcm", ok), dicom("2.dcm", bad)), DEFAULT_RULES, TARGET)
+    ok = header(series="9", number=9, sop="a")
+    bad = header(series="9", number=9, image_type=("DERIVED", "SECONDARY"), sop="b")
+    verdict = evaluate(session(dicom("1.dcm", ok), dicom("2.dcm", bad)), DEFAULT_RULES, ROUTE)
     assert [v.files for v in verdict.violations] == [("1.dcm", "2.dcm")]
-
-
-@pytest.mark.parametrize(
-    ("kind", "rule"),
-    [
-        (FileKind.NIFTI, "nifti"),
-        (FileKind.ANALYZE, "nifti"),
-        (FileKind.OTHER, "non-dicom"),
-        (FileKind.UNREADABLE_DICOM, "unreadable-dicom"),
-        (FileKind.UNSAFE, "unsafe-file"),
-    ],
-)
-def test_each_bad_file_kind_rejects_and_names_the_file(kind: FileKind, rule: str) -> None:
-    bad = FileFacts("sub/bad.file", 10, kind, note="why")
-    verdict = evaluate(session(dicom("1.dcm"), bad), DEFAULT_RULES, TARGET)
-    assert not verdict.accepted
-    [violation] = verdict.violations
-    assert (violation.rule, violation.policy, violation.files) == (
-        rule,
-        Policy.REJECT,
-        ("sub/bad.file",),
-    )
-    assert "“sub/bad.file”" in violation.sentence
 
 
 def test_exclude_policy_uploads_the_rest_and_lists_what_was_left_out() -> None:
     moco = header(series="7", number=7, image_type=("ORIGINAL", "PRIMARY", "MOCO"), sop="m")
-    files = (
-        dicom("t1/1.dcm", header(sop="1")),
+    files = [
+        *CLEAN,
         dicom("moco/1.dcm", moco),
         FileFacts("t1.nii.gz", 10, FileKind.NIFTI),
+        FileFacts("notes.pdf", 10, FileKind.OTHER),
+        FileFacts("cut.dcm", 10, FileKind.UNREADABLE_DICOM),
+    ]
+    rules = policies(
+        nifti=Policy.EXCLUDE,
+        derived_series=Policy.EXCLUDE,
+        non_dicom=Policy.EXCLUDE,
+        unreadable_dicom=Policy.EXCLUDE,
     )
-    rules = policies(nifti=Policy.EXCLUDE, derived_series=Policy.EXCLUDE)
-    verdict = evaluate(session(*files), rules, TARGET)
+    verdict = evaluate(session(*files), rules, ROUTE)
     assert verdict.accepted
-    assert [f.path for f in verdict.upload] == ["t1/1.dcm"]
-    assert verdict.excluded == ("moco/1.dcm", "t1.nii.gz")
-    assert {v.rule for v in verdict.violations} == {"nifti", "derived-series"}
+    assert [f.path for f in verdict.upload] == ["t1/1.dcm", "t1/2.dcm"]
+    assert verdict.excluded == ("cut.dcm", "moco/1.dcm", "notes.pdf", "t1.nii.gz")
+    assert {v.rule for v in verdict.violations} == {
+        "nifti",
+        "derived-series",
+        "non-dicom",
+        "unreadable-dicom",
+    }
+    assert all(v.policy is Policy.EXCLUDE for v in verdict.violations)
+
+
+def test_exclude_of_one_rule_does_not_excuse_another() -> None:
+    files = [
+        *CLEAN,
+        FileFacts("t1.nii", 10, FileKind.NIFTI),
+        FileFacts("x.pdf", 10, FileKind.OTHER),
+    ]
+    verdict = evaluate(session(*files), policies(nifti=Policy.EXCLUDE), ROUTE)
+    assert not verdict.accepted
+    assert [v.rule for v in verdict.rejections] == ["non-dicom"]
 
 
 def test_unsafe_files_always_reject_even_if_others_are_excluded() -> None:
-    rules = RulesConfig(tuple((r, Policy.EXCLUDE) for r, _ in DEFAULT_RULES.policies))
+    rules = replace(
+        DEFAULT_RULES, policies=tuple((r, Policy.EXCLUDE) for r, _ in DEFAULT_RULES.policies)
+    )
     bad = FileFacts("link", 0, FileKind.UNSAFE, note="a symbolic link")
-    verdict = evaluate(session(dicom("1.dcm"), bad), rules, TARGET)
+    verdict = evaluate(session(*CLEAN, bad), rules, ROUTE)
     assert not verdict.accepted
-    assert verdict.rejections[0].rule == "unsafe-file"
+    assert [v.rule for v in verdict.rejections] == ["unsafe-file"]
 
 
-def test_nothing_left_to_upload_is_no_dicom() -> None:
+def test_no_dicom() -> None:
     only_nifti = FileFacts("x.nii", 10, FileKind.NIFTI)
-    verdict = evaluate(session(only_nifti), policies(nifti=Policy.EXCLUDE), TARGET)
+    verdict = evaluate(session(only_nifti), policies(nifti=Policy.EXCLUDE), ROUTE)
     assert not verdict.accepted
     assert [v.rule for v in verdict.rejections] == ["no-dicom"]
     assert "left out" in verdict.rejections[0].sentence
-    empty = evaluate(session(FileFacts(".DS_Store", 1, FileKind.JUNK)), DEFAULT_RULES, TARGET)
-    assert [v.rule for v in empty.violations] == ["no-dicom"]
+    assert rules_of([FileFacts(".DS_Store", 1, FileKind.JUNK)]) == ["no-dicom"]
+    assert "no-dicom" not in rules_of(CLEAN)
 
 
-def test_routing_violation_rejects() -> None:
+def test_mixed_studies() -> None:
+    other = [
+        dicom(f"b/{i}.dcm", header(sop=f"b{i}", study="9.9.9", series="9.9.9.1", number=3))
+        for i in range(2)
+    ]
+    verdict = evaluate(session(*CLEAN, *other), DEFAULT_RULES, ROUTE)
+    [violation] = verdict.violations
+    assert violation.rule == "mixed-studies" and violation.policy is Policy.REJECT
+    assert "2 different studies" in violation.sentence and "9.9.9 (2 files" in violation.sentence
+    assert "1.2.3 (2 files" in violation.sentence
+    assert rules_of(CLEAN) == []
+
+
+def test_a_derived_series_from_another_study_is_one_problem_not_two() -> None:
+    sc = header(sop_class="1.2.840.10008.5.1.4.1.1.7", study="7.7.7", series="7.7.7.1", sop="sc")
+    assert rules_of([*CLEAN, dicom("sc.dcm", sc)]) == ["derived-series"]
+    # excluded, the rest is one study and goes
+    verdict = evaluate(
+        session(*CLEAN, dicom("sc.dcm", sc)), policies(derived_series=Policy.EXCLUDE), ROUTE
+    )
+    assert verdict.accepted and verdict.excluded == ("sc.dcm",)
+
+
+def test_duplicate_instances() -> None:
+    same = header(sop="1.2.3.4.5")
+    identical = [dicom("a/1.dcm", same, digest="aa"), dicom("b/1.dcm", same, digest="aa")]
+    verdict = evaluate(session(*identical), DEFAULT_RULES, ROUTE)
+    assert verdict.accepted
+    assert [f.path for f in verdict.upload] == ["a/1.dcm"] and verdict.duplicates == ("b/1.dcm",)
+
+    different = [dicom("a/1.dcm", same, digest="aa"), dicom("b/1.dcm", same, digest="bb")]
+    verdict = evaluate(session(*different), DEFAULT_RULES, ROUTE)
+    [violation] = verdict.violations
+    assert violation.rule == "duplicate-instance" and violation.files == ("a/1.dcm", "b/1.dcm")
+    assert "1.2.3.4.5" in violation.sentence and "Remove the wrong copy" in violation.sentence
+
+
+def test_phi_is_off_by_default_and_checks_configured_tags() -> None:
+    named = [
+        dicom(f"{i}.dcm", header(sop=f"p{i}", PatientName="DOE^JANE", PatientBirthDate=""))
+        for i in range(3)
+    ]
+    assert rules_of(named) == []
+    phi = replace(DEFAULT_RULES, phi=True, phi_tags=("PatientName", "PatientBirthDate"))
+    verdict = evaluate(session(*named), phi, ROUTE)
+    [violation] = verdict.violations
+    assert (violation.rule, violation.subject) == ("phi", "PatientName")
+    assert "3 files" in violation.sentence and "DOE" not in violation.sentence  # never repeat PHI
+
+
+def test_phi_accepts_empty_or_the_subject_label() -> None:
+    phi = replace(DEFAULT_RULES, phi=True, phi_tags=("PatientName", "PatientBirthDate"))
+    files = [
+        dicom("1.dcm", header(sop="1", PatientName="S01", PatientBirthDate="")),
+        dicom("2.dcm", header(sop="2", PatientName="S01^", PatientBirthDate="")),
+    ]
+    assert evaluate(session(*files), phi, ROUTE).accepted
+
+
+def test_routing_violations_reject() -> None:
     bad = Violation("bad-label", Policy.REJECT, "subject “S 01”", "fix it")
-    verdict = evaluate(session(dicom("1.dcm")), DEFAULT_RULES, bad)
+    verdict = evaluate(session(*CLEAN), DEFAULT_RULES, Route(None, (bad,)))
     assert not verdict.accepted and verdict.target is None
     assert verdict.violations[0] is bad
+
+
+def test_unknown_project_sentence() -> None:
+    violation = unknown_project("NOPE")
+    assert violation.rule == "unknown-project" and "Unassigned" in violation.sentence

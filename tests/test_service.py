@@ -67,7 +67,7 @@ def test_claimed_only_after_settle_seconds_without_change(
     drop: Drop, service: Service, clock: ManualClock, emulator: Emulator
 ) -> None:
     folder = drop.incoming.joinpath(*REL)
-    write_session(folder, [SeriesSpec(1, "T1", images=2)])
+    write_session(folder, [SeriesSpec(1, "T1", images=2)], study_uid="1.2.3.4")
     service.tick()
     assert REL in service.seen
 
@@ -76,7 +76,7 @@ def test_claimed_only_after_settle_seconds_without_change(
     service.tick()
     assert folder.exists() and not service.jobs  # not yet: 9 s of quiet only
 
-    (folder / "01_T1" / "IM0003.dcm").write_bytes((folder / "01_T1" / "IM0001.dcm").read_bytes())
+    write_session(folder, [SeriesSpec(2, "T2", images=1)], study_uid="1.2.3.4")  # one more file
     clock.now += 2  # 11 s after the first look, but it just changed
     service.wake.set()
     service.tick()

@@ -80,9 +80,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(handler=_cmd_run)
 
-    check = add("check-config", "validate the configuration and credentials; exit 0 or 78")
+    check = add(
+        "check",
+        "judge session folders by the rules and routing, without uploading or moving anything",
+    )
     _config_option(check)
-    check.set_defaults(handler=_cmd_check_config)
+    check.add_argument("--json", action="store_true", help="print the verdicts as JSON")
+    check.add_argument(
+        "--server", action="store_true", help="also ask XNAT whether each project exists"
+    )
+    check.add_argument("folders", nargs="+", type=Path, metavar="FOLDER")
+    check.set_defaults(handler=_cmd_check)
+
+    check_config = add("check-config", "validate the configuration and credentials; exit 0 or 78")
+    _config_option(check_config)
+    check_config.set_defaults(handler=_cmd_check_config)
 
     demo = add("demo", "run the daemon against the built-in XNAT stand-in on sample sessions")
     demo.add_argument("--keep", metavar="DIR", type=Path, help="build the demo in DIR and keep it")
@@ -149,9 +161,18 @@ def _connect(cfg: Config, env: Mapping[str, str]) -> XnatClient:
     return XnatClient(cfg.xnat, credentials)
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    from .check import run_check
+
+    return run_check(args.config, args.folders, as_json=args.json, server=args.server)
+
+
 def _cmd_check_config(args: argparse.Namespace) -> int:
+    from .judge import check_keywords
+
     env = dict(os.environ)
     cfg = load_config(args.config, env)
+    check_keywords(cfg)
     problems: list[str] = []
     try:
         found = creds.load(cfg.xnat.secret_file, env)

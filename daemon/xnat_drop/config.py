@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,11 +25,39 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
 DEFAULT_PATH = Path("/etc/xnat-drop/config.toml")
-LAYOUT_LEVELS = ("project", "subject", "session")
+LABELS = ("project", "subject", "session")
+ANY_LEVEL = "*"  # a folder level whose name is not a label (e.g. a date folder)
+ROUTING_SOURCES = ("layout", "dicom", "template", "default")
 OBSERVERS = ("inotify", "polling")
 # Rules whose offending files can be left out of an upload instead of rejecting the session.
 EXCLUDABLE_RULES = ("nifti", "derived-series", "non-dicom", "unreadable-dicom")
+# Rules that always reject: a policy key for them is refused with this explanation.
+REJECT_ONLY_RULES = ("mixed-studies", "no-dicom", "duplicate-instance", "unsafe-file", "bad-label")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# Anchored, because GE and Philips often leave derived images unmarked and a bare "FA" would
+# also match "FAT_SAT" (dicom-notes.md §1). Searched case-insensitively in SeriesDescription.
+DEFAULT_DESCRIPTION_PATTERNS = (
+    r"_ADC$",
+    r"_FA$",
+    r"_ColFA$",
+    r"_TRACEW$",
+    r"_TENSOR$",
+    r"MoCoSeries",
+    r"_MPR_(cor|sag|tra)$",
+    r"_MIP_(cor|sag|tra)$",
+)
+DEFAULT_KEEP_TOKENS = ("UNI",)  # MP2RAGE's uniform image: DERIVED\PRIMARY\M\ND\UNI
+DEFAULT_KEEP_PATTERNS = (r"_UNI_Images$",)
+DEFAULT_PHI_TAGS = (
+    "PatientName",
+    "PatientBirthDate",
+    "PatientAddress",
+    "PatientTelephoneNumbers",
+    "OtherPatientNames",
+    "PatientMotherBirthName",
+)
+_KEYWORD = re.compile(r"[A-Za-z][A-Za-z0-9]*")
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,19 +89,66 @@ class XnatConfig:
 
 @dataclass(frozen=True, slots=True)
 class RoutingConfig:
+    """Where labels come from: per label, the first source in `order` that gives a value.
+
+    `layout` names the folder levels below incoming/ ("project", "subject", "session" or "*"
+    for a level that is not a label); the deepest level is the session folder. `defaults` and
+    `templates` are (project, subject, session) triples; templates hold `{DicomKeyword}`s.
+    """
+
     layout: tuple[str, ...]
-    project: str
-    subject: str
+    order: tuple[str, ...] = ROUTING_SOURCES
+    defaults: tuple[str, str, str] = ("", "", "")
+    templates: tuple[str, str, str] = ("", "", "")
+    sanitize_labels: bool = False
+
+    def default(self, label: str) -> str:
+        return self.defaults[LABELS.index(label)]
+
+    def template(self, label: str) -> str:
+        return self.templates[LABELS.index(label)]
+
+    @property
+    def dicom_keywords(self) -> tuple[str, ...]:
+        """The DICOM attributes routing reads: the comment fields and the templates' keywords."""
+        keywords: list[str] = []
+        if "dicom" in self.order:
+            keywords += [
+                "PatientComments",
+                "StudyComments",
+                "AdditionalPatientHistory",
+                "StudyDescription",
+            ]
+        if "template" in self.order:
+            keywords += [k for t in self.templates for k in template_keywords(t)]
+        return tuple(dict.fromkeys(keywords))
 
 
 @dataclass(frozen=True, slots=True)
 class RulesConfig:
+    """The upload rules' settings; `policy()` gives each rule's policy (reject by default)."""
+
     policies: tuple[tuple[str, Policy], ...]
     extra_derived_markers: tuple[str, ...] = ()
+    description_patterns: tuple[str, ...] = DEFAULT_DESCRIPTION_PATTERNS
+    keep_image_type_tokens: tuple[str, ...] = DEFAULT_KEEP_TOKENS
+    keep_description_patterns: tuple[str, ...] = DEFAULT_KEEP_PATTERNS
+    phi: bool = False
+    phi_tags: tuple[str, ...] = DEFAULT_PHI_TAGS
 
     def policy(self, rule: str) -> Policy:
         """The policy for `rule`; rules without a setting always reject."""
         return dict(self.policies).get(rule, Policy.REJECT)
+
+    @property
+    def dicom_keywords(self) -> tuple[str, ...]:
+        """The DICOM attributes the rules read beyond the fixed header fields."""
+        return self.phi_tags if self.phi else ()
+
+
+def template_keywords(template: str) -> tuple[str, ...]:
+    """The `{Keyword}` placeholders of a routing template, in order."""
+    return tuple(_PLACEHOLDER.findall(template))
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +168,14 @@ class Config:
     log_level: str
     source: str = ""
 
+    @property
+    def dicom_keywords(self) -> tuple[str, ...]:
+        """Every extra DICOM attribute that inspection must read for rules and routing."""
+        return tuple(dict.fromkeys(self.routing.dicom_keywords + self.rules.dicom_keywords))
+
 
 DEFAULT_RULES = RulesConfig(tuple((rule, Policy.REJECT) for rule in EXCLUDABLE_RULES))
+DEFAULT_ROUTING = RoutingConfig(("project", "subject", "session"))
 
 
 class _Table:
@@ -313,34 +395,100 @@ def _is_loopback(host: str) -> bool:
 
 def _parse_routing(t: _Table) -> RoutingConfig:
     layout_text = t.text("layout", "project/subject/session")
-    project = t.text("project", "")
-    subject = t.text("subject", "")
+    order = t.strings("order", ROUTING_SOURCES)
+    defaults = tuple(t.text(label, "") for label in LABELS)
+    templates = tuple(t.text(f"{label}_template", "") for label in LABELS)
+    sanitize = t.flag("sanitize_labels", False)
     t.finish()
     layout = tuple(part.strip() for part in layout_text.split("/"))
-    if any(part not in LAYOUT_LEVELS for part in layout) or len(set(layout)) != len(layout):
+    named = [p for p in layout if p != ANY_LEVEL]
+    if any(p not in (*LABELS, ANY_LEVEL) for p in layout) or len(set(named)) != len(named):
         t.problem(
             "layout",
-            f"must be levels from {', '.join(LAYOUT_LEVELS)} joined by '/', each at most once, "
-            f"got {layout_text!r}",
+            f"must be levels from {', '.join(LABELS)} or '*' joined by '/', each label at most "
+            f"once, got {layout_text!r}",
         )
-        return RoutingConfig(("project", "subject", "session"), project, subject)
-    if layout[-1] != "session":
-        t.problem("layout", f"the last level must be 'session', got {layout_text!r}")
-    if "project" not in layout and not project:
-        t.problem("project", "required when the layout has no project level")
-    if "subject" not in layout and not subject:
-        t.problem("subject", "required when the layout has no subject level")
-    return RoutingConfig(layout, project, subject)
+        layout = ("project", "subject", "session")
+    unknown = [s for s in order if s not in ROUTING_SOURCES]
+    if unknown or len(set(order)) != len(order) or not order:
+        t.problem("order", f"must list sources from {', '.join(ROUTING_SOURCES)}, each once")
+        order = ROUTING_SOURCES
+    for label, template in zip(LABELS, templates, strict=True):
+        for keyword in template_keywords(template):
+            if not _KEYWORD.fullmatch(keyword):
+                t.problem(
+                    f"{label}_template",
+                    f"{{{keyword}}} is not a DICOM keyword such as {{PatientID}}",
+                )
+        if template and not template_keywords(template):
+            t.problem(
+                f"{label}_template", "has no {DicomKeyword} placeholder; use routing." + label
+            )
+    config = RoutingConfig(
+        layout,
+        order,
+        (defaults[0], defaults[1], defaults[2]),
+        (templates[0], templates[1], templates[2]),
+        sanitize,
+    )
+    for label in LABELS:
+        if not _has_source(config, label):
+            t.problem(
+                label,
+                f"no source can give the {label} label: add it to the layout, set routing.{label}, "
+                f'set routing.{label}_template, or put "dicom" in routing.order',
+            )
+    return config
+
+
+def _has_source(config: RoutingConfig, label: str) -> bool:
+    return any(
+        (source == "layout" and label in config.layout)
+        or (source == "dicom")
+        or (source == "template" and config.template(label))
+        or (source == "default" and config.default(label))
+        for source in config.order
+    )
 
 
 def _parse_rules(t: _Table) -> RulesConfig:
-    policies = []
     choices = tuple(p.value for p in Policy)
-    for rule in EXCLUDABLE_RULES:
-        policies.append((rule, Policy(t.text(rule, Policy.REJECT.value, choices))))
+    policies = [
+        (rule, Policy(t.text(rule, Policy.REJECT.value, choices))) for rule in EXCLUDABLE_RULES
+    ]
+    phi = t.text("phi", "off", ("off", "reject")) == "reject"
+    phi_tags = t.strings("phi_tags", DEFAULT_PHI_TAGS)
     markers = t.strings("extra_derived_markers", ())
+    patterns = t.strings("derived_description_patterns", DEFAULT_DESCRIPTION_PATTERNS)
+    keep_tokens = t.strings("keep_image_types", DEFAULT_KEEP_TOKENS)
+    keep_patterns = t.strings("keep_description_patterns", DEFAULT_KEEP_PATTERNS)
+    for rule in REJECT_ONLY_RULES:
+        if t.has(rule):
+            t.problem(
+                rule, f"this rule always rejects; only {', '.join(EXCLUDABLE_RULES)} can be set"
+            )
     t.finish()
-    return RulesConfig(tuple(policies), tuple(m.upper() for m in markers))
+    for key, values in (
+        ("derived_description_patterns", patterns),
+        ("keep_description_patterns", keep_patterns),
+    ):
+        for pattern in values:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                t.problem(key, f"{pattern!r} is not a valid regular expression: {exc}")
+    for tag in phi_tags:
+        if not _KEYWORD.fullmatch(tag):
+            t.problem("phi_tags", f"{tag!r} is not a DICOM keyword such as PatientName")
+    return RulesConfig(
+        tuple(policies),
+        tuple(m.upper() for m in markers),
+        patterns,
+        tuple(k.upper() for k in keep_tokens),
+        keep_patterns,
+        phi,
+        phi_tags,
+    )
 
 
 def _parse_retry(t: _Table) -> RetryConfig:

@@ -1,25 +1,31 @@
 """Classify every file of a claimed session by its content. Read-only effect.
 
-Only a few bytes of each file are read for magic numbers, and DICOM headers are read with
-pydicom up to the pixel data, never the pixels themselves. Links and special files are never
-opened: a FIFO would block forever and a symlink could point anywhere on the server.
+Only a few bytes of each file are read for magic numbers (formats.py judges them), and DICOM
+headers are read with pydicom up to the pixel data, never the pixels themselves. Links and
+special files are never opened: a FIFO would block forever and a symlink could point anywhere
+on the server. Files sharing a SOP Instance UID are hashed so the rules can tell copies from
+conflicts.
 """
 
 from __future__ import annotations
 
-import codecs
+import hashlib
 import io
 import os
 import stat
 import struct
-import zlib
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import pydicom
 import pydicom.config
+from pydicom.datadict import tag_for_keyword
 from pydicom.errors import InvalidDicomError
 
+from . import formats
 from .errors import SessionChangedError
 from .model import DicomHeader, FileFacts, FileKind, Session
 from .names import is_junk_path
@@ -29,7 +35,9 @@ from .tree import REGULAR, walk
 pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
 HEAD_BYTES = 1024
-HEADER_TAGS = [
+GZIP_PEEK = 64 * 1024  # compressed bytes read to find a NIfTI/MGH header inside gzip
+SIDECAR_LIMIT = 1024 * 1024  # JSON/bval/bvec files read whole up to this size
+HEADER_TAGS = (
     "SOPClassUID",
     "SOPInstanceUID",
     "StudyInstanceUID",
@@ -40,25 +48,15 @@ HEADER_TAGS = [
     "Modality",
     "PhotometricInterpretation",
     "Rows",
-]
+    # FrameType of enhanced multi-frame objects (one file per series, so the cost is small).
+    "SharedFunctionalGroupsSequence",
+    "PerFrameFunctionalGroupsSequence",
+)
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # a DICOMDIR, whatever its file name
 DEFLATED_SYNTAX = "1.2.840.10008.1.2.1.99"
 PIXEL_TAGS = {(0x7FE0, 0x0010), (0x7FE0, 0x0008), (0x7FE0, 0x0009)}
-_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
-_NIFTI_SUFFIXES = (".nii", ".nii.gz")
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _ANALYZE_SUFFIXES = (".hdr", ".img", ".hdr.gz", ".img.gz")
-# Recognisable non-DICOM content, for a report that says what the file is.
-_MAGIC = (
-    (b"%PDF", "a PDF document"),
-    (b"PK\x03\x04", "a zip archive"),
-    (b"\x89PNG", "a PNG image"),
-    (b"\xff\xd8\xff", "a JPEG image"),
-    (b"\x89HDF", "an HDF5/MINC file"),
-    (b"CDF\x01", "a MINC (netCDF) file"),
-    (b"NRRD000", "an NRRD image"),
-    (b"7z\xbc\xaf", "a 7-Zip archive"),
-    (b"Rar!", "a RAR archive"),
-)
 _UNSAFE_WORDS = {
     "symlink": "a symbolic link",
     "fifo": "a named pipe (FIFO)",
@@ -69,13 +67,19 @@ _UNSAFE_WORDS = {
 }
 
 
-def inspect(folder: Path, relpath: tuple[str, ...]) -> Session:
+def unknown_keywords(keywords: Sequence[str]) -> list[str]:
+    """The names in `keywords` that are not DICOM keywords (for configuration checks)."""
+    return [k for k in keywords if tag_for_keyword(k) is None]
+
+
+def inspect(folder: Path, relpath: tuple[str, ...], keywords: Sequence[str] = ()) -> Session:
     """Classify every file below `folder`, the claimed copy of the session at `relpath`.
 
-    Raises SessionChangedError when a file vanishes or changes type while being read.
+    `keywords` names extra DICOM attributes to read (routing sources, PHI checks). Raises
+    SessionChangedError when a file vanishes or changes type while being read.
     """
     entries = list(walk(folder))
-    names = {e.relpath for e in entries}
+    names = frozenset(e.relpath.lower() for e in entries)
     files = []
     for entry in entries:
         if is_junk_path(entry.relpath):
@@ -84,16 +88,20 @@ def inspect(folder: Path, relpath: tuple[str, ...]) -> Session:
             note = _UNSAFE_WORDS.get(entry.kind, f"a {entry.kind}")
             files.append(FileFacts(entry.relpath, entry.size, FileKind.UNSAFE, note=note))
         else:
-            files.append(classify(folder / entry.relpath, entry.relpath, names))
-    return Session(name=relpath[-1], relpath=relpath, files=tuple(files))
+            files.append(classify(folder / entry.relpath, entry.relpath, names, keywords))
+    return Session(name=relpath[-1], relpath=relpath, files=tuple(_with_digests(folder, files)))
 
 
 def classify(
-    path: Path, relpath: str, siblings: set[str] | frozenset[str] = frozenset()
+    path: Path,
+    relpath: str,
+    siblings: frozenset[str] = frozenset(),
+    keywords: Sequence[str] = (),
 ) -> FileFacts:
     """Decide what one regular file is, by content first and by name second.
 
-    `siblings` (session-relative paths) lets an Analyze `.img` be recognised by its `.hdr`.
+    `siblings` (lower-cased session-relative paths) lets an Analyze `.img` be recognised by
+    its `.hdr`.
     """
     try:
         fd = os.open(path, _OPEN_FLAGS)
@@ -102,115 +110,85 @@ def classify(
     except OSError as exc:
         if exc.errno == 40:  # ELOOP: it became a symlink after the walk
             raise SessionChangedError(f"{relpath} changed during inspection") from exc
-        return FileFacts(
-            relpath, 0, FileKind.UNREADABLE_DICOM, note=f"cannot open it: {exc.strerror}"
-        )
+        note = f"cannot open it: {exc.strerror}"
+        return FileFacts(relpath, 0, FileKind.UNREADABLE_DICOM, note=note)
     with os.fdopen(fd, "rb", buffering=64 * 1024) as fp:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise SessionChangedError(f"{relpath} changed type during inspection")
         head = fp.read(HEAD_BYTES)
-        return _classify_open(fp, head, st.st_size, relpath, siblings)
+        return _classify_open(fp, head, st.st_size, relpath, siblings, keywords)
 
 
 def _classify_open(
-    fp: BinaryIO, head: bytes, size: int, relpath: str, siblings: set[str] | frozenset[str]
+    fp: BinaryIO,
+    head: bytes,
+    size: int,
+    relpath: str,
+    siblings: frozenset[str],
+    keywords: Sequence[str],
 ) -> FileFacts:
     lowered = relpath.lower()
     if head[128:132] == b"DICM":
-        return _read_dicom(fp, size, relpath, FileKind.DICOM)
-    nifti = nifti_kind(head)
-    if nifti is None and head[:2] == b"\x1f\x8b":
-        nifti = nifti_kind(_gunzip_head(head, fp), compressed=True)
-        if nifti is None:
-            return FileFacts(relpath, size, FileKind.OTHER, note="a gzip-compressed file")
-    if nifti is not None:
-        kind = FileKind.ANALYZE if "pair" in nifti or "Analyze" in nifti else FileKind.NIFTI
-        return FileFacts(relpath, size, kind, note=nifti)
-    if looks_like_bare_dicom(head):
-        return _read_dicom(fp, size, relpath, FileKind.DICOM_NO_PREAMBLE)
-    if lowered.endswith(_NIFTI_SUFFIXES):
-        return FileFacts(relpath, size, FileKind.NIFTI, note="named like a NIfTI file")
+        return _read_dicom(fp, size, relpath, FileKind.DICOM, keywords)
+    if head.startswith(formats.GZIP_MAGIC):
+        inner = formats.gunzip_head(head + fp.read(GZIP_PEEK - len(head)))
+        found = formats.content_format(inner, compressed=True)
+        if found is None:
+            archive = "a tar archive (gzip-compressed)" if inner[257:262] == b"ustar" else None
+            return FileFacts(
+                relpath, size, FileKind.ARCHIVE, note=archive or "a gzip-compressed file"
+            )
+        return FileFacts(relpath, size, found[0], note=found[1])
+    found = formats.content_format(head)
+    if found is not None:
+        return FileFacts(relpath, size, found[0], note=found[1])
+    if formats.looks_like_bare_dicom(head):
+        return _read_dicom(fp, size, relpath, FileKind.DICOM_NO_PREAMBLE, keywords)
+    archive = formats.archive_format(head)
+    if archive is not None:
+        return FileFacts(relpath, size, FileKind.ARCHIVE, note=archive)
+    if size <= SIDECAR_LIMIT:
+        text = head + fp.read(SIDECAR_LIMIT) if size > len(head) else head
+        sidecar = formats.sidecar_format(lowered, text)
+        if sidecar is not None:
+            return FileFacts(relpath, size, FileKind.CONVERTED, note=sidecar)
+    named = formats.named_format(lowered)
+    if named is not None:
+        return FileFacts(relpath, size, named[0], note=named[1])
     if lowered.endswith(_ANALYZE_SUFFIXES) and _has_pair(lowered, siblings):
         return FileFacts(relpath, size, FileKind.ANALYZE, note="half of an .hdr/.img pair")
-    return FileFacts(relpath, size, FileKind.OTHER, note=_describe(head, size))
+    return FileFacts(relpath, size, FileKind.OTHER, note=formats.describe(head, size))
 
 
-def nifti_kind(head: bytes, *, compressed: bool = False) -> str | None:
-    """Describe NIfTI-1/-2 or Analyze content from the first 544+ bytes, or None."""
-    prefix = "gzip-compressed " if compressed else ""
-    for order in "<>":
-        if len(head) >= 348 and struct.unpack(f"{order}i", head[:4])[0] == 348:
-            magic = head[344:348]
-            if magic == b"n+1\x00":
-                return f"{prefix}NIfTI-1 image, magic “n+1” at byte 344"
-            if magic == b"ni1\x00":
-                return f"{prefix}NIfTI-1 header of an .hdr/.img pair, magic “ni1”"
-            return f"{prefix}Analyze 7.5 header of an .hdr/.img pair (header size 348)"
-        if len(head) >= 8 and struct.unpack(f"{order}i", head[:4])[0] == 540:
-            magic = head[4:8]
-            if magic == b"n+2\x00":
-                return f"{prefix}NIfTI-2 image, magic “n+2” at byte 4"
-            if magic == b"ni2\x00":
-                return f"{prefix}NIfTI-2 header of an .hdr/.img pair, magic “ni2”"
-    return None
-
-
-def _gunzip_head(head: bytes, fp: BinaryIO) -> bytes:
-    """The first 544 bytes of a gzip stream, reading at most 64 KiB of it."""
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    out = b""
-    data = head
-    try:
-        while len(out) < 544 and data:
-            out += inflater.decompress(data, 544 - len(out))
-            data = inflater.unconsumed_tail or (
-                fp.read(16 * 1024) if fp.tell() < 64 * 1024 else b""
-            )
-    except zlib.error:
-        return b""
-    return out
-
-
-def looks_like_bare_dicom(head: bytes) -> bool:
-    """True when the file starts like a DICOM dataset without preamble (group 0002 or 0008).
-
-    Both explicit VR (two upper-case letters after the tag) and implicit VR (a small length)
-    are accepted, little or big endian.
-    """
-    if len(head) < 8:
-        return False
-    for order in "<>":
-        group, _element = struct.unpack(f"{order}HH", head[:4])
-        if group not in (0x0002, 0x0008):
-            continue
-        vr = head[4:6]
-        if vr.isalpha() and vr.isupper():
-            return True
-        length = struct.unpack(f"{order}I", head[4:8])[0]
-        if 0 < length < 1024:
-            return True
-    return False
-
-
-def _read_dicom(fp: BinaryIO, size: int, relpath: str, kind: FileKind) -> FileFacts:
+def _read_dicom(
+    fp: BinaryIO, size: int, relpath: str, kind: FileKind, keywords: Sequence[str]
+) -> FileFacts:
     fp.seek(0)
     try:
         ds = pydicom.dcmread(
             fp,
             stop_before_pixels=True,
-            specific_tags=HEADER_TAGS,
+            specific_tags=[*HEADER_TAGS, *keywords],
             force=kind is FileKind.DICOM_NO_PREAMBLE,
         )
         # A deflated dataset is inflated in memory, so file positions say nothing there.
         meta: Any = getattr(ds, "file_meta", None) or {}
         deflated = meta.get("TransferSyntaxUID", "") == DEFLATED_SYNTAX
         problem = "" if deflated else _truncation(fp, size, "Rows" in ds)
-    except (InvalidDicomError, EOFError, ValueError, KeyError, OverflowError, struct.error) as exc:
+        header = _header(ds, keywords)
+    except (
+        InvalidDicomError,
+        EOFError,
+        ValueError,
+        KeyError,
+        OverflowError,
+        TypeError,
+        struct.error,
+    ) as exc:
         return FileFacts(relpath, size, FileKind.UNREADABLE_DICOM, note=_plain(exc))
     if problem:
         return FileFacts(relpath, size, FileKind.UNREADABLE_DICOM, note=problem)
-    header = _header(ds)
     media_class = str(meta.get("MediaStorageSOPClassUID", ""))
     if MEDIA_STORAGE_DIRECTORY in (header.sop_class_uid, media_class):
         return FileFacts(relpath, size, FileKind.JUNK, note="a DICOMDIR index")
@@ -269,66 +247,92 @@ def _encapsulated_truncation(fp: BinaryIO, size: int, order: str) -> str:
         fp.seek(length, io.SEEK_CUR)
 
 
-def _header(ds: Any) -> DicomHeader:
-    def text(keyword: str) -> str:
-        value = ds.get(keyword, "")
-        return str(value).strip() if value is not None else ""
-
-    image_type = ds.get("ImageType", "")
-    if image_type is None:
-        values: tuple[str, ...] = ()
-    elif isinstance(image_type, str):
-        values = tuple(v.strip() for v in image_type.split("\\") if v.strip())
-    else:
-        values = tuple(str(v).strip() for v in image_type)
+def _header(ds: Any, keywords: Sequence[str]) -> DicomHeader:
     try:
         raw_number = ds.get("SeriesNumber", None)
         number = int(raw_number) if raw_number not in (None, "") else None
     except (TypeError, ValueError):
         number = None
     return DicomHeader(
-        sop_class_uid=text("SOPClassUID"),
-        sop_instance_uid=text("SOPInstanceUID"),
-        study_instance_uid=text("StudyInstanceUID"),
-        series_instance_uid=text("SeriesInstanceUID"),
+        sop_class_uid=_text(ds.get("SOPClassUID", "")),
+        sop_instance_uid=_text(ds.get("SOPInstanceUID", "")),
+        study_instance_uid=_text(ds.get("StudyInstanceUID", "")),
+        series_instance_uid=_text(ds.get("SeriesInstanceUID", "")),
         series_number=number,
-        series_description=text("SeriesDescription"),
-        image_type=values,
-        modality=text("Modality"),
-        photometric_interpretation=text("PhotometricInterpretation"),
+        series_description=_text(ds.get("SeriesDescription", "")),
+        image_type=_values(ds.get("ImageType", None)),
+        modality=_text(ds.get("Modality", "")),
+        photometric_interpretation=_text(ds.get("PhotometricInterpretation", "")),
+        frame_types=_frame_types(ds),
+        values=tuple((k, _text(ds.get(k, ""))) for k in keywords),
     )
 
 
-def _has_pair(lowered: str, siblings: set[str] | frozenset[str]) -> bool:
+def _frame_types(ds: Any) -> tuple[tuple[str, ...], ...]:
+    """Distinct FrameType values from the <Modality>FrameTypeSequence of every functional group."""
+    found: dict[tuple[str, ...], None] = {}
+    for groups in (
+        ds.get("SharedFunctionalGroupsSequence", None),
+        ds.get("PerFrameFunctionalGroupsSequence", None),
+    ):
+        for item in groups or ():
+            for element in item:
+                if element.keyword.endswith("FrameTypeSequence") and element.value:
+                    value = _values(element.value[0].get("FrameType", None))
+                    if value:
+                        found[value] = None
+    return tuple(found)
+
+
+def _values(value: Any) -> tuple[str, ...]:
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split("\\") if v.strip())
+    return tuple(str(v).strip() for v in value)
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v) for v in value).strip()
+    return str(value).strip()
+
+
+def _with_digests(folder: Path, files: list[FileFacts]) -> list[FileFacts]:
+    """Hash the content of DICOM files that share a SOP Instance UID (rare: read only then)."""
+    by_uid: dict[str, list[int]] = defaultdict(list)
+    for index, facts in enumerate(files):
+        if facts.is_dicom and facts.header is not None:
+            by_uid[facts.header.sop_instance_uid].append(index)
+    for indexes in by_uid.values():
+        if len(indexes) > 1:
+            for index in indexes:
+                files[index] = replace(
+                    files[index], digest=_digest(folder / files[index].path, files[index].path)
+                )
+    return files
+
+
+def _digest(path: Path, relpath: str) -> str:
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError as exc:
+        raise SessionChangedError(f"{relpath} changed during inspection") from exc
+    digest = hashlib.sha256()
+    with os.fdopen(fd, "rb") as fp:
+        while block := fp.read(1024 * 1024):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _has_pair(lowered: str, siblings: frozenset[str]) -> bool:
     stem, _, ext = lowered.rpartition(".")
     if ext == "gz":
         stem, _, ext = stem.rpartition(".")
     other = "img" if ext == "hdr" else "hdr"
-    lowered_siblings = {s.lower() for s in siblings}
-    return any(f"{stem}.{other}{gz}" in lowered_siblings for gz in ("", ".gz"))
-
-
-def _describe(head: bytes, size: int) -> str:
-    if size == 0:
-        return "an empty file"
-    for magic, words in _MAGIC:
-        if head.startswith(magic):
-            return words
-    stripped = head.lstrip()
-    if stripped[:1] in (b"{", b"[") and _is_text(head):
-        return "a JSON text file"
-    if _is_text(head):
-        return "a text file"
-    return "unrecognised content"
-
-
-def _is_text(head: bytes) -> bool:
-    try:
-        # Not final: the sample may end in the middle of a multi-byte character.
-        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
-    except UnicodeDecodeError:
-        return False
-    return b"\x00" not in head
+    return any(f"{stem}.{other}{gz}" in siblings for gz in ("", ".gz"))
 
 
 def _plain(exc: BaseException) -> str:

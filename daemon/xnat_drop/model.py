@@ -14,6 +14,8 @@ class FileKind(str, Enum):
     UNREADABLE_DICOM = "unreadable-dicom"  # claims to be DICOM but is truncated or corrupt
     NIFTI = "nifti"  # NIfTI-1/-2 single file, plain or gzipped
     ANALYZE = "analyze"  # .hdr/.img pairs (Analyze 7.5 or NIfTI pair)
+    CONVERTED = "converted"  # MINC, MGH/MGZ, NRRD, dcm2niix/BIDS side-cars, .bval/.bvec
+    ARCHIVE = "archive"  # gzip, zip, tar, 7-Zip, RAR: unpack it before dropping
     OTHER = "other"  # anything else that is not junk
     JUNK = "junk"  # OS clutter and DICOMDIR: ignored, never uploaded
     UNSAFE = "unsafe"  # symlink, FIFO, socket, device: never opened
@@ -53,7 +55,13 @@ class Seen:
 
 @dataclass(frozen=True, slots=True)
 class DicomHeader:
-    """The few header fields the rules and routing need; strings are stripped, never None."""
+    """The header fields the rules and routing need; strings are stripped, never None.
+
+    `frame_types` holds the distinct FrameType (0008,9007) values of an enhanced multi-frame
+    object (shared and per-frame functional groups).
+    `values` holds the extra attributes asked for by keyword (routing sources and templates,
+    PHI checks) as text; `value()` reads them.
+    """
 
     sop_class_uid: str
     sop_instance_uid: str
@@ -64,6 +72,15 @@ class DicomHeader:
     image_type: tuple[str, ...]
     modality: str
     photometric_interpretation: str = ""
+    frame_types: tuple[tuple[str, ...], ...] = ()
+    values: tuple[tuple[str, str], ...] = ()
+
+    def value(self, keyword: str) -> str:
+        """The text of an extra attribute read by keyword; "" when absent or empty."""
+        for key, text in self.values:
+            if key == keyword:
+                return text
+        return ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +96,7 @@ class FileFacts:
     kind: FileKind
     header: DicomHeader | None = None
     note: str = ""
+    digest: str = ""  # SHA-256 of the content, only for files sharing a SOP Instance UID
 
     @property
     def is_dicom(self) -> bool:
@@ -125,14 +143,30 @@ class Violation:
 
 
 @dataclass(frozen=True, slots=True)
+class Route:
+    """Routing's answer: the target (None when a label is missing or invalid), the problems,
+    and one note per label saying where it came from (and any sanitising)."""
+
+    target: Target | None
+    violations: tuple[Violation, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
-    """The judgement on a session: what to upload where, and what is wrong with it."""
+    """The judgement on a session: what to upload where, and what is wrong with it.
+
+    `duplicates` are exact copies of files already in `upload` (same SOP Instance UID, same
+    bytes): sent once. `notes` say where the labels came from.
+    """
 
     target: Target | None
     violations: tuple[Violation, ...]
     upload: tuple[FileFacts, ...]
     excluded: tuple[str, ...]
     ignored: tuple[str, ...]
+    duplicates: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
 
     @property
     def rejections(self) -> tuple[Violation, ...]:

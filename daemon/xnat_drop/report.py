@@ -13,13 +13,16 @@ SCHEMA = 1
 LIST_LIMIT = 20  # per rule, in the text report; the JSON report lists everything
 
 RULE_TITLES = {
-    "nifti": "Converted data (NIfTI/Analyze)",
+    "nifti": "Converted data (NIfTI, Analyze, MINC, MGH, NRRD, side-cars)",
     "derived-series": "Scanner-derived series",
     "non-dicom": "Files that are not DICOM",
     "unreadable-dicom": "Damaged or incomplete DICOM",
     "unsafe-file": "Links and special files",
+    "duplicate-instance": "Different files with the same SOP Instance UID",
+    "mixed-studies": "More than one study in one session folder",
+    "phi": "Identifying information left in the headers",
     "no-dicom": "Nothing to upload",
-    "bad-label": "Folder names XNAT cannot use",
+    "bad-label": "Labels XNAT cannot use",
     "unknown-project": "Unknown XNAT project",
     "xnat-rejected": "Refused by XNAT",
     "xnat-empty-answer": "Nothing imported by XNAT",
@@ -45,6 +48,11 @@ RULE_ADVICE = {
         "xnat-drop never follows or opens links and special files: replace them with the real "
         "files and drop the session again."
     ),
+    "phi": (
+        "These attributes must be empty or hold the subject label. Export the session again "
+        "with the lab's anonymisation profile and drop it again."
+    ),
+    "bad-label": "Fix the labels below and drop the session again.",
 }
 RULE_UNITS = {"derived-series": "series"}
 
@@ -103,12 +111,22 @@ def render_text(report: Report) -> str:
             f"{_size(r.bytes_sent)} in {r.seconds:.1f} s",
         ]
         lines += [f"XNAT URI:  {uri}" for uri in r.uris]
-    if report.verdict is not None and report.verdict.ignored:
-        count = len(report.verdict.ignored)
+    verdict = report.verdict
+    if verdict is not None and verdict.duplicates:
+        count = len(verdict.duplicates)
+        lines += [
+            "",
+            f"Copies:    {count} identical cop{'ies' if count != 1 else 'y'} "
+            "of other files, sent once",
+        ]
+    if verdict is not None and verdict.ignored:
+        count = len(verdict.ignored)
         lines += [
             "",
             f"Ignored:   {count} operating-system file{'s' if count != 1 else ''} (e.g. .DS_Store)",
         ]
+    if verdict is not None and verdict.notes:
+        lines += ["", "Labels:", *[f"  {note}" for note in verdict.notes]]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -121,7 +139,7 @@ def render_json(report: Report) -> str:
         "session": report.session.display,
         "relpath": list(report.session.relpath),
         "location": report.location,
-        "decided_at": _iso(report.decided_at),
+        "decided_at": _iso(report.decided_at, "milliseconds"),
         "attempts": report.attempts,
         "target": None
         if report.target is None
@@ -145,7 +163,9 @@ def render_json(report: Report) -> str:
         if verdict and report.outcome is Outcome.DONE
         else [],
         "excluded": list(verdict.excluded) if verdict else [],
+        "duplicates": list(verdict.duplicates) if verdict else [],
         "ignored": list(verdict.ignored) if verdict else [],
+        "labels": list(verdict.notes) if verdict else [],
         "xnat": None
         if report.receipt is None
         else {
@@ -213,12 +233,9 @@ def _contents(session: Session) -> str:
     return ", ".join(parts)
 
 
-def _iso(ts: float) -> str:
-    return (
-        datetime.fromtimestamp(ts, tz=timezone.utc)
-        .isoformat(timespec="seconds")
-        .replace("+00:00", "Z")
-    )
+def _iso(ts: float, timespec: str = "seconds") -> str:
+    stamp = datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec=timespec)
+    return stamp.replace("+00:00", "Z")
 
 
 def _size(n: int) -> str:

@@ -1,19 +1,23 @@
 """The lab's upload rules: raw acquired DICOM only. Pure.
 
-`evaluate` turns an inspected Session (plus the routing result) into a Verdict. Broken rules are
-Violations carrying a rule id, the file or series, and a sentence a lab member can act on.
+`evaluate` turns an inspected Session and its Route into a Verdict. Broken rules are Violations
+carrying a rule id, the file or series, and a sentence a lab member can act on. Rule ids:
+nifti, derived-series, non-dicom, unreadable-dicom, unsafe-file, duplicate-instance,
+mixed-studies, phi, no-dicom (and bad-label from routing).
 """
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Iterable
+from posixpath import dirname
 
 from .config import RulesConfig
-from .model import DicomHeader, FileFacts, FileKind, Policy, Session, Target, Verdict, Violation
+from .model import DicomHeader, FileFacts, FileKind, Policy, Route, Session, Verdict, Violation
 
-# ImageType (0008,0008) tokens that mark scanner-derived images even when value 1 says
-# ORIGINAL (older Siemens label diffusion maps and MoCo that way; dicom-notes.md §1).
+# ImageType (0008,0008) / FrameType (0008,9007) tokens that mark scanner-derived images even
+# when value 1 says ORIGINAL (older Siemens label diffusion maps and MoCo that way).
 DERIVED_TOKENS: dict[str, str] = {
     "MOCO": "motion-corrected by the scanner (MoCo)",
     "ADC": "an ADC map",
@@ -35,55 +39,83 @@ DERIVED_TOKENS: dict[str, str] = {
     "PERFUSION": "a perfusion map",
     "RCBF": "a cerebral blood flow map",
 }
-# SOP classes that are never acquired images.
+_SC = "Secondary Capture (a screenshot or rendered image)"
 DERIVED_SOP_CLASSES: dict[str, str] = {
-    "1.2.840.10008.5.1.4.1.1.7": "Secondary Capture (a screenshot or rendered image)",
-    "1.2.840.10008.5.1.4.1.1.7.1": "Secondary Capture (a screenshot or rendered image)",
-    "1.2.840.10008.5.1.4.1.1.7.2": "Secondary Capture (a screenshot or rendered image)",
-    "1.2.840.10008.5.1.4.1.1.7.3": "Secondary Capture (a screenshot or rendered image)",
-    "1.2.840.10008.5.1.4.1.1.7.4": "Secondary Capture (a screenshot or rendered image)",
+    "1.2.840.10008.5.1.4.1.1.7": _SC,
+    "1.2.840.10008.5.1.4.1.1.7.1": _SC,
+    "1.2.840.10008.5.1.4.1.1.7.2": _SC,
+    "1.2.840.10008.5.1.4.1.1.7.3": _SC,
+    "1.2.840.10008.5.1.4.1.1.7.4": _SC,
+    "1.2.840.10008.5.1.4.1.1.66": "Raw Data (not an image)",
+    "1.2.840.10008.5.1.4.1.1.66.1": "Spatial Registration (computed, not acquired)",
+    "1.2.840.10008.5.1.4.1.1.66.2": "Spatial Fiducials (computed, not acquired)",
+    "1.2.840.10008.5.1.4.1.1.66.3": "Deformable Spatial Registration (computed, not acquired)",
+    "1.2.840.10008.5.1.4.1.1.66.4": "Segmentation (computed, not acquired)",
+    "1.2.840.10008.5.1.4.1.1.66.5": "Surface Segmentation (computed, not acquired)",
 }
+# Whole families by UID prefix: presentation states, structured reports, encapsulated documents.
+DERIVED_SOP_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("1.2.840.10008.5.1.4.1.1.11.", "a Presentation State (display settings, not an image)"),
+    ("1.2.840.10008.5.1.4.1.1.88.", "a Structured Report (a document, not an image)"),
+    ("1.2.840.10008.5.1.4.1.1.104.", "an Encapsulated Document (PDF or similar, not an image)"),
+)
 KIND_RULES = {
     FileKind.NIFTI: "nifti",
     FileKind.ANALYZE: "nifti",
+    FileKind.CONVERTED: "nifti",
+    FileKind.ARCHIVE: "non-dicom",
     FileKind.OTHER: "non-dicom",
     FileKind.UNREADABLE_DICOM: "unreadable-dicom",
     FileKind.UNSAFE: "unsafe-file",
 }
 
 
-def derived_signal(header: DicomHeader, extra_markers: Iterable[str] = ()) -> str | None:
+def derived_signal(header: DicomHeader, rules: RulesConfig) -> str | None:
     """Why an image is scanner-derived, in words naming the attribute, or None if acquired."""
-    values = tuple(v.upper() for v in header.image_type)
-    if _is_kept(values):
-        return None
-    sop = DERIVED_SOP_CLASSES.get(header.sop_class_uid)
+    sop = _sop_class_signal(header.sop_class_uid)
     if sop:
         return f"SOP Class UID (0008,0016) is {sop}"
-    if values[:1] == ("DERIVED",):
-        return "ImageType (0008,0008) value 1 is DERIVED"
-    if values[1:2] == ("SECONDARY",):
-        return "ImageType (0008,0008) value 2 is SECONDARY"
+    types = [("ImageType (0008,0008)", tuple(v.upper() for v in header.image_type))]
+    types += [("FrameType (0008,9007)", tuple(v.upper() for v in ft)) for ft in header.frame_types]
+    description = header.series_description
+    if any(_is_kept(values, description, rules) for _, values in types):
+        return None
+    for name, values in types:
+        if values[:1] == ("DERIVED",):
+            return f"{name} value 1 is DERIVED"
+        if values[1:2] == ("SECONDARY",):
+            return f"{name} value 2 is SECONDARY"
     markers = dict(DERIVED_TOKENS)
-    markers.update(dict.fromkeys(extra_markers, "a configured derived marker"))
-    for token in values:
-        if token in markers:
-            return f"ImageType (0008,0008) contains {token}: {markers[token]}"
+    markers.update(dict.fromkeys(rules.extra_derived_markers, "a marker configured as derived"))
+    for name, values in types:
+        for token in values:
+            if token in markers:
+                return f"{name} contains {token}: {markers[token]}"
+    for pattern in rules.description_patterns:
+        if re.search(pattern, description, re.IGNORECASE):
+            where = f"SeriesDescription (0008,103E) “{description}”"
+            return f"{where} matches the derived pattern “{pattern}”"
     if header.photometric_interpretation.upper() == "PALETTE COLOR":
         return "PhotometricInterpretation (0028,0004) is PALETTE COLOR"
     return None
 
 
-def _is_kept(image_type: tuple[str, ...]) -> bool:
-    """Derived-by-label images labs keep: the MP2RAGE uniform image (DERIVED\\PRIMARY\\..\\UNI)."""
-    return image_type[:2] == ("DERIVED", "PRIMARY") and "UNI" in image_type[2:]
+def _sop_class_signal(uid: str) -> str:
+    if uid in DERIVED_SOP_CLASSES:
+        return DERIVED_SOP_CLASSES[uid]
+    return next((words for prefix, words in DERIVED_SOP_PREFIXES if uid.startswith(prefix)), "")
 
 
-def evaluate(session: Session, rules: RulesConfig, target: Target | Violation) -> Verdict:
+def _is_kept(values: tuple[str, ...], description: str, rules: RulesConfig) -> bool:
+    """Derived-by-label acquisitions labs keep (by default MP2RAGE's UNI image)."""
+    if any(token in rules.keep_image_type_tokens for token in values[2:]):
+        return True
+    return any(re.search(p, description, re.IGNORECASE) for p in rules.keep_description_patterns)
+
+
+def evaluate(session: Session, rules: RulesConfig, route: Route) -> Verdict:
     """Judge a session: which files go to XNAT, which rules are broken, where it goes."""
-    violations: list[Violation] = []
-    if isinstance(target, Violation):
-        violations.append(target)
+    violations: list[Violation] = list(route.violations)
     ignored = [f.path for f in session.files if f.kind is FileKind.JUNK]
 
     for facts in session.files:
@@ -92,18 +124,29 @@ def evaluate(session: Session, rules: RulesConfig, target: Target | Violation) -
             violations.append(_file_violation(rule, _policy(rules, rule), facts))
 
     dicoms = [f for f in session.files if f.is_dicom and f.header is not None]
-    violations.extend(_derived_series(dicoms, rules))
+    violations.extend(_derived_series(dicoms, session, rules))
+    involved = {p for v in violations for p in v.files}
+    copies, duplicate_violations = _duplicates([f for f in dicoms if f.path not in involved])
+    violations.extend(duplicate_violations)
+    involved |= {p for v in duplicate_violations for p in v.files}
+    candidates = [f for f in dicoms if f.path not in involved and f.path not in copies]
+    violations.extend(_mixed_studies(candidates))
+    if rules.phi:
+        subject = route.target.subject if route.target is not None else ""
+        violations.extend(_phi(candidates, rules.phi_tags, subject))
 
     excluded = {p for v in violations if v.policy is Policy.EXCLUDE for p in v.files}
-    upload = tuple(f for f in dicoms if f.path not in excluded)
+    upload = tuple(f for f in dicoms if f.path not in excluded and f.path not in copies)
     if not upload:
         violations.append(_no_dicom(session, excluded))
     return Verdict(
-        target=target if isinstance(target, Target) else None,
+        target=route.target,
         violations=tuple(violations),
         upload=upload,
         excluded=tuple(sorted(excluded)),
         ignored=tuple(ignored),
+        duplicates=tuple(sorted(copies)),
+        notes=route.notes,
     )
 
 
@@ -115,21 +158,25 @@ def _file_violation(rule: str, policy: Policy, facts: FileFacts) -> Violation:
     path, note = facts.path, facts.note
     detail = f" ({note})" if note else ""
     if rule == "nifti":
-        what = "an Analyze/NIfTI image pair file" if facts.kind is FileKind.ANALYZE else "NIfTI"
         sentence = (
-            f"“{path}” is {what}{detail}: data converted from DICOM. Only the scanner's raw "
-            "DICOM may go to XNAT. Remove the converted files (keep them elsewhere) and drop "
-            "the session again."
+            f"“{path}” is converted data{detail}, not the scanner's raw DICOM. Only raw DICOM "
+            "may go to XNAT. Remove the converted files (keep them elsewhere) and drop the "
+            "session again."
         )
     elif rule == "unreadable-dicom":
         sentence = (
-            f"“{path}” looks like DICOM but cannot be read{detail}. The copy is probably "
+            f"“{path}” looks like DICOM but cannot be used{detail}. The copy is probably "
             "incomplete or damaged: export this series again from the scanner or PACS."
         )
     elif rule == "unsafe-file":
         sentence = (
             f"“{path}” is {note or 'not a regular file'}; xnat-drop never follows or opens such "
             "entries. Replace it with the real file and drop the session again."
+        )
+    elif facts.kind is FileKind.ARCHIVE:
+        sentence = (
+            f"“{path}” is an archive{detail}. xnat-drop does not open archives: unpack it, "
+            "delete the archive, and drop the session again."
         )
     else:
         sentence = (
@@ -139,7 +186,9 @@ def _file_violation(rule: str, policy: Policy, facts: FileFacts) -> Violation:
     return Violation(rule, policy, path, sentence, (path,), note or facts.kind.value)
 
 
-def _derived_series(dicoms: list[FileFacts], rules: RulesConfig) -> list[Violation]:
+def _derived_series(
+    dicoms: list[FileFacts], session: Session, rules: RulesConfig
+) -> list[Violation]:
     """One violation per derived SeriesInstanceUID (derived images may share SeriesNumber)."""
     by_series: dict[str, list[FileFacts]] = defaultdict(list)
     for facts in dicoms:
@@ -149,12 +198,7 @@ def _derived_series(dicoms: list[FileFacts], rules: RulesConfig) -> list[Violati
     found = []
     for members in by_series.values():
         signal = next(
-            (
-                s
-                for f in members
-                if f.header is not None
-                and (s := derived_signal(f.header, rules.extra_derived_markers))
-            ),
+            (s for f in members if f.header is not None and (s := derived_signal(f.header, rules))),
             None,
         )
         if signal is None:
@@ -164,11 +208,114 @@ def _derived_series(dicoms: list[FileFacts], rules: RulesConfig) -> list[Violati
         count = f"{len(files)} file{'s' if len(files) != 1 else ''}, e.g. “{files[0]}”"
         sentence = (
             f"{name[0].upper()}{name[1:]} ({count}) was derived by the scanner, not acquired: "
-            f"{signal}. Leave this series out of the export and drop the session again."
+            f"{signal}. {_removal_advice(files, session)}"
         )
         violation = Violation("derived-series", policy, name, sentence, files, f"{count}; {signal}")
         found.append((_series_sort_key(members[0].header), violation))
     return [v for _, v in sorted(found, key=lambda item: item[0])]
+
+
+def _removal_advice(files: tuple[str, ...], session: Session) -> str:
+    """How to take these files out: their own folder if they have one, else the files."""
+    folders = {dirname(p) for p in files}
+    if len(folders) == 1 and (folder := folders.pop()):
+        others = [f for f in session.files if dirname(f.path) == folder and f.path not in files]
+        if not [f for f in others if f.kind is not FileKind.JUNK]:
+            return f"Delete the folder “{folder}” and drop the session again."
+    if len(files) <= 3:
+        return f"Delete {', '.join(f'“{p}”' for p in files)} and drop the session again."
+    return "Delete these files (all listed in the .report.json) and drop the session again."
+
+
+def _duplicates(dicoms: list[FileFacts]) -> tuple[set[str], list[Violation]]:
+    """Files sharing a SOP Instance UID: identical copies are sent once, different ones reject."""
+    by_uid: dict[str, list[FileFacts]] = defaultdict(list)
+    for facts in dicoms:
+        assert facts.header is not None
+        by_uid[facts.header.sop_instance_uid].append(facts)
+    copies: set[str] = set()
+    violations = []
+    for uid, members in sorted(by_uid.items()):
+        if len(members) < 2:
+            continue
+        paths = sorted(f.path for f in members)
+        digests = {f.digest for f in members}
+        if len(digests) == 1 and "" not in digests:
+            copies.update(paths[1:])
+            continue
+        shown = ", ".join(f"“{p}”" for p in paths[:4]) + (" ..." if len(paths) > 4 else "")
+        sentence = (
+            f"{len(paths)} files claim the same SOP Instance UID {uid} but differ ({shown}). "
+            "XNAT keeps only one object per UID, so one of them would be lost. Remove the wrong "
+            "copy (often a re-export or an edited file) and drop the session again."
+        )
+        violations.append(
+            Violation(
+                "duplicate-instance",
+                Policy.REJECT,
+                f"SOP Instance UID {uid}",
+                sentence,
+                tuple(paths),
+                shown,
+            )
+        )
+    return copies, violations
+
+
+def _mixed_studies(dicoms: list[FileFacts]) -> list[Violation]:
+    by_study: dict[str, list[FileFacts]] = defaultdict(list)
+    for facts in dicoms:
+        assert facts.header is not None
+        by_study[facts.header.study_instance_uid].append(facts)
+    if len(by_study) < 2:
+        return []
+    parts = []
+    for uid, members in sorted(by_study.items(), key=lambda item: -len(item[1])):
+        series = sorted({series_name(f.header) for f in members})
+        example = min(f.path for f in members)
+        parts.append(f"{uid} ({len(members)} files, e.g. “{example}”; {', '.join(series[:3])})")
+    sentence = (
+        f"The folder holds {len(by_study)} different studies (StudyInstanceUID (0020,000D)): "
+        f"{'; '.join(parts)}. One session folder must hold exactly one study, or XNAT splits "
+        "it into several sessions. Move each study into its own session folder and drop them again."
+    )
+    files = tuple(sorted(f.path for f in dicoms))
+    return [
+        Violation(
+            "mixed-studies",
+            Policy.REJECT,
+            f"{len(by_study)} studies",
+            sentence,
+            files,
+            "; ".join(parts),
+        )
+    ]
+
+
+def _phi(dicoms: list[FileFacts], tags: tuple[str, ...], subject: str) -> list[Violation]:
+    """Configured identifying attributes must be empty or equal to the subject label.
+
+    The report never repeats the values: it names the attribute and the files only.
+    """
+    violations = []
+    for tag in tags:
+        offending = sorted(
+            f.path
+            for f in dicoms
+            if f.header is not None
+            and (value := f.header.value(tag).strip().rstrip("^"))
+            and value != subject
+        )
+        if not offending:
+            continue
+        count = f"{len(offending)} file{'s' if len(offending) != 1 else ''}, e.g. “{offending[0]}”"
+        sentence = (
+            f"{tag} is filled in ({count}) and is not the subject label “{subject}”. The lab's "
+            f"rules require {tag} to be empty or the subject label before data goes to XNAT. "
+            "Export the session again with the lab's anonymisation profile and drop it again."
+        )
+        violations.append(Violation("phi", Policy.REJECT, tag, sentence, (), count))
+    return violations
 
 
 def series_name(header: DicomHeader | None) -> str:
@@ -189,15 +336,28 @@ def _series_sort_key(header: DicomHeader | None) -> tuple[int, str]:
     return (number, header.series_instance_uid)
 
 
-def _no_dicom(session: Session, excluded: set[str]) -> Violation:
-    if excluded:
+def _no_dicom(session: Session, excluded: Iterable[str]) -> Violation:
+    if list(excluded):
         sentence = (
             "Every DICOM file of this session was left out by the rules above, so nothing is "
             "left to upload. Fix the problems listed and drop the session again."
         )
     else:
         sentence = (
-            "The folder holds no DICOM images, so there is nothing to upload. Check that the "
-            "export from the scanner or PACS wrote DICOM files into this folder."
+            "The folder holds no DICOM images that could be uploaded. Check that the export "
+            "from the scanner or PACS wrote DICOM files into this folder."
         )
     return Violation("no-dicom", Policy.REJECT, session.display, sentence)
+
+
+def unknown_project(project: str) -> Violation:
+    """XNAT has no such project: said before any upload, since XNAT would use "Unassigned"."""
+    sentence = (
+        f"XNAT has no project “{project}”, or the xnat-drop account cannot see it. XNAT would "
+        "have filed the data under “Unassigned” without a word, so nothing was uploaded. Check "
+        f"the project folder name “{project}”, or ask the XNAT administrator to create the "
+        "project or give the xnat-drop account access, then drop the session again."
+    )
+    return Violation(
+        "unknown-project", Policy.REJECT, f"project “{project}”", sentence, detail="not in XNAT"
+    )

@@ -29,12 +29,11 @@ from .errors import (
     XnatRejectedError,
     XnatTransientError,
 )
-from .inspect import inspect
+from .judge import check_keywords, judge
 from .model import Outcome, Policy, Seen, Session, Target, UploadReceipt, Verdict, Violation
 from .report import Report, render_json, render_text
 from .retry import backoff
-from .routing import route
-from .rules import evaluate
+from .rules import unknown_project
 from .stability import fingerprint, is_stable, observe, settles_at
 from .tree import find_sessions, walk
 from .watch import Watcher
@@ -113,6 +112,7 @@ class Service:
 
         Raises ConfigError for unusable credentials or folders (exit 78).
         """
+        check_keywords(self.config)
         try:
             store.prepare(self.config.paths)
         except OSError as exc:
@@ -319,7 +319,12 @@ class Service:
             job.last_error = str(exc)
             log.error("UPLOADS PAUSED: %s", exc)
         except XnatRejectedError as exc:
-            self._finish(job, Outcome.FAILED, (*self._judged(job), _xnat_violation(exc)))
+            target = job.verdict.target if job.verdict else None
+            if exc.rule == "unknown-project" and target is not None:
+                violation = unknown_project(target.project)
+            else:
+                violation = _xnat_violation(exc)
+            self._finish(job, Outcome.FAILED, (*self._judged(job), violation))
         except Exception as exc:
             job.unexpected_failures += 1
             job.last_error = f"{type(exc).__name__}: {exc}"
@@ -333,9 +338,8 @@ class Service:
 
     def _judge(self, job: Job) -> None:
         claim = job.claim
-        session = inspect(claim.folder, claim.relpath)
-        target = route(claim.relpath, self.config.routing)
-        verdict = evaluate(session, self.config.rules, target)
+        judgement = judge(claim.folder, claim.relpath, self.config)
+        session, verdict = judgement.session, judgement.verdict
         job.session, job.verdict = session, verdict
         rules = ", ".join(sorted({v.rule for v in verdict.violations}))
         dicom = sum(1 for f in session.files if f.is_dicom)
@@ -359,7 +363,7 @@ class Service:
         )
         target, verdict = job.verdict.target, job.verdict
         if not self._client.project_exists(target.project):
-            raise XnatRejectedError("unknown-project", _unknown_project(target.project))
+            raise XnatRejectedError("unknown-project", unknown_project(target.project).sentence)
         entries = [BundleEntry(job.claim.folder / f.path, f.path, f.size) for f in verdict.upload]
         streams: list[ZipStream] = []
 
@@ -495,15 +499,6 @@ class Service:
             return str(path.relative_to(common)) if common != Path(common.anchor) else str(path)
         except ValueError:
             return str(path)
-
-
-def _unknown_project(project: str) -> str:
-    return (
-        f"XNAT has no project “{project}”, or the xnat-drop account cannot see it. XNAT would "
-        "have filed the data under “Unassigned” without a word, so nothing was uploaded. Check "
-        f"the project folder name “{project}”, or ask the XNAT administrator to create the "
-        "project or give the xnat-drop account access, then drop the session again."
-    )
 
 
 def _xnat_violation(exc: XnatRejectedError) -> Violation:

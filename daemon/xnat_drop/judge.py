@@ -1,0 +1,56 @@
+"""Inspect a folder and judge it: the one code path shared by the daemon and `xnat-drop check`.
+
+Keeping this in one place means the two can never disagree about a session.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Config
+from .errors import ConfigError
+from .inspect import inspect, unknown_keywords
+from .model import Session, Verdict
+from .routing import route
+from .rules import evaluate
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    session: Session
+    verdict: Verdict
+
+
+def judge(folder: Path, relpath: tuple[str, ...], config: Config) -> Judgement:
+    """Classify every file of `folder` (dropped at `relpath`), route it and apply the rules.
+
+    Raises SessionChangedError when the folder changes while it is read.
+    """
+    session = inspect(folder, relpath, config.dicom_keywords)
+    verdict = evaluate(session, config.rules, route(relpath, session, config.routing))
+    return Judgement(session, verdict)
+
+
+def check_keywords(config: Config) -> None:
+    """Raise ConfigError if a template or PHI tag names an attribute DICOM does not have."""
+    problems = []
+    for keyword in unknown_keywords(config.routing.dicom_keywords):
+        problems.append(f"routing: {{{keyword}}} in a template is not a DICOM keyword")
+    for keyword in unknown_keywords(config.rules.phi_tags):
+        problems.append(f"rules.phi_tags: {keyword!r} is not a DICOM keyword")
+    if problems:
+        raise ConfigError(problems, config.source)
+
+
+def relpath_for(folder: Path, incoming: Path, depth: int) -> tuple[str, ...]:
+    """Where `folder` sits for routing: below incoming/ if it lies inside it, else its last
+    `depth` path components (fewer if the path is shorter)."""
+    resolved = folder.resolve()
+    try:
+        parts = resolved.relative_to(incoming.resolve()).parts
+    except ValueError:
+        parts = ()
+    if parts:
+        return tuple(parts)
+    return tuple(resolved.parts[1:][-depth:]) or (resolved.name or "/",)
