@@ -47,7 +47,13 @@ class Drop:
         return self.root / ".work"
 
     def write_config(
-        self, url: str, extra: str = "", settle: float = 0.5, rescan: float = 0.5
+        self,
+        url: str,
+        extra: str = "",
+        settle: float = 0.5,
+        rescan: float = 0.5,
+        retry: tuple[float, float, int] = (0.2, 1.0, 5),
+        xnat: str = "",
     ) -> None:
         """(Re)write the config: short settle and retry times so tests run fast."""
         self.config.write_text(
@@ -65,10 +71,12 @@ url = "{url}"
 secret_file = "{self.secret}"
 connect_timeout_seconds = 2
 read_timeout_seconds = 30
+{xnat}
 
 [retry]
-first_delay_seconds = 0.2
-max_delay_seconds = 1
+first_delay_seconds = {retry[0]}
+max_delay_seconds = {retry[1]}
+max_attempts = {retry[2]}
 {extra}
 """
         )

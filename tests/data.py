@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel
@@ -31,3 +34,70 @@ def copy_series(name: str, dest: Path) -> list[Path]:
         shutil.copyfile(source, target)
         copies.append(target)
     return copies
+
+
+# The dicomdirtests MR folders mix three studies (StudyInstanceUID ...18148.0.1, ...0.133 and
+# ...0.427): copy_series("MR2") alone is a real mixed-studies session. These are whole studies,
+# as (series folder, file name):
+STUDY_133 = (("MR1", "4919"), ("MR2", "4950"), ("MR2", "4981"), ("MR2", "5011"))  # 2 series
+# The study that MR700 (DERIVED\SECONDARY\PROJECTION IMAGE) belongs to, without MR700.
+STUDY_1 = (("MR1", "5641"), ("MR2", "6273"), ("MR2", "6605"), ("MR2", "6935"))
+# 98892001: a CT localizer and an axial series of one study (7 files).
+CT_STUDY = PYDICOM_FILES / "dicomdirtests" / "98892001"
+
+
+def copy_study(dest: Path, files: tuple[tuple[str, str], ...] = STUDY_133) -> list[Path]:
+    """Copy single files of the dicomdirtests MR series into `dest` as `<series>_<name>.dcm`."""
+    dest.mkdir(parents=True, exist_ok=True)
+    copies = []
+    for series, name in files:
+        target = dest / f"{series}_{name}.dcm"
+        shutil.copyfile(MR_SERIES / series / name, target)
+        copies.append(target)
+    return copies
+
+
+def copy_ct_study(dest: Path) -> list[Path]:
+    """Copy the CT study 98892001 (series CT2N and CT5N) into `dest/<series>/<name>.dcm`."""
+    copies = []
+    for source in sorted(CT_STUDY.glob("*/*")):
+        target = dest / source.parent.name / f"{source.name}.dcm"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        copies.append(target)
+    return copies
+
+
+def copy_siemens_dti(dest: Path) -> list[Path]:
+    """Four real Siemens DTI mosaic files of one series (nibabel): two plain, two gunzipped."""
+    dest.mkdir(parents=True, exist_ok=True)
+    copies = []
+    for name in ("0.dcm", "1.dcm"):
+        shutil.copyfile(NICOM_DATA / name, dest / f"dti_{name}")
+        copies.append(dest / f"dti_{name}")
+    for name in ("siemens_dwi_0.dcm.gz", "siemens_dwi_1000.dcm.gz"):
+        target = dest / name.removesuffix(".gz")
+        target.write_bytes(gzip.decompress((NICOM_DATA / name).read_bytes()))
+        copies.append(target)
+    return copies
+
+
+def dcm2niix(
+    source: Path, out: Path, name: str, *, compress: bool = True, export: str = ""
+) -> list[Path]:
+    """Convert the DICOM files in `source` with the real dcm2niix; returns what it wrote.
+
+    `export` is dcm2niix's `-e`: "y" NRRD, "o" MGH, "j" JNIfTI (JSON), "b" binary JNIfTI.
+    """
+    exe = Path(sys.executable).parent / "dcm2niix"
+    out.mkdir(parents=True, exist_ok=True)
+    options = ["-z", "y" if compress else "n", "-b", "y", "-f", name, "-o", str(out)]
+    options += ["-e", export] if export else []
+    result = subprocess.run(
+        [str(exe), *options, str(source)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return sorted(out.iterdir())

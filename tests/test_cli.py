@@ -23,7 +23,7 @@ def test_demo_ends_with_the_clean_session_in_xnat_and_the_others_in_failed(tmp_p
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "Demo finished as expected" in out
-    assert "DEMO/SUBJ01/SUBJ01_MR1: 14 files, status RECEIVING" in out
+    assert "DEMO/SUBJ01/SUBJ01_MR1: 14 files, status READY" in out
     assert "=== failed/DEMO/SUBJ02/SUBJ02_MR1.report.txt ===" in out and "[nifti]" in out
     assert "=== failed/DEMO/SUBJ03/SUBJ03_MR1.report.txt ===" in out and "[derived-series]" in out
     drop = tmp_path / "demo" / "drop"

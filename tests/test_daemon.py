@@ -324,3 +324,20 @@ def test_the_zip_the_daemon_sent_is_read_completely_by_java(drop: Drop, tmp_path
     entries = java_read_zip(sent)
     assert {name: crc for name, _size, crc in entries} == sources  # every DICOM, nothing else
     assert all(not h.flags & 0x08 for h in local_headers(sent.read_bytes()))  # no data descriptors
+
+
+def test_names_that_are_not_utf8_reach_xnat_and_the_reports(drop: Drop, emulator: Emulator) -> None:
+    """Latin-1 names from old Windows exports: uploaded under a safe name, reported readably."""
+    folder = drop_session(drop, CLEAN)
+    latin1 = os.fsdecode(b"caf\xe9.dcm")
+    os.rename(folder / "01_localizer" / "IM0001.dcm", folder / "01_localizer" / latin1)
+    rejected = (PROJECT, "S02", "S02_MR1")
+    other = drop_session(drop, rejected)
+    (other / os.fsdecode(b"r\xe9sum\xe9.txt")).write_text("notes\n")
+    result = run_daemon(drop)
+    assert result.returncode == 0, result.stderr
+    assert drop.done.joinpath(*CLEAN).is_dir() and emulator.prearchive()[0].file_count == 5
+    text, data = report(drop.failed, rejected)
+    [violation] = data["violations"]  # type: ignore[misc]
+    assert violation["files"] == [os.fsdecode(b"r\xe9sum\xe9.txt")]  # JSON escapes decode back
+    assert "r\\udce9sum\\udce9.txt" in text

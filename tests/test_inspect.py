@@ -19,7 +19,7 @@ from xnat_drop.errors import SessionChangedError
 from xnat_drop.inspect import classify, inspect
 from xnat_drop.model import FileKind
 
-from data import NIBABEL_DATA, NICOM_DATA, copy_series, pydicom_file
+from data import MR_SERIES, NIBABEL_DATA, NICOM_DATA, copy_series, pydicom_file
 
 
 def kinds(folder: Path) -> dict[str, FileKind]:
@@ -297,3 +297,17 @@ def test_file_replaced_by_symlink_after_walk_is_a_change(tmp_path: Path) -> None
     victim.symlink_to(target)
     with pytest.raises(SessionChangedError):
         classify(victim, "victim.dcm")
+
+
+@pytest.mark.parametrize(
+    ("name", "cut"),
+    [("rtstruct.dcm", 2531), ("image_dfl.dcm", 4459), ("dicomdirtests/98892001/CT2N/6293", 142)],
+)
+def test_odd_cuts_that_made_pydicom_raise_other_errors_are_unreadable(
+    tmp_path: Path, name: str, cut: int
+) -> None:
+    source = pydicom_file(name) if "/" not in name else MR_SERIES.parent / name.split("/", 1)[1]
+    damaged = tmp_path / "cut.dcm"
+    damaged.write_bytes(source.read_bytes()[:cut])
+    facts = classify(damaged, "cut.dcm")
+    assert facts.kind is FileKind.UNREADABLE_DICOM, facts

@@ -5,6 +5,8 @@ The clock is injected (as everywhere in the core); XNAT is the real stand-in ove
 
 from __future__ import annotations
 
+import itertools
+import logging
 import os
 import random
 from pathlib import Path
@@ -16,7 +18,7 @@ from xnat_drop import credentials as creds
 from xnat_drop.demo.samples import SeriesSpec, write_nifti, write_session
 from xnat_drop.emulator import Emulator, Fault
 from xnat_drop.service import Clock, Service
-from xnat_drop.xnat import XnatClient
+from xnat_drop.xnat import XnatClient, connect
 
 from conftest import PROJECT, Drop
 
@@ -92,41 +94,73 @@ def test_claimed_only_after_settle_seconds_without_change(
     assert emulator.prearchive()[0].file_count == 3
 
 
-def test_retry_waits_for_the_backoff_and_other_work_goes_on(
-    drop: Drop, service: Service, clock: ManualClock, emulator: Emulator
-) -> None:
-    emulator.inject(Fault(method="POST", path="/data/services/import", status=503, times=0))
-    write_session(drop.incoming.joinpath(*REL), [SeriesSpec(1, "T1", images=2)])
-    service.tick()
-    clock.now += SETTLE
+def make_service(drop: Drop, clock: ManualClock) -> Service:
+    env = dict(os.environ)
+    cfg = config_mod.load(drop.config, env)
+    svc = Service(
+        cfg,
+        connect=lambda: connect(cfg.xnat, env),
+        clock=Clock(clock, clock),
+        rng=random.Random(3),
+        env=env,
+    )
+    svc.start()
+    return svc
+
+
+def run_until_idle(service: Service) -> None:
     while service.tick() == 0.0:
         pass
-    assert imports(emulator) == [503]
-    [job] = service.jobs
-    delay = job.next_at - clock.now
-    assert 0.1 <= delay <= 0.2  # first_delay_seconds = 0.2, equal jitter: half fixed
-    clock.now += delay / 2
-    assert service.tick() > 0 and imports(emulator) == [503]  # not before its time
 
-    # While XNAT is down, a session that breaks the rules still goes to failed/.
-    bad = (PROJECT, "S02", "S02_MR1")
+
+def test_a_30_minute_outage_waits_probes_sparingly_and_resumes(
+    drop: Drop, emulator: Emulator, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """XNAT answers 503 to everything for 30 simulated minutes while sessions queue up."""
+    caplog.set_level(logging.INFO, logger="xnat_drop")
+    first, cap = 30.0, 300.0
+    drop.write_config(emulator.url, settle=SETTLE, rescan=60, retry=(first, cap, 5))
+    service = make_service(drop, clock)
+    emulator.inject(Fault(path="/", status=503, times=0))
+    outage_start = clock.now
+    sessions = [(PROJECT, f"S0{i}", f"S0{i}_MR1") for i in range(1, 4)]
+    for rel in sessions:
+        write_session(drop.incoming.joinpath(*rel), [SeriesSpec(1, "T1", images=2)])
+    bad = (PROJECT, "S09", "S09_MR1")  # breaks a rule: goes to failed/ even while XNAT is down
     write_session(drop.incoming.joinpath(*bad), [SeriesSpec(1, "T1", images=1)])
     write_nifti(drop.incoming.joinpath(*bad) / "x.nii")
-    for _ in range(2):
-        clock.now += SETTLE
+
+    contacts: list[float] = []  # simulated times at which the daemon reached XNAT
+    seen = len(emulator.requests())
+    while clock.now < outage_start + 1800:
+        run_until_idle(service)
+        if len(emulator.requests()) > seen:
+            contacts += [clock.now] * (len(emulator.requests()) - seen)
+            seen = len(emulator.requests())
+        clock.now += 1.0
         service.wake.set()
-        while service.tick() == 0.0:
-            pass
     assert drop.failed.joinpath(*bad).is_dir()
-    assert set(imports(emulator)) == {503}  # only retries of the first session
-    assert job.transient_failures == len(imports(emulator))
+    assert [job.claim.relpath for job in service.jobs] == sessions  # all waiting, none failed
+    assert not any(
+        r.path == "/data/services/import" for r in emulator.requests()
+    )  # no upload tried
+    # The first contact finds the outage; after that, one probe per backoff interval:
+    # equal jitter keeps the n-th interval at least half of min(cap, first * 2**(n-1)).
+    gaps = [b - a for a, b in itertools.pairwise(contacts)]
+    assert 5 <= len(gaps) <= 15, contacts
+    for n, gap in enumerate(gaps, start=1):
+        assert gap >= min(cap, first * 2 ** (n - 1)) / 2 - 1, (n, gaps)
 
     emulator.clear_faults()
-    clock.now = job.next_at
-    while service.tick() == 0.0:
-        pass
-    assert imports(emulator)[-1] == 200
-    assert drop.done.joinpath(*REL).is_dir()
+    clock.now += cap
+    service.wake.set()
+    run_until_idle(service)
+    for rel in sessions:
+        assert drop.done.joinpath(*rel).is_dir(), rel
+    assert len(emulator.prearchive()) == 3
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("XNAT unavailable" in m for m in messages) == 1
+    assert sum("XNAT reachable again" in m for m in messages) == 1
 
 
 def test_sleep_hint_points_at_the_next_settle_time(
@@ -164,7 +198,33 @@ def test_work_folder_claims_survive_a_restart(
     emulator.clear_faults()
     second = Service(cfg, connect=connect, clock=Clock(clock, clock), env=env)
     second.start()
-    assert [j.claim.relpath for j in second.jobs] == [REL]
-    while second.tick() == 0.0:
+    assert second.jobs == []  # the first daemon still holds its claim
+    first.close()  # stops (or dies): its claim lock goes with it
+    second.wake.set()
+    clock.now += 5
+    while second.tick() == 0.0:  # adopts the claim, then delivers it
         pass
     assert drop.done.joinpath(*REL).is_dir()
+    assert [s.file_count for s in emulator.prearchive()] == [1]
+
+
+def test_a_folder_that_never_settles_raises_one_alarm(
+    drop: Drop, emulator: Emulator, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="xnat_drop")
+    drop.config.write_text(
+        drop.config.read_text().replace("[watch]\n", "[watch]\nmax_settle_seconds = 60\n")
+    )
+    service = make_service(drop, clock)
+    folder = drop.incoming.joinpath(*REL)
+    write_session(folder, [SeriesSpec(1, "T1", images=1)])
+    (folder / "01_T1" / "IM0002.dcm.part").write_bytes(b"stalled copy")
+    for _ in range(20):  # 200 simulated seconds of a copy that never finishes
+        clock.now += 10
+        service.wake.set()
+        run_until_idle(service)
+    alarms = [r.getMessage() for r in caplog.records if "still not taken" in r.getMessage()]
+    assert len(alarms) == 1 and "copy in progress" in alarms[0]
+    assert folder.is_dir() and not service.jobs
+    state = service._snapshot()["settling"][0]["state"]
+    assert state.startswith("NOT READY for over 60 s")

@@ -1,8 +1,12 @@
-"""store.py on a real folder tree: claims by rename, recovery, finishing without overwriting."""
+"""store.py on a real folder tree: claims by rename and lock, recovery, finishing, tidying."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +30,13 @@ def paths(tmp_path: Path) -> PathsConfig:
     return p
 
 
+@pytest.fixture
+def area(paths: PathsConfig) -> Iterator[store.WorkArea]:
+    work = store.WorkArea(paths)
+    yield work
+    work.close()
+
+
 def drop_session(paths: PathsConfig, rel: tuple[str, ...] = REL) -> Path:
     folder = paths.incoming.joinpath(*rel)
     (folder / "series").mkdir(parents=True)
@@ -41,34 +52,64 @@ def test_prepare_refuses_a_missing_parent(tmp_path: Path) -> None:
     assert not gone.exists()
 
 
-def test_claim_moves_the_folder_whole_and_records_where_it_came_from(paths: PathsConfig) -> None:
+def test_prepare_refuses_folders_on_two_filesystems(tmp_path: Path) -> None:
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(other)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode().strip()}")
+    try:
+        p = PathsConfig(
+            tmp_path / "incoming", tmp_path / "done", other / "failed", tmp_path / ".work", tmp_path
+        )
+        with pytest.raises(OSError, match="must be on one filesystem") as caught:
+            store.prepare(p)
+        assert f"failed {other / 'failed'}" in str(caught.value)
+    finally:
+        subprocess.run(["umount", str(other)], check=True)
+
+
+def test_claim_moves_the_folder_whole_and_records_where_it_came_from(
+    paths: PathsConfig, area: store.WorkArea
+) -> None:
     drop_session(paths)
-    item = store.claim(paths, REL, now=1_000_000.0)
+    item = area.claim(REL, now=1_000_000.0)
     assert item is not None
     assert not paths.incoming.joinpath(*REL).exists()
     assert (item.folder / "series" / "IM1.dcm").read_bytes() == b"data-1"
     assert json.loads((item.dir / store.CLAIM_FILE).read_text())["relpath"] == list(REL)
+    assert area.held() == {item.id}
 
 
-def test_claim_of_a_vanished_folder_leaves_nothing_behind(paths: PathsConfig) -> None:
-    assert store.claim(paths, REL, now=0.0) is None
-    assert list(paths.work.iterdir()) == []
+def test_claim_of_a_vanished_folder_leaves_nothing_behind(
+    paths: PathsConfig, area: store.WorkArea
+) -> None:
+    assert area.claim(REL, now=0.0) is None
+    assert list(paths.work.iterdir()) == [] and area.held() == set()
 
 
-def test_claim_puts_back_a_folder_swapped_for_a_symlink(paths: PathsConfig, tmp_path: Path) -> None:
+def test_claim_puts_back_a_folder_swapped_for_a_symlink(
+    paths: PathsConfig, area: store.WorkArea, tmp_path: Path
+) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     link = paths.incoming.joinpath(*REL)
     link.parent.mkdir(parents=True)
     link.symlink_to(elsewhere, target_is_directory=True)
-    assert store.claim(paths, REL, now=0.0) is None
+    assert area.claim(REL, now=0.0) is None
     assert link.is_symlink() and list(paths.work.iterdir()) == []
 
 
 def test_recover_finds_claims_and_drops_empty_ones(paths: PathsConfig) -> None:
     drop_session(paths)
-    item = store.claim(paths, REL, now=5.0)
+    first = store.WorkArea(paths)
+    item = first.claim(REL, now=5.0)
     assert item is not None
+    first.close()  # the daemon stopped: its claim stays, unlocked
     orphan = paths.work / "20260101T000000-deadbeef"  # crash between record and rename
     orphan.mkdir()
     (orphan / store.CLAIM_FILE).write_text(
@@ -77,36 +118,73 @@ def test_recover_finds_claims_and_drops_empty_ones(paths: PathsConfig) -> None:
     stranger = paths.work / "not-ours"
     stranger.mkdir()
     (stranger / "file").write_text("x")
-    recovered = store.recover(paths)
-    assert [(c.id, c.relpath) for c in recovered] == [(item.id, REL)]
-    assert not orphan.exists()
-    assert (stranger / "file").exists()  # never delete what we did not create
+    second = store.WorkArea(paths)
+    try:
+        recovered = second.recover()
+        assert [(c.id, c.relpath) for c in recovered] == [(item.id, REL)]
+        assert not orphan.exists()
+        assert (stranger / "file").exists()  # never delete what we did not create
+    finally:
+        second.close()
 
 
-def test_finish_writes_reports_then_moves_and_never_overwrites(paths: PathsConfig) -> None:
+def test_a_claim_held_by_a_living_daemon_is_never_adopted(paths: PathsConfig) -> None:
+    drop_session(paths)
+    owner = store.WorkArea(paths)
+    item = owner.claim(REL, now=0.0)
+    assert item is not None
+    other = store.WorkArea(paths)
+    try:
+        assert other.recover() == []  # the owner's lock holds
+        owner.close()  # as if the owner was killed: the kernel drops its lock
+        assert [c.id for c in other.recover()] == [item.id]
+    finally:
+        other.close()
+
+
+def test_finish_writes_reports_then_moves_and_never_overwrites(
+    paths: PathsConfig, area: store.WorkArea
+) -> None:
     destinations = []
     for n in range(3):
         drop_session(paths)
-        item = store.claim(paths, REL, now=float(n))
+        item = area.claim(REL, now=float(n))
         assert item is not None
         dest = store.destination(paths.failed, item)
-        store.finish(item, dest, {".report.txt": f"report {n}\n", ".report.json": "{}\n"})
+        area.finish(item, dest, {".report.txt": f"report {n}\n", ".report.json": "{}\n"})
         destinations.append(dest)
     names = [d.name for d in destinations]
     assert names == ["S01_MR1", "S01_MR1__2", "S01_MR1__3"]
     for n, dest in enumerate(destinations):
         assert (dest / "series" / "IM1.dcm").read_bytes() == b"data-1"
         assert (dest.parent / f"{dest.name}.report.txt").read_text() == f"report {n}\n"
-    assert list(paths.work.iterdir()) == []
+    assert list(paths.work.iterdir()) == [] and area.held() == set()
 
 
-def test_a_leftover_report_alone_also_blocks_the_name(paths: PathsConfig) -> None:
+def test_a_leftover_report_alone_also_blocks_the_name(
+    paths: PathsConfig, area: store.WorkArea
+) -> None:
     (paths.done / "P1" / "S01").mkdir(parents=True)
     (paths.done / "P1" / "S01" / "S01_MR1.report.txt").write_text("older delivery\n")
     drop_session(paths)
-    item = store.claim(paths, REL, now=0.0)
+    item = area.claim(REL, now=0.0)
     assert item is not None
     assert store.destination(paths.done, item).name == "S01_MR1__2"
+
+
+def test_empty_parents_are_removed_but_never_incoming_or_a_non_empty_one(
+    paths: PathsConfig,
+) -> None:
+    (paths.incoming / "P1" / "S01").mkdir(parents=True)
+    (paths.incoming / "P1" / "S02").mkdir()
+    (paths.incoming / "P1" / "S02" / "notes.txt").write_text("keep me")
+    (paths.incoming / "P2").mkdir()
+    removed = store.remove_empty_parents(paths.incoming, [("P1", "S01"), ("P2",)])
+    assert sorted(removed) == [("P1", "S01"), ("P2",)]
+    assert (paths.incoming / "P1" / "S02" / "notes.txt").exists() and paths.incoming.is_dir()
+    shutil.rmtree(paths.incoming / "P1" / "S02")
+    assert store.remove_empty_parents(paths.incoming, [("P1",)]) == [("P1",)]
+    assert paths.incoming.is_dir() and list(paths.incoming.iterdir()) == []
 
 
 def test_write_atomic_replaces_whole_files(tmp_path: Path) -> None:
@@ -115,3 +193,4 @@ def test_write_atomic_replaces_whole_files(tmp_path: Path) -> None:
     store.write_atomic(target, b"two")
     assert target.read_bytes() == b"two"
     assert [p.name for p in tmp_path.iterdir()] == ["r.txt"]
+    assert os.stat(target).st_size == 3

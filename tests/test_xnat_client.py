@@ -12,7 +12,7 @@ from xnat_drop.config import XnatConfig
 from xnat_drop.credentials import Credentials
 from xnat_drop.demo.samples import SeriesSpec, write_session
 from xnat_drop.emulator import Emulator, Fault
-from xnat_drop.errors import XnatAuthError, XnatRejectedError, XnatTransientError
+from xnat_drop.errors import XnatAuthError, XnatRejectedError, XnatServerError, XnatTransientError
 from xnat_drop.model import Target
 from xnat_drop.xnat import USER_AGENT, XnatClient, error_message
 
@@ -99,7 +99,7 @@ def test_expired_session_logs_in_again_once(emulator: Emulator, entries: list[Bu
     assert len(logins) == 2
 
 
-@pytest.mark.parametrize("status", [429, 502, 503, 504, 500])
+@pytest.mark.parametrize("status", [429, 502, 503, 504])
 def test_server_trouble_is_transient(
     emulator: Emulator, entries: list[BundleEntry], status: int
 ) -> None:
@@ -110,6 +110,14 @@ def test_server_trouble_is_transient(
         client_for(emulator.url).upload(lambda: body(entries), TARGET)
     assert str(status) in str(caught.value)
     assert caught.value.retry_after == 7
+
+
+def test_500_is_a_server_error_not_an_outage(
+    emulator: Emulator, entries: list[BundleEntry]
+) -> None:
+    emulator.inject(Fault(method="POST", path="/data/services/import", status=500))
+    with pytest.raises(XnatServerError, match="500"):
+        client_for(emulator.url).upload(lambda: body(entries), TARGET)
 
 
 def test_403_is_an_auth_error(emulator: Emulator, entries: list[BundleEntry]) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from . import __version__
 from . import config as config_mod
@@ -89,8 +90,25 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--server", action="store_true", help="also ask XNAT whether each project exists"
     )
-    check.add_argument("folders", nargs="+", type=Path, metavar="FOLDER")
+    # Kept as typed: the verdicts name each folder exactly as the user wrote it.
+    check.add_argument("folders", nargs="+", metavar="FOLDER")
     check.set_defaults(handler=_cmd_check)
+
+    retry = add(
+        "retry", "send sessions from failed/ back to incoming/ (reports kept in failed/.history)"
+    )
+    _config_option(retry)
+    retry.add_argument("--all", action="store_true", dest="every", help="every session in failed/")
+    retry.add_argument(
+        "--force", action="store_true", help="upload even if the same session was delivered before"
+    )
+    retry.add_argument("folders", nargs="*", metavar="PATH", help="session folders in failed/")
+    retry.set_defaults(handler=_cmd_retry)
+
+    status = add("status", "what the daemon is doing: settling, waiting, retrying; last outcomes")
+    _config_option(status)
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    status.set_defaults(handler=_cmd_status)
 
     check_config = add("check-config", "validate the configuration and credentials; exit 0 or 78")
     _config_option(check_config)
@@ -155,16 +173,50 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _connect(cfg: Config, env: Mapping[str, str]) -> XnatClient:
-    from .xnat import XnatClient
 
-    credentials = creds.load(cfg.xnat.secret_file, env)
-    return XnatClient(cfg.xnat, credentials)
+    from .xnat import connect
+
+    return connect(cfg.xnat, env)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
     from .check import run_check
 
     return run_check(args.config, args.folders, as_json=args.json, server=args.server)
+
+
+def _cmd_retry(args: argparse.Namespace) -> int:
+    from .requeue import run_retry
+
+    if bool(args.folders) == args.every:
+        print("xnat-drop retry: give session folders in failed/, or --all", file=sys.stderr)
+        return 2
+    return run_retry(args.config, args.folders, every=args.every, force=args.force)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from . import status
+    from .ledger import FILE_NAME, Ledger
+
+    cfg = load_config(args.config, dict(os.environ))
+    state = cfg.paths.state
+    done, failed = [], []
+    if (state / FILE_NAME).exists():
+        ledger = Ledger(state / FILE_NAME, readonly=True)
+        try:
+            done, failed = ledger.recent("done"), ledger.recent("failed")
+        finally:
+            ledger.close()
+    now = time.time()  # noqa: TID251 - the command's own "now", for ages
+    data = status.report(status.read(state), done, failed, now)
+    print(
+        json.dumps(data, indent=2, ensure_ascii=False) if args.json else status.render(data, now),
+        end="",
+    )
+    return EX_OK if data["running"] else 3
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
@@ -175,7 +227,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     check_keywords(cfg)
     problems: list[str] = []
     try:
-        found = creds.load(cfg.xnat.secret_file, env)
+        found = creds.load(cfg.xnat.secret_file, env, urlsplit(cfg.xnat.url).hostname or "")
     except ConfigError as exc:
         problems.extend(exc.problems)
         found = None

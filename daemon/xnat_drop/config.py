@@ -75,6 +75,12 @@ class WatchConfig:
     poll_interval: float
     rescan_interval: float
     settle: float
+    ready_marker: str = ""  # a file that must exist in a session before it is taken
+    max_settle: float = 6 * 3600.0  # a folder still changing after this raises an alarm
+
+
+DESTINATIONS = ("prearchive", "archive")
+ON_EXISTING = ("reject", "append", "replace")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +91,8 @@ class XnatConfig:
     ca_bundle: Path | None
     connect_timeout: float
     read_timeout: float
+    destination: str = "prearchive"  # built, verified, left READY; "archive": then committed
+    on_existing: str = "reject"  # the session already exists in XNAT: reject, append or replace
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +163,7 @@ def template_keywords(template: str) -> tuple[str, ...]:
 class RetryConfig:
     first_delay: float
     max_delay: float
+    max_attempts: int = 5  # failures that are not outages, before failed/ with the history
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,8 +352,13 @@ def _parse_watch(t: _Table) -> WatchConfig:
     poll = t.seconds("poll_interval_seconds", 5.0, minimum=0.1)
     rescan = t.seconds("rescan_seconds", 60.0, minimum=0.1)
     settle = t.seconds("settle_seconds", 60.0, minimum=0.0)
+    marker = t.text("ready_marker", "")
+    max_settle = t.seconds("max_settle_seconds", 6 * 3600.0, minimum=1.0)
     t.finish()
-    return WatchConfig(observer, poll, rescan, settle)
+    if marker and ("/" in marker or marker in (".", "..")):
+        t.problem("ready_marker", f"must be a plain file name such as READY, got {marker!r}")
+        marker = ""
+    return WatchConfig(observer, poll, rescan, settle, marker, max_settle)
 
 
 def _parse_xnat(t: _Table, base: Path) -> XnatConfig | None:
@@ -355,6 +369,8 @@ def _parse_xnat(t: _Table, base: Path) -> XnatConfig | None:
     connect = t.seconds("connect_timeout_seconds", 10.0, minimum=0.1)
     read = t.seconds("read_timeout_seconds", 600.0, minimum=1.0)
     plain_http = t.flag("allow_plain_http", False)
+    destination = t.text("destination", "prearchive", DESTINATIONS)
+    on_existing = t.text("on_existing", "reject", ON_EXISTING)
     t.finish()
     if not url:
         t.problem("url", "required: the XNAT base URL, e.g. https://xnat.example.org")
@@ -364,7 +380,9 @@ def _parse_xnat(t: _Table, base: Path) -> XnatConfig | None:
         t.problem("url", problem)
     if ca_bundle is not None and not verify:
         t.problem("ca_bundle", "is ignored while verify_tls = false; remove one of them")
-    return XnatConfig(url.rstrip("/"), secret, verify, ca_bundle, connect, read)
+    return XnatConfig(
+        url.rstrip("/"), secret, verify, ca_bundle, connect, read, destination, on_existing
+    )
 
 
 def _url_problem(url: str, plain_http: bool) -> str:
@@ -494,7 +512,10 @@ def _parse_rules(t: _Table) -> RulesConfig:
 def _parse_retry(t: _Table) -> RetryConfig:
     first = t.seconds("first_delay_seconds", 30.0, minimum=0.01)
     most = t.seconds("max_delay_seconds", 3600.0, minimum=0.01)
+    attempts = t.seconds("max_attempts", 5, minimum=1)
     t.finish()
     if most < first:
         t.problem("max_delay_seconds", "must not be smaller than first_delay_seconds")
-    return RetryConfig(first, max(first, most))
+    if attempts != int(attempts):
+        t.problem("max_attempts", f"must be a whole number, got {attempts:g}")
+    return RetryConfig(first, max(first, most), int(attempts))

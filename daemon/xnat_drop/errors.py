@@ -40,6 +40,15 @@ class XnatTransientError(XnatError):
         super().__init__(message)
 
 
+class XnatServerError(XnatError):
+    """A 500 that is not a known refusal: an outage, or this session's fault. The loop probes
+    XNAT to tell which: outage (wait) or an attempt spent on this session."""
+
+    def __init__(self, text: str, *, message: str = "") -> None:
+        self.message = message or text
+        super().__init__(text)
+
+
 class XnatAuthError(XnatError):
     """XNAT refused our credentials or our access (401/403): pause all uploads, never fail data."""
 

@@ -51,8 +51,12 @@ _NAMED_CONVERTED = (
     ((".mgh", ".mgz"), FileKind.CONVERTED, "named like a FreeSurfer MGH/MGZ volume"),
     ((".mnc", ".mnc.gz"), FileKind.CONVERTED, "named like a MINC volume"),
     ((".nrrd", ".nhdr"), FileKind.CONVERTED, "named like an NRRD image"),
+    ((".jnii", ".bnii"), FileKind.NIFTI, "named like a JNIfTI image"),
 )
-MGH_TYPES = {0: "uchar", 1: "int", 3: "float", 4: "short"}
+# FreeSurfer's MRI_UCHAR, MRI_INT, MRI_FLOAT, MRI_SHORT and MRI_USHRT (nibabel writes uint16 so).
+MGH_TYPES = {0: "uchar", 1: "int", 3: "float", 4: "short", 10: "ushort"}
+# JNIfTI (NIfTI as JSON text or binary JData, dcm2niix -e j / -e b): keys near the start.
+JNIFTI_KEYS = (b"JNIFTIVersion", b"NIFTIHeader")
 
 
 def content_format(head: bytes, *, compressed: bool = False) -> tuple[FileKind, str] | None:
@@ -62,6 +66,8 @@ def content_format(head: bytes, *, compressed: bool = False) -> tuple[FileKind, 
     if nifti is not None:
         kind = FileKind.ANALYZE if "pair" in nifti else FileKind.NIFTI
         return kind, prefix + nifti
+    if head.lstrip()[:1] == b"{" and any(key in head for key in JNIFTI_KEYS):
+        return FileKind.NIFTI, f"{prefix}a JNIfTI image (NIfTI stored as JSON or JData)"
     if _is_mgh(head):
         return (
             FileKind.CONVERTED,
@@ -96,15 +102,21 @@ def _nifti(head: bytes) -> str | None:
 
 
 def _is_mgh(head: bytes) -> bool:
-    """FreeSurfer MGH: big-endian version 1, four positive dimensions, a known data type."""
+    """FreeSurfer MGH: version 1, four positive dimensions, a known data type.
+
+    The format is big-endian, but dcm2niix (`-e o`) writes the host's byte order: take both.
+    """
     if len(head) < 28:
         return False
-    version, width, height, depth, frames, kind, _dof = struct.unpack(">7i", head[:28])
-    return (
-        version == 1
-        and all(0 < n < 1 << 16 for n in (width, height, depth, frames))
-        and kind in MGH_TYPES
-    )
+    for order in "><":
+        version, width, height, depth, frames, kind, _dof = struct.unpack(f"{order}7i", head[:28])
+        if (
+            version == 1
+            and all(0 < n < 1 << 16 for n in (width, height, depth, frames))
+            and kind in MGH_TYPES
+        ):
+            return True
+    return False
 
 
 def gunzip_head(data: bytes, size: int = 544) -> bytes:

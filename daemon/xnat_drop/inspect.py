@@ -1,40 +1,48 @@
 """Classify every file of a claimed session by its content. Read-only effect.
 
-Only a few bytes of each file are read for magic numbers (formats.py judges them), and DICOM
-headers are read with pydicom up to the pixel data, never the pixels themselves. Links and
-special files are never opened: a FIFO would block forever and a symlink could point anywhere
-on the server. Files sharing a SOP Instance UID are hashed so the rules can tell copies from
-conflicts.
+Only the head of each file is read (one read of HEAD_READ bytes serves the magic numbers and,
+for DICOM, pydicom, which stops before the pixel data); formats.py judges the magic numbers.
+Links and special files are never opened: a FIFO would block forever and a symlink could point
+anywhere on the server. Files sharing a SOP Instance UID are hashed so the rules can tell
+copies from conflicts. Large sessions are read by worker processes (workers.py) with exactly
+the same result as reading them here.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
+import operator
 import os
 import stat
 import struct
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, TypeVar
 
 import pydicom
 import pydicom.config
-from pydicom.datadict import tag_for_keyword
-from pydicom.errors import InvalidDicomError
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import RawDataElement
+from pydicom.tag import Tag
 
 from . import formats
 from .errors import SessionChangedError
 from .model import DicomHeader, FileFacts, FileKind, Session
 from .names import is_junk_path
 from .tree import REGULAR, walk
+from .workers import InspectionPool
 
 # Header problems are judged by our rules, not printed as warnings by pydicom.
 pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
-HEAD_BYTES = 1024
+HEAD_BYTES = 1024  # what the magic-number checks look at
+HEAD_READ = 64 * 1024  # first read of every file (>= HEAD_BYTES): most DICOM headers fit
+MAX_HEAD_READ = 1024 * 1024  # largest first read learned from headers that did not fit
+_HEAD_STEP = 16 * 1024
 GZIP_PEEK = 64 * 1024  # compressed bytes read to find a NIfTI/MGH header inside gzip
 SIDECAR_LIMIT = 1024 * 1024  # JSON/bval/bvec files read whole up to this size
 HEADER_TAGS = (
@@ -57,6 +65,10 @@ DEFLATED_SYNTAX = "1.2.840.10008.1.2.1.99"
 PIXEL_TAGS = {(0x7FE0, 0x0010), (0x7FE0, 0x0008), (0x7FE0, 0x0009)}
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _ANALYZE_SUFFIXES = (".hdr", ".img", ".hdr.gz", ".img.gz")
+_PAIR_NOTE = "half of an .hdr/.img pair"
+# A detached NRRD (dcm2niix -e y) is a header `x.nhdr` and its data `x.raw[.gz]` beside it.
+_NRRD_DATA = (".raw", ".raw.gz", ".raw.bz2")
+_PAIRED_SUFFIXES = (*_ANALYZE_SUFFIXES, ".nhdr", *_NRRD_DATA)
 _UNSAFE_WORDS = {
     "symlink": "a symbolic link",
     "fifo": "a named pipe (FIFO)",
@@ -65,6 +77,18 @@ _UNSAFE_WORDS = {
     "block device": "a device file",
     "unreadable": "a folder xnat-drop cannot read",
 }
+_TAG = {keyword: int(Tag(keyword)) for keyword in (*HEADER_TAGS, "TransferSyntaxUID")}
+_TAG["MediaStorageSOPClassUID"] = 0x00020002
+_FRAME_GROUPS = (_TAG["SharedFunctionalGroupsSequence"], _TAG["PerFrameFunctionalGroupsSequence"])
+# Converted header values, keyed by everything pydicom's conversion depends on (see _field).
+# The values repeated in every file of a series are converted once instead of per file.
+_CACHE_LIMIT = 20_000
+_NOT_CACHED = frozenset({_TAG["SOPInstanceUID"]})  # different in every file
+_field_cache: dict[Hashable, Any] = {}
+
+# Files of a session for one worker: folder, relative paths, extra keywords.
+Task = tuple[str, Sequence[str], tuple[str, ...]]
+V = TypeVar("V")
 
 
 def unknown_keywords(keywords: Sequence[str]) -> list[str]:
@@ -72,24 +96,149 @@ def unknown_keywords(keywords: Sequence[str]) -> list[str]:
     return [k for k in keywords if tag_for_keyword(k) is None]
 
 
-def inspect(folder: Path, relpath: tuple[str, ...], keywords: Sequence[str] = ()) -> Session:
+def inspect(
+    folder: Path,
+    relpath: tuple[str, ...],
+    keywords: Sequence[str] = (),
+    pool: InspectionPool | None = None,
+) -> Session:
     """Classify every file below `folder`, the claimed copy of the session at `relpath`.
 
-    `keywords` names extra DICOM attributes to read (routing sources, PHI checks). Raises
-    SessionChangedError when a file vanishes or changes type while being read.
+    `keywords` names extra DICOM attributes to read (routing sources, PHI checks). Given a
+    `pool`, a session with at least `pool.min_files` files to read is read by its workers,
+    which start on the first files while the rest of the folder is still being listed; the
+    result is the same as without a pool. Raises SessionChangedError when a file vanishes or
+    changes type while being read.
     """
-    entries = list(walk(folder))
-    names = frozenset(e.relpath.lower() for e in entries)
-    files = []
-    for entry in entries:
-        if is_junk_path(entry.relpath):
-            files.append(FileFacts(entry.relpath, entry.size, FileKind.JUNK))
-        elif entry.kind != REGULAR:
-            note = _UNSAFE_WORDS.get(entry.kind, f"a {entry.kind}")
-            files.append(FileFacts(entry.relpath, entry.size, FileKind.UNSAFE, note=note))
-        else:
-            files.append(classify(folder / entry.relpath, entry.relpath, names, keywords))
+    survey = _Survey(folder)
+    words = tuple(keywords)
+    if pool is not None and pool.wants(pool.min_files):
+        survey.advance(pool.min_files)
+    if pool is not None and pool.wants(len(survey.to_read)):
+        tasks = survey.tasks(str(folder), words, pool.chunk_files)
+        read = [_unpack(row) for chunk in pool.map(_classify_packed, tasks) for row in chunk]
+    else:
+        survey.advance(None)
+        read = classify_chunk((str(folder), survey.to_read, words))
+    pending = iter(_paired(read, survey.analyze_names))
+    files = [facts if facts is not None else next(pending) for facts in survey.found]
     return Session(name=relpath[-1], relpath=relpath, files=tuple(_with_digests(folder, files)))
+
+
+class _Survey:
+    """The walk of a session folder, taken as far as asked: what is known without opening a
+    file (junk, links, special files), and the regular files still to read, in walk order."""
+
+    def __init__(self, folder: Path) -> None:
+        self._entries = walk(folder)
+        self.found: list[FileFacts | None] = []  # None: the next file of `to_read`
+        self.to_read: list[str] = []
+        self.analyze_names: set[str] = set()  # lower-cased .hdr/.img names, for pairs
+        self.done = False
+
+    def advance(self, until: int | None) -> None:
+        """Walk on until `until` files wait to be read (None: to the end of the folder)."""
+        while not self.done and (until is None or len(self.to_read) < until):
+            entry = next(self._entries, None)
+            if entry is None:
+                self.done = True
+                return
+            lowered = entry.relpath.lower()
+            if lowered.endswith(_PAIRED_SUFFIXES):
+                self.analyze_names.add(lowered)
+            if is_junk_path(entry.relpath):
+                self.found.append(FileFacts(entry.relpath, entry.size, FileKind.JUNK))
+            elif entry.kind != REGULAR:
+                note = _UNSAFE_WORDS.get(entry.kind, f"a {entry.kind}")
+                self.found.append(FileFacts(entry.relpath, entry.size, FileKind.UNSAFE, note=note))
+            else:
+                self.found.append(None)
+                self.to_read.append(entry.relpath)
+
+    def tasks(self, folder: str, keywords: tuple[str, ...], size: int) -> Iterator[Task]:
+        """The files to read in tasks of `size`, each yielded as soon as the walk found it."""
+        sent = 0
+        while True:
+            self.advance(sent + size)
+            chunk = self.to_read[sent : sent + size]
+            if not chunk:  # shorter than `size` only at the end of the walk
+                return
+            yield folder, chunk, keywords
+            sent += len(chunk)
+
+
+def _paired(read: list[FileFacts], analyze_names: set[str]) -> list[FileFacts]:
+    """`read` (classified without siblings) with each .hdr/.img that has its other half in the
+    session made an Analyze file, as `classify` with all siblings would have decided.
+
+    Without siblings, such a file can only have come out as OTHER: the pair check is the last
+    test before that answer.
+    """
+    if not analyze_names:
+        return read
+    names = frozenset(analyze_names)
+    return [_pair(f, names) for f in read]
+
+
+def _pair(facts: FileFacts, names: frozenset[str]) -> FileFacts:
+    lowered = facts.path.lower()
+    if (
+        facts.kind is FileKind.OTHER
+        and lowered.endswith(_ANALYZE_SUFFIXES)
+        and _has_pair(lowered, names)
+    ):
+        return FileFacts(facts.path, facts.size, FileKind.ANALYZE, note=_PAIR_NOTE)
+    if facts.kind in (FileKind.OTHER, FileKind.ARCHIVE) and lowered.endswith(_NRRD_DATA):
+        stem = lowered[: lowered.rindex(".raw")]
+        if f"{stem}.nhdr" in names:
+            header = facts.path[: len(stem)].rsplit("/", 1)[-1] + ".nhdr"
+            return FileFacts(
+                facts.path,
+                facts.size,
+                FileKind.CONVERTED,
+                note=f"the data of the NRRD image {header}",
+            )
+    return facts
+
+
+def classify_chunk(task: Task) -> list[FileFacts]:
+    """Classify the files of one task in order (run by a worker process, or in-process),
+    without looking for .hdr/.img pairs (inspect does that once the whole folder is known).
+
+    Raises SessionChangedError for the first file that vanished or changed type.
+    """
+    folder, relpaths, keywords = task
+    reader = _Reader()
+    none: frozenset[str] = frozenset()
+    return [reader.classify(os.path.join(folder, r), r, none, keywords) for r in relpaths]
+
+
+def _classify_packed(task: Task) -> list[tuple[Any, ...]]:
+    """classify_chunk for a worker: plain tuples travel back faster than dataclasses."""
+    return [_pack(facts) for facts in classify_chunk(task)]
+
+
+# FileFacts and DicomHeader as tuples of their fields, in the order their __init__ takes them.
+_FACTS_FIELDS = tuple(f.name for f in fields(FileFacts) if f.init)
+_HEADER_FIELDS = tuple(f.name for f in fields(DicomHeader) if f.init)
+_HEADER_AT = _FACTS_FIELDS.index("header")
+_facts_values = operator.attrgetter(*_FACTS_FIELDS)
+_header_values = operator.attrgetter(*_HEADER_FIELDS)
+
+
+def _pack(facts: FileFacts) -> tuple[Any, ...]:
+    values: tuple[Any, ...] = _facts_values(facts)
+    if facts.header is None:
+        return values
+    return (*values[:_HEADER_AT], _header_values(facts.header), *values[_HEADER_AT + 1 :])
+
+
+def _unpack(values: tuple[Any, ...]) -> FileFacts:
+    if values[_HEADER_AT] is None:
+        return FileFacts(*values)
+    parts = list(values)
+    parts[_HEADER_AT] = DicomHeader(*parts[_HEADER_AT])
+    return FileFacts(*parts)
 
 
 def classify(
@@ -101,116 +250,216 @@ def classify(
     """Decide what one regular file is, by content first and by name second.
 
     `siblings` (lower-cased session-relative paths) lets an Analyze `.img` be recognised by
-    its `.hdr`.
+    its `.hdr`. Raises SessionChangedError when the file vanished or is no longer a file.
     """
+    return _Reader().classify(os.fspath(path), relpath, siblings, tuple(keywords))
+
+
+class _Head(io.BytesIO):
+    """The first bytes of a longer file, noting whether a read ran into their end.
+
+    pydicom takes data from a file-like only through `read` (besides `seek` and `tell`). A
+    read that comes back short here might not have on the file, so whatever pydicom made of
+    these bytes is trusted only when `short` stayed False: then it read exactly what it would
+    have read from the file.
+    """
+
+    short = False
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        data = _bytes_read(self, size)
+        if len(data) != size:  # short, or "all the rest" (size -1 or None)
+            self.short = True
+        return data
+
+
+_bytes_read = io.BytesIO.read  # called per DICOM element: skip super()'s lookup
+
+
+class _Source:
+    """An open regular file and its first bytes, read once."""
+
+    __slots__ = ("fd", "head", "size", "whole")
+
+    def __init__(self, fd: int, head: bytes, size: int, whole: bool) -> None:
+        self.fd = fd
+        self.head = head  # the first bytes; all of the file when `whole`
+        self.size = size  # from fstat, as the rules see it
+        self.whole = whole
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        """Up to `length` bytes from `offset` (fewer only at the end of the file)."""
+        end = offset + length
+        if self.whole or end <= len(self.head):
+            return self.head[offset:end]
+        return _read_fully(self.fd, length, offset)
+
+
+class _Reader:
+    """Classifies files one after another, learning how much of a file its header needs.
+
+    One per task, so what it learns from one session does not make it read more of the files
+    of the next one.
+    """
+
+    def __init__(self) -> None:
+        self.head_read = HEAD_READ
+
+    def classify(
+        self, path: str, relpath: str, siblings: frozenset[str], keywords: tuple[str, ...]
+    ) -> FileFacts:
+        try:
+            fd = os.open(path, _OPEN_FLAGS)
+        except FileNotFoundError as exc:
+            raise SessionChangedError(f"{relpath} vanished during inspection") from exc
+        except OSError as exc:
+            if exc.errno == 40:  # ELOOP: it became a symlink after the walk
+                raise SessionChangedError(f"{relpath} changed during inspection") from exc
+            note = f"cannot open it: {exc.strerror}"
+            return FileFacts(relpath, 0, FileKind.UNREADABLE_DICOM, note=note)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise SessionChangedError(f"{relpath} changed type during inspection")
+            head = _read_fully(fd, self.head_read, 0)
+            source = _Source(fd, head, st.st_size, len(head) < self.head_read)
+            return self._classify_open(source, relpath, siblings, keywords)
+        finally:
+            os.close(fd)
+
+    def _classify_open(
+        self, source: _Source, relpath: str, siblings: frozenset[str], keywords: tuple[str, ...]
+    ) -> FileFacts:
+        head, size = source.head[:HEAD_BYTES], source.size
+        lowered = relpath.lower()
+        if head[128:132] == b"DICM":
+            return self._read_dicom(source, relpath, FileKind.DICOM, keywords)
+        if head.startswith(formats.GZIP_MAGIC):
+            inner = formats.gunzip_head(source.read_at(0, GZIP_PEEK))
+            found = formats.content_format(inner, compressed=True)
+            if found is None:
+                archive = "a tar archive (gzip-compressed)" if inner[257:262] == b"ustar" else None
+                return FileFacts(
+                    relpath, size, FileKind.ARCHIVE, note=archive or "a gzip-compressed file"
+                )
+            return FileFacts(relpath, size, found[0], note=found[1])
+        found = formats.content_format(head)
+        if found is not None:
+            return FileFacts(relpath, size, found[0], note=found[1])
+        if formats.looks_like_bare_dicom(head):
+            return self._read_dicom(source, relpath, FileKind.DICOM_NO_PREAMBLE, keywords)
+        archive = formats.archive_format(head)
+        if archive is not None:
+            return FileFacts(relpath, size, FileKind.ARCHIVE, note=archive)
+        if size <= SIDECAR_LIMIT:
+            text = source.read_at(0, len(head) + SIDECAR_LIMIT) if size > len(head) else head
+            sidecar = formats.sidecar_format(lowered, text)
+            if sidecar is not None:
+                return FileFacts(relpath, size, FileKind.CONVERTED, note=sidecar)
+        named = formats.named_format(lowered)
+        if named is not None:
+            return FileFacts(relpath, size, named[0], note=named[1])
+        if lowered.endswith(_ANALYZE_SUFFIXES) and _has_pair(lowered, siblings):
+            return FileFacts(relpath, size, FileKind.ANALYZE, note=_PAIR_NOTE)
+        return FileFacts(relpath, size, FileKind.OTHER, note=formats.describe(head, size))
+
+    def _read_dicom(
+        self, source: _Source, relpath: str, kind: FileKind, keywords: tuple[str, ...]
+    ) -> FileFacts:
+        size = source.size
+        try:
+            ds, stop = self._parse(source, kind is FileKind.DICOM_NO_PREAMBLE, keywords)
+            # A deflated dataset is inflated in memory, so file positions say nothing there.
+            meta: Any = getattr(ds, "file_meta", None) or None
+            syntax = _field(meta, _TAG["TransferSyntaxUID"], _same, "") if meta else ""
+            deflated = syntax == DEFLATED_SYNTAX
+            problem = "" if deflated else _truncation(source, stop, _TAG["Rows"] in ds)
+            header = _header(ds, keywords)
+        except Exception as exc:
+            # pydicom raises many types on damaged input (ValueError, EOFError, OSError,
+            # zlib.error, BytesLengthException, ...): each means the file cannot be used.
+            return FileFacts(relpath, size, FileKind.UNREADABLE_DICOM, note=_plain(exc))
+        if problem:
+            return FileFacts(relpath, size, FileKind.UNREADABLE_DICOM, note=problem)
+        media_class = _field(meta, _TAG["MediaStorageSOPClassUID"], str, "") if meta else ""
+        if MEDIA_STORAGE_DIRECTORY in (header.sop_class_uid, media_class):
+            return FileFacts(relpath, size, FileKind.JUNK, note="a DICOMDIR index")
+        for value, keyword, tag in (
+            (header.sop_class_uid, "SOPClassUID", "(0008,0016)"),
+            (header.sop_instance_uid, "SOPInstanceUID", "(0008,0018)"),
+            (header.study_instance_uid, "StudyInstanceUID", "(0020,000D)"),
+        ):
+            if not value:
+                note = f"it has no {keyword} {tag}, which XNAT requires"
+                return FileFacts(relpath, size, FileKind.UNREADABLE_DICOM, note=note)
+        return FileFacts(relpath, size, kind, header=header)
+
+    def _parse(self, source: _Source, force: bool, keywords: tuple[str, ...]) -> tuple[Any, int]:
+        """pydicom's reading of the header and where it stopped (the pixel data, or the end).
+
+        Parsed from the bytes already read when they hold the whole header; otherwise (a read
+        ran into the end of those bytes) from the file itself, remembering how much a header
+        needed so the next files of the session are read far enough at once.
+        """
+        tags = _specific_tags(keywords)
+        if source.whole:
+            whole = io.BytesIO(source.head)
+            ds = pydicom.dcmread(whole, stop_before_pixels=True, specific_tags=tags, force=force)
+            return ds, whole.tell()
+        head = _Head(source.head)
+        try:
+            ds = pydicom.dcmread(head, stop_before_pixels=True, specific_tags=tags, force=force)
+        except Exception:
+            if not head.short:
+                raise
+        else:
+            if not head.short:
+                return ds, head.tell()
+        with open(source.fd, "rb", buffering=HEAD_READ, closefd=False) as fp:
+            ds = pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=tags, force=force)
+            stop = fp.tell()
+        if stop < source.size:  # stopped at the pixel data, not at the end of the file
+            # Enough for this header and the pixel data tag, with 16-32 KiB to spare for the
+            # slightly longer headers of the next images of the series.
+            needed = ((stop + 12) // _HEAD_STEP + 2) * _HEAD_STEP
+            self.head_read = min(MAX_HEAD_READ, max(self.head_read, needed))
+        return ds, stop
+
+
+def _read_fully(fd: int, length: int, offset: int) -> bytes:
+    """`length` bytes from `offset`, or fewer only where the file ends."""
+    data = os.pread(fd, length, offset)
+    if len(data) == length or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < length:
+        more = os.pread(fd, length - got, offset + got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+@functools.lru_cache(maxsize=64)
+def _specific_tags(keywords: tuple[str, ...]) -> list[Any]:
+    """The tags pydicom is asked for, as tags (a keyword is looked up once, not per file)."""
     try:
-        fd = os.open(path, _OPEN_FLAGS)
-    except FileNotFoundError as exc:
-        raise SessionChangedError(f"{relpath} vanished during inspection") from exc
-    except OSError as exc:
-        if exc.errno == 40:  # ELOOP: it became a symlink after the walk
-            raise SessionChangedError(f"{relpath} changed during inspection") from exc
-        note = f"cannot open it: {exc.strerror}"
-        return FileFacts(relpath, 0, FileKind.UNREADABLE_DICOM, note=note)
-    with os.fdopen(fd, "rb", buffering=64 * 1024) as fp:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise SessionChangedError(f"{relpath} changed type during inspection")
-        head = fp.read(HEAD_BYTES)
-        return _classify_open(fp, head, st.st_size, relpath, siblings, keywords)
+        return [Tag(keyword) for keyword in (*HEADER_TAGS, *keywords)]
+    except Exception:  # not a DICOM keyword: let pydicom say so, per file, as it always did
+        return [*HEADER_TAGS, *keywords]
 
 
-def _classify_open(
-    fp: BinaryIO,
-    head: bytes,
-    size: int,
-    relpath: str,
-    siblings: frozenset[str],
-    keywords: Sequence[str],
-) -> FileFacts:
-    lowered = relpath.lower()
-    if head[128:132] == b"DICM":
-        return _read_dicom(fp, size, relpath, FileKind.DICOM, keywords)
-    if head.startswith(formats.GZIP_MAGIC):
-        inner = formats.gunzip_head(head + fp.read(GZIP_PEEK - len(head)))
-        found = formats.content_format(inner, compressed=True)
-        if found is None:
-            archive = "a tar archive (gzip-compressed)" if inner[257:262] == b"ustar" else None
-            return FileFacts(
-                relpath, size, FileKind.ARCHIVE, note=archive or "a gzip-compressed file"
-            )
-        return FileFacts(relpath, size, found[0], note=found[1])
-    found = formats.content_format(head)
-    if found is not None:
-        return FileFacts(relpath, size, found[0], note=found[1])
-    if formats.looks_like_bare_dicom(head):
-        return _read_dicom(fp, size, relpath, FileKind.DICOM_NO_PREAMBLE, keywords)
-    archive = formats.archive_format(head)
-    if archive is not None:
-        return FileFacts(relpath, size, FileKind.ARCHIVE, note=archive)
-    if size <= SIDECAR_LIMIT:
-        text = head + fp.read(SIDECAR_LIMIT) if size > len(head) else head
-        sidecar = formats.sidecar_format(lowered, text)
-        if sidecar is not None:
-            return FileFacts(relpath, size, FileKind.CONVERTED, note=sidecar)
-    named = formats.named_format(lowered)
-    if named is not None:
-        return FileFacts(relpath, size, named[0], note=named[1])
-    if lowered.endswith(_ANALYZE_SUFFIXES) and _has_pair(lowered, siblings):
-        return FileFacts(relpath, size, FileKind.ANALYZE, note="half of an .hdr/.img pair")
-    return FileFacts(relpath, size, FileKind.OTHER, note=formats.describe(head, size))
-
-
-def _read_dicom(
-    fp: BinaryIO, size: int, relpath: str, kind: FileKind, keywords: Sequence[str]
-) -> FileFacts:
-    fp.seek(0)
-    try:
-        ds = pydicom.dcmread(
-            fp,
-            stop_before_pixels=True,
-            specific_tags=[*HEADER_TAGS, *keywords],
-            force=kind is FileKind.DICOM_NO_PREAMBLE,
-        )
-        # A deflated dataset is inflated in memory, so file positions say nothing there.
-        meta: Any = getattr(ds, "file_meta", None) or {}
-        deflated = meta.get("TransferSyntaxUID", "") == DEFLATED_SYNTAX
-        problem = "" if deflated else _truncation(fp, size, "Rows" in ds)
-        header = _header(ds, keywords)
-    except (
-        InvalidDicomError,
-        EOFError,
-        ValueError,
-        KeyError,
-        OverflowError,
-        TypeError,
-        struct.error,
-    ) as exc:
-        return FileFacts(relpath, size, FileKind.UNREADABLE_DICOM, note=_plain(exc))
-    if problem:
-        return FileFacts(relpath, size, FileKind.UNREADABLE_DICOM, note=problem)
-    media_class = str(meta.get("MediaStorageSOPClassUID", ""))
-    if MEDIA_STORAGE_DIRECTORY in (header.sop_class_uid, media_class):
-        return FileFacts(relpath, size, FileKind.JUNK, note="a DICOMDIR index")
-    for value, keyword, tag in (
-        (header.sop_class_uid, "SOPClassUID", "(0008,0016)"),
-        (header.sop_instance_uid, "SOPInstanceUID", "(0008,0018)"),
-        (header.study_instance_uid, "StudyInstanceUID", "(0020,000D)"),
-    ):
-        if not value:
-            note = f"it has no {keyword} {tag}, which XNAT requires"
-            return FileFacts(relpath, size, FileKind.UNREADABLE_DICOM, note=note)
-    return FileFacts(relpath, size, kind, header=header)
-
-
-def _truncation(fp: BinaryIO, size: int, is_image: bool) -> str:
+def _truncation(source: _Source, start: int, is_image: bool) -> str:
     """Why the pixel data is cut short, or "" when the file is whole.
 
-    pydicom stops reading at the Pixel Data tag; its length (or, for encapsulated data, the
-    chain of items) must fit in the file. An image header with no pixel data ends too early.
+    pydicom stops reading at the Pixel Data tag (at `start`); its length (or, for encapsulated
+    data, the chain of items) must fit in the file. An image header with no pixel data ends
+    too early.
     """
-    start = fp.tell()
-    tag_bytes = fp.read(12)
+    size = source.size
+    tag_bytes = source.read_at(start, 12)
     if len(tag_bytes) < 8:
         return "the file ends before the image data" if is_image else ""
     for order in "<>":
@@ -227,45 +476,105 @@ def _truncation(fp: BinaryIO, size: int, is_image: bool) -> str:
     if length != 0xFFFFFFFF:
         missing = start + header_len + length - size
         return f"the image data is cut short by {missing} bytes" if missing > 0 else ""
-    fp.seek(start + header_len)
-    return _encapsulated_truncation(fp, size, order)
+    return _encapsulated_truncation(source, start + header_len, order)
 
 
-def _encapsulated_truncation(fp: BinaryIO, size: int, order: str) -> str:
+def _encapsulated_truncation(source: _Source, position: int, order: str) -> str:
     """Follow the items of compressed pixel data up to the sequence delimiter."""
     while True:
-        item = fp.read(8)
+        item = source.read_at(position, 8)
         if len(item) < 8:
             return "the compressed image data ends without its closing delimiter"
+        position += 8
         group, element, length = struct.unpack(f"{order}HHI", item)
         if (group, element) == (0xFFFE, 0xE0DD):
             return ""
         if (group, element) != (0xFFFE, 0xE000) or length == 0xFFFFFFFF:
             return "the compressed image data is damaged"
-        if fp.tell() + length > size:
+        if position + length > source.size:
             return "the compressed image data is cut short"
-        fp.seek(length, io.SEEK_CUR)
+        position += length
 
 
 def _header(ds: Any, keywords: Sequence[str]) -> DicomHeader:
     try:
-        raw_number = ds.get("SeriesNumber", None)
-        number = int(raw_number) if raw_number not in (None, "") else None
+        number = _field(ds, _TAG["SeriesNumber"], _series_number, None)
     except (TypeError, ValueError):
         number = None
     return DicomHeader(
-        sop_class_uid=_text(ds.get("SOPClassUID", "")),
-        sop_instance_uid=_text(ds.get("SOPInstanceUID", "")),
-        study_instance_uid=_text(ds.get("StudyInstanceUID", "")),
-        series_instance_uid=_text(ds.get("SeriesInstanceUID", "")),
+        sop_class_uid=_field(ds, _TAG["SOPClassUID"], _text, ""),
+        sop_instance_uid=_field(ds, _TAG["SOPInstanceUID"], _text, ""),
+        study_instance_uid=_field(ds, _TAG["StudyInstanceUID"], _text, ""),
+        series_instance_uid=_field(ds, _TAG["SeriesInstanceUID"], _text, ""),
         series_number=number,
-        series_description=_text(ds.get("SeriesDescription", "")),
-        image_type=_values(ds.get("ImageType", None)),
-        modality=_text(ds.get("Modality", "")),
-        photometric_interpretation=_text(ds.get("PhotometricInterpretation", "")),
-        frame_types=_frame_types(ds),
-        values=tuple((k, _text(ds.get(k, ""))) for k in keywords),
+        series_description=_field(ds, _TAG["SeriesDescription"], _text, ""),
+        image_type=_field(ds, _TAG["ImageType"], _values, None),
+        modality=_field(ds, _TAG["Modality"], _text, ""),
+        photometric_interpretation=_field(ds, _TAG["PhotometricInterpretation"], _text, ""),
+        frame_types=_frame_types(ds) if any(t in ds for t in _FRAME_GROUPS) else (),
+        values=tuple((k, _keyword_text(ds, k)) for k in keywords),
     )
+
+
+def _keyword_text(ds: Any, keyword: str) -> str:
+    tag = tag_for_keyword(keyword)
+    if tag is None:  # not a DICOM keyword: nothing to read (configuration says so)
+        return _text(ds.get(keyword, ""))
+    return _field(ds, tag, _text, "")
+
+
+def _field(ds: Any, tag: int, shape: Callable[[Any], V], default: Any) -> V:
+    """`shape(ds.get(keyword, default))` for the element `tag`, converted once per value.
+
+    pydicom's conversion of a raw element depends only on the element (tag, VR, encoding,
+    bytes) and the dataset's character set, except for private tags and ambiguous VRs, which
+    are never cached. The same raw value therefore always gives the same result.
+    """
+    element = ds.get_item(tag)
+    if element is None:
+        return shape(default)
+    if type(element) is not RawDataElement or not _cacheable(tag):
+        return shape(ds[tag].value)
+    charset = ds.original_character_set
+    key = (
+        shape,
+        tag,
+        element.VR,
+        element.length,
+        element.value,
+        element.is_implicit_VR,
+        element.is_little_endian,
+        charset if isinstance(charset, str) else tuple(charset),
+    )
+    try:
+        return _field_cache[key]  # type: ignore[no-any-return]
+    except KeyError:
+        pass
+    value = shape(ds[tag].value)
+    if len(_field_cache) >= _CACHE_LIMIT:
+        _field_cache.clear()
+    _field_cache[key] = value
+    return value
+
+
+@functools.lru_cache(maxsize=1024)
+def _cacheable(tag: int) -> bool:
+    """A public tag whose VR is fixed by the dictionary (no dataset-dependent VR)."""
+    if tag in _NOT_CACHED or (tag >> 16) % 2:  # private groups are odd
+        return False
+    try:
+        vr = dictionary_VR(tag)
+    except KeyError:
+        return False
+    return " or " not in vr and vr != "SQ"
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _series_number(raw_number: Any) -> int | None:
+    return int(raw_number) if raw_number not in (None, "") else None
 
 
 def _frame_types(ds: Any) -> tuple[tuple[str, ...], ...]:

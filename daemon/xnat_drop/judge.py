@@ -5,15 +5,16 @@ Keeping this in one place means the two can never disagree about a session.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .config import Config
 from .errors import ConfigError
 from .inspect import inspect, unknown_keywords
-from .model import Session, Verdict
+from .model import FileKind, Session, Verdict
 from .routing import route
 from .rules import evaluate
+from .workers import InspectionPool
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,12 +23,24 @@ class Judgement:
     verdict: Verdict
 
 
-def judge(folder: Path, relpath: tuple[str, ...], config: Config) -> Judgement:
+def judge(
+    folder: Path, relpath: tuple[str, ...], config: Config, pool: InspectionPool | None = None
+) -> Judgement:
     """Classify every file of `folder` (dropped at `relpath`), route it and apply the rules.
 
+    With a `pool`, a large session is read by its worker processes (same result, sooner).
     Raises SessionChangedError when the folder changes while it is read.
     """
-    session = inspect(folder, relpath, config.dicom_keywords)
+    session = inspect(folder, relpath, config.dicom_keywords, pool)
+    marker = config.watch.ready_marker
+    if marker:  # the "copy finished" signal is the lab's, not data: never uploaded or judged
+        files = tuple(
+            replace(f, kind=FileKind.JUNK, header=None, note="the ready marker")
+            if f.path == marker
+            else f
+            for f in session.files
+        )
+        session = replace(session, files=files)
     verdict = evaluate(session, config.rules, route(relpath, session, config.routing))
     return Judgement(session, verdict)
 

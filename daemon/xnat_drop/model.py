@@ -43,6 +43,7 @@ class Fingerprint:
     total_bytes: int
     newest_mtime_ns: int
     has_partial: bool  # a name such as *.part or *.tmp says a copy is still running
+    has_marker: bool = False  # the configured ready marker (e.g. READY) is present
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,13 +180,15 @@ class Verdict:
 
 @dataclass(frozen=True, slots=True)
 class UploadReceipt:
-    """What XNAT answered for a delivered session."""
+    """What XNAT holds of a delivered session: where, and the counts verified there."""
 
     uris: tuple[str, ...]
     files: int
     bytes_sent: int
     seconds: float
     server_version: str = ""
+    verified: tuple[tuple[str, int], ...] = ()  # (scan ID, DICOM files) as XNAT lists them
+    destination: str = ""  # "archive" or "prearchive"
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,10 +24,13 @@ RULE_TITLES = {
     "no-dicom": "Nothing to upload",
     "bad-label": "Labels XNAT cannot use",
     "unknown-project": "Unknown XNAT project",
+    "session-exists": "Already in XNAT",
+    "already-delivered": "Delivered before",
+    "count-mismatch": "XNAT does not hold what was sent",
+    "delivery-failed": "Delivery failed repeatedly",
     "xnat-rejected": "Refused by XNAT",
     "xnat-empty-answer": "Nothing imported by XNAT",
     "xnat-unassigned": "Filed under the wrong XNAT project",
-    "internal-error": "Internal error in xnat-drop",
 }
 # What to do, said once for a rule broken by several files or series.
 RULE_ADVICE = {
@@ -71,6 +74,7 @@ class Report:
     receipt: UploadReceipt | None = None
     attempts: int = 1
     incoming: str = ""  # where the folder was dropped, e.g. "incoming/P1/S1/E1"
+    claim_id: str = ""  # ties the report to the ledger
 
 
 def render_text(report: Report) -> str:
@@ -111,6 +115,12 @@ def render_text(report: Report) -> str:
             f"{_size(r.bytes_sent)} in {r.seconds:.1f} s",
         ]
         lines += [f"XNAT URI:  {uri}" for uri in r.uris]
+        if r.verified:
+            where = (
+                "archive" if r.destination == "archive" else "prearchive (built, ready for review)"
+            )
+            counts = ", ".join(f"{scan}: {n}" for scan, n in r.verified)
+            lines += _wrap(f"Verified in the {where}: files per scan {counts}", "", "           ")
     verdict = report.verdict
     if verdict is not None and verdict.duplicates:
         count = len(verdict.duplicates)
@@ -141,6 +151,7 @@ def render_json(report: Report) -> str:
         "location": report.location,
         "decided_at": _iso(report.decided_at, "milliseconds"),
         "attempts": report.attempts,
+        "claim": report.claim_id,
         "target": None
         if report.target is None
         else {
@@ -174,9 +185,16 @@ def render_json(report: Report) -> str:
             "bytes": report.receipt.bytes_sent,
             "seconds": round(report.receipt.seconds, 3),
             "server_version": report.receipt.server_version,
+            "destination": report.receipt.destination,
+            "verified": dict(report.receipt.verified),
         },
     }
-    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    text = json.dumps(data, indent=2, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # names that are not UTF-8: JSON's \udcXX escapes keep them
+        text = json.dumps(data, indent=2)
+    return text + "\n"
 
 
 def _grouped(violations: list[Violation]) -> list[str]:

@@ -1,9 +1,10 @@
 """The service loop: the only module that joins the pure core to the outside world.
 
 One thread does everything in order: rescan incoming/, claim what has settled, and take one
-claimed session at a time through inspect → rules → upload → done/ or failed/. Watcher events
-only wake the loop early. XNAT being down or refusing our credentials pauses uploads; it never
-sends a session to failed/.
+claimed session at a time through judge → deliver → done/ or failed/. Watcher events only wake
+the loop early. While XNAT is unreachable the whole queue waits and one probe per backoff
+interval asks whether it is back; refused credentials pause uploads until the secret changes.
+Neither ever sends a session to failed/.
 """
 
 from __future__ import annotations
@@ -14,45 +15,41 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any
 
+from . import __version__, failpoints, store
 from . import credentials as creds
-from . import store
+from . import status as status_file
 from .bundle import BundleEntry, ZipStream
 from .config import Config
+from .delivery import Delivery, XnatPort, content_key
 from .errors import (
     ConfigError,
     SessionChangedError,
     XnatAuthError,
     XnatRejectedError,
+    XnatServerError,
     XnatTransientError,
 )
 from .judge import check_keywords, judge
-from .model import Outcome, Policy, Seen, Session, Target, UploadReceipt, Verdict, Violation
+from .ledger import FILE_NAME as LEDGER_FILE
+from .ledger import Ledger
+from .model import Outcome, Policy, Seen, Session, UploadReceipt, Verdict, Violation
 from .report import Report, render_json, render_text
 from .retry import backoff
 from .rules import unknown_project
-from .stability import fingerprint, is_stable, observe, settles_at
+from .stability import fingerprint, is_stable, observe, settles_at, waiting_for
 from .tree import find_sessions, walk
 from .watch import Watcher
-from .xnat import Body
+from .workers import InspectionPool
 
 log = logging.getLogger(__name__)
 
 EX_TEMPFAIL = 75  # `run --once` left sessions waiting (XNAT unavailable or credentials refused)
-MAX_UNEXPECTED = 3  # unexpected errors on one session before it goes to failed/ for a human
-
-
-class XnatPort(Protocol):
-    """What the loop needs from XNAT (xnat.XnatClient; tests may pass the real one)."""
-
-    def server_version(self) -> str: ...
-    def login(self) -> None: ...
-    def project_exists(self, project: str) -> bool: ...
-    def upload(self, make_body: Callable[[], Body], target: Target) -> tuple[str, ...]: ...
-    def close(self) -> None: ...
+STATUS_REFRESH = 10.0  # seconds: the status snapshot is rewritten at least this often
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,19 +66,32 @@ class Job:
 
     claim: store.Claim
     next_at: float
-    attempts: int = 0
-    transient_failures: int = 0
-    unexpected_failures: int = 0
+    attempts: int = 0  # spent on failures that were not outages (also in the ledger)
     session: Session | None = None
     verdict: Verdict | None = None
     last_error: str = ""
+    uploading: bool = False
+    forced: bool = False  # sent back with `retry --force`: upload even if delivered before
 
 
 @dataclass
-class _Pause:
-    until: float = 0.0  # XNAT unreachable: no upload before this monotonic time
-    auth: str = ""  # credentials refused: no upload until the secret changes
-    auth_stamp: creds.SecretStamp | None = None
+class _Outage:
+    """XNAT is unreachable: uploads wait, a probe asks every backoff interval."""
+
+    reason: str
+    since: float  # wall clock, for logs and status
+    started: float  # monotonic
+    failures: int
+    next_probe: float
+
+
+@dataclass
+class _AuthPause:
+    """XNAT refused our credentials: no upload until the secret file changes."""
+
+    reason: str
+    stamp: creds.SecretStamp | None
+    since: float
 
 
 @dataclass
@@ -99,34 +109,42 @@ class Service:
     jobs: list[Job] = field(init=False, default_factory=list)
     stopping: bool = field(init=False, default=False)
     _client: XnatPort | None = field(init=False, default=None)
+    _ledger: Ledger | None = field(init=False, default=None)
+    _work: store.WorkArea | None = field(init=False, default=None)
+    _pool: InspectionPool = field(init=False, default_factory=InspectionPool)
+    _empty_since: dict[tuple[str, ...], float] = field(init=False, default_factory=dict)
+    _first_seen: dict[tuple[str, ...], float] = field(init=False, default_factory=dict)
+    _alarmed: set[tuple[str, ...]] = field(init=False, default_factory=set)
     _server_version: str = field(init=False, default="")
-    _pause: _Pause = field(init=False, default_factory=_Pause)
+    _outage: _Outage | None = field(init=False, default=None)
+    _auth: _AuthPause | None = field(init=False, default=None)
     _next_scan: float = field(init=False, default=0.0)
     _last_scan: float = field(init=False, default=float("-inf"))
     _watching_once: set[tuple[str, ...]] | None = field(init=False, default=None)
+    _published: tuple[str, float] = field(init=False, default=("", float("-inf")))
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Prepare folders, recover claims from an earlier run, connect to XNAT.
+        """Prepare folders and the ledger, recover claims from an earlier run, connect to XNAT.
 
-        Raises ConfigError for unusable credentials or folders (exit 78).
+        Raises ConfigError for unusable credentials, keywords or folders (exit 78).
         """
         check_keywords(self.config)
         try:
             store.prepare(self.config.paths)
+            self._ledger = Ledger(self.config.paths.state / LEDGER_FILE)
         except OSError as exc:
             raise ConfigError([f"paths: {exc}"], self.config.source) from exc
-        now = self.clock.monotonic()
-        for claim in store.recover(self.config.paths):
-            log.info("%s: recovered from the work folder (claimed %s)", claim.display, claim.id)
-            self.jobs.append(Job(claim, next_at=now))
+        self._work = store.WorkArea(self.config.paths)
+        self._adopt_orphans()
         self._client = self.connect()
         self._server_version = self._client.server_version()
         log.info(
-            "XNAT %s at %s; watching %s",
+            "XNAT %s at %s; destination %s; watching %s",
             self._server_version or "(version unknown)",
             self.config.xnat.url,
+            self.config.xnat.destination,
             self.config.paths.incoming,
         )
 
@@ -136,13 +154,12 @@ class Service:
         Returns the process exit code: 0, or EX_TEMPFAIL when `once` leaves sessions waiting.
         """
         self.start()
-        watcher = Watcher(
-            self.config.paths.incoming,
-            self.wake,
-            observer=self.config.watch.observer,
-            poll_interval=self.config.watch.poll_interval,
-        )
-        watcher.start()
+        # Polling mode has no observer: the loop's own rescan, every poll interval, is the one
+        # walk of incoming/ (watchdog's polling observer would walk it a second time).
+        watcher = None
+        if self.config.watch.observer == "inotify":
+            watcher = Watcher(self.config.paths.incoming, self.wake)
+            watcher.start()
         deadline = None if timeout is None else self.clock.monotonic() + timeout
         try:
             if once:
@@ -154,7 +171,7 @@ class Service:
                 if once:
                     if self._once_finished():
                         return 0
-                    if self._pause.auth:
+                    if self._auth is not None:
                         log.error(
                             "stopping: uploads are paused; %d session(s) wait", self._open_count()
                         )
@@ -170,9 +187,21 @@ class Service:
                     self.wake.wait(wait)  # tick() clears it and rescans
             return EX_TEMPFAIL if once and not self._once_finished() else 0
         finally:
-            watcher.stop()
-            if self._client is not None:
-                self._client.close()
+            if watcher is not None:
+                watcher.stop()
+            self.close()
+
+    def close(self) -> None:
+        """Release XNAT's connection, our claims and the ledger (also after a failed start)."""
+        if self._client is not None:
+            self._client.close()
+        if self._work is not None:
+            self._work.close()
+        self._pool.close()
+        if self._ledger is not None:
+            self._publish(force=True)
+            self._ledger.close()
+            self._ledger = None
 
     def stop(self) -> None:
         """Ask the loop to stop after the current step (signal handlers call this)."""
@@ -189,10 +218,14 @@ class Service:
             self._scan(now)
         self._claim_settled(now)
         self._retry_credentials()
+        if self._outage is not None and self._auth is None and now >= self._outage.next_probe:
+            self._probe()
         job = self._next_job(now)
         if job is not None:
             self._attempt(job)
+            self._publish()
             return 0.0
+        self._publish()
         return max(0.0, self._next_wake(now) - self.clock.monotonic())
 
     def _scan(self, now: float) -> None:
@@ -204,35 +237,66 @@ class Service:
             self._next_scan = self._last_scan + gap  # come back as soon as allowed
             return
         self._last_scan = now
-        self._next_scan = now + self.config.watch.rescan_interval
+        watch = self.config.watch
+        polling = watch.observer == "polling"
+        self._next_scan = now + (watch.poll_interval if polling else watch.rescan_interval)
         incoming = self.config.paths.incoming
         depth = len(self.config.routing.layout)
+        layout = find_sessions(incoming, depth)
+        self._tidy(layout.empty, now)
+        self._adopt_orphans()
         current = {}
-        for relpath in find_sessions(incoming, depth):
+        for relpath in layout.sessions:
             if self._watching_once is not None and relpath not in self._watching_once:
                 continue  # `run --once` handles only what was there at the start
             folder = incoming.joinpath(*relpath)
-            fp = fingerprint((e.relpath, e.size, e.mtime_ns) for e in walk(folder))
+            entries = ((e.relpath, e.size, e.mtime_ns) for e in walk(folder))
+            fp = fingerprint(entries, watch.ready_marker)
             previous = self.seen.get(relpath)
             current[relpath] = observe(previous, fp, now)
             if previous is None:
                 log.info("%s: new, waiting until it stops changing", "/".join(relpath))
+            self._alarm_if_stuck(relpath, current[relpath], now)
         if self._watching_once is not None:
             self._watching_once &= set(current)
         self.seen = current
+        self._first_seen = {r: t for r, t in self._first_seen.items() if r in current}
+
+    def _alarm_if_stuck(self, relpath: tuple[str, ...], seen: Seen, now: float) -> None:
+        """Say so once when a folder has not become ready within max_settle_seconds."""
+        first = self._first_seen.setdefault(relpath, now)
+        limit = self.config.watch.max_settle
+        if now - first < limit or relpath in self._alarmed:
+            return
+        self._alarmed.add(relpath)
+        why = waiting_for(seen, needs_marker=bool(self.config.watch.ready_marker))
+        log.warning(
+            "%s: still not taken after %s (%s); is the copy stuck?",
+            "/".join(relpath),
+            _duration(now - first),
+            why,
+        )
 
     def _claim_settled(self, now: float) -> None:
         settle = self.config.watch.settle
+        marker = bool(self.config.watch.ready_marker)
         for relpath, seen in list(self.seen.items()):
-            if not is_stable(seen, now, settle):
+            if not is_stable(seen, now, settle, needs_marker=marker):
                 continue
-            claim = store.claim(self.config.paths, relpath, self.clock.wall())
+            claim = self._work_().claim(relpath, self.clock.wall())
             del self.seen[relpath]
             if self._watching_once is not None:
                 self._watching_once.discard(relpath)
+            self._first_seen.pop(relpath, None)
+            self._alarmed.discard(relpath)
             if claim is None:
                 log.info("%s: gone before it could be claimed", "/".join(relpath))
                 continue
+            forced = store.take_force_marker(self.config.paths.incoming, relpath)
+            self._ledger_().claimed(claim.id, claim.display, self.clock.wall())
+            self._ledger_().update(
+                claim.id, self.clock.wall(), fingerprint=seen.fingerprint.names_hash, forced=forced
+            )
             fp = seen.fingerprint
             log.info(
                 "%s: settled (%d files, %d bytes); claimed as %s",
@@ -241,10 +305,11 @@ class Service:
                 fp.total_bytes,
                 claim.id,
             )
-            self.jobs.append(Job(claim, next_at=now))
+            self.jobs.append(Job(claim, next_at=now, forced=forced))
+            failpoints.hit("after-claim")
 
     def _next_job(self, now: float) -> Job | None:
-        blocked = self._xnat_blocked(now)
+        blocked = self._auth is not None or self._outage is not None
         for job in self.jobs:
             # A session already judged needs XNAT next; one not yet judged can go on without it.
             if job.next_at <= now and not (blocked and job.verdict is not None):
@@ -254,16 +319,17 @@ class Service:
     def _next_wake(self, now: float) -> float:
         times = [self._next_scan]
         settle = self.config.watch.settle
-        times += [t for s in self.seen.values() if (t := settles_at(s, settle)) is not None]
-        blocked_until = self._pause.until if not self._pause.auth else float("inf")
-        for job in self.jobs:
-            times.append(
-                max(job.next_at, blocked_until) if job.verdict is not None else job.next_at
-            )
+        marker = bool(self.config.watch.ready_marker)
+        times += [
+            t
+            for s in self.seen.values()
+            if (t := settles_at(s, settle, needs_marker=marker)) is not None
+        ]
+        if self._outage is not None and self._auth is None:
+            times.append(self._outage.next_probe)
+        blocked = self._auth is not None or self._outage is not None
+        times += [job.next_at for job in self.jobs if not (blocked and job.verdict is not None)]
         return min(times)
-
-    def _xnat_blocked(self, now: float) -> bool:
-        return bool(self._pause.auth) or now < self._pause.until
 
     def _once_finished(self) -> bool:
         return not self.jobs and not self._watching_once
@@ -271,21 +337,64 @@ class Service:
     def _open_count(self) -> int:
         return len(self.jobs) + len(self._watching_once or ())
 
+    def _ledger_(self) -> Ledger:
+        assert self._ledger is not None, "start() opens the ledger"
+        return self._ledger
+
+    def _work_(self) -> store.WorkArea:
+        assert self._work is not None, "start() opens the work area"
+        return self._work
+
+    def _adopt_orphans(self) -> None:
+        """Take over claims nobody holds: ours from before a restart, or a killed daemon's."""
+        now = self.clock.monotonic()
+        for claim in self._work_().recover():
+            self._ledger_().claimed(claim.id, claim.display, self.clock.wall())
+            entry = self._ledger_().entry(claim.id)
+            if entry is not None and entry.outcome and entry.final_path:
+                # Decided, reported, then stopped before the move: finish the move.
+                dest = self._work_().complete(claim, Path(entry.final_path))
+                log.info(
+                    "%s: completed the interrupted move to %s", claim.display, self._shown(dest)
+                )
+                continue
+            attempts, forced = (entry.attempts, entry.forced) if entry else (0, False)
+            log.info("%s: recovered from the work folder (claimed %s)", claim.display, claim.id)
+            self.jobs.append(Job(claim, next_at=now, attempts=attempts, forced=forced))
+
+    def _tidy(self, empty: tuple[tuple[str, ...], ...], now: float) -> None:
+        """Remove project/subject folders left empty once their sessions were claimed.
+
+        Only after they stayed empty for a settle period: a lab member may be about to copy
+        the next session into one.
+        """
+        settle = self.config.watch.settle
+        self._empty_since = {r: self._empty_since.get(r, now) for r in empty}
+        ripe = [r for r, since in self._empty_since.items() if now - since >= settle]
+        for relpath in store.remove_empty_parents(self.config.paths.incoming, ripe):
+            self._empty_since.pop(relpath, None)
+            log.debug("removed the empty folder incoming/%s", "/".join(relpath))
+
     # -- one session --------------------------------------------------------------------------
 
     def _attempt(self, job: Job) -> None:
         """Take one claimed session one step further; every outcome is handled here."""
         claim = job.claim
-        job.attempts += 1
         try:
             if job.verdict is None:
                 self._judge(job)
+                failpoints.hit("after-judge")
             assert job.session is not None and job.verdict is not None
             if not job.verdict.accepted:
                 self._finish(job, Outcome.FAILED, job.verdict.violations)
                 return
+            earlier = self._delivered_before(job)
+            if earlier is not None:
+                self._finish(job, Outcome.FAILED, (*job.verdict.violations, earlier))
+                return
+            if self._auth is not None or self._outage is not None:
+                return  # judged; the upload waits for XNAT with the rest of the queue
             receipt = self._deliver(job)
-            self._pause.until = 0.0
             self._finish(job, Outcome.DONE, job.verdict.violations, receipt)
         except SessionChangedError as exc:
             # A writer kept an open file after the claim: judge again once it is quiet.
@@ -295,29 +404,16 @@ class Service:
             job.session = job.verdict = None
             job.next_at = self.clock.monotonic() + self.config.watch.settle
         except XnatTransientError as exc:
-            job.transient_failures += 1
-            retry = self.config.retry
-            delay = backoff(
-                job.transient_failures,
-                retry.first_delay,
-                retry.max_delay,
-                self.rng.random(),
-                exc.retry_after,
-            )
-            job.next_at = self.clock.monotonic() + delay
-            self._pause.until = job.next_at
-            job.last_error = str(exc)
-            log.warning(
-                "%s: XNAT unavailable (%s); uploads wait, next try in %.1f s",
-                claim.display,
-                exc,
-                delay,
-            )
+            self._outage_begins(job, exc)
+        except XnatServerError as exc:
+            # A 500: an outage (the probe fails too) or something about this session.
+            if self._xnat_is_down():
+                self._outage_begins(job, exc)
+            else:
+                self._spend_attempt(job, f"XNAT answered with an error: {exc}", exc)
         except XnatAuthError as exc:
-            self._pause.auth = str(exc)
-            self._pause.auth_stamp = creds.stamp(self.config.xnat.secret_file, self.env)
+            self._pause_auth(exc)
             job.last_error = str(exc)
-            log.error("UPLOADS PAUSED: %s", exc)
         except XnatRejectedError as exc:
             target = job.verdict.target if job.verdict else None
             if exc.rule == "unknown-project" and target is not None:
@@ -326,19 +422,32 @@ class Service:
                 violation = _xnat_violation(exc)
             self._finish(job, Outcome.FAILED, (*self._judged(job), violation))
         except Exception as exc:
-            job.unexpected_failures += 1
-            job.last_error = f"{type(exc).__name__}: {exc}"
-            log.exception(
-                "%s: unexpected error (attempt %d)", claim.display, job.unexpected_failures
-            )
-            if job.unexpected_failures >= MAX_UNEXPECTED:
-                self._give_up(job, exc)
-            else:
-                job.next_at = self.clock.monotonic() + self.config.retry.first_delay
+            log.exception("%s: unexpected error", claim.display)
+            self._spend_attempt(job, f"unexpected error: {type(exc).__name__}: {exc}", exc)
+        finally:
+            job.uploading = False
+
+    def _delivered_before(self, job: Job) -> Violation | None:
+        """The same instances, same labels, already delivered (per the ledger): a re-drop."""
+        assert job.verdict is not None and job.verdict.target is not None
+        key = content_key(job.verdict.target, job.verdict.upload)
+        self._ledger_().update(job.claim.id, self.clock.wall(), content_key=key)
+        earlier = self._ledger_().delivered(key)
+        if earlier is None or earlier.claim_id == job.claim.id or job.forced:
+            return None
+        where = earlier.archive_uri or earlier.prearchive_uri
+        sentence = (
+            f"This session was already delivered on {status_file.iso(earlier.updated_at)} "
+            f"({self.config.xnat.url}{where}); it was not uploaded again. If it must be sent "
+            "again anyway, ask the data manager to run `xnat-drop retry --force` on this folder."
+        )
+        return Violation(
+            "already-delivered", Policy.REJECT, "the whole session", sentence, detail=where
+        )
 
     def _judge(self, job: Job) -> None:
         claim = job.claim
-        judgement = judge(claim.folder, claim.relpath, self.config)
+        judgement = judge(claim.folder, claim.relpath, self.config, self._pool)
         session, verdict = judgement.session, judgement.verdict
         job.session, job.verdict = session, verdict
         rules = ", ".join(sorted({v.rule for v in verdict.violations}))
@@ -357,52 +466,92 @@ class Service:
             log.info("%s: %s: rejected (%s)", claim.display, found, rules)
 
     def _deliver(self, job: Job) -> UploadReceipt:
-        """Check the project, then stream the zip to XNAT. Raises the Xnat*Error types."""
+        """Stream the zip to XNAT and see it verified there. Raises the Xnat*Error types."""
         assert (
             job.verdict is not None and job.verdict.target is not None and self._client is not None
         )
         target, verdict = job.verdict.target, job.verdict
-        if not self._client.project_exists(target.project):
-            raise XnatRejectedError("unknown-project", unknown_project(target.project).sentence)
         entries = [BundleEntry(job.claim.folder / f.path, f.path, f.size) for f in verdict.upload]
         streams: list[ZipStream] = []
 
         def make_body() -> ZipStream:
-            streams.append(ZipStream(entries))
+            total = sum(f.size for f in verdict.upload)
+            log.info(
+                "%s: uploading %d files (%.1f MB) to XNAT %s/%s/%s",
+                job.claim.display,
+                len(entries),
+                total / 1e6,
+                target.project,
+                target.subject,
+                target.session,
+            )
+            job.uploading = True
+            half = total // 2
+
+            def progress(done: int) -> None:
+                if done >= half:
+                    failpoints.hit("mid-upload")
+
+            streams.append(ZipStream(entries, progress=progress))
             return streams[-1]
 
-        total = sum(f.size for f in verdict.upload)
-        log.info(
-            "%s: uploading %d files (%.1f MB) to XNAT %s/%s/%s",
-            job.claim.display,
-            len(entries),
-            total / 1e6,
-            target.project,
-            target.subject,
-            target.session,
-        )
+        delivery = Delivery(self._client, self.config.xnat, self._ledger_(), self.clock.wall)
         started = self.clock.monotonic()
         try:
-            uris = self._client.upload(make_body, target)
+            receipt = delivery.deliver(job.claim.id, verdict, make_body)
         finally:
             for stream in streams:
                 stream.close()
-        seconds = self.clock.monotonic() - started
-        for uri in uris:
-            if not uri.startswith(
-                (
-                    f"/data/prearchive/projects/{target.project}/",
-                    f"/data/archive/projects/{target.project}/",
-                )
-            ):
-                raise XnatRejectedError(
-                    "xnat-unassigned",
-                    f"XNAT filed the upload at {uri} instead of project {target.project}. "
-                    "Ask the XNAT administrator to move or delete that prearchive session.",
-                )
-        return UploadReceipt(
-            uris, len(entries), streams[-1].bytes_done, seconds, self._server_version
+        if self._outage is not None:
+            self._outage_ends()
+        return replace(
+            receipt,
+            bytes_sent=streams[-1].bytes_done if streams else 0,
+            seconds=self.clock.monotonic() - started,
+            server_version=self._server_version,
         )
+
+    def _spend_attempt(self, job: Job, reason: str, exc: Exception) -> None:
+        """A failure that is not an outage: retry with backoff until max_attempts."""
+        job.last_error = reason
+        job.attempts = self._ledger_().spend_attempt(job.claim.id, self.clock.wall(), reason)
+        retry = self.config.retry
+        if job.attempts >= retry.max_attempts:
+            self._give_up(job, exc)
+            return
+        delay = backoff(job.attempts, retry.first_delay, retry.max_delay, self.rng.random())
+        job.next_at = self.clock.monotonic() + delay
+        log.warning(
+            "%s: attempt %d of %d failed (%s); next try in %.1f s",
+            job.claim.display,
+            job.attempts,
+            retry.max_attempts,
+            reason,
+            delay,
+        )
+
+    def _give_up(self, job: Job, exc: Exception) -> None:
+        history = "; ".join(
+            f"{status_file.iso(e.at)} {e.detail}"
+            for e in self._ledger_().events(job.claim.id)
+            if e.kind == "attempt-failed"
+        )
+        violation = Violation(
+            "delivery-failed",
+            Policy.REJECT,
+            "xnat-drop",
+            f"xnat-drop tried {job.attempts} times and failed each time ({history}). The files "
+            "are untouched. Tell the administrator (the service log has the details), then move "
+            "the folder back to try again.",
+        )
+        try:
+            self._finish(job, Outcome.FAILED, (*self._judged(job), violation))
+        except OSError:
+            log.exception(
+                "%s: cannot move it to failed/; it stays in the work folder", job.claim.display
+            )
+            job.next_at = float("inf")
+        del exc
 
     def _finish(
         self,
@@ -414,6 +563,7 @@ class Service:
         paths = self.config.paths
         claim = job.claim
         root = paths.done if outcome is Outcome.DONE else paths.failed
+        store.discard_own_reports(paths.failed if outcome is Outcome.DONE else paths.done, claim)
         dest = store.destination(root, claim)
         session = job.session or Session(claim.relpath[-1], claim.relpath, ())
         report = Report(
@@ -425,71 +575,234 @@ class Service:
             target=job.verdict.target if job.verdict else None,
             violations=violations,
             receipt=receipt,
-            attempts=job.attempts,
+            attempts=job.attempts + 1,
             incoming=self._shown(paths.incoming.joinpath(*claim.relpath)),
+            claim_id=claim.id,
         )
-        store.finish(
-            claim, dest, {".report.txt": render_text(report), ".report.json": render_json(report)}
+        # Reports, then the ledger's decision, then the move: a crash between any two is
+        # finished by the next start (see _adopt_orphans), never decided twice.
+        store.write_reports(
+            dest, {".report.txt": render_text(report), ".report.json": render_json(report)}
         )
+        failpoints.hit("after-reports")
+        rules = sorted({v.rule for v in violations if v.policy is Policy.REJECT})
+        self._ledger_().update(
+            claim.id,
+            self.clock.wall(),
+            state=outcome.value,
+            outcome=outcome.value,
+            reason=", ".join(rules),
+            final_path=str(dest),
+        )
+        failpoints.hit("before-move")
+        self._work_().complete(claim, dest)
         self.jobs.remove(job)
         if outcome is Outcome.DONE:
-            log.info(
-                "%s: delivered (%s) -> %s",
-                claim.display,
-                ", ".join(receipt.uris if receipt else ()),
-                report.location,
-            )
+            uris = ", ".join(receipt.uris if receipt else ())
+            log.info("%s: delivered (%s) -> %s", claim.display, uris, report.location)
         else:
-            rules = sorted({v.rule for v in violations if v.policy is Policy.REJECT})
             log.info(
                 "%s: not uploaded (%s) -> %s", claim.display, ", ".join(rules), report.location
             )
 
-    def _give_up(self, job: Job, exc: Exception) -> None:
-        violation = Violation(
-            "internal-error",
-            Policy.REJECT,
-            "xnat-drop",
-            f"xnat-drop failed {job.unexpected_failures} times on this session with an unexpected "
-            f"error ({type(exc).__name__}: {exc}). The files are untouched. Tell the administrator "
-            "(the service log has the details), then move the folder back to try again.",
-        )
-        try:
-            self._finish(job, Outcome.FAILED, (*self._judged(job), violation))
-        except OSError:
-            log.exception(
-                "%s: cannot move it to failed/; it stays in the work folder", job.claim.display
-            )
-            job.next_at = float("inf")
-
     def _judged(self, job: Job) -> tuple[Violation, ...]:
         return job.verdict.violations if job.verdict is not None else ()
 
+    # -- XNAT's availability ------------------------------------------------------------------
+
+    def _outage_begins(self, job: Job, exc: Exception) -> None:
+        """XNAT did not answer: the whole queue waits, and one probe per interval asks again."""
+        job.last_error = str(exc)
+        now = self.clock.monotonic()
+        retry = self.config.retry
+        if self._outage is None:
+            self._outage = _Outage(str(exc), self.clock.wall(), now, 0, now)
+            log.warning("XNAT unavailable (%s): uploads wait and resume by themselves", exc)
+        outage = self._outage
+        outage.failures += 1
+        after = getattr(exc, "retry_after", None)
+        delay = backoff(
+            outage.failures, retry.first_delay, retry.max_delay, self.rng.random(), after
+        )
+        outage.next_probe = now + delay
+
+    def _probe(self) -> None:
+        """One light request while XNAT is unavailable; it ends the outage if it succeeds."""
+        assert self._outage is not None and self._client is not None
+        try:
+            self._client.probe()
+        except (XnatTransientError, XnatServerError) as exc:
+            outage = self._outage
+            outage.failures += 1
+            retry = self.config.retry
+            after = getattr(exc, "retry_after", None)
+            delay = backoff(
+                outage.failures, retry.first_delay, retry.max_delay, self.rng.random(), after
+            )
+            outage.next_probe = self.clock.monotonic() + delay
+            log.debug("XNAT still unavailable (%s); next probe in %.1f s", exc, delay)
+            return
+        except XnatAuthError as exc:
+            self._pause_auth(exc)
+            return
+        self._outage_ends()
+
+    def _outage_ends(self) -> None:
+        assert self._outage is not None
+        lasted = self.clock.monotonic() - self._outage.started
+        waiting = sum(1 for j in self.jobs if j.verdict is not None)
+        log.info(
+            "XNAT reachable again after %s; %d session(s) resume",
+            _duration(lasted),
+            waiting,
+        )
+        self._outage = None
+
+    def _xnat_is_down(self) -> bool:
+        """Ask XNAT once whether it is answering at all (after a 500)."""
+        assert self._client is not None
+        try:
+            self._client.probe()
+        except (XnatTransientError, XnatServerError):
+            return True
+        except XnatAuthError:
+            return False
+        return False
+
+    def _pause_auth(self, exc: XnatAuthError) -> None:
+        stamp = creds.stamp(self.config.xnat.secret_file, self.env)
+        self._auth = _AuthPause(str(exc), stamp, self.clock.wall())
+        log.error("UPLOADS PAUSED: %s", exc)
+
     def _retry_credentials(self) -> None:
         """Resume uploads once an operator replaced the refused secret (one login per change)."""
-        if not self._pause.auth:
+        if self._auth is None:
             return
         current = creds.stamp(self.config.xnat.secret_file, self.env)
-        if current is None or current == self._pause.auth_stamp:
+        if current is None or current == self._auth.stamp:
             return
-        self._pause.auth_stamp = current
+        self._auth.stamp = current
         log.info("the XNAT secret changed; trying to log in again")
         try:
             client = self.connect()
             client.login()
         except (ConfigError, XnatAuthError) as exc:
-            self._pause.auth = str(exc)
+            self._auth.reason = str(exc)
             log.error("UPLOADS STILL PAUSED: %s", exc)
             return
-        except XnatTransientError as exc:
+        except (XnatTransientError, XnatServerError) as exc:
             log.warning("cannot check the new secret yet: %s", exc)
-            self._pause.auth_stamp = None  # try again on the next turn
+            self._auth.stamp = None  # try again on the next turn
             return
         if self._client is not None:
             self._client.close()
         self._client = client
-        self._pause.auth = ""
+        self._auth = None
         log.info("logged in to XNAT again; uploads resume")
+
+    # -- status -----------------------------------------------------------------------------
+
+    def _publish(self, *, force: bool = False) -> None:
+        """Rewrite status.json when something changed (and every STATUS_REFRESH seconds)."""
+        if self._ledger is None:
+            return
+        snapshot = self._snapshot()
+        key = repr({k: v for k, v in snapshot.items() if k != "updated_at"})
+        now = self.clock.monotonic()
+        if not force and key == self._published[0] and now - self._published[1] < STATUS_REFRESH:
+            return
+        try:
+            status_file.write(self.config.paths.state, snapshot)
+        except OSError as exc:
+            log.warning("cannot write the status file: %s", exc)
+            return
+        self._published = (key, now)
+
+    def _snapshot(self) -> dict[str, Any]:
+        mono, wall = self.clock.monotonic(), self.clock.wall()
+
+        def at(monotonic: float) -> str | None:
+            return None if monotonic == float("inf") else status_file.iso(wall + monotonic - mono)
+
+        if self._auth is not None:
+            xnat = {
+                "state": "credentials refused",
+                "detail": self._auth.reason,
+                "since": status_file.iso(self._auth.since),
+            }
+        elif self._outage is not None:
+            xnat = {
+                "state": "unreachable",
+                "detail": self._outage.reason,
+                "since": status_file.iso(self._outage.since),
+                "next_probe": at(self._outage.next_probe),
+            }
+        else:
+            xnat = {"state": "ok"}
+        xnat.update(url=self.config.xnat.url, server_version=self._server_version)
+        settle = self.config.watch.settle
+        settling = []
+        for relpath, seen in sorted(self.seen.items()):
+            fp = seen.fingerprint
+            marker = bool(self.config.watch.ready_marker)
+            ready = settles_at(seen, settle, needs_marker=marker)
+            state = waiting_for(seen, needs_marker=marker)
+            if ready is not None:
+                state += f", taken at {at(ready)} if nothing changes"
+            if relpath in self._alarmed:
+                state = f"NOT READY for over {_duration(self.config.watch.max_settle)}: {state}"
+            settling.append(
+                {
+                    "session": "/".join(relpath),
+                    "files": fp.count,
+                    "bytes": fp.total_bytes,
+                    "since": at(seen.since),
+                    "state": state,
+                }
+            )
+        work = [self._job_status(job, at) for job in self.jobs]
+        midnight = (
+            datetime.fromtimestamp(wall)
+            .replace(hour=0, minute=0, second=0, microsecond=0)
+            .timestamp()
+        )
+        ledger = self._ledger_()
+        return {
+            "schema": status_file.SCHEMA,
+            "pid": os.getpid(),
+            "version": __version__,
+            "updated_at": status_file.iso(wall),
+            "xnat": xnat,
+            "settling": settling,
+            "work": work,
+            "today": {
+                "done": ledger.count_since("done", midnight),
+                "failed": ledger.count_since("failed", midnight),
+            },
+        }
+
+    def _job_status(self, job: Job, at: Callable[[float], str | None]) -> dict[str, Any]:
+        if job.uploading:
+            state = "uploading"
+        elif job.verdict is None:
+            state = "waiting to be inspected"
+        elif self._auth is not None:
+            state = "waiting: XNAT refused the credentials"
+        elif self._outage is not None:
+            state = "waiting: XNAT unreachable"
+        elif job.attempts:
+            attempt = f"attempt {job.attempts + 1} of {self.config.retry.max_attempts}"
+            state = f"retrying ({attempt}) at {at(job.next_at)}"
+        else:
+            state = "next"
+        return {
+            "session": job.claim.display,
+            "claim": job.claim.id,
+            "state": state,
+            "attempts": job.attempts,
+            "since": status_file.iso(job.claim.claimed_at),
+            "last_error": job.last_error,
+        }
 
     def _shown(self, path: Path) -> str:
         """`path` as lab members know it: relative to the drop tree when there is one."""
@@ -508,3 +821,11 @@ def _xnat_violation(exc: XnatRejectedError) -> Violation:
             " Check the files named in XNAT's message, fix them, then drop the session again."
         )
     return Violation(exc.rule, Policy.REJECT, "XNAT", sentence)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -77,23 +77,35 @@ def walk(root: Path) -> Iterator[Entry]:
         stack.extend(reversed(subfolders))
 
 
-def find_sessions(incoming: Path, depth: int) -> list[tuple[str, ...]]:
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """What a look at incoming/ found: session candidates, and empty folders above them."""
+
+    sessions: tuple[tuple[str, ...], ...]
+    empty: tuple[tuple[str, ...], ...]  # project/subject folders with nothing in them
+
+
+def find_sessions(incoming: Path, depth: int) -> Layout:
     """Folders exactly `depth` levels below `incoming`: the session candidates.
 
     Hidden and OS-clutter folders are skipped at every level, as are symlinks to folders.
+    Folders above the session level that hold nothing at all are listed as `empty`.
     """
     found: list[tuple[str, ...]] = []
+    empty: list[tuple[str, ...]] = []
 
     def descend(folder: Path, parts: tuple[str, ...]) -> None:
         try:
             with os.scandir(folder) as it:
-                children = sorted(
-                    e.name
-                    for e in it
-                    if e.is_dir(follow_symlinks=False) and not is_hidden_dir(e.name)
-                )
+                entries = list(it)
         except OSError:
             return
+        if parts and not entries:
+            empty.append(parts)
+            return
+        children = sorted(
+            e.name for e in entries if e.is_dir(follow_symlinks=False) and not is_hidden_dir(e.name)
+        )
         for name in children:
             if len(parts) + 1 == depth:
                 found.append((*parts, name))
@@ -101,4 +113,4 @@ def find_sessions(incoming: Path, depth: int) -> list[tuple[str, ...]]:
                 descend(folder / name, (*parts, name))
 
     descend(incoming, ())
-    return found
+    return Layout(tuple(found), tuple(empty))

@@ -1,7 +1,8 @@
 """Filesystem events, only to wake the service loop early. The periodic rescan is the truth.
 
-inotify sees nothing written by other machines on a network share, so `observer = "polling"`
-uses watchdog's polling observer there.
+inotify sees nothing written by other machines on a network share; there, `observer =
+"polling"` runs no observer at all and the loop rescans every poll interval instead, so the
+tree is walked once per interval, not twice.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from typing import Any
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
-from watchdog.observers.polling import PollingObserver
 
 log = logging.getLogger(__name__)
 
@@ -42,17 +42,12 @@ class _Waker(FileSystemEventHandler):
 
 
 class Watcher:
-    """Sets `wake` whenever anything below `folder` changes."""
+    """Sets `wake` whenever anything below `folder` changes (inotify)."""
 
-    def __init__(
-        self, folder: Path, wake: threading.Event, *, observer: str, poll_interval: float
-    ) -> None:
-        self._observer: Any = (
-            PollingObserver(timeout=poll_interval) if observer == "polling" else Observer()
-        )
+    def __init__(self, folder: Path, wake: threading.Event) -> None:
+        self._observer: Any = Observer()
         self._observer.daemon = True
         self._observer.schedule(_Waker(wake), str(folder), recursive=True)
-        self.kind = observer
 
     def start(self) -> None:
         self._observer.start()

@@ -10,23 +10,30 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 from requests.utils import get_environ_proxies
 
 from . import __version__
+from . import credentials as creds
 from .config import XnatConfig
 from .credentials import Credentials
-from .errors import XnatAuthError, XnatRejectedError, XnatTransientError
+from .errors import XnatAuthError, XnatRejectedError, XnatServerError, XnatTransientError
 from .model import Target
 
 log = logging.getLogger(__name__)
 
 USER_AGENT = f"xnat-drop/{__version__}"
-TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+# Outages: the session waits and the queue pauses. A plain 500 is not among them: it may be
+# this session's fault, so it is XnatServerError and the loop asks a probe which it is.
+TRANSIENT_STATUS = frozenset({408, 429, 502, 503, 504})
+# How XNAT says "I refuse to archive this" from action=commit (xnat-api.md §6.1, the
+# correction): a 500 that is a verdict on the data, not an outage. <= 1.8.2 words it vaguely.
+COMMIT_REFUSALS = ("FAILED: Unable to archive", "did not return a valid data URI")
 _H3 = re.compile(r"<h3>(.*?)</h3>", re.IGNORECASE | re.DOTALL)
 _TAGS = re.compile(r"<[^>]+>")
 
@@ -41,6 +48,27 @@ class Body(Protocol):
 
 class _UnauthorizedError(Exception):
     """A 401: the caller decides between one re-login and giving up."""
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivedRef:
+    """An imaging session in XNAT's archive."""
+
+    label: str
+    uid: str
+    subject: str
+    uri: str  # /data/projects/P/subjects/S/experiments/E
+
+
+@dataclass(frozen=True, slots=True)
+class PrearchiveRef:
+    """A session in XNAT's prearchive."""
+
+    name: str
+    tag: str  # StudyInstanceUID
+    subject: str
+    status: str
+    uri: str  # /data/prearchive/projects/P/TIMESTAMP/FOLDER
 
 
 class XnatClient:
@@ -93,11 +121,109 @@ class XnatClient:
             ) from exc
         self._logged_in = True
 
+    def probe(self) -> None:
+        """One cheap authenticated call: is XNAT answering, and does it know us?
+
+        Raises XnatTransientError, XnatServerError or XnatAuthError like any other call.
+        """
+        self._call("GET", "/data/JSESSION")
+
     def project_exists(self, project: str) -> bool:
         """True when `project` exists and this user can see it (404 means neither)."""
         path = f"/data/projects/{quote(project, safe='')}"
         response = self._call("GET", path, params={"format": "json"}, missing_ok=True)
         return response.status_code != 404
+
+    def find_archived(self, project: str, label: str, study_uid: str) -> list[ArchivedRef]:
+        """Archived sessions of `project` with this label or this StudyInstanceUID.
+
+        Asks with filters and filters again here, so a server that ignores a filter is fine.
+        """
+        path = f"/data/projects/{quote(project, safe='')}/experiments"
+        found: dict[str, ArchivedRef] = {}
+        for key, value in (("label", label), ("UID", study_uid)):
+            if not value:
+                continue
+            params = {"format": "json", "columns": "ID,label,UID,subject_label", key: value}
+            for row in _rows(self._call("GET", path, params=params)):
+                if row.get(key) != value:
+                    continue
+                subject, label = row.get("subject_label", ""), row.get("label", "")
+                uri = f"/data/projects/{project}/subjects/{subject}/experiments/{label}"
+                if not subject:
+                    uri = row.get("URI", "")
+                found[uri] = ArchivedRef(label, row.get("UID", ""), subject, uri)
+        return list(found.values())
+
+    def find_prearchive(self, project: str, study_uid: str) -> list[PrearchiveRef]:
+        """Prearchive sessions of `project` holding this StudyInstanceUID (their `tag`)."""
+        path = f"/data/prearchive/projects/{quote(project, safe='')}"
+        response = self._call("GET", path, params={"format": "json"}, missing_ok=True)
+        if response.status_code == 404:
+            return []
+        return [
+            PrearchiveRef(
+                row.get("name", ""),
+                row.get("tag", ""),
+                row.get("subject", ""),
+                row.get("status", ""),
+                _data_uri(row.get("url", "")),
+            )
+            for row in _rows(response)
+            if row.get("tag") == study_uid
+        ]
+
+    def delete_prearchive(self, uri: str) -> None:
+        """Delete one prearchive session (only ever one this daemon created)."""
+        self._call("DELETE", _data_uri(uri), missing_ok=True)
+
+    def build(self, uri: str) -> None:
+        """Build a prearchive session (its XML and scan listing): status READY."""
+        self._call("POST", _data_uri(uri), params={"action": "build"})
+
+    def commit(self, uri: str, *, overwrite: bool = False) -> str:
+        """Archive a prearchive session (`action=commit&AA=true`); returns its archive URI.
+
+        `overwrite` lets XNAT replace the files of an existing session (overwrite=delete).
+        A 500 whose message says XNAT refused to archive is a verdict, not an outage:
+        XnatRejectedError.
+        """
+        params = {"action": "commit", "AA": "true"}
+        if overwrite:
+            params["overwrite"] = "delete"
+        try:
+            response = self._call("POST", _data_uri(uri), params=params)
+        except XnatServerError as exc:
+            if any(words in str(exc) for words in COMMIT_REFUSALS):
+                raise XnatRejectedError(
+                    "xnat-rejected", f"XNAT refused to archive: {exc.message}", status=500
+                ) from exc
+            raise
+        answer = response.text.strip()
+        if response.status_code == 301 and answer.startswith("/data/archive/"):
+            return answer.splitlines()[0].strip()
+        raise XnatRejectedError(
+            "xnat-rejected",
+            f"XNAT did not archive the session (answer {response.status_code}: {answer[:200]!r}); "
+            "check the project's prearchive settings",
+            status=response.status_code,
+        )
+
+    def scan_counts(self, uri: str) -> dict[str, int]:
+        """DICOM files per scan of a prearchive (built) or archived session: {scan ID: count}."""
+        base = _data_uri(uri)
+        counts = {}
+        for scan in _rows(self._call("GET", f"{base}/scans", params={"format": "json"})):
+            scan_id = str(scan.get("ID", ""))
+            resources = self._call(
+                "GET",
+                f"{base}/scans/{quote(scan_id, safe='')}/resources",
+                params={"format": "json"},
+            )
+            counts[scan_id] = sum(
+                int(r.get("file_count") or 0) for r in _rows(resources) if r.get("label") == "DICOM"
+            )
+        return counts
 
     def upload(self, make_body: Callable[[], Body], target: Target) -> tuple[str, ...]:
         """POST a zip of DICOM files to the import service; returns the URIs XNAT answered.
@@ -176,6 +302,7 @@ class XnatClient:
             "params": params,
             "headers": headers,
             "timeout": self._timeout,
+            # XNAT answers a commit with 301 and the archive URI in the body: keep it.
             "allow_redirects": method == "GET",
         }
         if auth:
@@ -200,7 +327,7 @@ class XnatClient:
         self, response: requests.Response, method: str, path: str, missing_ok: bool
     ) -> requests.Response:
         status = response.status_code
-        if status < 300 or (status == 404 and missing_ok):
+        if status < 300 or (status == 404 and missing_ok) or (status == 301 and method == "POST"):
             return response
         what = f"{method} {path}"
         message = error_message(response.text)
@@ -211,11 +338,13 @@ class XnatClient:
                 f"XNAT denied user {self._credentials.user!r} access for {what} (403): {message}. "
                 "Uploads are paused until the account's permissions are fixed."
             )
-        if status in TRANSIENT_STATUS or status >= 500:
+        if status in TRANSIENT_STATUS:
             raise XnatTransientError(
                 f"XNAT answered {status} to {what}: {message}",
                 retry_after=_retry_after(response.headers.get("Retry-After")),
             )
+        if status >= 500:
+            raise XnatServerError(f"XNAT answered {status} to {what}: {message}", message=message)
         if 300 <= status < 400:
             raise XnatRejectedError(
                 "xnat-rejected",
@@ -226,6 +355,33 @@ class XnatClient:
         raise XnatRejectedError(
             "xnat-rejected", f"XNAT refused {what} ({status}): {message}", status=status
         )
+
+
+def connect(config: XnatConfig, env: Mapping[str, str]) -> XnatClient:
+    """A client for the configured XNAT with the credentials from their protected source.
+
+    Raises ConfigError when the credentials are missing or unsafe.
+    """
+    host = urlsplit(config.url).hostname or ""
+    return XnatClient(config, creds.load(config.secret_file, env, host))
+
+
+def _rows(response: requests.Response) -> list[dict[str, str]]:
+    """The rows of an XNAT ResultSet answer (every value a string, xnat-api.md §1.3)."""
+    try:
+        data = response.json()
+        rows = data["ResultSet"]["Result"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise XnatRejectedError(
+            "xnat-rejected",
+            f"XNAT answered {response.url} without a ResultSet: {response.text[:200]!r}",
+        ) from exc
+    return [{str(k): str(v) for k, v in row.items()} for row in rows if isinstance(row, dict)]
+
+
+def _data_uri(uri: str) -> str:
+    """Prearchive listings give `/prearchive/...`; every call needs `/data/prearchive/...`."""
+    return uri if uri.startswith("/data/") else "/data" + uri
 
 
 def error_message(body: str) -> str:

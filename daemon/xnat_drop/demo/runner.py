@@ -16,11 +16,10 @@ import tempfile
 from pathlib import Path
 
 from .. import config as config_mod
-from .. import credentials as creds
 from ..cli import setup_logging
 from ..emulator import Emulator
 from ..service import Service
-from ..xnat import XnatClient
+from ..xnat import XnatClient, connect
 from .samples import ORIGINAL, SeriesSpec, write_nifti, write_session
 
 PROJECT = "DEMO"
@@ -62,10 +61,10 @@ def _demo(base: Path) -> int:
         env = dict(os.environ)
         cfg = config_mod.load(config_path, env)
 
-        def connect() -> XnatClient:
-            return XnatClient(cfg.xnat, creds.load(cfg.xnat.secret_file, env))
+        def connect_xnat() -> XnatClient:
+            return connect(cfg.xnat, env)
 
-        code = Service(cfg, connect=connect, env=env).run(once=True, timeout=120)
+        code = Service(cfg, connect=connect_xnat, env=env).run(once=True, timeout=120)
         prearchive = emu.prearchive()
 
     print("\n=== The drop tree afterwards ===")
