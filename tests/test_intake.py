@@ -331,3 +331,84 @@ def test_marker_mode_waits_for_the_ready_file_which_is_never_uploaded(
     assert session.file_count == 6  # the DICOM files only
     report = json.loads(drop.done.joinpath(PROJECT, "S01", "S01_MR1.report.json").read_text())
     assert report["ignored"] == ["READY"] and report["violations"] == []
+
+
+# -- bad inputs and bad storage ----------------------------------------------------------------
+
+
+def mount(*args: str) -> None:
+    result = subprocess.run(["mount", *args], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount here (needs root): {result.stderr.strip()}")
+
+
+def test_a_read_only_failed_folder_keeps_the_session_safe_until_it_is_writable(
+    drop: Drop, emulator: Emulator
+) -> None:
+    folder = drop_session(drop)
+    write_nifti(folder / "T1w.nii.gz")
+    dropped = digest(folder)
+    drop.failed.mkdir()
+    mount("--bind", str(drop.failed), str(drop.failed))
+    try:
+        mount("-o", "remount,bind,ro", str(drop.failed))
+        stuck = run_daemon(drop, timeout=12)
+    finally:
+        subprocess.run(["umount", str(drop.failed)], check=True)
+    assert stuck.returncode == 75, stuck.stderr
+    assert "cannot put it into failed/" in stuck.stderr and "Read-only file system" in stuck.stderr
+    [waiting] = [p for claim in drop.work.iterdir() for p in claim.iterdir() if p.is_dir()]
+    assert digest(waiting) == dropped
+    fixed = run_daemon(drop)
+    assert fixed.returncode == 0, fixed.stderr
+    assert digest(drop.failed.joinpath(*REL)) == dropped
+
+
+def test_a_full_disk_leaves_the_session_in_incoming_until_there_is_room(
+    drop: Drop, emulator: Emulator, tmp_path: Path
+) -> None:
+    small = tmp_path / "small"
+    small.mkdir()
+    mount("-t", "tmpfs", "-o", "size=2m", "tmpfs", str(small))
+    try:
+        on_tmpfs = Drop(small, drop.config, drop.secret, drop.state)
+        (small / "incoming").mkdir()
+        on_tmpfs.write_config(emulator.url)
+        staging = small / "staging"
+        write_session(staging, SCANS[:1])
+        folder = on_tmpfs.incoming.joinpath(*REL)
+        folder.parent.mkdir(parents=True)
+        os.rename(staging, folder)
+        dropped = digest(folder)
+        with (small / "filler").open("wb") as filler:  # the disk fills up
+            try:
+                while True:
+                    filler.write(b"\0" * 65536)
+                    filler.flush()
+            except OSError:
+                pass
+        stuck = run_daemon(on_tmpfs, timeout=10)
+        assert stuck.returncode == 75, stuck.stderr
+        assert (
+            "cannot take it into the work folder" in stuck.stderr
+            and "No space left" in stuck.stderr
+        )
+        assert digest(folder) == dropped and not any((small / ".work").iterdir())
+        (small / "filler").unlink()
+        fixed = run_daemon(on_tmpfs)
+        assert fixed.returncode == 0, fixed.stderr
+        assert digest(small / "done" / "/".join(REL)) == dropped
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+
+
+def test_deep_nesting_and_unicode_names_are_delivered_whole(drop: Drop, emulator: Emulator) -> None:
+    folder = drop_session(drop)
+    deep = folder.joinpath(*[f"niveau_{n}_ü" for n in range(40)])
+    deep.mkdir(parents=True)
+    os.rename(folder / "01_localizer" / "IM0001.dcm", deep / "Bild_ß_图像.dcm")
+    dropped = digest(folder)
+    result = run_daemon(drop)
+    assert result.returncode == 0, result.stderr
+    assert digest(drop.done.joinpath(*REL)) == dropped
+    assert emulator.prearchive()[0].file_count == 6

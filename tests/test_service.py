@@ -9,7 +9,9 @@ import itertools
 import logging
 import os
 import random
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -228,3 +230,43 @@ def test_a_folder_that_never_settles_raises_one_alarm(
     assert folder.is_dir() and not service.jobs
     state = service._snapshot()["settling"][0]["state"]
     assert state.startswith("NOT READY for over 60 s")
+
+
+def test_a_file_vanishing_during_inspection_sends_the_session_back_to_settling(
+    drop: Drop,
+    emulator: Emulator,
+    clock: ManualClock,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The race (a file deleted between the walk and its read) replayed: the walk's listing is
+    taken, then the file goes, as another process on the share might do."""
+    from xnat_drop import inspect as inspect_module
+    from xnat_drop.tree import walk
+
+    caplog.set_level(logging.INFO, logger="xnat_drop")
+    service = make_service(drop, clock)
+    write_session(
+        drop.incoming.joinpath(*REL), [SeriesSpec(1, "T1", images=3)], study_uid="1.2.3.9"
+    )
+    service.tick()
+    clock.now += SETTLE
+    service.wake.set()
+    real_walk = walk
+
+    def stale_walk(root: Path) -> Iterator[Any]:
+        listing = list(real_walk(root))
+        (root / listing[-1].relpath).unlink()  # gone after it was listed
+        return iter(listing)
+
+    monkeypatch.setattr(inspect_module, "walk", stale_walk)
+    run_until_idle(service)
+    monkeypatch.undo()
+    assert any("changed while being read" in r.getMessage() for r in caplog.records)
+    [job] = service.jobs
+    assert job.verdict is None and not any(drop.failed.iterdir())
+    clock.now += SETTLE
+    service.wake.set()
+    run_until_idle(service)
+    assert drop.done.joinpath(*REL).is_dir()
+    assert emulator.prearchive()[0].file_count == 2  # what is left, judged again from scratch

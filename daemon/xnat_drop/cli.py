@@ -140,29 +140,45 @@ def load_config(path: Path, env: Mapping[str, str]) -> Config:
     return config_mod.load(path, env)
 
 
-def setup_logging(level: str) -> None:
-    """Plain lines on stderr; under systemd the journal adds its own timestamps."""
-    under_journal = "JOURNAL_STREAM" in os.environ
-    fmt = "%(levelname)s %(message)s" if under_journal else "%(asctime)s %(levelname)s %(message)s"
-    logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr, force=True)
+def setup_logging(level: str, env: Mapping[str, str] | None = None) -> None:
+    """Under journald: the journal, with SYSLOG_IDENTIFIER=xnat-drop and structured fields
+    (SESSION, PROJECT, RULE, XNAT_URI). Otherwise plain timestamped lines on stderr."""
+    from . import systemd
+
+    env = os.environ if env is None else env
+    handler = systemd.journal_handler() if systemd.under_journal(env) else None
+    if handler is not None:
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    else:
+        fmt = "%(asctime)s %(levelname)s %(message)s"
+        logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr, force=True)
     # urllib3 logs every connection at DEBUG, with URLs: keep it quiet unless asked.
     logging.getLogger("urllib3").setLevel(logging.WARNING)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .service import Service
+    from .systemd import Notifier
 
     env = dict(os.environ)
     cfg = load_config(args.config, env)
-    setup_logging(cfg.log_level)
-    service = Service(cfg, connect=lambda: _connect(cfg, env), env=env)
+    setup_logging(cfg.log_level, env)
+    # `connect` reads the configuration the service holds now, so a reload takes effect.
+    service: Service = Service(
+        cfg, connect=lambda: _connect(service.config, env), env=env, notifier=Notifier(env)
+    )
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s; stopping after the current step", signal.Signals(signum).name)
         service.stop()
 
+    def on_hangup(_signum: int, _frame: FrameType | None) -> None:
+        service.request_reload()
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hangup)
     try:
         return service.run(once=args.once, timeout=args.timeout)
     except ConfigError:

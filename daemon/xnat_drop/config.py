@@ -176,6 +176,7 @@ class Config:
     retry: RetryConfig
     log_level: str
     source: str = ""
+    stop_timeout: float = 60.0  # SIGTERM: the current step may finish within this, then it is left
 
     @property
     def dicom_keywords(self) -> tuple[str, ...]:
@@ -292,11 +293,14 @@ def parse(
     log = top.table("log")
     log_level = log.text("level", "info", LOG_LEVELS)
     log.finish()
+    service = top.table("service")
+    stop_timeout = service.seconds("stop_timeout_seconds", 60.0, minimum=1.0)
+    service.finish()
     top.finish()
 
     if problems or paths is None or xnat is None:
         raise ConfigError(problems or ["configuration incomplete"], source)
-    return Config(paths, watch, xnat, routing, rules, retry, log_level, source)
+    return Config(paths, watch, xnat, routing, rules, retry, log_level, source, stop_timeout)
 
 
 def load(path: Path, env: Mapping[str, str]) -> Config:

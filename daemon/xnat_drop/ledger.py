@@ -114,7 +114,11 @@ class Ledger:
             self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
         else:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
+            # The loop runs each step on a helper thread (steps.py) and never uses the ledger
+            # while a step runs: one connection, one user at a time.
+            self._db = sqlite3.connect(
+                path, timeout=30, isolation_level=None, check_same_thread=False
+            )
             # WAL: status readers never block the daemon; synchronous=FULL: a power cut never
             # loses a state change that was reported done.
             self._db.execute("PRAGMA journal_mode=WAL")

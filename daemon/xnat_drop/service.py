@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, failpoints, store
+from . import config as config_mod
 from . import credentials as creds
 from . import status as status_file
 from .bundle import BundleEntry, ZipStream
@@ -42,6 +44,8 @@ from .report import Report, render_json, render_text
 from .retry import backoff
 from .rules import unknown_project
 from .stability import fingerprint, is_stable, observe, settles_at, waiting_for
+from .steps import Heartbeat, run_step
+from .systemd import Notifier
 from .tree import find_sessions, walk
 from .watch import Watcher
 from .workers import InspectionPool
@@ -50,6 +54,8 @@ log = logging.getLogger(__name__)
 
 EX_TEMPFAIL = 75  # `run --once` left sessions waiting (XNAT unavailable or credentials refused)
 STATUS_REFRESH = 10.0  # seconds: the status snapshot is rewritten at least this often
+STEP_BUDGET = 900.0  # seconds a step may go without progress (judging a huge session)
+STEP_POLL = 0.5  # seconds between the loop's looks at a running step
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +76,9 @@ class Job:
     session: Session | None = None
     verdict: Verdict | None = None
     last_error: str = ""
+    storage_failures: int = 0
     uploading: bool = False
+    sent: tuple[int, int] = (0, 0)  # bytes sent, bytes to send (for STATUS)
     forced: bool = False  # sent back with `retry --force`: upload even if delivered before
 
 
@@ -104,6 +112,7 @@ class Service:
     rng: random.Random = field(default_factory=random.Random)
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     wake: threading.Event = field(default_factory=threading.Event)
+    notifier: Notifier = field(default_factory=lambda: Notifier({}))
     # The loop's own state, never passed in.
     seen: dict[tuple[str, ...], Seen] = field(init=False, default_factory=dict)
     jobs: list[Job] = field(init=False, default_factory=list)
@@ -122,6 +131,11 @@ class Service:
     _last_scan: float = field(init=False, default=float("-inf"))
     _watching_once: set[tuple[str, ...]] | None = field(init=False, default=None)
     _published: tuple[str, float] = field(init=False, default=("", float("-inf")))
+    _heartbeat: Heartbeat = field(init=False, default_factory=Heartbeat)
+    _reload_requested: bool = field(init=False, default=False)
+    _stop_deadline: float | None = field(init=False, default=None)
+    _abandoned: bool = field(init=False, default=False)
+    _today: dict[str, Any] = field(init=False, default_factory=dict)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -136,9 +150,11 @@ class Service:
             self._ledger = Ledger(self.config.paths.state / LEDGER_FILE)
         except OSError as exc:
             raise ConfigError([f"paths: {exc}"], self.config.source) from exc
+        self._heartbeat = Heartbeat(self.clock.monotonic)
         self._work = store.WorkArea(self.config.paths)
+        self._count_today()
         self._adopt_orphans()
-        self._client = self.connect()
+        self._client = self._connect()
         self._server_version = self._client.server_version()
         log.info(
             "XNAT %s at %s; destination %s; watching %s",
@@ -166,8 +182,15 @@ class Service:
                 self._scan(self.clock.monotonic())
                 # An empty folder never settles: waiting for it would never end.
                 self._watching_once = {r for r, s in self.seen.items() if s.fingerprint.count}
+            # Ready only now: configuration loaded, claims recovered, the watcher running.
+            self.notifier.ready(self.status_line())
             while not self.stopping:
+                if self._reload_requested:
+                    self._reload()
                 wait = self.tick()
+                self._breathe()
+                if self._abandoned:
+                    break
                 if once:
                     if self._once_finished():
                         return 0
@@ -184,7 +207,10 @@ class Service:
                         )
                         return EX_TEMPFAIL
                 if wait > 0:
-                    self.wake.wait(wait)  # tick() clears it and rescans
+                    # tick() clears the wake-up and rescans; the watchdog wants a ping in time.
+                    interval = self.notifier.watchdog_interval
+                    self.wake.wait(min(wait, interval) if interval else wait)
+            self.notifier.stopping("stopping")
             return EX_TEMPFAIL if once and not self._once_finished() else 0
         finally:
             if watcher is not None:
@@ -208,6 +234,11 @@ class Service:
         self.stopping = True
         self.wake.set()
 
+    def request_reload(self) -> None:
+        """Ask the loop to reload its configuration at its next turn (SIGHUP)."""
+        self._reload_requested = True
+        self.wake.set()
+
     # -- one turn of the loop -----------------------------------------------------------------
 
     def tick(self) -> float:
@@ -222,7 +253,20 @@ class Service:
             self._probe()
         job = self._next_job(now)
         if job is not None:
-            self._attempt(job)
+            self._heartbeat.start(STEP_BUDGET)
+            try:
+                finished = run_step(lambda: self._attempt(job), self._while_busy, STEP_POLL)
+            finally:
+                self._heartbeat.end()
+            if not finished:
+                self._abandoned = True
+                log.warning(
+                    "%s: stopped in the middle of a step; it stays in the work folder and "
+                    "resumes at the next start",
+                    job.claim.display,
+                    extra=_fields(job),
+                )
+                return 0.0
             self._publish()
             return 0.0
         self._publish()
@@ -283,7 +327,18 @@ class Service:
         for relpath, seen in list(self.seen.items()):
             if not is_stable(seen, now, settle, needs_marker=marker):
                 continue
-            claim = self._work_().claim(relpath, self.clock.wall())
+            try:
+                claim = self._work_().claim(relpath, self.clock.wall())
+            except OSError as exc:  # e.g. a full disk: nothing moved, try after another settle
+                self.seen[relpath] = Seen(seen.fingerprint, now)
+                log.error(
+                    "%s: cannot take it into the work folder (%s); it stays in incoming/ and is "
+                    "tried again in %.0f s",
+                    "/".join(relpath),
+                    exc,
+                    settle,
+                )
+                continue
             del self.seen[relpath]
             if self._watching_once is not None:
                 self._watching_once.discard(relpath)
@@ -293,10 +348,17 @@ class Service:
                 log.info("%s: gone before it could be claimed", "/".join(relpath))
                 continue
             forced = store.take_force_marker(self.config.paths.incoming, relpath)
-            self._ledger_().claimed(claim.id, claim.display, self.clock.wall())
-            self._ledger_().update(
-                claim.id, self.clock.wall(), fingerprint=seen.fingerprint.names_hash, forced=forced
-            )
+            job = Job(claim, next_at=now, forced=forced)
+            try:
+                self._ledger_().claimed(claim.id, claim.display, self.clock.wall())
+                self._ledger_().update(
+                    claim.id,
+                    self.clock.wall(),
+                    fingerprint=seen.fingerprint.names_hash,
+                    forced=forced,
+                )
+            except sqlite3.Error as exc:  # recorded again before the step that needs it
+                log.error("%s: cannot record the claim in the ledger (%s)", claim.display, exc)
             fp = seen.fingerprint
             log.info(
                 "%s: settled (%d files, %d bytes); claimed as %s",
@@ -304,8 +366,9 @@ class Service:
                 fp.count,
                 fp.total_bytes,
                 claim.id,
+                extra=_fields(job),
             )
-            self.jobs.append(Job(claim, next_at=now, forced=forced))
+            self.jobs.append(job)
             failpoints.hit("after-claim")
 
     def _next_job(self, now: float) -> Job | None:
@@ -359,8 +422,14 @@ class Service:
                 )
                 continue
             attempts, forced = (entry.attempts, entry.forced) if entry else (0, False)
-            log.info("%s: recovered from the work folder (claimed %s)", claim.display, claim.id)
-            self.jobs.append(Job(claim, next_at=now, attempts=attempts, forced=forced))
+            job = Job(claim, next_at=now, attempts=attempts, forced=forced)
+            log.info(
+                "%s: recovered from the work folder (claimed %s)",
+                claim.display,
+                claim.id,
+                extra=_fields(job),
+            )
+            self.jobs.append(job)
 
     def _tidy(self, empty: tuple[tuple[str, ...], ...], now: float) -> None:
         """Remove project/subject folders left empty once their sessions were claimed.
@@ -374,6 +443,107 @@ class Service:
         for relpath in store.remove_empty_parents(self.config.paths.incoming, ripe):
             self._empty_since.pop(relpath, None)
             log.debug("removed the empty folder incoming/%s", "/".join(relpath))
+
+    def _connect(self) -> XnatPort:
+        """A new XNAT client whose every request counts as a sign of life for the watchdog."""
+        client = self.connect()
+        xnat = self.config.xnat
+        client.on_request = lambda: self._heartbeat.beat(
+            xnat.connect_timeout + xnat.read_timeout + 30
+        )
+        return client
+
+    def _breathe(self) -> None:
+        """Between turns: ping the watchdog, refresh STATUS."""
+        self.notifier.watchdog()
+        self.notifier.status(self.status_line())
+
+    def _while_busy(self) -> bool:
+        """Called every STEP_POLL while a step runs; False abandons the step (on SIGTERM)."""
+        if self._heartbeat.alive():
+            self.notifier.watchdog()  # a step stuck beyond its budget gets no ping
+        self.notifier.status(self.status_line())
+        if not self.stopping:
+            return True
+        now = self.clock.monotonic()
+        if self._stop_deadline is None:
+            grace = self.config.stop_timeout
+            self._stop_deadline = now + grace
+            self.notifier.stopping(f"stopping: finishing the current step (at most {grace:.0f} s)")
+            log.info("stopping: the current step may take up to %.0f s more", grace)
+        return now < self._stop_deadline
+
+    def status_line(self) -> str:
+        """One line for systemd's STATUS=: what waits, what happens now, today's tally, XNAT."""
+        parts = []
+        busy = next((j for j in list(self.jobs) if j.uploading), None)
+        waiting = len(self.seen) + sum(1 for j in list(self.jobs) if j is not busy)
+        parts.append(f"{waiting} waiting")
+        if busy is not None:
+            done, total = busy.sent
+            percent = f" {100 * done // total}%" if total else ""
+            parts.append(f"uploading {busy.claim.relpath[-1]}{percent} of {_size(total)}")
+        today = self._today
+        parts.append(f"{today.get('done', 0)} done today")
+        parts.append(f"{today.get('failed', 0)} failed")
+        if self._auth is not None:
+            parts.append("XNAT refused the credentials: uploads paused")
+        elif self._outage is not None:
+            since = datetime.fromtimestamp(self._outage.since).strftime("%H:%M")
+            parts.append(f"XNAT unreachable since {since}")
+        else:
+            parts.append("XNAT ok")
+        return " · ".join(parts)
+
+    def _count_today(self) -> None:
+        day = datetime.fromtimestamp(self.clock.wall()).date()
+        midnight = datetime.combine(day, datetime.min.time()).timestamp()
+        ledger = self._ledger_()
+        self._today = {
+            "day": day,
+            "done": ledger.count_since("done", midnight),
+            "failed": ledger.count_since("failed", midnight),
+        }
+
+    def _reload(self) -> None:
+        """SIGHUP: read the configuration again; a broken one keeps the current one."""
+        self._reload_requested = False
+        self.notifier.reloading()
+        source = Path(self.config.source)
+        try:
+            new = config_mod.load(source, self.env)
+            check_keywords(new)
+        except ConfigError as exc:
+            log.error(
+                "reload: keeping the current configuration, the new one has problems: %s", exc
+            )
+            self.notifier.ready(self.status_line())
+            return
+        kept = []
+        if new.paths != self.config.paths:
+            new = replace(new, paths=self.config.paths)
+            kept.append("paths")
+        if new.watch.observer != self.config.watch.observer:
+            new = replace(new, watch=replace(new.watch, observer=self.config.watch.observer))
+            kept.append("watch.observer")
+        reconnect = new.xnat != self.config.xnat
+        self.config = new
+        logging.getLogger("xnat_drop").setLevel(new.log_level.upper())
+        if reconnect:
+            try:
+                client = self._connect()
+            except ConfigError as exc:
+                log.error(
+                    "reload: cannot use the new XNAT settings (%s); keeping the old client", exc
+                )
+            else:
+                if self._client is not None:
+                    self._client.close()
+                self._client = client
+                self._server_version = client.server_version()
+        note = f" ({', '.join(kept)} need a restart to change)" if kept else ""
+        log.info("reload: configuration reloaded from %s%s", source, note)
+        self.notifier.ready(self.status_line())
 
     # -- one session --------------------------------------------------------------------------
 
@@ -399,7 +569,10 @@ class Service:
         except SessionChangedError as exc:
             # A writer kept an open file after the claim: judge again once it is quiet.
             log.warning(
-                "%s: changed while being read (%s); waiting for it to settle", claim.display, exc
+                "%s: changed while being read (%s); waiting for it to settle",
+                claim.display,
+                exc,
+                extra=_fields(job),
             )
             job.session = job.verdict = None
             job.next_at = self.clock.monotonic() + self.config.watch.settle
@@ -461,9 +634,12 @@ class Service:
                 found,
                 len(verdict.upload),
                 broken,
+                extra=_fields(job),
             )
         else:
-            log.info("%s: %s: rejected (%s)", claim.display, found, rules)
+            log.info(
+                "%s: %s: rejected (%s)", claim.display, found, rules, extra=_fields(job, RULE=rules)
+            )
 
     def _deliver(self, job: Job) -> UploadReceipt:
         """Stream the zip to XNAT and see it verified there. Raises the Xnat*Error types."""
@@ -484,11 +660,17 @@ class Service:
                 target.project,
                 target.subject,
                 target.session,
+                extra=_fields(job),
             )
             job.uploading = True
             half = total // 2
 
+            job.sent = (0, total)
+            quiet = self.config.xnat.read_timeout + 30
+
             def progress(done: int) -> None:
+                job.sent = (done, total)
+                self._heartbeat.beat(quiet)
                 if done >= half:
                     failpoints.hit("mid-upload")
 
@@ -528,6 +710,7 @@ class Service:
             retry.max_attempts,
             reason,
             delay,
+            extra=_fields(job),
         )
 
     def _give_up(self, job: Job, exc: Exception) -> None:
@@ -544,13 +727,7 @@ class Service:
             "are untouched. Tell the administrator (the service log has the details), then move "
             "the folder back to try again.",
         )
-        try:
-            self._finish(job, Outcome.FAILED, (*self._judged(job), violation))
-        except OSError:
-            log.exception(
-                "%s: cannot move it to failed/; it stays in the work folder", job.claim.display
-            )
-            job.next_at = float("inf")
+        self._finish(job, Outcome.FAILED, (*self._judged(job), violation))
         del exc
 
     def _finish(
@@ -559,6 +736,38 @@ class Service:
         outcome: Outcome,
         violations: tuple[Violation, ...],
         receipt: UploadReceipt | None = None,
+    ) -> None:
+        """Report, record and move the session to done/ or failed/.
+
+        A storage problem (a read-only or full failed/, a locked ledger) leaves it in the work
+        folder to be tried again later: it is never lost and never half moved.
+        """
+        try:
+            self._report_and_move(job, outcome, violations, receipt)
+        except (OSError, sqlite3.Error) as exc:
+            job.storage_failures += 1
+            retry = self.config.retry
+            delay = backoff(
+                job.storage_failures, retry.first_delay, retry.max_delay, self.rng.random()
+            )
+            job.next_at = self.clock.monotonic() + delay
+            job.last_error = f"cannot move it to {outcome.value}/: {exc}"
+            log.error(
+                "%s: cannot put it into %s/ (%s); it stays in the work folder and is tried again "
+                "in %.0f s",
+                job.claim.display,
+                outcome.value,
+                exc,
+                delay,
+                extra=_fields(job),
+            )
+
+    def _report_and_move(
+        self,
+        job: Job,
+        outcome: Outcome,
+        violations: tuple[Violation, ...],
+        receipt: UploadReceipt | None,
     ) -> None:
         paths = self.config.paths
         claim = job.claim
@@ -597,13 +806,30 @@ class Service:
         failpoints.hit("before-move")
         self._work_().complete(claim, dest)
         self.jobs.remove(job)
+        self._tally(outcome)
         if outcome is Outcome.DONE:
             uris = ", ".join(receipt.uris if receipt else ())
-            log.info("%s: delivered (%s) -> %s", claim.display, uris, report.location)
+            log.info(
+                "%s: delivered (%s) -> %s",
+                claim.display,
+                uris,
+                report.location,
+                extra=_fields(job, XNAT_URI=uris),
+            )
         else:
             log.info(
-                "%s: not uploaded (%s) -> %s", claim.display, ", ".join(rules), report.location
+                "%s: not uploaded (%s) -> %s",
+                claim.display,
+                ", ".join(rules),
+                report.location,
+                extra=_fields(job, RULE=", ".join(rules)),
             )
+
+    def _tally(self, outcome: Outcome) -> None:
+        if self._today.get("day") != datetime.fromtimestamp(self.clock.wall()).date():
+            self._count_today()  # a new day: start from the ledger again
+        else:
+            self._today[outcome.value] = self._today.get(outcome.value, 0) + 1
 
     def _judged(self, job: Job) -> tuple[Violation, ...]:
         return job.verdict.violations if job.verdict is not None else ()
@@ -684,7 +910,7 @@ class Service:
         self._auth.stamp = current
         log.info("the XNAT secret changed; trying to log in again")
         try:
-            client = self.connect()
+            client = self._connect()
             client.login()
         except (ConfigError, XnatAuthError) as exc:
             self._auth.reason = str(exc)
@@ -821,6 +1047,24 @@ def _xnat_violation(exc: XnatRejectedError) -> Violation:
             " Check the files named in XNAT's message, fix them, then drop the session again."
         )
     return Violation(exc.rule, Policy.REJECT, "XNAT", sentence)
+
+
+def _fields(job: Job, **more: str) -> dict[str, str]:
+    """Journal fields for a log line about `job` (`journalctl -u xnat-drop SESSION=...`)."""
+    fields = {"SESSION": job.claim.relpath[-1]}
+    if job.verdict is not None and job.verdict.target is not None:
+        fields["PROJECT"] = job.verdict.target.project
+    fields.update(more)
+    return fields
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"
 
 
 def _duration(seconds: float) -> str:

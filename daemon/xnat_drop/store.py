@@ -98,11 +98,15 @@ class WorkArea:
         claim_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + "-" + secrets.token_hex(4)
         claim_dir = self.paths.work / claim_id
         claim_dir.mkdir()
-        fd = _lock(claim_dir)
-        assert fd is not None, "nobody else knows this new folder"
-        self._locks[claim_id] = fd
-        record = {"relpath": list(relpath), "claimed_at": now}
-        write_atomic(claim_dir / CLAIM_FILE, json.dumps(record).encode())
+        try:
+            fd = _lock(claim_dir)
+            assert fd is not None, "nobody else knows this new folder"
+            self._locks[claim_id] = fd
+            record = {"relpath": list(relpath), "claimed_at": now}
+            write_atomic(claim_dir / CLAIM_FILE, json.dumps(record).encode())
+        except OSError:  # e.g. no space left: undo, the session stays in incoming/
+            self._discard(claim_id, claim_dir)
+            raise
         source = self.paths.incoming.joinpath(*relpath)
         try:
             os.rename(source, claim_dir / relpath[-1])

@@ -89,6 +89,7 @@ class XnatClient:
         else:
             self._session.verify = config.verify_tls
         self._logged_in = False
+        self.on_request: Callable[[], None] | None = None  # called before every request
 
     def close(self) -> None:
         self._session.close()
@@ -309,6 +310,8 @@ class XnatClient:
             kwargs["auth"] = (self._credentials.user, self._credentials.secret)
         if body is not None:
             kwargs["data"] = body()
+        if self.on_request is not None:
+            self.on_request()
         try:
             response = self._session.request(method, self.base + path, **kwargs)
         except requests.exceptions.SSLError as exc:
