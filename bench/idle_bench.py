@@ -1,10 +1,13 @@
-"""What xnat-drop costs at rest: 1,000 pending sessions in incoming/, 100,000 files in done/.
+"""What xnat-drop costs at rest.
 
-Starts the real daemon against the XNAT stand-in, lets it take its first look, then measures
-its CPU time over an idle minute, once with inotify and once in polling mode. The pending
-sessions each hold a `*.part` file, so they never settle and stay pending for the whole run.
+1. Idle: 1,000 delivered sessions (100,000 files) in done/, nothing in incoming/: the daemon's
+   CPU time over an idle minute with inotify (done/ is never watched or walked).
+2. Polling: 100 pending sessions in incoming/ (each holds a `*.part` file, so none ever
+   settles): the daemon in polling mode for a minute, and the CPU cost of one polling pass.
 
-    .venv/bin/python bench/idle_bench.py [--seconds 60] [--sessions 1000] [--done-files 100000]
+Starts the real daemon against the XNAT stand-in, lets it take its first look, then measures.
+
+    .venv/bin/python bench/idle_bench.py [--seconds 60]
 """
 
 from __future__ import annotations
@@ -36,17 +39,17 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def build_tree(root: Path, sessions: int, done_files: int) -> None:
-    marker = root / ".built"
+def build_tree(root: Path, pending: int, done_files: int) -> None:
+    marker = root / f".built-{pending}-{done_files}"
     if marker.exists():
         return
     payload = os.urandom(1024)
-    for n in range(sessions):
+    for n in range(pending):
         folder = root / "incoming" / "P1" / f"S{n:04d}" / f"S{n:04d}_MR1"
         folder.mkdir(parents=True)
-        for i in range(5):
+        for i in range(20):
             (folder / f"IM{i:04d}.dcm").write_bytes(payload)
-        (folder / "IM0005.dcm.part").write_bytes(payload[:100])  # a copy that never finishes
+        (folder / "IM0020.dcm.part").write_bytes(payload[:100])  # a copy that never finishes
     per_session = 100
     for n in range(done_files // per_session):
         folder = root / "done" / "P1" / f"D{n:04d}" / f"D{n:04d}_MR1"
@@ -82,30 +85,35 @@ def measure(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60)
-    parser.add_argument("--sessions", type=int, default=1000)
-    parser.add_argument("--done-files", type=int, default=100_000)
-    parser.add_argument("--keep", type=Path, help="build (and keep) the tree here")
+    parser.add_argument(
+        "--done-files", type=int, default=100_000, help="files in done/ (idle case)"
+    )
+    parser.add_argument("--pending", type=int, default=100, help="pending sessions (polling case)")
     args = parser.parse_args()
-    root = args.keep or Path(tempfile.mkdtemp(prefix="xnat-drop-idle-"))
-    root.mkdir(parents=True, exist_ok=True)
+    base = Path(tempfile.mkdtemp(prefix="xnat-drop-idle-"))
     try:
-        started = time.monotonic()
-        build_tree(root, args.sessions, args.done_files)
-        print(
-            f"tree: {args.sessions} pending sessions, {args.done_files} files in done/ "
-            f"(built in {time.monotonic() - started:.0f} s)"
-        )
-        secret = root / "secret"
+        secret = base / "secret"
         secret.write_text("bench:bench\n")
         secret.chmod(0o600)
-        with Emulator(root=root / "xnat", users={"bench": "bench"}, projects=["P1"]) as emu:
-            print(f"{'observer':<10} {'CPU s':>7} {'CPU s/min':>10} {'RSS MB':>7}")
-            for observer in ("inotify", "polling"):
-                used, per_minute, rss = measure(root, emu.url, secret, observer, args.seconds)
-                print(f"{observer:<10} {used:>7.2f} {per_minute:>10.2f} {rss:>7.1f}")
+        idle, polling = base / "idle", base / "polling"
+        build_tree(idle, 0, args.done_files)
+        build_tree(polling, args.pending, 0)
+        with Emulator(root=base / "xnat", users={"bench": "bench"}, projects=["P1"]) as emu:
+            used, per_minute, rss = measure(idle, emu.url, secret, "inotify", args.seconds)
+            print(f"idle, inotify, {args.done_files} files in done/, incoming/ empty:")
+            cost = f"{used:.2f} CPU s in {args.seconds:.0f} s ({per_minute:.2f} CPU s/min)"
+            print(f"  {cost}, RSS {rss:.0f} MB")
+            used, per_minute, rss = measure(polling, emu.url, secret, "polling", args.seconds)
+            passes = args.seconds / 5  # poll_interval_seconds = 5
+            print(
+                f"polling every 5 s, {args.pending} pending sessions ({args.pending * 21} files):"
+            )
+            print(
+                f"  {used:.2f} CPU s in {args.seconds:.0f} s ({per_minute:.2f} CPU s/min), "
+                f"{1000 * used / passes:.0f} ms CPU per pass, RSS {rss:.0f} MB"
+            )
     finally:
-        if args.keep is None:
-            shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(base, ignore_errors=True)
     return 0
 
 
