@@ -264,3 +264,26 @@ def test_check_config_refuses_a_readable_secret(tmp_path: Path) -> None:
     assert result.returncode == 78
     assert "readable by group or others" in result.stderr and "chmod 600" in result.stderr
     assert "alice:pw" not in result.stderr
+
+
+def test_a_systemd_credential_may_be_group_readable_but_a_secret_file_may_not(
+    tmp_path: Path,
+) -> None:
+    """systemd >= 254 hands the service its credential with an ACL: mode 0440."""
+    from xnat_drop import credentials
+
+    creds_dir = tmp_path / "credentials"
+    creds_dir.mkdir()
+    secret = creds_dir / credentials.CREDENTIAL_NAME
+    secret.write_text("alias-1234:token\n")
+    secret.chmod(0o440)
+    found = credentials.load(None, {"CREDENTIALS_DIRECTORY": str(creds_dir)})
+    assert (found.user, found.secret) == ("alias-1234", "token")
+    secret.chmod(0o444)  # readable by others: refused even there
+    with pytest.raises(ConfigError, match="readable by group or others"):
+        credentials.load(None, {"CREDENTIALS_DIRECTORY": str(creds_dir)})
+    plain = tmp_path / "secret"
+    plain.write_text("alice:pw\n")
+    plain.chmod(0o440)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        credentials.load(plain, {})

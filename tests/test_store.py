@@ -194,3 +194,21 @@ def test_write_atomic_replaces_whole_files(tmp_path: Path) -> None:
     assert target.read_bytes() == b"two"
     assert [p.name for p in tmp_path.iterdir()] == ["r.txt"]
     assert os.stat(target).st_size == 3
+
+
+def test_prepare_refuses_a_read_only_drop_tree(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    p = PathsConfig(tree / "incoming", tree / "done", tree / "failed", tree / ".work", tmp_path)
+    store.prepare(p)
+    mounted = subprocess.run(
+        ["mount", "--bind", str(tree), str(tree)], capture_output=True, check=False
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot bind-mount here (needs root): {mounted.stderr.decode().strip()}")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(tree)], check=True)
+        with pytest.raises(OSError, match="ReadWritePaths="):
+            store.prepare(p)
+    finally:
+        subprocess.run(["umount", str(tree)], check=True)

@@ -62,7 +62,10 @@ def locate(secret_file: Path | None, env: Mapping[str, str]) -> Path:
 def load(secret_file: Path | None, env: Mapping[str, str], host: str = "") -> Credentials:
     """Read the credentials for XNAT at `host`. Raises ConfigError with a clear reason."""
     path = locate(secret_file, env)
-    text = _read_private(path)
+    # systemd >= 254 grants the service its credential through an ACL (mode 0440): group
+    # read is fine there, since the directory is the service's own.
+    from_systemd = path.parent == Path(env.get("CREDENTIALS_DIRECTORY") or "/nonexistent")
+    text = _read_private(path, allowed=0o040 if from_systemd else 0)
     if path.name == ".netrc" and secret_file is None:
         return _from_netrc(path, text, host)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
@@ -77,8 +80,8 @@ def load(secret_file: Path | None, env: Mapping[str, str], host: str = "") -> Cr
     return Credentials(user.strip(), secret, str(path))
 
 
-def _read_private(path: Path) -> str:
-    """The text of a regular file that only its owner can read."""
+def _read_private(path: Path, allowed: int = 0) -> str:
+    """The text of a regular file that only its owner can read (plus the `allowed` bits)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
@@ -87,7 +90,7 @@ def _read_private(path: Path) -> str:
         st = os.fstat(fp.fileno())
         if not stat.S_ISREG(st.st_mode):
             raise ConfigError([f"{KEY}: {path} is not a regular file"])
-        if st.st_mode & 0o077:
+        if st.st_mode & 0o077 & ~allowed:
             raise ConfigError(
                 [
                     f"{KEY}: {path} is readable by group or others "

@@ -331,11 +331,16 @@ class Service:
                 claim = self._work_().claim(relpath, self.clock.wall())
             except OSError as exc:  # e.g. a full disk: nothing moved, try after another settle
                 self.seen[relpath] = Seen(seen.fingerprint, now)
+                hint = ""
+                if isinstance(exc, PermissionError):
+                    # Moving a folder to another parent needs write permission on the folder.
+                    hint = "; the session folder itself must be writable by the lab group"
                 log.error(
-                    "%s: cannot take it into the work folder (%s); it stays in incoming/ and is "
-                    "tried again in %.0f s",
+                    "%s: cannot take it into the work folder (%s%s); it stays in incoming/ and "
+                    "is tried again in %.0f s",
                     "/".join(relpath),
                     exc,
+                    hint,
                     settle,
                 )
                 continue

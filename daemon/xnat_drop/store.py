@@ -63,6 +63,14 @@ def prepare(paths: PathsConfig) -> None:
         if not folder.parent.is_dir():
             raise FileNotFoundError(f"{folder.parent} does not exist (is the share mounted?)")
         folder.mkdir(exist_ok=True)
+    read_only = [
+        f"{name} {folder}" for name, folder in folders.items() if not os.access(folder, os.W_OK)
+    ]
+    if read_only:
+        raise OSError(
+            f"cannot write to {', '.join(read_only)}: a read-only mount, missing permissions, "
+            "or (under systemd) the drop tree missing from ReadWritePaths= in the unit's drop-in"
+        )
     devices = {name: folder.stat().st_dev for name, folder in folders.items()}
     if len(set(devices.values())) > 1:
         where = ", ".join(f"{name} {folders[name]} (device {dev})" for name, dev in devices.items())
