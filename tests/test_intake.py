@@ -342,26 +342,47 @@ def mount(*args: str) -> None:
         pytest.skip(f"cannot mount here (needs root): {result.stderr.strip()}")
 
 
+def immutable(folder: Path, on: bool) -> None:
+    """chattr +i: nothing can be created in the folder, not even by root (as tests run here)."""
+    result = subprocess.run(
+        ["chattr", "+i" if on else "-i", str(folder)], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot make a folder read-only here: {result.stderr.strip()}")
+
+
 def test_a_read_only_failed_folder_keeps_the_session_safe_until_it_is_writable(
     drop: Drop, emulator: Emulator
 ) -> None:
-    folder = drop_session(drop)
-    write_nifti(folder / "T1w.nii.gz")
-    dropped = digest(folder)
-    drop.failed.mkdir()
-    mount("--bind", str(drop.failed), str(drop.failed))
+    proc = start_daemon(drop)
     try:
-        mount("-o", "remount,bind,ro", str(drop.failed))
-        stuck = run_daemon(drop, timeout=12)
+        wait_until((drop.state / "status.json").exists, "the daemon to start", proc)
+        immutable(drop.failed, True)  # failed/ turns read-only while the daemon runs
+        folder = drop_session(drop)
+        write_nifti(folder / "T1w.nii.gz")
+        dropped = digest(folder)
+        wait_until(lambda: not folder.exists(), "the claim", proc)
+        time.sleep(2)  # it tries, fails, waits: the session must stay whole in .work/
+        [waiting] = [p for claim in drop.work.iterdir() for p in claim.iterdir() if p.is_dir()]
+        assert digest(waiting) == dropped
+        immutable(drop.failed, False)
+        wait_until(drop.failed.joinpath(*REL).is_dir, "the session in failed/", proc)
     finally:
-        subprocess.run(["umount", str(drop.failed)], check=True)
-    assert stuck.returncode == 75, stuck.stderr
-    assert "cannot put it into failed/" in stuck.stderr and "Read-only file system" in stuck.stderr
-    [waiting] = [p for claim in drop.work.iterdir() for p in claim.iterdir() if p.is_dir()]
-    assert digest(waiting) == dropped
-    fixed = run_daemon(drop)
-    assert fixed.returncode == 0, fixed.stderr
+        subprocess.run(["chattr", "-i", str(drop.failed)], capture_output=True, check=False)
+        stderr = stop(proc)
+    assert "cannot put it into failed/" in stderr and "Operation not permitted" in stderr
     assert digest(drop.failed.joinpath(*REL)) == dropped
+
+
+def test_a_read_only_tree_at_start_is_a_configuration_error(drop: Drop, emulator: Emulator) -> None:
+    drop.failed.mkdir()
+    immutable(drop.failed, True)
+    try:
+        refused = run_daemon(drop)
+    finally:
+        immutable(drop.failed, False)
+    assert refused.returncode == 78
+    assert "failed" in refused.stderr and "ReadWritePaths=" in refused.stderr
 
 
 def test_a_full_disk_leaves_the_session_in_incoming_until_there_is_room(

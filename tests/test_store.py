@@ -212,3 +212,22 @@ def test_prepare_refuses_a_read_only_drop_tree(tmp_path: Path) -> None:
             store.prepare(p)
     finally:
         subprocess.run(["umount", str(tree)], check=True)
+
+
+def test_prepare_refuses_folders_split_by_a_bind_mount(tmp_path: Path) -> None:
+    """Same device, different mounts: rename fails with EXDEV, so it is caught at start."""
+    p = PathsConfig(
+        tmp_path / "incoming", tmp_path / "done", tmp_path / "failed", tmp_path / ".work", tmp_path
+    )
+    store.prepare(p)
+    mounted = subprocess.run(
+        ["mount", "--bind", str(p.failed), str(p.failed)], capture_output=True, check=False
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot bind-mount here (needs root): {mounted.stderr.decode().strip()}")
+    try:
+        with pytest.raises(OSError, match="under one mount"):
+            store.prepare(p)
+    finally:
+        subprocess.run(["umount", str(p.failed)], check=True)
+    assert [c.name for c in p.work.iterdir()] == []  # the probe is gone

@@ -25,6 +25,7 @@ from . import __version__, failpoints, store
 from . import config as config_mod
 from . import credentials as creds
 from . import status as status_file
+from .availability import Availability
 from .bundle import BundleEntry, ZipStream
 from .config import Config
 from .delivery import Delivery, XnatPort, content_key
@@ -36,6 +37,7 @@ from .errors import (
     XnatServerError,
     XnatTransientError,
 )
+from .intake import Intake
 from .judge import check_keywords, judge
 from .ledger import FILE_NAME as LEDGER_FILE
 from .ledger import Ledger
@@ -43,10 +45,8 @@ from .model import Outcome, Policy, Seen, Session, UploadReceipt, Verdict, Viola
 from .report import Report, render_json, render_text
 from .retry import backoff
 from .rules import unknown_project
-from .stability import fingerprint, is_stable, observe, settles_at, waiting_for
 from .steps import Heartbeat, run_step
 from .systemd import Notifier
-from .tree import find_sessions, walk
 from .watch import Watcher
 from .workers import InspectionPool
 
@@ -83,26 +83,6 @@ class Job:
 
 
 @dataclass
-class _Outage:
-    """XNAT is unreachable: uploads wait, a probe asks every backoff interval."""
-
-    reason: str
-    since: float  # wall clock, for logs and status
-    started: float  # monotonic
-    failures: int
-    next_probe: float
-
-
-@dataclass
-class _AuthPause:
-    """XNAT refused our credentials: no upload until the secret file changes."""
-
-    reason: str
-    stamp: creds.SecretStamp | None
-    since: float
-
-
-@dataclass
 class Service:
     """The daemon. `connect` builds an XNAT client (it reads the credentials)."""
 
@@ -114,28 +94,32 @@ class Service:
     wake: threading.Event = field(default_factory=threading.Event)
     notifier: Notifier = field(default_factory=lambda: Notifier({}))
     # The loop's own state, never passed in.
-    seen: dict[tuple[str, ...], Seen] = field(init=False, default_factory=dict)
     jobs: list[Job] = field(init=False, default_factory=list)
     stopping: bool = field(init=False, default=False)
     _client: XnatPort | None = field(init=False, default=None)
     _ledger: Ledger | None = field(init=False, default=None)
     _work: store.WorkArea | None = field(init=False, default=None)
     _pool: InspectionPool = field(init=False, default_factory=InspectionPool)
-    _empty_since: dict[tuple[str, ...], float] = field(init=False, default_factory=dict)
-    _first_seen: dict[tuple[str, ...], float] = field(init=False, default_factory=dict)
-    _alarmed: set[tuple[str, ...]] = field(init=False, default_factory=set)
     _server_version: str = field(init=False, default="")
-    _outage: _Outage | None = field(init=False, default=None)
-    _auth: _AuthPause | None = field(init=False, default=None)
-    _next_scan: float = field(init=False, default=0.0)
-    _last_scan: float = field(init=False, default=float("-inf"))
-    _watching_once: set[tuple[str, ...]] | None = field(init=False, default=None)
+    _xnat: Availability = field(init=False)
+    _intake: Intake = field(init=False)
     _published: tuple[str, float] = field(init=False, default=("", float("-inf")))
     _heartbeat: Heartbeat = field(init=False, default_factory=Heartbeat)
     _reload_requested: bool = field(init=False, default=False)
     _stop_deadline: float | None = field(init=False, default=None)
     _abandoned: bool = field(init=False, default=False)
     _today: dict[str, Any] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._xnat = Availability(
+            self.config.retry, self.clock.monotonic, self.clock.wall, self.rng
+        )
+        self._intake = Intake(self.config)
+
+    @property
+    def seen(self) -> dict[tuple[str, ...], Seen]:
+        """The session candidates in incoming/ and since when each is unchanged."""
+        return self._intake.seen
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -179,9 +163,9 @@ class Service:
         deadline = None if timeout is None else self.clock.monotonic() + timeout
         try:
             if once:
-                self._scan(self.clock.monotonic())
+                self._intake.scan(self.clock.monotonic())
                 # An empty folder never settles: waiting for it would never end.
-                self._watching_once = {r for r, s in self.seen.items() if s.fingerprint.count}
+                self._intake.only = {r for r, s in self.seen.items() if s.fingerprint.count}
             # Ready only now: configuration loaded, claims recovered, the watcher running.
             self.notifier.ready(self.status_line())
             while not self.stopping:
@@ -194,7 +178,7 @@ class Service:
                 if once:
                     if self._once_finished():
                         return 0
-                    if self._auth is not None:
+                    if self._xnat.auth is not None:
                         log.error(
                             "stopping: uploads are paused; %d session(s) wait", self._open_count()
                         )
@@ -244,12 +228,13 @@ class Service:
     def tick(self) -> float:
         """Do what is due now; returns how long the loop may sleep before the next turn."""
         now = self.clock.monotonic()
-        if self.wake.is_set() or now >= self._next_scan:
+        if self.wake.is_set() or now >= self._intake.next_scan:
             self.wake.clear()
-            self._scan(now)
+            self._intake.scan(now)
+            self._adopt_orphans()
         self._claim_settled(now)
         self._retry_credentials()
-        if self._outage is not None and self._auth is None and now >= self._outage.next_probe:
+        if self._xnat.probe_due(now):
             self._probe()
         job = self._next_job(now)
         if job is not None:
@@ -272,65 +257,13 @@ class Service:
         self._publish()
         return max(0.0, self._next_wake(now) - self.clock.monotonic())
 
-    def _scan(self, now: float) -> None:
-        """Re-read incoming/: fingerprint every session candidate, forget vanished ones."""
-        # Writers trigger events per block: rescanning at most every `gap` keeps a big copy
-        # from turning into a walk per write.
-        gap = min(2.0, self.config.watch.settle / 4)
-        if now - self._last_scan < gap:
-            self._next_scan = self._last_scan + gap  # come back as soon as allowed
-            return
-        self._last_scan = now
-        watch = self.config.watch
-        polling = watch.observer == "polling"
-        self._next_scan = now + (watch.poll_interval if polling else watch.rescan_interval)
-        incoming = self.config.paths.incoming
-        depth = len(self.config.routing.layout)
-        layout = find_sessions(incoming, depth)
-        self._tidy(layout.empty, now)
-        self._adopt_orphans()
-        current = {}
-        for relpath in layout.sessions:
-            if self._watching_once is not None and relpath not in self._watching_once:
-                continue  # `run --once` handles only what was there at the start
-            folder = incoming.joinpath(*relpath)
-            entries = ((e.relpath, e.size, e.mtime_ns) for e in walk(folder))
-            fp = fingerprint(entries, watch.ready_marker)
-            previous = self.seen.get(relpath)
-            current[relpath] = observe(previous, fp, now)
-            if previous is None:
-                log.info("%s: new, waiting until it stops changing", "/".join(relpath))
-            self._alarm_if_stuck(relpath, current[relpath], now)
-        if self._watching_once is not None:
-            self._watching_once &= set(current)
-        self.seen = current
-        self._first_seen = {r: t for r, t in self._first_seen.items() if r in current}
-
-    def _alarm_if_stuck(self, relpath: tuple[str, ...], seen: Seen, now: float) -> None:
-        """Say so once when a folder has not become ready within max_settle_seconds."""
-        first = self._first_seen.setdefault(relpath, now)
-        limit = self.config.watch.max_settle
-        if now - first < limit or relpath in self._alarmed:
-            return
-        self._alarmed.add(relpath)
-        why = waiting_for(seen, needs_marker=bool(self.config.watch.ready_marker))
-        log.warning(
-            "%s: still not taken after %s (%s); is the copy stuck?",
-            "/".join(relpath),
-            _duration(now - first),
-            why,
-        )
-
     def _claim_settled(self, now: float) -> None:
         settle = self.config.watch.settle
-        marker = bool(self.config.watch.ready_marker)
-        for relpath, seen in list(self.seen.items()):
-            if not is_stable(seen, now, settle, needs_marker=marker):
-                continue
+        for relpath, seen in self._intake.ready(now):
             try:
                 claim = self._work_().claim(relpath, self.clock.wall())
             except OSError as exc:  # e.g. a full disk: nothing moved, try after another settle
-                self.seen[relpath] = Seen(seen.fingerprint, now)
+                self._intake.try_later(relpath, now)
                 hint = ""
                 if isinstance(exc, PermissionError):
                     # Moving a folder to another parent needs write permission on the folder.
@@ -344,11 +277,7 @@ class Service:
                     settle,
                 )
                 continue
-            del self.seen[relpath]
-            if self._watching_once is not None:
-                self._watching_once.discard(relpath)
-            self._first_seen.pop(relpath, None)
-            self._alarmed.discard(relpath)
+            self._intake.taken(relpath)
             if claim is None:
                 log.info("%s: gone before it could be claimed", "/".join(relpath))
                 continue
@@ -377,7 +306,7 @@ class Service:
             failpoints.hit("after-claim")
 
     def _next_job(self, now: float) -> Job | None:
-        blocked = self._auth is not None or self._outage is not None
+        blocked = self._xnat.blocked
         for job in self.jobs:
             # A session already judged needs XNAT next; one not yet judged can go on without it.
             if job.next_at <= now and not (blocked and job.verdict is not None):
@@ -385,25 +314,19 @@ class Service:
         return None
 
     def _next_wake(self, now: float) -> float:
-        times = [self._next_scan]
-        settle = self.config.watch.settle
-        marker = bool(self.config.watch.ready_marker)
-        times += [
-            t
-            for s in self.seen.values()
-            if (t := settles_at(s, settle, needs_marker=marker)) is not None
-        ]
-        if self._outage is not None and self._auth is None:
-            times.append(self._outage.next_probe)
-        blocked = self._auth is not None or self._outage is not None
+        times = [self._intake.next_wake()]
+        probe = self._xnat.next_probe()
+        if probe is not None:
+            times.append(probe)
+        blocked = self._xnat.blocked
         times += [job.next_at for job in self.jobs if not (blocked and job.verdict is not None)]
         return min(times)
 
     def _once_finished(self) -> bool:
-        return not self.jobs and not self._watching_once
+        return not self.jobs and not self._intake.only
 
     def _open_count(self) -> int:
-        return len(self.jobs) + len(self._watching_once or ())
+        return len(self.jobs) + len(self._intake.only or ())
 
     def _ledger_(self) -> Ledger:
         assert self._ledger is not None, "start() opens the ledger"
@@ -435,19 +358,6 @@ class Service:
                 extra=_fields(job),
             )
             self.jobs.append(job)
-
-    def _tidy(self, empty: tuple[tuple[str, ...], ...], now: float) -> None:
-        """Remove project/subject folders left empty once their sessions were claimed.
-
-        Only after they stayed empty for a settle period: a lab member may be about to copy
-        the next session into one.
-        """
-        settle = self.config.watch.settle
-        self._empty_since = {r: self._empty_since.get(r, now) for r in empty}
-        ripe = [r for r, since in self._empty_since.items() if now - since >= settle]
-        for relpath in store.remove_empty_parents(self.config.paths.incoming, ripe):
-            self._empty_since.pop(relpath, None)
-            log.debug("removed the empty folder incoming/%s", "/".join(relpath))
 
     def _connect(self) -> XnatPort:
         """A new XNAT client whose every request counts as a sign of life for the watchdog."""
@@ -491,10 +401,10 @@ class Service:
         today = self._today
         parts.append(f"{today.get('done', 0)} done today")
         parts.append(f"{today.get('failed', 0)} failed")
-        if self._auth is not None:
+        if self._xnat.auth is not None:
             parts.append("XNAT refused the credentials: uploads paused")
-        elif self._outage is not None:
-            since = datetime.fromtimestamp(self._outage.since).strftime("%H:%M")
+        elif self._xnat.outage is not None:
+            since = datetime.fromtimestamp(self._xnat.outage.since).strftime("%H:%M")
             parts.append(f"XNAT unreachable since {since}")
         else:
             parts.append("XNAT ok")
@@ -533,6 +443,8 @@ class Service:
             kept.append("watch.observer")
         reconnect = new.xnat != self.config.xnat
         self.config = new
+        self._xnat.retry = new.retry
+        self._intake.config = new
         logging.getLogger("xnat_drop").setLevel(new.log_level.upper())
         if reconnect:
             try:
@@ -567,7 +479,7 @@ class Service:
             if earlier is not None:
                 self._finish(job, Outcome.FAILED, (*job.verdict.violations, earlier))
                 return
-            if self._auth is not None or self._outage is not None:
+            if self._xnat.blocked:
                 return  # judged; the upload waits for XNAT with the rest of the queue
             receipt = self._deliver(job)
             self._finish(job, Outcome.DONE, job.verdict.violations, receipt)
@@ -582,11 +494,13 @@ class Service:
             job.session = job.verdict = None
             job.next_at = self.clock.monotonic() + self.config.watch.settle
         except XnatTransientError as exc:
-            self._outage_begins(job, exc)
+            job.last_error = str(exc)
+            self._xnat.outage_begins(exc)
         except XnatServerError as exc:
             # A 500: an outage (the probe fails too) or something about this session.
             if self._xnat_is_down():
-                self._outage_begins(job, exc)
+                job.last_error = str(exc)
+                self._xnat.outage_begins(exc)
             else:
                 self._spend_attempt(job, f"XNAT answered with an error: {exc}", exc)
         except XnatAuthError as exc:
@@ -689,8 +603,7 @@ class Service:
         finally:
             for stream in streams:
                 stream.close()
-        if self._outage is not None:
-            self._outage_ends()
+        self._xnat.outage_ends(self._waiting_for_xnat())
         return replace(
             receipt,
             bytes_sent=streams[-1].bytes_done if streams else 0,
@@ -841,53 +754,21 @@ class Service:
 
     # -- XNAT's availability ------------------------------------------------------------------
 
-    def _outage_begins(self, job: Job, exc: Exception) -> None:
-        """XNAT did not answer: the whole queue waits, and one probe per interval asks again."""
-        job.last_error = str(exc)
-        now = self.clock.monotonic()
-        retry = self.config.retry
-        if self._outage is None:
-            self._outage = _Outage(str(exc), self.clock.wall(), now, 0, now)
-            log.warning("XNAT unavailable (%s): uploads wait and resume by themselves", exc)
-        outage = self._outage
-        outage.failures += 1
-        after = getattr(exc, "retry_after", None)
-        delay = backoff(
-            outage.failures, retry.first_delay, retry.max_delay, self.rng.random(), after
-        )
-        outage.next_probe = now + delay
-
     def _probe(self) -> None:
         """One light request while XNAT is unavailable; it ends the outage if it succeeds."""
-        assert self._outage is not None and self._client is not None
+        assert self._client is not None
         try:
             self._client.probe()
         except (XnatTransientError, XnatServerError) as exc:
-            outage = self._outage
-            outage.failures += 1
-            retry = self.config.retry
-            after = getattr(exc, "retry_after", None)
-            delay = backoff(
-                outage.failures, retry.first_delay, retry.max_delay, self.rng.random(), after
-            )
-            outage.next_probe = self.clock.monotonic() + delay
-            log.debug("XNAT still unavailable (%s); next probe in %.1f s", exc, delay)
+            self._xnat.probe_failed(exc)
             return
         except XnatAuthError as exc:
             self._pause_auth(exc)
             return
-        self._outage_ends()
+        self._xnat.outage_ends(self._waiting_for_xnat())
 
-    def _outage_ends(self) -> None:
-        assert self._outage is not None
-        lasted = self.clock.monotonic() - self._outage.started
-        waiting = sum(1 for j in self.jobs if j.verdict is not None)
-        log.info(
-            "XNAT reachable again after %s; %d session(s) resume",
-            _duration(lasted),
-            waiting,
-        )
-        self._outage = None
+    def _waiting_for_xnat(self) -> int:
+        return sum(1 for j in self.jobs if j.verdict is not None)
 
     def _xnat_is_down(self) -> bool:
         """Ask XNAT once whether it is answering at all (after a 500)."""
@@ -901,35 +782,33 @@ class Service:
         return False
 
     def _pause_auth(self, exc: XnatAuthError) -> None:
-        stamp = creds.stamp(self.config.xnat.secret_file, self.env)
-        self._auth = _AuthPause(str(exc), stamp, self.clock.wall())
-        log.error("UPLOADS PAUSED: %s", exc)
+        self._xnat.pause(str(exc), creds.stamp(self.config.xnat.secret_file, self.env))
 
     def _retry_credentials(self) -> None:
         """Resume uploads once an operator replaced the refused secret (one login per change)."""
-        if self._auth is None:
+        auth = self._xnat.auth
+        if auth is None:
             return
         current = creds.stamp(self.config.xnat.secret_file, self.env)
-        if current is None or current == self._auth.stamp:
+        if current is None or current == auth.stamp:
             return
-        self._auth.stamp = current
+        auth.stamp = current
         log.info("the XNAT secret changed; trying to log in again")
         try:
             client = self._connect()
             client.login()
         except (ConfigError, XnatAuthError) as exc:
-            self._auth.reason = str(exc)
+            auth.reason = str(exc)
             log.error("UPLOADS STILL PAUSED: %s", exc)
             return
         except (XnatTransientError, XnatServerError) as exc:
             log.warning("cannot check the new secret yet: %s", exc)
-            self._auth.stamp = None  # try again on the next turn
+            auth.stamp = None  # try again on the next turn
             return
         if self._client is not None:
             self._client.close()
         self._client = client
-        self._auth = None
-        log.info("logged in to XNAT again; uploads resume")
+        self._xnat.resume()
 
     # -- status -----------------------------------------------------------------------------
 
@@ -955,49 +834,10 @@ class Service:
         def at(monotonic: float) -> str | None:
             return None if monotonic == float("inf") else status_file.iso(wall + monotonic - mono)
 
-        if self._auth is not None:
-            xnat = {
-                "state": "credentials refused",
-                "detail": self._auth.reason,
-                "since": status_file.iso(self._auth.since),
-            }
-        elif self._outage is not None:
-            xnat = {
-                "state": "unreachable",
-                "detail": self._outage.reason,
-                "since": status_file.iso(self._outage.since),
-                "next_probe": at(self._outage.next_probe),
-            }
-        else:
-            xnat = {"state": "ok"}
+        xnat = self._xnat.state(at, status_file.iso)
         xnat.update(url=self.config.xnat.url, server_version=self._server_version)
-        settle = self.config.watch.settle
-        settling = []
-        for relpath, seen in sorted(self.seen.items()):
-            fp = seen.fingerprint
-            marker = bool(self.config.watch.ready_marker)
-            ready = settles_at(seen, settle, needs_marker=marker)
-            state = waiting_for(seen, needs_marker=marker)
-            if ready is not None:
-                state += f", taken at {at(ready)} if nothing changes"
-            if relpath in self._alarmed:
-                state = f"NOT READY for over {_duration(self.config.watch.max_settle)}: {state}"
-            settling.append(
-                {
-                    "session": "/".join(relpath),
-                    "files": fp.count,
-                    "bytes": fp.total_bytes,
-                    "since": at(seen.since),
-                    "state": state,
-                }
-            )
+        settling = self._intake.settling(at)
         work = [self._job_status(job, at) for job in self.jobs]
-        midnight = (
-            datetime.fromtimestamp(wall)
-            .replace(hour=0, minute=0, second=0, microsecond=0)
-            .timestamp()
-        )
-        ledger = self._ledger_()
         return {
             "schema": status_file.SCHEMA,
             "pid": os.getpid(),
@@ -1006,10 +846,7 @@ class Service:
             "xnat": xnat,
             "settling": settling,
             "work": work,
-            "today": {
-                "done": ledger.count_since("done", midnight),
-                "failed": ledger.count_since("failed", midnight),
-            },
+            "today": {"done": self._today.get("done", 0), "failed": self._today.get("failed", 0)},
         }
 
     def _job_status(self, job: Job, at: Callable[[float], str | None]) -> dict[str, Any]:
@@ -1017,9 +854,9 @@ class Service:
             state = "uploading"
         elif job.verdict is None:
             state = "waiting to be inspected"
-        elif self._auth is not None:
+        elif self._xnat.auth is not None:
             state = "waiting: XNAT refused the credentials"
-        elif self._outage is not None:
+        elif self._xnat.outage is not None:
             state = "waiting: XNAT unreachable"
         elif job.attempts:
             attempt = f"attempt {job.attempts + 1} of {self.config.retry.max_attempts}"
@@ -1070,11 +907,3 @@ def _size(n: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1000
     return f"{value:.1f} GB"
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"

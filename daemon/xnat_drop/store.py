@@ -78,6 +78,7 @@ def prepare(paths: PathsConfig) -> None:
             "incoming, done, failed and work must be on one filesystem so that every move is an "
             f"atomic rename; they are not: {where}"
         )
+    _probe_renames(paths.work, [f for name, f in folders.items() if name != "work"])
 
 
 class WorkArea:
@@ -289,6 +290,30 @@ def take_force_marker(incoming: Path, relpath: tuple[str, ...]) -> bool:
     except FileNotFoundError:
         return False
     return True
+
+
+def _probe_renames(work: Path, others: list[Path]) -> None:
+    """Move an empty folder from work/ into each other folder and back.
+
+    The same device is not enough: a bind mount (or a share mounted twice) splits one
+    filesystem into mounts between which rename fails (EXDEV). Better to know at start.
+    """
+    probe = work / f".xnat-drop-probe-{secrets.token_hex(4)}"
+    probe.mkdir()
+    try:
+        for folder in others:
+            there = folder / probe.name
+            try:
+                os.rename(probe, there)
+            except OSError as exc:
+                raise OSError(
+                    f"cannot move a folder from {work} to {folder} by rename ({exc.strerror}): "
+                    "they must be one filesystem, under one mount (no bind mounts between them)"
+                ) from exc
+            os.rename(there, probe)
+    finally:
+        with contextlib.suppress(OSError):
+            probe.rmdir()
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -42,6 +42,12 @@ class Emulator:
     HTTP sessions; ``max_failed_logins`` locks an account; ``port`` 0 picks a free port;
     ``keep_uploads``, a folder, keeps each in-body import's bytes as ``upload-NNN.bin`` (for
     tests that check exactly what a client sent).
+
+    ``fast=True`` is for benchmarks only: DICOM-zip entries are then parsed from memory by a
+    minimal header scanner and written straight into the prearchive (``fastpath``), so that a
+    large upload measures the client rather than the stand-in. The zip is read and refused
+    exactly as without it; off by default, and never for the tests of the importer itself.
+    ``headers_only=True`` (with ``fast``) stores each object only up to its header.
     """
 
     def __init__(
@@ -59,6 +65,8 @@ class Emulator:
         port: int = 0,
         site_id: str = "XNAT",
         keep_uploads: Path | str | None = None,
+        fast: bool = False,
+        headers_only: bool = False,
     ) -> None:
         self.root = Path(root)
         self.version = XnatVersion.parse(version)
@@ -83,7 +91,10 @@ class Emulator:
             self.version,
             site_id,
             None if keep_uploads is None else Path(keep_uploads),
+            fast=fast,
+            headers_only=fast and headers_only,
         )
+        self.fast = fast
         self._requests: list[RequestRecord] = []
         self._server: EmulatorHTTPServer | None = None
         self._threads: list[threading.Thread] = []
@@ -114,7 +125,14 @@ class Emulator:
         ]
         for thread in self._threads:
             thread.start()
-        log.info("XNAT stand-in %s listening on %s", self.version.text, self.url)
+        log.info(
+            "XNAT stand-in %s listening on %s%s",
+            self.version.text,
+            self.url,
+            " (fast path for benchmarks: DICOM-zip entries are not fully parsed)"
+            if self.fast
+            else "",
+        )
         return self
 
     def stop(self) -> None:

@@ -50,6 +50,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=300.0,
         help="idle time before a receiving session is built (default 300)",
     )
+    parser.add_argument(
+        "--fast",
+        action="store_true",
+        help="benchmarks only: read just the header bytes the importer needs from each "
+        "DICOM-zip entry and write it straight into the prearchive (the zip itself is "
+        "checked as usual)",
+    )
+    parser.add_argument(
+        "--fast-headers-only",
+        action="store_true",
+        help="benchmarks only: --fast, and store each object only up to its header, not its "
+        "pixel data (when copying the bytes into storage would make the stand-in the slowest "
+        "part of a benchmark)",
+    )
     return parser
 
 
@@ -71,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
             idle_build_seconds=args.idle_build_seconds,
             host=args.host,
             port=args.port,
+            fast=args.fast or args.fast_headers_only,
+            headers_only=args.fast_headers_only,
         )
     except ValueError as error:
         print(f"xnat-drop emulator: {error}", file=sys.stderr)
@@ -85,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         emulator.start()
         print(
             f"XNAT stand-in listening on {emulator.url} "
-            f"(projects: {', '.join(args.project) or '-'}; user: {', '.join(users)})",
+            f"(projects: {', '.join(args.project) or '-'}; user: {', '.join(users)})"
+            + ("; FAST PATH: for benchmarks only" if args.fast or args.fast_headers_only else ""),
             flush=True,
         )
         while not stop.wait(0.5):

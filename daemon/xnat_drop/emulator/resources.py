@@ -97,8 +97,12 @@ class DataApi:
         version: XnatVersion,
         site_id: str,
         keep_uploads: Path | None = None,
+        fast: bool = False,
+        headers_only: bool = False,
     ) -> None:
         self.keep_uploads = keep_uploads  # tests read the exact bytes a client sent
+        self.fast = fast  # benchmark-only DICOM-zip shortcut (fastpath.py)
+        self.headers_only = headers_only
         self._kept = itertools.count(1)
         self.store = store
         self.auth = auth
@@ -393,7 +397,14 @@ class DataApi:
             return failure(501, f"The XNAT stand-in does not implement the {handler} importer.")
         if files:
             file_name = files[0].filename or ""
-        job = ImportJob(self.store, self.version, dict(params), file_name)
+        job = ImportJob(
+            self.store,
+            self.version,
+            dict(params),
+            file_name,
+            fast=self.fast,
+            headers_only=self.headers_only,
+        )
         run = {
             "DICOM-zip": run_dicom_zip,
             "gradual-DICOM": run_gradual_dicom,
