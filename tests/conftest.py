@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -109,22 +111,54 @@ def drop(tmp_path: Path, emulator: Emulator) -> Drop:
     return item
 
 
-def run_daemon(drop: Drop, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+def daemon_env(**extra: str) -> dict[str, str]:
+    """The environment for a daemon process: ours, without systemd's variables, plus `extra`."""
+    drop = ("CREDENTIALS_DIRECTORY", "NOTIFY_SOCKET", "JOURNAL_STREAM", "WATCHDOG_USEC")
+    return {k: v for k, v in os.environ.items() if k not in drop} | extra
+
+
+def run_daemon(
+    drop: Drop, *args: str, timeout: float = 60.0, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the real `xnat-drop run --once` process over `drop` and wait for it."""
     cmd = [sys.executable, "-m", "xnat_drop.cli", "run", "--config", str(drop.config), "--once"]
     cmd += ["--timeout", str(timeout - 5), *args]
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("CREDENTIALS_DIRECTORY", "NOTIFY_SOCKET")
-    }
     return subprocess.run(
-        cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False
+        cmd, capture_output=True, text=True, timeout=timeout, env=env or daemon_env(), check=False
     )
 
 
-def start_daemon(drop: Drop, *args: str) -> subprocess.Popen[str]:
+def start_daemon(
+    drop: Drop, *args: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
     """Start the real daemon process (`run`, no --once) in the background."""
     cmd = [sys.executable, "-m", "xnat_drop.cli", "run", "--config", str(drop.config), *args]
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("CREDENTIALS_DIRECTORY", "NOTIFY_SOCKET")
-    }
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env or daemon_env()
+    )
+
+
+def stop_daemon(proc: subprocess.Popen[str], timeout: float = 30) -> tuple[int, str]:
+    """SIGTERM, then wait: (exit code, stderr). Fails (after a kill) if it does not stop."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, stderr = proc.communicate()
+        raise AssertionError(f"no exit within {timeout} s of SIGTERM:\n{stderr}") from None
+    return proc.returncode, stderr
+
+
+def wait_until(
+    condition: Callable[[], bool],
+    what: str,
+    proc: subprocess.Popen[str] | None = None,
+    timeout: float = 30,
+) -> None:
+    """Poll `condition` until true; fail naming `what` on timeout or if `proc` exits."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting: {what}"
+        assert proc is None or proc.poll() is None, f"the daemon exited while waiting: {what}"
+        time.sleep(0.1)

@@ -6,18 +6,16 @@ import hashlib
 import json
 import os
 import signal
-import subprocess
 import threading
 import time
 import zlib
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 from xnat_drop.demo.samples import ORIGINAL, SeriesSpec, write_nifti, write_session
 from xnat_drop.emulator import Emulator, Fault
 
-from conftest import PASSWORD, PROJECT, USER, Drop, run_daemon, start_daemon
+from conftest import PASSWORD, PROJECT, USER, Drop, run_daemon, start_daemon, wait_until
 from zipcheck import java_read_zip, local_headers, requires_java
 
 CLEAN = (PROJECT, "S01", "S01_MR1")
@@ -47,20 +45,6 @@ def report(root: Path, relpath: tuple[str, ...]) -> tuple[str, dict[str, object]
     text = folder.with_name(folder.name + ".report.txt").read_text()
     data = json.loads(folder.with_name(folder.name + ".report.json").read_text())
     return text, data
-
-
-def wait_until(
-    condition: Callable[[], bool],
-    what: str,
-    proc: subprocess.Popen[str] | None = None,
-    timeout: float = 30,
-) -> None:
-    """Poll `condition` until true; fail naming `what` on timeout or if `proc` exits."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting: {what}"
-        assert proc is None or proc.poll() is None, f"the daemon exited while waiting: {what}"
-        time.sleep(0.1)
 
 
 def work_sessions(drop: Drop) -> list[Path]:

@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,7 @@ from xnat_drop.emulator import Emulator
 from xnat_drop.failpoints import ENV as FAILPOINT_ENV
 from xnat_drop.failpoints import NAMES as FAILPOINTS
 
-from conftest import PROJECT, Drop, run_daemon, start_daemon
+from conftest import PROJECT, Drop, daemon_env, run_daemon, start_daemon, stop_daemon, wait_until
 
 REL = (PROJECT, "S01", "S01_MR1")
 SCANS = [SeriesSpec(1, "localizer", images=2), SeriesSpec(2, "T1_MPRAGE", images=4)]
@@ -46,23 +46,8 @@ def digest(folder: Path) -> dict[str, str]:
     }
 
 
-def wait_until(
-    condition: Callable[[], bool],
-    what: str,
-    proc: subprocess.Popen[str] | None = None,
-    timeout: float = 30,
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting: {what}"
-        assert proc is None or proc.poll() is None, f"the daemon exited while waiting: {what}"
-        time.sleep(0.1)
-
-
 def stop(proc: subprocess.Popen[str]) -> str:
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=15)
-    return stderr
+    return stop_daemon(proc)[1]
 
 
 def cli(drop: Drop, *args: str) -> subprocess.CompletedProcess[str]:
@@ -80,21 +65,7 @@ def test_kill_9_at_any_stage_then_restart_delivers_exactly_once(
     drop.write_config(emulator.url, xnat='destination = "archive"')
     folder = drop_session(drop)
     dropped = digest(folder)
-    env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"} | {
-        FAILPOINT_ENV: failpoint
-    }
-    cmd = [
-        sys.executable,
-        "-m",
-        "xnat_drop.cli",
-        "run",
-        "--config",
-        str(drop.config),
-        "--once",
-        "--timeout",
-        "30",
-    ]
-    killed = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env, check=False)
+    killed = run_daemon(drop, env=daemon_env(**{FAILPOINT_ENV: failpoint}))
     assert killed.returncode == -signal.SIGKILL, f"{failpoint} was never reached:\n{killed.stderr}"
 
     again = run_daemon(drop)
@@ -145,15 +116,9 @@ def test_two_daemons_on_one_tree_never_take_the_same_session(
 def test_a_killed_daemons_claim_is_finished_by_the_other(
     drop: Drop, emulator: Emulator, tmp_path: Path
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"} | {
-        FAILPOINT_ENV: "after-judge"
-    }
     drop_session(drop)
-    cmd = [sys.executable, "-m", "xnat_drop.cli", "run", "--config", str(drop.config), "--once"]
-    assert (
-        subprocess.run(cmd, capture_output=True, timeout=60, env=env, check=False).returncode
-        == -signal.SIGKILL
-    )
+    killed = run_daemon(drop, env=daemon_env(**{FAILPOINT_ENV: "after-judge"}))
+    assert killed.returncode == -signal.SIGKILL
     second = Drop(drop.root, tmp_path / "second.toml", drop.secret, tmp_path / "state2")
     second.write_config(emulator.url)
     result = run_daemon(second)  # another daemon, with its own state: adopts the orphan

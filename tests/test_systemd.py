@@ -20,7 +20,7 @@ from xnat_drop.demo.samples import SeriesSpec, write_session
 from xnat_drop.emulator import Emulator, Fault
 from xnat_drop.systemd import Notifier, journal_handler
 
-from conftest import PROJECT, Drop
+from conftest import PROJECT, Drop, daemon_env, run_daemon, stop_daemon, wait_until
 
 REL = (PROJECT, "S01", "S01_MR1")
 
@@ -89,10 +89,7 @@ def notify(tmp_path: Path) -> Iterator[NotifySocket]:
 def start(
     drop: Drop, notify: NotifySocket, watchdog_usec: int = 1_000_000
 ) -> subprocess.Popen[str]:
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("CREDENTIALS_DIRECTORY", "JOURNAL_STREAM")
-    }
-    env |= {"NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": str(watchdog_usec)}
+    env = daemon_env(NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC=str(watchdog_usec))
     cmd = [sys.executable, "-m", "xnat_drop.cli", "run", "--config", str(drop.config)]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
@@ -107,14 +104,7 @@ def drop_session(drop: Drop, images: int = 2) -> Path:
 
 
 def terminate(proc: subprocess.Popen[str]) -> tuple[int, str]:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        _, stderr = proc.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        _, stderr = proc.communicate()
-        raise AssertionError(f"no exit within 30 s of SIGTERM:\n{stderr}") from None
-    return proc.returncode, stderr
+    return stop_daemon(proc)
 
 
 def test_ready_status_watchdog_and_a_clean_stop(
@@ -144,14 +134,13 @@ def test_watchdog_keeps_coming_during_a_slow_upload(
     try:
         notify.wait_for("READY=1")
         drop_session(drop)
-        deadline = time.monotonic() + 30
-        while not any(r.path == "/data/services/import" for r in emulator.requests()):
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        wait_until(
+            lambda: any(r.path == "/data/services/import" for r in emulator.requests()),
+            "the upload to reach XNAT",
+            proc,
+        )
         request_seen = time.monotonic()  # logged once XNAT answers, after its 4 s delay
-        while not drop.done.joinpath(*REL).is_dir():
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.1)
+        wait_until(drop.done.joinpath(*REL).is_dir, "the session in done/", proc)
     finally:
         code, stderr = terminate(proc)
     assert code == 0, stderr
@@ -183,10 +172,7 @@ def test_sighup_reloads_and_a_broken_config_keeps_the_old_one(
         notify.wait_for("READY=1", after=again)
         drop.config.write_text(good)
         drop_session(drop)  # still working with the old configuration
-        deadline = time.monotonic() + 20
-        while not drop.done.joinpath(*REL).is_dir():
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.1)
+        wait_until(drop.done.joinpath(*REL).is_dir, "the session in done/", proc, timeout=20)
     finally:
         code, stderr = terminate(proc)
     assert code == 0, stderr
@@ -205,9 +191,11 @@ def test_sigterm_during_an_upload_abandons_it_and_the_next_start_resumes(
     assert sum(f.stat().st_size for f in folder.rglob("*.dcm")) > 300_000
     proc = start(drop, notify)
     notify.wait_for("READY=1")
-    deadline = time.monotonic() + 30
-    while not any("uploading" in m for m in notify.drain() if m.startswith("STATUS=")):
-        assert time.monotonic() < deadline and proc.poll() is None
+    wait_until(
+        lambda: any(m.startswith("STATUS=") and "uploading" in m for m in notify.drain()),
+        "the upload to start",
+        proc,
+    )
     began = time.monotonic()
     code, stderr = terminate(proc)
     assert code == 0, stderr
@@ -217,25 +205,7 @@ def test_sigterm_during_an_upload_abandons_it_and_the_next_start_resumes(
     assert not drop.done.joinpath(*REL).exists() and not any(drop.failed.iterdir())
 
     emulator.clear_faults()
-    env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
-    again = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "xnat_drop.cli",
-            "run",
-            "--config",
-            str(drop.config),
-            "--once",
-            "--timeout",
-            "60",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        env=env,
-        check=False,
-    )
+    again = run_daemon(drop, timeout=90)
     assert again.returncode == 0, again.stderr
     assert drop.done.joinpath(*REL).is_dir()
     [session] = emulator.prearchive()

@@ -593,7 +593,8 @@ class Service:
                 if done >= half:
                     failpoints.hit("mid-upload")
 
-            streams.append(ZipStream(entries, progress=progress))
+            # 2 MiB buffers: DICOM files up to that size are read once; memory stays small.
+            streams.append(ZipStream(entries, buffer_limit=2 << 20, progress=progress))
             return streams[-1]
 
         delivery = Delivery(self._client, self.config.xnat, self._ledger_(), self.clock.wall)
