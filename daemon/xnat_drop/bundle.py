@@ -13,22 +13,28 @@ All sizes come from the entry list, so the whole layout, and the exact length th
 Content-Length, is known before a byte is read. A file that changed anyway raises
 `SessionChangedError`. The central directory is written at the end so ordinary unzip tools
 read the archive too. Zip64 records are written only where a size, offset or count needs them.
+
+The plan of a large session is kept small: per entry, the archive holds its offset, CRC and
+date in arrays (16 bytes) and refers to the caller's entries; names are encoded again when
+they are written. Sources may be `str` paths, which cost less than `Path` objects.
 """
 
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import os
 import stat
 import struct
 import time
 import zlib
+from array import array
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from types import TracebackType
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from .errors import SessionChangedError
 
@@ -62,7 +68,7 @@ _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 class BundleEntry:
     """One file to put in the zip."""
 
-    source: Path  # absolute path to a regular file that inspection already vetted
+    source: Path | str  # absolute path to a regular file that inspection already vetted
     arcname: str  # name inside the zip, "/" separators, may be non-ASCII
     size: int  # size seen at inspection
 
@@ -97,18 +103,31 @@ def _safe_component(part: str) -> str:
     return f"unnamed-{digest}{suffix}"
 
 
-@dataclass(frozen=True, slots=True)
-class _Planned:
-    """Where one entry sits in the archive; everything but its CRC and date is known up front."""
+class _Planned(NamedTuple):
+    """Where one entry sits in the archive; everything but its CRC and date is known up front.
 
-    source: Path
+    Made from the entry and its offset when needed, never stored: see ZipStream._planned.
+    """
+
+    source: Path | str
     arcname: str  # as given, for messages
     name: bytes  # UTF-8 name written in the zip
     size: int
     offset: int  # of the local header
-    flags: int
-    zip64_local: bool  # sizes do not fit in 32 bits: zip64 extra in the local header
-    version: int  # version needed to extract
+
+    @property
+    def flags(self) -> int:
+        return 0 if self.name.isascii() else _FLAG_UTF8
+
+    @property
+    def zip64_local(self) -> bool:
+        """Sizes do not fit in 32 bits: zip64 extra in the local header."""
+        return self.size >= _MAX32
+
+    @property
+    def version(self) -> int:
+        """Version needed to extract."""
+        return _VERSION_ZIP64 if self.zip64_local or self.offset >= _MAX32 else _VERSION
 
     @property
     def header_len(self) -> int:
@@ -130,21 +149,35 @@ class _Segment:
     buffered: bool
 
 
-def _central_zip64_fields(p: _Planned) -> list[int]:
+def _central_zip64_fields(size: int, offset: int) -> list[int]:
     # APPNOTE 4.5.3: only the fields whose fixed slot holds the marker, in this order.
-    fields = [p.size, p.size] if p.size >= _MAX32 else []
-    if p.offset >= _MAX32:
-        fields.append(p.offset)
+    fields = [size, size] if size >= _MAX32 else []
+    if offset >= _MAX32:
+        fields.append(offset)
     return fields
 
 
-def _central_len(p: _Planned) -> int:
-    fields = _central_zip64_fields(p)
-    return _CENTRAL.size + len(p.name) + (4 + 8 * len(fields) if fields else 0)
+def _central_len(name: bytes, size: int, offset: int) -> int:
+    fields = _central_zip64_fields(size, offset)
+    return _CENTRAL.size + len(name) + (4 + 8 * len(fields) if fields else 0)
 
 
+def _encoded_name(arcname: str) -> bytes:
+    return zip_name(arcname).encode("utf-8")
+
+
+def _zeros(count: int) -> array[int]:
+    """`count` unsigned integers of at least 32 bits, all 0."""
+    return array("I" if array("I").itemsize >= 4 else "L", [0]) * count
+
+
+@functools.lru_cache(maxsize=4096)
 def _dos_datetime(mtime: float) -> tuple[int, int]:
-    """Return (time, date) in MS-DOS format, local time, clamped to the years 1980..2107."""
+    """Return (time, date) in MS-DOS format, local time, clamped to the years 1980..2107.
+
+    Cached: the files of one series share their mtime second, and localtime() per file costs
+    more than the rest of opening it.
+    """
     try:
         t = time.localtime(mtime)
     except (OverflowError, OSError, ValueError):  # far outside what localtime handles
@@ -199,14 +232,16 @@ class ZipStream:
             raise ValueError("buffer_limit and chunk_size must be positive")
         self._chunk_size = chunk_size
         self._progress = progress
-        self._plan = self._layout(entries)
-        self._cd_offset = self._plan[-1].end if self._plan else 0
-        self._cd_size = sum(_central_len(p) for p in self._plan)
-        count = len(self._plan)
+        # A copy of the list (8 bytes an entry): the caller may change its own later.
+        self._entries = tuple(entries)
+        # The local header offset of each entry, then the central directory's.
+        self._offsets, self._cd_size = self._layout(self._entries)
+        self._cd_offset = self._offsets[-1]
+        count = len(self._entries)
         self._zip64_end = count >= _MAX16 or self._cd_offset >= _MAX32 or self._cd_size >= _MAX32
         end_len = _ZIP64_END.size + _ZIP64_LOCATOR.size if self._zip64_end else 0
         self._total = self._cd_offset + self._cd_size + end_len + _END.size
-        self._segments = self._group(self._plan, buffer_limit)
+        self._segments = self._group(self._entries, self._offsets, buffer_limit)
         # One buffer for all file reads: the largest run of small files, or a chunk of a
         # large file read in two passes.
         self._buffer_size = max(
@@ -214,8 +249,8 @@ class ZipStream:
             default=0,
         )
         # Filled in as files are read: the central directory repeats them.
-        self._crcs = [0] * count
-        self._dos = [(0, 0)] * count
+        self._crcs = _zeros(count)
+        self._dos = _zeros(count)  # MS-DOS date << 16 | time
 
         self._gen: Generator[bytes | memoryview, None, None] = self._pieces()
         self._view: memoryview | None = None  # current piece
@@ -228,10 +263,12 @@ class ZipStream:
         self._failure: BaseException | None = None
 
     @staticmethod
-    def _layout(entries: Sequence[BundleEntry]) -> list[_Planned]:
-        plan: list[_Planned] = []
-        offset = 0
-        for e in entries:
+    def _layout(entries: tuple[BundleEntry, ...]) -> tuple[array[int], int]:
+        """The offsets of the local headers, then of the central directory (an array of
+        len(entries) + 1), and the central directory's length."""
+        offsets = array("q", [0]) * (len(entries) + 1)
+        offset = cd_size = 0
+        for i, e in enumerate(entries):
             name_str = zip_name(e.arcname)
             if e.size < 0:
                 raise ValueError(f"{e.arcname!r}: negative size {e.size}")
@@ -240,43 +277,36 @@ class ZipStream:
             name = name_str.encode("utf-8")
             if len(name) > _MAX16:
                 raise ValueError(f"{e.arcname!r}: name longer than 65,535 bytes")
-            zip64_local = e.size >= _MAX32
-            p = _Planned(
-                source=e.source,
-                arcname=e.arcname,
-                name=name,
-                size=e.size,
-                offset=offset,
-                flags=0 if name.isascii() else _FLAG_UTF8,
-                zip64_local=zip64_local,
-                version=_VERSION_ZIP64 if zip64_local or offset >= _MAX32 else _VERSION,
-            )
-            plan.append(p)
-            offset = p.end
-        return plan
+            offsets[i] = offset
+            cd_size += _central_len(name, e.size, offset)
+            offset = _Planned(e.source, e.arcname, name, e.size, offset).end
+        offsets[len(entries)] = offset
+        return offsets, cd_size
 
     @staticmethod
-    def _group(plan: list[_Planned], limit: int) -> list[_Segment]:
+    def _group(entries: tuple[BundleEntry, ...], offsets: array[int], limit: int) -> list[_Segment]:
         """Runs of small files whose headers and data fit in `limit` share one buffer."""
         segments: list[_Segment] = []
         i = 0
-        while i < len(plan):
-            p = plan[i]
-            if p.size > limit:
-                segments.append(_Segment(i, i + 1, p.header_len + p.size, buffered=False))
+        while i < len(entries):
+            if entries[i].size > limit:
+                segments.append(_Segment(i, i + 1, offsets[i + 1] - offsets[i], buffered=False))
                 i += 1
                 continue
             # The first file always fits: a buffer may exceed `limit` by one header.
-            stop, nbytes = i + 1, p.header_len + p.size
-            while stop < len(plan) and plan[stop].size <= limit:
-                more = plan[stop].header_len + plan[stop].size
-                if nbytes + more > limit:
+            stop = i + 1
+            while stop < len(entries) and entries[stop].size <= limit:
+                if offsets[stop + 1] - offsets[i] > limit:
                     break
-                nbytes += more
                 stop += 1
-            segments.append(_Segment(i, stop, nbytes, buffered=True))
+            segments.append(_Segment(i, stop, offsets[stop] - offsets[i], buffered=True))
             i = stop
         return segments
+
+    def _planned(self, i: int) -> _Planned:
+        """Where entry `i` sits in the archive."""
+        e = self._entries[i]
+        return _Planned(e.source, e.arcname, _encoded_name(e.arcname), e.size, self._offsets[i])
 
     # -- the consumer's side --------------------------------------------------------------
 
@@ -388,8 +418,8 @@ class ZipStream:
 
     def _advance(self, n: int) -> None:
         self._done += n
-        plan = self._plan
-        while self._entries_done < len(plan) and plan[self._entries_done].end <= self._done:
+        ends, count = self._offsets, len(self._entries)  # entry i ends where i + 1 starts
+        while self._entries_done < count and ends[self._entries_done + 1] <= self._done:
             self._entries_done += 1
         if self._progress is not None and (
             self._done - self._reported >= self._chunk_size or self._done == self._total
@@ -418,12 +448,12 @@ class ZipStream:
 
     def _fill(self, segment: _Segment, view: memoryview) -> memoryview:
         """Read a run of small files into the buffer, each after its local header."""
-        base = self._plan[segment.first].offset
+        base = self._offsets[segment.first]
         for i in range(segment.first, segment.stop):
-            p = self._plan[i]
+            p = self._planned(i)
             start = p.offset - base + p.header_len
             data = view[start : start + p.size]
-            fd = self._open(i)
+            fd = self._open(i, p)
             try:
                 got = 0
                 while got < p.size:
@@ -434,13 +464,13 @@ class ZipStream:
             finally:
                 os.close(fd)
             self._crcs[i] = zlib.crc32(data)
-            view[p.offset - base : start] = self._local_header(i)
+            view[p.offset - base : start] = self._local_header(i, p)
         return view[: segment.nbytes]
 
     def _send_large(self, i: int, view: memoryview) -> Iterator[bytes | memoryview]:
         """Yield one large file's header and data: CRC pass first, then the send pass."""
-        p = self._plan[i]
-        fd = self._open(i)
+        p = self._planned(i)
+        fd = self._open(i, p)
         try:
             crc = 0
             for block in self._blocks(fd, p, view):
@@ -449,7 +479,7 @@ class ZipStream:
                     self._progress(self._done)  # a long pass sends nothing: keep the watchdog fed
             self._crcs[i] = crc
             os.lseek(fd, 0, os.SEEK_SET)
-            yield self._local_header(i)
+            yield self._local_header(i, p)
             again, sent = 0, 0
             for block in self._blocks(fd, p, view):  # exactly p.size bytes, or it raises
                 again = zlib.crc32(block, again)
@@ -484,9 +514,9 @@ class ZipStream:
             f" (zip entry {p.arcname!r})"
         )
 
-    def _open(self, i: int) -> int:
-        """Open entry `i`'s file without following a link or blocking on a FIFO; check it."""
-        p = self._plan[i]
+    def _open(self, i: int, p: _Planned) -> int:
+        """Open entry `i` (planned as `p`) without following a link or blocking on a FIFO;
+        check it."""
         try:
             fd = os.open(p.source, _OPEN_FLAGS)
         except OSError as exc:
@@ -505,7 +535,8 @@ class ZipStream:
                 kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "not a regular file"
                 raise SessionChangedError(f"{p.source}: is now {kind} (zip entry {p.arcname!r})")
             self._check_size(fd, p, st)
-            self._dos[i] = _dos_datetime(st.st_mtime)
+            tm, dt = _dos_datetime(float(int(st.st_mtime)))  # DOS time has 2 s steps
+            self._dos[i] = dt << 16 | tm
         except BaseException:
             os.close(fd)
             raise
@@ -520,9 +551,8 @@ class ZipStream:
                 f" (zip entry {p.arcname!r})"
             )
 
-    def _local_header(self, i: int) -> bytes:
-        p = self._plan[i]
-        tm, dt = self._dos[i]
+    def _local_header(self, i: int, p: _Planned) -> bytes:
+        dt, tm = divmod(self._dos[i], 1 << 16)
         size32 = _MAX32 if p.zip64_local else p.size
         extra = struct.pack("<HHQQ", _ZIP64_EXTRA_ID, 16, p.size, p.size) if p.zip64_local else b""
         head = _LOCAL.pack(
@@ -534,15 +564,16 @@ class ZipStream:
     def _central_directory(self) -> Iterator[bytes]:
         """Yield the central directory in pieces of about `chunk_size` bytes."""
         out = bytearray()
-        for i, p in enumerate(self._plan):
-            fields = _central_zip64_fields(p)
+        for i in range(len(self._entries)):
+            p = self._planned(i)
+            fields = _central_zip64_fields(p.size, p.offset)
             extra = (
                 struct.pack(f"<HH{len(fields)}Q", _ZIP64_EXTRA_ID, 8 * len(fields), *fields)
                 if fields
                 else b""
             )
             size32 = _MAX32 if p.size >= _MAX32 else p.size
-            tm, dt = self._dos[i]
+            dt, tm = divmod(self._dos[i], 1 << 16)
             out += _CENTRAL.pack(
                 _CENTRAL_SIG, _MADE_BY_UNIX | p.version, p.version, p.flags, 0, tm, dt,
                 self._crcs[i], size32, size32, len(p.name), len(extra), 0, 0, 0,
@@ -557,7 +588,7 @@ class ZipStream:
             yield bytes(out)
 
     def _end_records(self) -> bytes:
-        count, cd_size, cd_offset = len(self._plan), self._cd_size, self._cd_offset
+        count, cd_size, cd_offset = len(self._entries), self._cd_size, self._cd_offset
         records = b""
         if self._zip64_end:
             zip64_end_offset = cd_offset + cd_size

@@ -38,9 +38,10 @@ R = TypeVar("R")
 # Below this many files a session is read in-process: starting workers and shipping results
 # back would cost more than it saves.
 MIN_FILES = 200
-# Files per task: enough that IPC is a small share of the work (a task is 30-60 ms of
-# reading), few enough that the workers finish close together (at most one task apart).
-# Measured on 5,000-file sessions (bench/): 128 beat 32, 64 and 256 by a few percent.
+# Files per task: enough that IPC is a small share of the work, few enough that the workers
+# finish close together (at most one task apart). Measured on 5,000-file sessions (bench/):
+# 128 beat 32, 64 and 256 by a few percent when pydicom read every header (30-60 ms a task).
+# With dicomscan a task is 5-15 ms; 256 then gained 0-10% on 5,000-16,000 files: kept at 128.
 CHUNK_FILES = 128
 # Imported once by the fork server, so each worker starts with pydicom already loaded.
 PRELOAD = (f"{__package__}.inspect",)
