@@ -23,7 +23,7 @@ from xnat_drop.errors import SessionChangedError
 from xnat_drop.inspect import inspect
 from xnat_drop.model import FileKind
 from xnat_drop.tree import walk
-from xnat_drop.workers import InspectionPool, start_context
+from xnat_drop.workers import WINDOW_PER_WORKER, InspectionPool, start_context
 
 from data import NIBABEL_DATA, copy_series, pydicom_file
 
@@ -126,6 +126,29 @@ def test_a_change_after_the_walk_raises_as_in_process(
     # The pool is still fine afterwards.
     monkeypatch.undo()
     assert inspect(session_dir, ("S1",), pool=pool) == inspect(session_dir, ("S1",))
+
+
+def test_map_takes_each_result_in_order_while_few_tasks_are_in_flight(
+    pool: InspectionPool,
+) -> None:
+    # Raw results must not pile up: a 50,000-file session would hold them all at once.
+    count, yielded, seen = 300, 0, []
+
+    def tasks() -> Iterator[int]:
+        nonlocal yielded
+        for i in range(count):
+            yielded += 1
+            yield -i
+
+    def then(task: int, result: int) -> int:
+        seen.append((task, yielded))
+        return result * 10
+
+    assert pool.map(abs, tasks(), then) == [i * 10 for i in range(count)]
+    assert [task for task, _ in seen] == [-i for i in range(count)]
+    window = WINDOW_PER_WORKER * pool.workers
+    assert all(sent <= k + 1 + window for k, (_, sent) in enumerate(seen))
+    assert seen[0][1] < count  # the first result was taken long before the last task was sent
 
 
 def test_close_leaves_no_worker_processes(session_dir: Path) -> None:

@@ -134,7 +134,8 @@ def inspect(
         survey.advance(pool.min_files)
     if pool is not None and pool.wants(len(survey.to_read)):
         tasks = survey.tasks(str(folder), words, pool.chunk_files)
-        read = [_unpack(row) for chunk in pool.map(_classify_packed, tasks) for row in chunk]
+        chunks = pool.map(_classify_packed, tasks, _unpack_chunk)
+        read = [facts for chunk in chunks for facts in chunk]
     else:
         survey.advance(None)
         read = classify_chunk((str(folder), survey.to_read, words))
@@ -241,6 +242,7 @@ _FACTS_FIELDS = tuple(f.name for f in fields(FileFacts) if f.init)
 _HEADER_FIELDS = tuple(f.name for f in fields(DicomHeader) if f.init)
 _HEADER_AT = _FACTS_FIELDS.index("header")
 _SIZE_AT = _FACTS_FIELDS.index("size")
+_PATH_AT = _FACTS_FIELDS.index("path")
 _facts_values = operator.attrgetter(*_FACTS_FIELDS)
 _header_values = operator.attrgetter(*_HEADER_FIELDS)
 
@@ -268,20 +270,28 @@ def _shared(value: Any) -> Any:
     return _SHARED.setdefault(value, value)
 
 
-def _unpack(values: tuple[Any, ...]) -> FileFacts:
+def _unpack_chunk(task: Task, rows: list[tuple[Any, ...]]) -> list[FileFacts]:
+    # The worker's copy of each path is dropped for the one the task already holds here.
+    return [_unpack(row, path) for row, path in zip(rows, task[1], strict=True)]
+
+
+def _unpack(values: tuple[Any, ...], path: str) -> FileFacts:
+    """The FileFacts `_pack` made `values` of, holding `path` (equal to the one packed)."""
+    parts = list(values)
+    parts[_PATH_AT] = path
     # The files of a series have the same size: one int object, not one per file.
-    values = (*values[:_SIZE_AT], _shared(values[_SIZE_AT]), *values[_SIZE_AT + 1 :])
-    fields = values[_HEADER_AT]
+    parts[_SIZE_AT] = _shared(parts[_SIZE_AT])
+    fields = parts[_HEADER_AT]
     if fields is None:
-        return FileFacts(*values)
+        return FileFacts(*parts)
     key = fields[:_OWN] + fields[_OWN + 1 :]
     common = _COMMON.get(key)
     if common is None:
         if len(_COMMON) > _SHARED_LIMIT:
             _COMMON.clear()
         common = _COMMON[key] = tuple(_shared(v) for v in key)
-    header = DicomHeader(*[*common[:_OWN], fields[_OWN], *common[_OWN:]])
-    return FileFacts(*[*values[:_HEADER_AT], header, *values[_HEADER_AT + 1 :]])
+    parts[_HEADER_AT] = DicomHeader(*[*common[:_OWN], fields[_OWN], *common[_OWN:]])
+    return FileFacts(*parts)
 
 
 def classify(

@@ -56,25 +56,38 @@ def walk(root: Path) -> Iterator[Entry]:
     stack = [""]
     while stack:
         prefix = stack.pop()
-        folder = root / prefix if prefix else root
+        # A subfolder was a folder when listed; if it is a link now, it is not followed.
+        flags = _DIR_FLAGS | (os.O_NOFOLLOW if prefix else 0)
         try:
-            with os.scandir(folder) as it:
-                entries = sorted(it, key=lambda e: e.name)
+            fd = os.open(root / prefix if prefix else root, flags)
         except OSError:
             yield Entry(prefix or ".", "unreadable", 0, 0)
             continue
-        subfolders = []
-        for entry in entries:
-            rel = f"{prefix}/{entry.name}" if prefix else entry.name
+        try:
+            # Names only, then one lstat each: a folder of 10,000 DirEntry objects with their
+            # cached stat results would hold about 7 MB while it is walked, names about 0.6 MB.
             try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError:  # vanished between listing and stat: a writer is still busy
+                names = sorted(os.listdir(fd))
+            except OSError:
+                yield Entry(prefix or ".", "unreadable", 0, 0)
                 continue
-            if stat.S_ISDIR(st.st_mode):
-                subfolders.append(rel)
-            else:
-                yield Entry(rel, kind_of(st.st_mode), st.st_size, st.st_mtime_ns)
-        stack.extend(reversed(subfolders))
+            subfolders = []
+            for name in names:
+                rel = f"{prefix}/{name}" if prefix else name
+                try:
+                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                except OSError:  # vanished between listing and stat: a writer is still busy
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    subfolders.append(rel)
+                else:
+                    yield Entry(rel, kind_of(st.st_mode), st.st_size, st.st_mtime_ns)
+            stack.extend(reversed(subfolders))
+        finally:
+            os.close(fd)
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 @dataclass(frozen=True, slots=True)

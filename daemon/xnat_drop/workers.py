@@ -23,6 +23,7 @@ import signal
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
+S = TypeVar("S")
 
 # Below this many files a session is read in-process: starting workers and shipping results
 # back would cost more than it saves.
@@ -43,6 +45,9 @@ MIN_FILES = 200
 # 128 beat 32, 64 and 256 by a few percent when pydicom read every header (30-60 ms a task).
 # With dicomscan a task is 5-15 ms; 256 then gained 0-10% on 5,000-16,000 files: kept at 128.
 CHUNK_FILES = 128
+# Tasks in flight per worker: enough that no worker waits for its next task, few enough that
+# results waiting to be taken stay a few hundred KB (a 2 GB session's would be about 8 MB).
+WINDOW_PER_WORKER = 4
 # Imported once by the fork server, so each worker starts with pydicom already loaded.
 PRELOAD = (f"{__package__}.inspect",)
 
@@ -121,32 +126,48 @@ class InspectionPool:
         for future in ready:
             future.result()
 
-    def map(self, fn: Callable[[T], R], tasks: Iterable[T]) -> list[R]:
-        """`[fn(task) for task in tasks]`, computed by the workers; results in task order.
+    def map(self, fn: Callable[[T], R], tasks: Iterable[T], then: Callable[[T, R], S]) -> list[S]:
+        """`[then(task, fn(task)) for task in tasks]`, with `fn` run by the workers.
 
         Each task is sent as soon as `tasks` yields it, so a generator can keep producing
-        tasks (walking a folder) while the workers already read. `fn` must be a module-level
-        function. If a task raises, the exception of the first failing task (in task order)
-        is raised, as the serial loop would, and tasks not yet started are cancelled. If a
-        worker dies (killed, out of memory), the pool is replaced on next use and this call
-        computes the tasks in-process instead, so the answer is the same either way. Raises
-        RuntimeError when the pool is closed.
+        tasks (walking a folder) while the workers already read. `then` runs here, in task
+        order, as soon as each result is in, and at most `window` tasks are in flight: the
+        raw results never pile up, so memory stays flat however many tasks there are. `fn`
+        must be a module-level function. If a task raises, the exception of the first failing
+        task (in task order) is raised, as the serial loop would, and tasks not yet started
+        are cancelled. If a worker dies (killed, out of memory), the pool is replaced on next
+        use and this call computes the remaining tasks in-process instead, so the answer is
+        the same either way. Raises RuntimeError when the pool is closed.
         """
-        sent: list[T] = []
-        futures: list[Future[R]] = []
+        done: list[S] = []
+        pending: deque[tuple[T, Future[R]]] = deque()  # in task order
+        window = WINDOW_PER_WORKER * self.workers
+
+        def take_first() -> None:
+            task, future = pending[0]
+            result = future.result()  # the task stays pending if this raises
+            pending.popleft()
+            done.append(then(task, result))
+
         try:
             executor = self._ensure()
             for task in tasks:
-                sent.append(task)
-                futures.append(executor.submit(fn, task))
-            return [future.result() for future in futures]
+                pending.append((task, executor.submit(fn, task)))
+                while pending and (len(pending) > window or pending[0][1].done()):
+                    take_first()
+            while pending:
+                take_first()
+            return done
         except BrokenProcessPool as exc:
             log.warning("inspection worker died (%s); reading in-process instead", exc)
             self._discard()
-            return [fn(task) for task in itertools.chain(sent, tasks)]
+            rest = [task for task, _ in pending]
+            pending.clear()
+            done.extend(then(task, fn(task)) for task in itertools.chain(rest, tasks))
+            return done
         finally:
-            for future in futures:
-                future.cancel()  # no-op for tasks that finished; frees the queue after errors
+            for _, future in pending:
+                future.cancel()  # frees the queue after an error
 
     def pids(self) -> tuple[int, ...]:
         """Process ids of the running workers (empty before first use and after close)."""
