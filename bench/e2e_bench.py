@@ -44,6 +44,7 @@ from typing import Any
 
 import numpy as np
 import pydicom
+from mr_series import series_sizes
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
@@ -80,18 +81,6 @@ SIZES = {
 # when the measured session arrives: >= workers.MIN_FILES files.
 WARMUP = SessionSize("E2E_WARMUP", 256, 64)
 
-# (number, description, share of the files): an MR research session, scaled to `files`.
-SERIES = (
-    (1, "localizer", 9),
-    (2, "AAHead_Scout", 128),
-    (3, "t1_mprage_sag", 192),
-    (4, "t2_spc_sag", 192),
-    (5, "gre_field_map", 132),
-    (6, "ep2d_bold_rest", 3000),
-    (7, "ep2d_diff_mddw_30", 990),
-    (8, "t2_flair_tra", 50),
-    (9, "tof_fl3d_tra", 307),
-)
 # Elements that differ per image, in tag order; the rest of a series is encoded once.
 VARYING = (0x00080018, 0x00200013, 0x00200032, 0x00201041)
 
@@ -165,14 +154,6 @@ def _dirs_named(top: Path, name: str, depth: int) -> Iterator[Path]:
                 yield child
             else:
                 yield from _dirs_named(child, name, depth - 1)
-
-
-def series_sizes(files: int) -> list[tuple[int, str, int]]:
-    """SERIES scaled to `files` images in total (every series keeps at least one)."""
-    total = sum(count for _, _, count in SERIES)
-    sizes = [max(1, count * files // total) for _, _, count in SERIES]
-    sizes[SERIES.index(max(SERIES, key=lambda s: s[2]))] += files - sum(sizes)
-    return [(n, d, size) for (n, d, _), size in zip(SERIES, sizes, strict=True)]
 
 
 def series_template(matrix: int, number: int, description: str, study: str) -> Dataset:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
+from mr_series import series_sizes
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset, write_file_meta_info
@@ -46,18 +47,6 @@ OUT = Path(__file__).resolve().parent / "out"
 FORMAT = 1  # bump when the generated sessions change: they are then written again
 ROWS = COLUMNS = 256
 PIXEL_BYTES = ROWS * COLUMNS * 2
-# (number, description, images) for 5,000 files; scaled down for --files.
-SERIES = (
-    (1, "localizer", 9),
-    (2, "AAHead_Scout", 128),
-    (3, "t1_mprage_sag", 192),
-    (4, "t2_spc_sag", 192),
-    (5, "gre_field_map", 132),
-    (6, "ep2d_bold_rest", 3000),
-    (7, "ep2d_diff_mddw_30", 990),
-    (8, "t2_flair_tra", 50),
-    (9, "tof_fl3d_tra", 307),
-)
 UID_ROOT = "1.2.826.0.1.3680043.8.498."  # pydicom's UID root
 # Elements that differ per image; everything else is encoded once per series.
 VARYING = (0x00080018, 0x00200013, 0x00200032, 0x00201041)
@@ -246,14 +235,6 @@ def generate(kind: str, files: int) -> Path:
     done.write_text(stamp)
     print(f"  done in {time.perf_counter() - start:.1f} s", flush=True)
     return folder
-
-
-def series_sizes(files: int) -> list[tuple[int, str, int]]:
-    """SERIES scaled to `files` images in total (every series keeps at least one)."""
-    total = sum(count for _, _, count in SERIES)
-    sizes = [max(1, count * files // total) for _, _, count in SERIES]
-    sizes[SERIES.index(max(SERIES, key=lambda s: s[2]))] += files - sum(sizes)
-    return [(number, name, size) for (number, name, _), size in zip(SERIES, sizes, strict=True)]
 
 
 def siemens_template() -> Dataset:
