@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -17,6 +18,8 @@ import requests
 
 if TYPE_CHECKING:
     from xnat_drop.emulator import Emulator
+
+from xnat_drop.demo.samples import SeriesSpec, write_session
 
 from emulator_helpers import PASSWORD, USER, client
 
@@ -109,6 +112,25 @@ def drop(tmp_path: Path, emulator: Emulator) -> Drop:
     item = Drop(root, tmp_path / "xnat-drop.toml", secret, tmp_path / "state")
     item.write_config(emulator.url)
     return item
+
+
+def drop_session(drop: Drop, relpath: tuple[str, ...], scans: list[SeriesSpec]) -> Path:
+    """Write a session elsewhere, then move it in whole, as a finished copy arrives."""
+    staging = drop.root.parent / "staging" / "/".join(relpath)
+    write_session(staging, scans, patient_id=relpath[-2] if len(relpath) > 1 else "X")
+    target = drop.incoming.joinpath(*relpath)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(staging, target)
+    return target
+
+
+def digest(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file below `folder`, by relative path."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def daemon_env(**extra: str) -> dict[str, str]:

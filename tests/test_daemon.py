@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -15,7 +14,17 @@ from pathlib import Path
 from xnat_drop.demo.samples import ORIGINAL, SeriesSpec, write_nifti, write_session
 from xnat_drop.emulator import Emulator, Fault
 
-from conftest import PASSWORD, PROJECT, USER, Drop, run_daemon, start_daemon, wait_until
+import conftest
+from conftest import (
+    PASSWORD,
+    PROJECT,
+    USER,
+    Drop,
+    digest,
+    run_daemon,
+    start_daemon,
+    wait_until,
+)
 from zipcheck import java_read_zip, local_headers, requires_java
 
 CLEAN = (PROJECT, "S01", "S01_MR1")
@@ -23,21 +32,7 @@ SCANS = [SeriesSpec(1, "localizer", images=2), SeriesSpec(2, "T1_MPRAGE", images
 
 
 def drop_session(drop: Drop, relpath: tuple[str, ...], scans: list[SeriesSpec] = SCANS) -> Path:
-    """Write a session elsewhere, then move it in whole, as a finished copy arrives."""
-    staging = drop.root.parent / "staging" / "/".join(relpath)
-    write_session(staging, scans, patient_id=relpath[-2] if len(relpath) > 1 else "X")
-    target = drop.incoming.joinpath(*relpath)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.rename(staging, target)
-    return target
-
-
-def digest(folder: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
+    return conftest.drop_session(drop, relpath, scans)
 
 
 def report(root: Path, relpath: tuple[str, ...]) -> tuple[str, dict[str, object]]:

@@ -169,6 +169,7 @@ def test_sample_files_cut_everywhere_in_the_header(samples: list[Path], tmp_path
 
 
 def _bench_module(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.syspath_prepend(str(BENCH))  # the benchmarks import their shared modules
     spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -21,7 +20,17 @@ from xnat_drop.emulator import Emulator
 from xnat_drop.failpoints import ENV as FAILPOINT_ENV
 from xnat_drop.failpoints import NAMES as FAILPOINTS
 
-from conftest import PROJECT, Drop, daemon_env, run_daemon, start_daemon, stop_daemon, wait_until
+import conftest
+from conftest import (
+    PROJECT,
+    Drop,
+    daemon_env,
+    digest,
+    run_daemon,
+    start_daemon,
+    stop_daemon,
+    wait_until,
+)
 
 REL = (PROJECT, "S01", "S01_MR1")
 SCANS = [SeriesSpec(1, "localizer", images=2), SeriesSpec(2, "T1_MPRAGE", images=4)]
@@ -30,20 +39,7 @@ SCANS = [SeriesSpec(1, "localizer", images=2), SeriesSpec(2, "T1_MPRAGE", images
 def drop_session(
     drop: Drop, relpath: tuple[str, ...] = REL, scans: list[SeriesSpec] = SCANS
 ) -> Path:
-    staging = drop.root.parent / "staging" / "/".join(relpath)
-    write_session(staging, scans, patient_id=relpath[1])
-    target = drop.incoming.joinpath(*relpath)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.rename(staging, target)
-    return target
-
-
-def digest(folder: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
+    return conftest.drop_session(drop, relpath, scans)
 
 
 def stop(proc: subprocess.Popen[str]) -> str:
