@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -139,11 +140,20 @@ def daemon_env(**extra: str) -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in drop} | extra
 
 
+# A killed pytest run must not leave daemons behind, still watching its temporary folders:
+# setpriv (util-linux) makes the kernel SIGKILL the daemon when the test process dies, then
+# execs it (so the Popen's pid is the daemon's). preexec_fn could do the same, but it is not
+# safe in a process with threads.
+_SETPRIV = shutil.which("setpriv")
+_DIE_WITH_TESTS = [_SETPRIV, "--pdeathsig", "KILL"] if _SETPRIV else []
+
+
 def run_daemon(
     drop: Drop, *args: str, timeout: float = 60.0, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run the real `xnat-drop run --once` process over `drop` and wait for it."""
-    cmd = [sys.executable, "-m", "xnat_drop.cli", "run", "--config", str(drop.config), "--once"]
+    cmd = [*_DIE_WITH_TESTS, sys.executable, "-m", "xnat_drop.cli", "run", "--config"]
+    cmd += [str(drop.config), "--once"]
     cmd += ["--timeout", str(timeout - 5), *args]
     return subprocess.run(
         cmd, capture_output=True, text=True, timeout=timeout, env=env or daemon_env(), check=False
@@ -154,7 +164,8 @@ def start_daemon(
     drop: Drop, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.Popen[str]:
     """Start the real daemon process (`run`, no --once) in the background."""
-    cmd = [sys.executable, "-m", "xnat_drop.cli", "run", "--config", str(drop.config), *args]
+    cmd = [*_DIE_WITH_TESTS, sys.executable, "-m", "xnat_drop.cli", "run", "--config"]
+    cmd += [str(drop.config), *args]
     return subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env or daemon_env()
     )

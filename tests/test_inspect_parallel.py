@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from xnat_drop.model import FileKind
 from xnat_drop.tree import walk
 from xnat_drop.workers import WINDOW_PER_WORKER, InspectionPool, start_context
 
+from conftest import wait_until
 from data import NIBABEL_DATA, copy_series, pydicom_file
 
 KEYWORDS = ("PatientID", "StudyDate", "InstanceNumber")
@@ -192,6 +194,29 @@ def test_a_killed_worker_costs_speed_not_the_answer(
         # The broken pool was replaced: the next session uses new workers.
         assert inspect(session_dir, ("S1",), pool=fresh) == inspect(session_dir, ("S1",))
         assert fresh.pids()
+
+
+def test_a_pool_found_broken_while_sending_tasks_still_answers(
+    session_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Here the pool already knows a worker died, so sending the first task fails: that task,
+    # taken from the walk but never sent, must still be read.
+    with InspectionPool(workers=2) as fresh:
+        fresh.start()
+        os.kill(fresh.pids()[0], signal.SIGKILL)
+        executor = fresh._executor
+        assert executor is not None
+
+        def knows_it_broke() -> bool:
+            try:
+                executor.submit(os.getpid).result()
+            except BrokenProcessPool:
+                return True
+            return False
+
+        wait_until(knows_it_broke, "the pool noticing its dead worker")
+        assert inspect(session_dir, ("S1",), pool=fresh) == inspect(session_dir, ("S1",))
+        assert "inspection worker died" in caplog.text
 
 
 def test_workers_end_when_their_parent_is_killed() -> None:

@@ -141,6 +141,7 @@ class InspectionPool:
         """
         done: list[S] = []
         pending: deque[tuple[T, Future[R]]] = deque()  # in task order
+        unsent: list[T] = []  # the task taken from `tasks` while it is being submitted
         window = WINDOW_PER_WORKER * self.workers
 
         def take_first() -> None:
@@ -152,7 +153,9 @@ class InspectionPool:
         try:
             executor = self._ensure()
             for task in tasks:
-                pending.append((task, executor.submit(fn, task)))
+                unsent.append(task)  # submit raises when the pool broke meanwhile
+                future = executor.submit(fn, task)
+                pending.append((unsent.pop(), future))
                 while pending and (len(pending) > window or pending[0][1].done()):
                     take_first()
             while pending:
@@ -161,7 +164,7 @@ class InspectionPool:
         except BrokenProcessPool as exc:
             log.warning("inspection worker died (%s); reading in-process instead", exc)
             self._discard()
-            rest = [task for task, _ in pending]
+            rest = [*(task for task, _ in pending), *unsent]
             pending.clear()
             done.extend(then(task, fn(task)) for task in itertools.chain(rest, tasks))
             return done
