@@ -205,19 +205,8 @@ def _walk(view: memoryview, position: int, found: dict[int, _Raw], *, group: int
             return position
         if group_number == 0xFFFE:
             raise _UnsupportedError  # an item tag at the top level
-        if vr in _LONG_VRS:
-            if position + 12 > end:
-                raise _UnsupportedError
-            (length,) = _U32.unpack_from(view, position + 8)
-            start = position + 12
-        elif vr in _SHORT_VRS:
-            (length,) = _U16.unpack_from(view, position + 6)
-            start = position + 8
-        else:
-            raise _UnsupportedError  # implicit VR where explicit was promised, or an odd VR
+        start, length = _value_at(view, position, vr, end)
         if length == _UNDEFINED:
-            if vr != b"SQ":
-                raise _UnsupportedError  # an undefined-length UN is implicit VR inside
             position = _skip_sequence(view, start)
             continue
         stop = start + length
@@ -256,20 +245,27 @@ def _skip_item(view: memoryview, position: int) -> int:
         group_number, element_number, vr = _TAG_VR.unpack_from(view, position)
         if (group_number << 16 | element_number) == _ITEM_END:
             return position + 8
-        if vr in _LONG_VRS:
-            if position + 12 > end:
-                raise _UnsupportedError
-            (length,) = _U32.unpack_from(view, position + 8)
-            start = position + 12
-        elif vr in _SHORT_VRS:
-            (length,) = _U16.unpack_from(view, position + 6)
-            start = position + 8
-        else:
-            raise _UnsupportedError
+        start, length = _value_at(view, position, vr, end)
         if length == _UNDEFINED:
-            if vr != b"SQ":
-                raise _UnsupportedError
             position = _skip_sequence(view, start)
             continue
         position = start + length
     raise _UnsupportedError
+
+
+def _value_at(view: memoryview, position: int, vr: bytes, end: int) -> tuple[int, int]:
+    """Where the value of the explicit-VR element at `position` starts, and its length.
+
+    The length is _UNDEFINED only for a sequence (SQ) of undefined length.
+    """
+    if vr in _LONG_VRS:
+        if position + 12 > end:
+            raise _UnsupportedError
+        (length,) = _U32.unpack_from(view, position + 8)
+        if length == _UNDEFINED and vr != b"SQ":
+            raise _UnsupportedError  # an undefined-length UN is implicit VR inside
+        return position + 12, length
+    if vr in _SHORT_VRS:
+        (length,) = _U16.unpack_from(view, position + 6)
+        return position + 8, length
+    raise _UnsupportedError  # implicit VR where explicit was promised, or an odd VR
