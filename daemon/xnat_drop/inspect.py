@@ -92,6 +92,9 @@ _field_cache: dict[Hashable, Any] = {}
 # The same for the plain values dicomscan converts: (converter, VR, bytes) -> text.
 _plain_cache: dict[tuple[Callable[[bytes, bytes], Any], bytes, bytes], Any] = {}
 _CACHED_BYTES = 256
+# The extra keyword values of a header, one tuple per distinct set: the files of a series then
+# share one, which pickle sends once per task.
+_values_cache: dict[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]] = {}
 _CHARSET = 0x00080005
 # Specific Character Set values under which pydicom decodes printable ASCII as ASCII (checked
 # by tests/test_dicomscan.py); dicomscan only ever converts printable ASCII. Single values
@@ -107,6 +110,7 @@ _ASCII_CHARSETS = frozenset(
 # Files of a session for one worker: folder, relative paths, extra keywords.
 Task = tuple[str, Sequence[str], tuple[str, ...]]
 V = TypeVar("V")
+K = TypeVar("K", bound=Hashable)
 
 
 def unknown_keywords(keywords: Sequence[str]) -> list[str]:
@@ -134,7 +138,7 @@ def inspect(
         survey.advance(pool.min_files)
     if pool is not None and pool.wants(len(survey.to_read)):
         tasks = survey.tasks(str(folder), words, pool.chunk_files)
-        chunks = pool.map(_classify_packed, tasks, _unpack_chunk)
+        chunks = pool.map(_classify_packed, tasks, _Unpacker().chunk)
         read = [facts for chunk in chunks for facts in chunk]
     else:
         survey.advance(None)
@@ -254,44 +258,42 @@ def _pack(facts: FileFacts) -> tuple[Any, ...]:
     return (*values[:_HEADER_AT], _header_values(facts.header), *values[_HEADER_AT + 1 :])
 
 
-# Header values repeated across a series (UIDs, ImageType, description, ...) arrive from the
-# workers as new objects per file; sharing one copy keeps a 50,000-file session small.
-_SHARED: dict[Any, Any] = {}
-_SHARED_LIMIT = 100_000
 _OWN = _HEADER_FIELDS.index("sop_instance_uid")  # unique per file: not worth sharing
-# The other header fields, as one tuple, are the same for every file of a series: looked up
-# once per file, with its values shared (one dict lookup instead of one per field).
-_COMMON: dict[tuple[Any, ...], tuple[Any, ...]] = {}
 
 
-def _shared(value: Any) -> Any:
-    if len(_SHARED) > _SHARED_LIMIT:
-        _SHARED.clear()
-    return _SHARED.setdefault(value, value)
+class _Unpacker:
+    """Makes the workers' rows of one session FileFacts again.
 
+    Header values repeated across a series (UIDs, ImageType, description, ...) and the sizes
+    of its files arrive as new objects per file; sharing one copy keeps a 50,000-file session
+    small. The tables live as long as the session's inspection, so nothing piles up in the
+    daemon from one session to the next.
+    """
 
-def _unpack_chunk(task: Task, rows: list[tuple[Any, ...]]) -> list[FileFacts]:
-    # The worker's copy of each path is dropped for the one the task already holds here.
-    return [_unpack(row, path) for row, path in zip(rows, task[1], strict=True)]
+    def __init__(self) -> None:
+        self._values: dict[Any, Any] = {}
+        # All header fields but the SOP Instance UID, as one tuple, are the same for every
+        # file of a series: one lookup per file instead of one per field.
+        self._common: dict[tuple[Any, ...], tuple[Any, ...]] = {}
 
+    def chunk(self, task: Task, rows: list[tuple[Any, ...]]) -> list[FileFacts]:
+        # The worker's copy of each path is dropped for the one the task already holds here.
+        return [self._one(row, path) for row, path in zip(rows, task[1], strict=True)]
 
-def _unpack(values: tuple[Any, ...], path: str) -> FileFacts:
-    """The FileFacts `_pack` made `values` of, holding `path` (equal to the one packed)."""
-    parts = list(values)
-    parts[_PATH_AT] = path
-    # The files of a series have the same size: one int object, not one per file.
-    parts[_SIZE_AT] = _shared(parts[_SIZE_AT])
-    fields = parts[_HEADER_AT]
-    if fields is None:
+    def _one(self, values: tuple[Any, ...], path: str) -> FileFacts:
+        """The FileFacts `_pack` made `values` of, holding `path` (equal to the one packed)."""
+        parts = list(values)
+        parts[_PATH_AT] = path
+        parts[_SIZE_AT] = self._values.setdefault(parts[_SIZE_AT], parts[_SIZE_AT])
+        fields = parts[_HEADER_AT]
+        if fields is None:
+            return FileFacts(*parts)
+        key = fields[:_OWN] + fields[_OWN + 1 :]
+        common = self._common.get(key)
+        if common is None:
+            common = self._common[key] = tuple(self._values.setdefault(v, v) for v in key)
+        parts[_HEADER_AT] = DicomHeader(*[*common[:_OWN], fields[_OWN], *common[_OWN:]])
         return FileFacts(*parts)
-    key = fields[:_OWN] + fields[_OWN + 1 :]
-    common = _COMMON.get(key)
-    if common is None:
-        if len(_COMMON) > _SHARED_LIMIT:
-            _COMMON.clear()
-        common = _COMMON[key] = tuple(_shared(v) for v in key)
-    parts[_HEADER_AT] = DicomHeader(*[*common[:_OWN], fields[_OWN], *common[_OWN:]])
-    return FileFacts(*parts)
 
 
 def classify(
@@ -576,7 +578,7 @@ def _plain_header(
         image_type=_converted(dicomscan.values, image_type, b"CS") if image_type else (),
         modality=_text_of(get(_TAG["Modality"]), b"CS"),
         photometric_interpretation=_text_of(get(_TAG["PhotometricInterpretation"]), b"CS"),
-        values=_shared(tuple((k, _text_of(get(tag), vr)) for k, tag, vr in keywords)),
+        values=_kept(_values_cache, tuple((k, _text_of(get(tag), vr)) for k, tag, vr in keywords)),
     )
 
 
@@ -606,6 +608,13 @@ def _converted(convert: Callable[[bytes, bytes], V], raw: dicomscan.Raw, vr: byt
             _plain_cache.clear()
         _plain_cache[key] = value
     return value
+
+
+def _kept(cache: dict[K, K], value: K) -> K:
+    """The copy of `value` already in `cache` (a bounded table), or `value`, now kept."""
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    return cache.setdefault(value, value)
 
 
 def _pydicom_as_shipped() -> bool:
