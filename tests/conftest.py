@@ -20,6 +20,10 @@ import requests
 if TYPE_CHECKING:
     from xnat_drop.emulator import Emulator
 
+    from hostile_lab import LabTree
+
+from xnat_drop import store
+from xnat_drop.config import PathsConfig
 from xnat_drop.demo.samples import SeriesSpec, write_session
 
 from emulator_helpers import PASSWORD, USER, client
@@ -60,6 +64,7 @@ class Drop:
         rescan: float = 0.5,
         retry: tuple[float, float, int] = (0.2, 1.0, 5),
         xnat: str = "",
+        watch: str = "",
     ) -> None:
         """(Re)write the config: short settle and retry times so tests run fast."""
         self.config.write_text(
@@ -71,6 +76,7 @@ state_dir = "{self.state}"
 [watch]
 settle_seconds = {settle}
 rescan_seconds = {rescan}
+{watch}
 
 [xnat]
 url = "{url}"
@@ -113,6 +119,46 @@ def drop(tmp_path: Path, emulator: Emulator) -> Drop:
     item = Drop(root, tmp_path / "xnat-drop.toml", secret, tmp_path / "state")
     item.write_config(emulator.url)
     return item
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> PathsConfig:
+    """A prepared drop tree's folders in tmp_path (store and filing tests)."""
+    p = PathsConfig(
+        tmp_path / "incoming",
+        tmp_path / "done",
+        tmp_path / "failed",
+        tmp_path / ".work",
+        tmp_path / "state",
+    )
+    store.prepare(p)
+    return p
+
+
+@pytest.fixture
+def area(paths: PathsConfig) -> Iterator[store.WorkArea]:
+    work = store.WorkArea(paths)
+    yield work
+    work.close()
+
+
+@pytest.fixture
+def lab(emulator: Emulator) -> Iterator[LabTree]:
+    """A drop tree owned as in production, for the daemon run as its own user (hostile/)."""
+    from hostile_lab import lab_tree
+
+    with lab_tree(emulator.url) as tree:
+        yield tree
+
+
+def atime_shows_reads(tmp_path: Path) -> None:
+    """Skip unless reading a file updates its atime here (tests that tell reads by atime)."""
+    probe = tmp_path / "probe"
+    probe.write_bytes(b"x")
+    os.utime(probe, (time.time() - 86_400, probe.stat().st_mtime))
+    probe.read_bytes()
+    if probe.stat().st_atime < time.time() - 3600:
+        pytest.skip("this filesystem does not record reads in atime")
 
 
 def drop_session(drop: Drop, relpath: tuple[str, ...], scans: list[SeriesSpec]) -> Path:

@@ -35,6 +35,7 @@ from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
 from xnat_drop import dicomscan
 from xnat_drop import inspect as inspect_module
+from xnat_drop.beneath import Beneath, Dir
 from xnat_drop.demo.samples import SECONDARY_CAPTURE, SeriesSpec, write_session
 from xnat_drop.model import FileFacts, FileKind
 
@@ -67,13 +68,21 @@ MR = b"1.2.840.10008.5.1.4.1.1.4"
 EXPLICIT = b"1.2.840.10008.1.2.1"
 
 
+def classify_with(
+    reader: inspect_module._Reader, path: Path, keywords: tuple[str, ...] = ()
+) -> FileFacts:
+    """`reader`'s facts of the file at `path` (opened through its folder, as inspect does)."""
+    with Dir.open(path.parent) as folder, Beneath(folder) as files:
+        return reader.classify(files, path.name, path.name, frozenset(), keywords)
+
+
 def read_both(path: Path, keywords: tuple[str, ...] = ()) -> tuple[FileFacts, FileFacts, bool]:
     """(pydicom's facts, the fast reader's facts, whether dicomscan read the header)."""
     slow = inspect_module._Reader(fast=False)
     fast = inspect_module._Reader()
     assert fast.fast, "the fast path is off: pydicom's settings changed?"
-    expected = slow.classify(str(path), path.name, frozenset(), keywords)
-    found = fast.classify(str(path), path.name, frozenset(), keywords)
+    expected = classify_with(slow, path, keywords)
+    found = classify_with(fast, path, keywords)
     return expected, found, fast.fast_files == 1
 
 
@@ -198,8 +207,9 @@ def test_benchmark_sessions_read_the_same(tmp_path: Path, monkeypatch: pytest.Mo
         for keywords in ((), KEYWORDS):
             slow = inspect_module._Reader(fast=False)
             fast = inspect_module._Reader()
-            expected = [slow.classify(str(folder / r), r, frozenset(), keywords) for r in relpaths]
-            found = [fast.classify(str(folder / r), r, frozenset(), keywords) for r in relpaths]
+            with Dir.open(folder) as root, Beneath(root) as files:
+                expected = [slow.classify(files, r, r, frozenset(), keywords) for r in relpaths]
+                found = [fast.classify(files, r, r, frozenset(), keywords) for r in relpaths]
             assert found == expected
             assert all(f.kind is FileKind.DICOM for f in found)
             assert fast.fast_files == len(paths) - (0 if header_fits else 1)
@@ -619,8 +629,8 @@ def test_a_changed_pydicom_setting_turns_the_fast_path_off(
     assert compare(path)
     monkeypatch.setattr(pydicom.config, "datetime_conversion", True)
     assert not inspect_module._Reader().fast
-    slow = inspect_module._Reader(fast=False).classify(str(path), "p.dcm", frozenset(), ())
-    assert inspect_module._Reader().classify(str(path), "p.dcm", frozenset(), ()) == slow
+    slow = classify_with(inspect_module._Reader(fast=False), path)
+    assert classify_with(inspect_module._Reader(), path) == slow
 
 
 def test_inspect_uses_the_fast_reader_and_shares_values(samples: list[Path]) -> None:

@@ -54,6 +54,52 @@ def test_fault_matching_by_method_and_prefix_and_forever(
     assert http.get(emulator.url + "/data/projects/P1?format=json").status_code == 200
 
 
+def test_fault_answers_with_its_content_type_and_location(
+    emulator: Emulator, http: requests.Session
+):
+    page = "<html><body>Please sign in</body></html>"
+    emulator.inject(
+        Fault(method="GET", path="/data/projects", status=200, body=page, content_type="text/html")
+    )
+    emulator.inject(
+        Fault(method="POST", path=IMPORT, status=302, location="https://sso.example.org/login")
+    )
+    emulator.inject(Fault(method="GET", path="/data/JSESSION", content_type="text/html"))
+
+    login_page = http.get(emulator.url + "/data/projects/P1?format=json")
+    assert (login_page.status_code, login_page.text) == (200, page)
+    assert login_page.headers["Content-Type"] == "text/html"
+    moved = http.post(
+        emulator.url + IMPORT,
+        params={"PROJECT_ID": "P1", "import-handler": "DICOM-zip"},
+        data=zip_bytes(series_files(new_study(), 1, 1)),
+        headers={"Content-Type": "application/zip"},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert moved.status_code == 302
+    assert moved.headers["Location"] == "https://sso.example.org/login"
+    assert emulator.prearchive() == []
+    # Without a status the request is processed as usual; only the label changes.
+    relabelled = http.get(emulator.url + "/data/JSESSION")
+    assert relabelled.headers["Content-Type"] == "text/html"
+    assert re.fullmatch(r"[0-9A-F]{32}", relabelled.text)
+    assert (
+        http.get(emulator.url + "/data/JSESSION").headers["Content-Type"].startswith("text/plain")
+    )
+
+
+@pytest.mark.parametrize("name", ["content_type", "location"])
+def test_fault_header_values_stay_on_their_line(emulator: Emulator, name: str):
+    with pytest.raises(ValueError, match=f"{name} must be one line of text"):
+        emulator.inject(Fault(status=200, **{name: "text/html\r\nSet-Cookie: JSESSIONID=x"}))
+    bad = requests.post(
+        emulator.url + "/_emulator/faults", json={"status": 302, name: "a\nb"}, timeout=10
+    )
+    assert bad.status_code == 400
+    assert emulator.faults.pending() == []
+
+
 def test_delay_after_processing_trips_a_client_timeout_but_the_work_is_done(
     emulator: Emulator, http: requests.Session
 ):

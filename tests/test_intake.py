@@ -351,7 +351,7 @@ def test_a_full_disk_leaves_the_session_in_incoming_until_there_is_room(
 ) -> None:
     small = tmp_path / "small"
     small.mkdir()
-    mount("-t", "tmpfs", "-o", "size=2m", "tmpfs", str(small))
+    mount("-t", "tmpfs", "-o", "size=2m,mode=0755", "tmpfs", str(small))
     try:
         on_tmpfs = Drop(small, drop.config, drop.secret, drop.state)
         (small / "incoming").mkdir()

@@ -6,35 +6,15 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from xnat_drop import store
+from xnat_drop import filing, store
+from xnat_drop.beneath import Dir, UnsafePathError
 from xnat_drop.config import PathsConfig
 
 REL = ("P1", "S01", "S01_MR1")
-
-
-@pytest.fixture
-def paths(tmp_path: Path) -> PathsConfig:
-    p = PathsConfig(
-        tmp_path / "incoming",
-        tmp_path / "done",
-        tmp_path / "failed",
-        tmp_path / ".work",
-        tmp_path / "state",
-    )
-    store.prepare(p)
-    return p
-
-
-@pytest.fixture
-def area(paths: PathsConfig) -> Iterator[store.WorkArea]:
-    work = store.WorkArea(paths)
-    yield work
-    work.close()
 
 
 def drop_session(paths: PathsConfig, rel: tuple[str, ...] = REL) -> Path:
@@ -100,7 +80,8 @@ def test_claim_puts_back_a_folder_swapped_for_a_symlink(
     link = paths.incoming.joinpath(*REL)
     link.parent.mkdir(parents=True)
     link.symlink_to(elsewhere, target_is_directory=True)
-    assert area.claim(REL, now=0.0) is None
+    with pytest.raises(UnsafePathError, match="not a folder"):
+        area.claim(REL, now=0.0)
     assert link.is_symlink() and list(paths.work.iterdir()) == []
 
 
@@ -150,9 +131,9 @@ def test_finish_writes_reports_then_moves_and_never_overwrites(
         drop_session(paths)
         item = area.claim(REL, now=float(n))
         assert item is not None
-        dest = store.destination(paths.failed, item)
-        area.finish(item, dest, {".report.txt": f"report {n}\n", ".report.json": "{}\n"})
-        destinations.append(dest)
+        placement = filing.place(paths.failed, item.id, item.relpath)
+        filing.write_reports(placement, {".report.txt": f"report {n}\n", ".report.json": "{}\n"})
+        destinations.append(area.complete(item, paths.failed, placement.relpath))
     names = [d.name for d in destinations]
     assert names == ["S01_MR1", "S01_MR1__2", "S01_MR1__3"]
     for n, dest in enumerate(destinations):
@@ -169,7 +150,7 @@ def test_a_leftover_report_alone_also_blocks_the_name(
     drop_session(paths)
     item = area.claim(REL, now=0.0)
     assert item is not None
-    assert store.destination(paths.done, item).name == "S01_MR1__2"
+    assert filing.place(paths.done, item.id, item.relpath).relpath[-1] == "S01_MR1__2"
 
 
 def test_empty_parents_are_removed_but_never_incoming_or_a_non_empty_one(
@@ -179,18 +160,19 @@ def test_empty_parents_are_removed_but_never_incoming_or_a_non_empty_one(
     (paths.incoming / "P1" / "S02").mkdir()
     (paths.incoming / "P1" / "S02" / "notes.txt").write_text("keep me")
     (paths.incoming / "P2").mkdir()
-    removed = store.remove_empty_parents(paths.incoming, [("P1", "S01"), ("P2",)])
+    removed = filing.remove_empty_parents(paths.incoming, [("P1", "S01"), ("P2",)])
     assert sorted(removed) == [("P1", "S01"), ("P2",)]
     assert (paths.incoming / "P1" / "S02" / "notes.txt").exists() and paths.incoming.is_dir()
     shutil.rmtree(paths.incoming / "P1" / "S02")
-    assert store.remove_empty_parents(paths.incoming, [("P1",)]) == [("P1",)]
+    assert filing.remove_empty_parents(paths.incoming, [("P1",)]) == [("P1",)]
     assert paths.incoming.is_dir() and list(paths.incoming.iterdir()) == []
 
 
 def test_write_atomic_replaces_whole_files(tmp_path: Path) -> None:
     target = tmp_path / "r.txt"
-    store.write_atomic(target, b"one")
-    store.write_atomic(target, b"two")
+    with Dir.open(tmp_path) as folder:
+        folder.write_atomic("r.txt", b"one")
+        folder.write_atomic("r.txt", b"two")
     assert target.read_bytes() == b"two"
     assert [p.name for p in tmp_path.iterdir()] == ["r.txt"]
     assert os.stat(target).st_size == 3

@@ -360,3 +360,19 @@ def test_check_unit_script_passes() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Overall exposure level for xnat-drop.service" in result.stdout
+
+
+def test_the_service_has_memory_and_task_limits_above_what_it_needs() -> None:
+    """A crafted file or a flood must meet a limit, not the OOM killer of the whole host."""
+    values = {key: value for section, key, value in directives(UNIT.read_text())}
+    units = {"K": 2**10, "M": 2**20, "G": 2**30}
+
+    def size(text: str) -> int:
+        return int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
+
+    # bench/e2e_bench.py: 220 MiB with two workers; eight workers at most, 55 MiB each, plus
+    # the 64 MiB header cap per worker, and 100 MiB for a 50,000-file session's plan.
+    needed = 100 * 2**20 + 8 * (55 + 64) * 2**20
+    assert size(values["MemoryHigh"]) >= needed
+    assert size(values["MemoryMax"]) > size(values["MemoryHigh"])
+    assert 32 <= int(values["TasksMax"]) <= 256

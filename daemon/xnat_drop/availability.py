@@ -16,6 +16,7 @@ from typing import Any
 
 from .config import RetryConfig
 from .credentials import SecretStamp
+from .errors import XnatUnexpectedAnswerError
 from .retry import backoff
 
 log = logging.getLogger("xnat_drop.service")
@@ -28,6 +29,14 @@ class Outage:
     started: float  # monotonic
     failures: int
     next_probe: float
+    # XNAT (or something in front of it) answers, but with web pages or redirects instead of
+    # data: a proxy or single sign-on page, a wrong xnat.url. Waited out like an outage, but
+    # said louder: it usually needs an administrator.
+    wrong_answers: bool = False
+
+    @property
+    def state(self) -> str:
+        return "answering with web pages, not data" if self.wrong_answers else "unreachable"
 
 
 @dataclass
@@ -62,9 +71,19 @@ class Availability:
     def outage_begins(self, exc: BaseException) -> None:
         """XNAT did not answer: log it once, and schedule the next probe."""
         now = self._monotonic()
+        wrong = isinstance(exc, XnatUnexpectedAnswerError)
         if self.outage is None:
-            self.outage = Outage(str(exc), self._wall(), now, 0, now)
-            log.warning("XNAT unavailable (%s): uploads wait and resume by themselves", exc)
+            self.outage = Outage(str(exc), self._wall(), now, 0, now, wrong)
+            if wrong:
+                log.error(
+                    "XNAT unavailable (%s): uploads wait, nothing is failed; check xnat.url and "
+                    "whatever is in front of XNAT",
+                    exc,
+                )
+            else:
+                log.warning("XNAT unavailable (%s): uploads wait and resume by themselves", exc)
+        else:
+            self.outage.reason, self.outage.wrong_answers = str(exc), wrong
         self._reschedule(exc)
 
     def probe_due(self, now: float) -> bool:
@@ -110,7 +129,7 @@ class Availability:
             }
         if self.outage is not None:
             return {
-                "state": "unreachable",
+                "state": self.outage.state,
                 "detail": self.outage.reason,
                 "since": iso(self.outage.since),
                 "next_probe": at(self.outage.next_probe),

@@ -11,8 +11,13 @@ in the local header, which means each file's CRC is known before its header goes
 
 All sizes come from the entry list, so the whole layout, and the exact length that goes in
 Content-Length, is known before a byte is read. A file that changed anyway raises
-`SessionChangedError`. The central directory is written at the end so ordinary unzip tools
-read the archive too. Zip64 records are written only where a size, offset or count needs them.
+`SessionChangedError`: each file's stamp (device, inode, size, mtime, ctime) must still be the
+one it had when it was inspected, when it is opened and again once it has been read, so a file
+rewritten since (even to the same size, with its mtime set back) never goes out. Given a
+`root`, files are opened below it through no link at all (beneath.py): a folder swapped for a
+link to another patient's study is never followed. The central directory is written at the
+end so ordinary unzip tools read the archive too. Zip64 records are written only where a
+size, offset or count needs them.
 
 The plan of a large session is kept small: per entry, the archive holds its offset, CRC and
 date in arrays (16 bytes) and refers to the caller's entries; names are encoded again when
@@ -36,6 +41,7 @@ from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import BinaryIO, NamedTuple
 
+from .beneath import Beneath, Dir, UnsafePathError, stamp
 from .errors import SessionChangedError
 
 __all__ = ["BundleEntry", "ZipStream", "write_zip", "zip_name"]
@@ -68,9 +74,12 @@ _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 class BundleEntry:
     """One file to put in the zip."""
 
-    source: Path | str  # absolute path to a regular file that inspection already vetted
+    # The regular file inspection vetted: an absolute path, or with ZipStream's `root` a
+    # "/"-separated path below it.
+    source: Path | str
     arcname: str  # name inside the zip, "/" separators, may be non-ASCII
     size: int  # size seen at inspection
+    stamp: int = 0  # beneath.stamp of the file as inspected; 0: not checked (tests, benchmarks)
 
 
 def zip_name(arcname: str) -> str:
@@ -114,6 +123,7 @@ class _Planned(NamedTuple):
     name: bytes  # UTF-8 name written in the zip
     size: int
     offset: int  # of the local header
+    stamp: int = 0  # as inspected, 0: not checked
 
     @property
     def flags(self) -> int:
@@ -208,30 +218,57 @@ class ZipStream:
     out, at the end, and after every chunk of the CRC pass over a large file (with an
     unchanged value) so that a watchdog keeps being fed during a long pass.
 
+    Given a `root` (an open folder, which the stream then owns and closes when it is done or
+    closed), each entry's `source` is a "/"-separated path below it, opened one folder at a
+    time without following any link; without one, an absolute path opened with O_NOFOLLOW.
+
     Reading raises `SessionChangedError` when a file vanished, is no longer a regular file,
-    or differs from the entry list (size) or from its own CRC pass (content). The stream is
-    then unusable: the archive is cut short, and every later read raises ValueError. Other
-    `OSError`s (permissions, I/O errors) propagate unchanged. Not thread-safe; no `tell()`
-    on purpose (requests would subtract it from the length).
+    lies behind a folder that is no longer a folder, or differs from the entry list (size,
+    stamp) or from its own CRC pass (content). A file's stamp is checked when it is opened
+    and once all of it has been read, before its last bytes go out: a file written while it
+    was read never goes out whole. The stream is then unusable: the archive is cut short,
+    and every later read raises ValueError. Other `OSError`s (permissions, I/O errors)
+    propagate unchanged. Not thread-safe; no `tell()` on purpose (requests would subtract it
+    from the length).
     """
 
     def __init__(
         self,
         entries: Sequence[BundleEntry],
         *,
+        root: Dir | None = None,
         buffer_limit: int = 8 * 1024 * 1024,
         chunk_size: int = 1024 * 1024,
         progress: Callable[[int], None] | None = None,
     ) -> None:
-        """Plan the archive; nothing is opened yet.
+        """Plan the archive; nothing is opened yet (but `root` is now the stream's).
 
         Raises ValueError for a negative size, an empty name, a name ending in "/" (Java would
         take it for a folder and skip it) or a name longer than 65,535 bytes.
         """
+        self._root = root
+        self._files = Beneath(root) if root is not None else None
+        try:
+            self._plan(entries, buffer_limit, chunk_size)
+        except BaseException:
+            self._release()
+            raise
+        self._progress = progress
+        self._gen: Generator[bytes | memoryview, None, None] = self._pieces()
+        self._view: memoryview | None = None  # current piece
+        self._piece: bytes | memoryview = b""
+        self._pos = 0  # within the current piece
+        self._done = 0
+        self._entries_done = 0
+        self._reported = 0
+        self._closed = False
+        self._failure: BaseException | None = None
+
+    def _plan(self, entries: Sequence[BundleEntry], buffer_limit: int, chunk_size: int) -> None:
+        """Lay the archive out (see __init__)."""
         if buffer_limit < 1 or chunk_size < 1:
             raise ValueError("buffer_limit and chunk_size must be positive")
         self._chunk_size = chunk_size
-        self._progress = progress
         # A copy of the list (8 bytes an entry): the caller may change its own later.
         self._entries = tuple(entries)
         # The local header offset of each entry, then the central directory's.
@@ -251,16 +288,6 @@ class ZipStream:
         # Filled in as files are read: the central directory repeats them.
         self._crcs = _zeros(count)
         self._dos = _zeros(count)  # MS-DOS date << 16 | time
-
-        self._gen: Generator[bytes | memoryview, None, None] = self._pieces()
-        self._view: memoryview | None = None  # current piece
-        self._piece: bytes | memoryview = b""
-        self._pos = 0  # within the current piece
-        self._done = 0
-        self._entries_done = 0
-        self._reported = 0
-        self._closed = False
-        self._failure: BaseException | None = None
 
     @staticmethod
     def _layout(entries: tuple[BundleEntry, ...]) -> tuple[array[int], int]:
@@ -306,7 +333,8 @@ class ZipStream:
     def _planned(self, i: int) -> _Planned:
         """Where entry `i` sits in the archive."""
         e = self._entries[i]
-        return _Planned(e.source, e.arcname, _encoded_name(e.arcname), e.size, self._offsets[i])
+        name = _encoded_name(e.arcname)
+        return _Planned(e.source, e.arcname, name, e.size, self._offsets[i], e.stamp)
 
     # -- the consumer's side --------------------------------------------------------------
 
@@ -373,11 +401,19 @@ class ZipStream:
             del chunk  # not kept while the next one is made
 
     def close(self) -> None:
-        """Stop early: close any open file. Later reads raise ValueError."""
+        """Stop early: close any open file, and `root`. Later reads raise ValueError."""
         self._closed = True
         self._view = None
         self._piece = b""
         self._gen.close()  # runs the generator's `finally`, which closes its file
+        self._release()
+
+    def _release(self) -> None:
+        """Close the folders: every file has been read, or none will be."""
+        if self._files is not None:
+            self._files.close()
+        if self._root is not None:
+            self._root.close()
 
     def __enter__(self) -> ZipStream:
         return self
@@ -437,11 +473,14 @@ class ZipStream:
         """
         buffer = bytearray(self._buffer_size)
         view = memoryview(buffer)
-        for segment in self._segments:
-            if segment.buffered:
-                yield self._fill(segment, view)
-            else:
-                yield from self._send_large(segment.first, view)
+        try:
+            for segment in self._segments:
+                if segment.buffered:
+                    yield self._fill(segment, view)
+                else:
+                    yield from self._send_large(segment.first, view)
+        finally:
+            self._release()
         del view, buffer
         yield from self._central_directory()
         yield self._end_records()
@@ -453,7 +492,7 @@ class ZipStream:
             p = self._planned(i)
             start = p.offset - base + p.header_len
             data = view[start : start + p.size]
-            fd = self._open(i, p)
+            fd, expected = self._open(i, p)
             try:
                 got = 0
                 while got < p.size:
@@ -461,6 +500,7 @@ class ZipStream:
                     if n == 0:
                         raise self._shrank(p, got)
                     got += n
+                self._check_unchanged(fd, p, expected)  # before the buffer goes out
             finally:
                 os.close(fd)
             self._crcs[i] = zlib.crc32(data)
@@ -470,10 +510,10 @@ class ZipStream:
     def _send_large(self, i: int, view: memoryview) -> Iterator[bytes | memoryview]:
         """Yield one large file's header and data: CRC pass first, then the send pass."""
         p = self._planned(i)
-        fd = self._open(i, p)
+        fd, expected = self._open(i, p)
         try:
             crc = 0
-            for block in self._blocks(fd, p, view):
+            for block in self._blocks(fd, p, view, expected):
                 crc = zlib.crc32(block, crc)
                 if self._progress is not None:
                     self._progress(self._done)  # a long pass sends nothing: keep the watchdog fed
@@ -481,7 +521,7 @@ class ZipStream:
             os.lseek(fd, 0, os.SEEK_SET)
             yield self._local_header(i, p)
             again, sent = 0, 0
-            for block in self._blocks(fd, p, view):  # exactly p.size bytes, or it raises
+            for block in self._blocks(fd, p, view, expected):  # exactly p.size bytes, or raises
                 again = zlib.crc32(block, again)
                 sent += len(block)
                 if sent == p.size and again != crc:
@@ -494,8 +534,11 @@ class ZipStream:
         finally:
             os.close(fd)
 
-    def _blocks(self, fd: int, p: _Planned, view: memoryview) -> Iterator[memoryview]:
-        """Yield exactly `p.size` bytes of `fd` as `chunk_size` views of the buffer."""
+    def _blocks(
+        self, fd: int, p: _Planned, view: memoryview, expected: int
+    ) -> Iterator[memoryview]:
+        """Yield exactly `p.size` bytes of `fd` as `chunk_size` views of the buffer; the file
+        must still have the stamp `expected` before the last block is yielded."""
         block = view[: self._chunk_size]
         left = p.size
         while left:
@@ -503,8 +546,8 @@ class ZipStream:
             if n == 0:
                 raise self._shrank(p, p.size - left)
             left -= n
-            if not left:
-                self._check_size(fd, p)  # before the last block: a grown file is a changed file
+            if not left:  # before the last block: a file written meanwhile is a changed file
+                self._check_unchanged(fd, p, expected)
             yield block[:n]
 
     @staticmethod
@@ -514,11 +557,19 @@ class ZipStream:
             f" (zip entry {p.arcname!r})"
         )
 
-    def _open(self, i: int, p: _Planned) -> int:
+    def _open(self, i: int, p: _Planned) -> tuple[int, int]:
         """Open entry `i` (planned as `p`) without following a link or blocking on a FIFO;
-        check it."""
+        check it. Returns the fd and the stamp it must keep until it has been read: the
+        entry's own, or (when it has none) the one it has now."""
         try:
-            fd = os.open(p.source, _OPEN_FLAGS)
+            if self._files is not None:
+                fd = self._files.open(os.fspath(p.source))
+            else:
+                fd = os.open(p.source, _OPEN_FLAGS)
+        except UnsafePathError as exc:  # a folder on its path is a link (or a file) now
+            raise SessionChangedError(
+                f"{p.source}: {exc.strerror} (zip entry {p.arcname!r})"
+            ) from exc
         except OSError as exc:
             reason = {
                 errno.ENOENT: "vanished",
@@ -534,17 +585,31 @@ class ZipStream:
             if not stat.S_ISREG(st.st_mode):
                 kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "not a regular file"
                 raise SessionChangedError(f"{p.source}: is now {kind} (zip entry {p.arcname!r})")
-            self._check_size(fd, p, st)
+            self._check_size(p, st)
+            now = stamp(st)
+            if p.stamp and now != p.stamp:
+                raise SessionChangedError(
+                    f"{p.source}: changed after it was inspected (zip entry {p.arcname!r})"
+                )
             tm, dt = _dos_datetime(float(int(st.st_mtime)))  # DOS time has 2 s steps
             self._dos[i] = dt << 16 | tm
         except BaseException:
             os.close(fd)
             raise
         # O_NONBLOCK stays set: it has no effect on reads from regular files.
-        return fd
+        return fd, p.stamp or now
 
-    def _check_size(self, fd: int, p: _Planned, st: os.stat_result | None = None) -> None:
-        st = st or os.fstat(fd)
+    def _check_unchanged(self, fd: int, p: _Planned, expected: int) -> None:
+        """Raise SessionChangedError unless the file still has the stamp `expected`."""
+        st = os.fstat(fd)
+        self._check_size(p, st)
+        if stamp(st) != expected:
+            raise SessionChangedError(
+                f"{p.source}: changed while being read (zip entry {p.arcname!r})"
+            )
+
+    @staticmethod
+    def _check_size(p: _Planned, st: os.stat_result) -> None:
         if st.st_size != p.size:
             raise SessionChangedError(
                 f"{p.source}: size is now {st.st_size} bytes, {p.size} expected"
@@ -603,13 +668,14 @@ class ZipStream:
         )  # fmt: skip
 
 
-def write_zip(entries: Sequence[BundleEntry], out: BinaryIO) -> int:
-    """Write the whole archive of `entries` to `out` (tests and benchmarks).
+def write_zip(entries: Sequence[BundleEntry], out: BinaryIO, *, root: Dir | None = None) -> int:
+    """Write the whole archive of `entries` (below `root`, which it closes) to `out` (tests
+    and benchmarks).
 
     Returns the number of bytes written. Raises as `ZipStream` does.
     """
     written = 0
-    with ZipStream(entries) as stream:
+    with ZipStream(entries, root=root) as stream:
         for chunk in stream:
             out.write(chunk)
             written += len(chunk)

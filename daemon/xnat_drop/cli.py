@@ -17,11 +17,11 @@ from types import FrameType
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from . import __version__
+from . import __version__, trust
 from . import config as config_mod
 from . import credentials as creds
 from .config import Config
-from .errors import ConfigError
+from .errors import ConfigError, StorageError
 
 if TYPE_CHECKING:
     from .xnat import XnatClient
@@ -153,6 +153,8 @@ def setup_logging(level: str, env: Mapping[str, str] | None = None) -> None:
     else:
         fmt = "%(asctime)s %(levelname)s %(message)s"
         logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr, force=True)
+    for each in logging.getLogger().handlers:
+        each.addFilter(systemd.EscapedNames())
     # urllib3 logs every connection at DEBUG, with URLs: keep it quiet unless asked.
     logging.getLogger("urllib3").setLevel(logging.WARNING)
 
@@ -221,11 +223,20 @@ def _cmd_status(args: argparse.Namespace) -> int:
     state = cfg.paths.state
     done, failed = [], []
     if (state / FILE_NAME).exists():
-        ledger = Ledger(state / FILE_NAME, readonly=True)
         try:
-            done, failed = ledger.recent("done"), ledger.recent("failed")
-        finally:
-            ledger.close()
+            ledger = Ledger(state / FILE_NAME, readonly=True)
+            try:
+                done, failed = ledger.recent("done"), ledger.recent("failed")
+            finally:
+                ledger.close()
+        except StorageError as exc:
+            raise ConfigError(
+                [
+                    f"paths.state_dir: cannot read {state / FILE_NAME} ({exc}). If the file is "
+                    "damaged, stop the daemon and move it aside; the daemon makes a new one."
+                ],
+                str(args.config),
+            ) from exc
     now = time.time()  # noqa: TID251 - the command's own "now", for ages
     data = status.report(status.read(state), done, failed, now)
     print(
@@ -241,7 +252,7 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     cfg = load_config(args.config, env)
     check_keywords(cfg)
-    problems: list[str] = []
+    problems: list[str] = list(trust.problems(cfg.paths))
     try:
         found = creds.load(cfg.xnat.secret_file, env, urlsplit(cfg.xnat.url).hostname or "")
     except ConfigError as exc:

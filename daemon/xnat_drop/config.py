@@ -13,7 +13,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
@@ -32,7 +32,14 @@ OBSERVERS = ("inotify", "polling")
 # Rules whose offending files can be left out of an upload instead of rejecting the session.
 EXCLUDABLE_RULES = ("nifti", "derived-series", "non-dicom", "unreadable-dicom")
 # Rules that always reject: a policy key for them is refused with this explanation.
-REJECT_ONLY_RULES = ("mixed-studies", "no-dicom", "duplicate-instance", "unsafe-file", "bad-label")
+REJECT_ONLY_RULES = (
+    "mixed-studies",
+    "no-dicom",
+    "duplicate-instance",
+    "unsafe-file",
+    "bad-label",
+    "size-limit",
+)
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # Anchored, because GE and Philips often leave derived images unmarked and a bare "FA" would
 # also match "FAT_SAT" (dicom-notes.md §1). Searched case-insensitively in SeriesDescription.
@@ -57,6 +64,12 @@ DEFAULT_PHI_TAGS = (
     "PatientMotherBirthName",
 )
 _KEYWORD = re.compile(r"[A-Za-z][A-Za-z0-9]*")
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?", re.IGNORECASE)
+_SIZE_UNITS = {
+    "B": 1,
+    "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+    "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40,
+}  # fmt: skip
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 
 
@@ -81,6 +94,8 @@ class WatchConfig:
 
 DESTINATIONS = ("prearchive", "archive")
 ON_EXISTING = ("reject", "append", "replace")
+# xnat.ca_bundle value for the CA bundle of the certifi package (what requests ships with).
+CERTIFI: Final = "certifi"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +103,7 @@ class XnatConfig:
     url: str
     secret_file: Path | None
     verify_tls: bool
-    ca_bundle: Path | None
+    ca_bundle: Path | Literal["certifi"] | None  # None: the system's CA store
     connect_timeout: float
     read_timeout: float
     destination: str = "prearchive"  # built, verified, left READY; "archive": then committed
@@ -143,6 +158,8 @@ class RulesConfig:
     keep_description_patterns: tuple[str, ...] = DEFAULT_KEEP_PATTERNS
     phi: bool = False
     phi_tags: tuple[str, ...] = DEFAULT_PHI_TAGS
+    max_file_bytes: int = 0  # 0: no limit
+    max_session_bytes: int = 0
 
     def policy(self, rule: str) -> Policy:
         """The policy for `rule`; rules without a setting always reject."""
@@ -238,6 +255,24 @@ class _Table:
             self.problem(name, f"must be at least {minimum:g}, got {value!r}")
             return default
         return float(value)
+
+    def size(self, name: str) -> int:
+        """A size in bytes: a whole number, or text such as "4 GiB" or "500 GB"; "" or 0 is
+        "no limit" (0)."""
+        value = self._get(name, (int, str), 'a size such as "4 GiB"')
+        if value is None or value == "":
+            return 0
+        if isinstance(value, int):
+            if value < 0:
+                self.problem(name, f"must not be negative, got {value}")
+                return 0
+            return value
+        match = _SIZE.fullmatch(value.strip())
+        if match is None:
+            self.problem(name, f'expected a size such as "4 GiB" or "500 GB", got {value!r}')
+            return 0
+        number, unit = match.groups()
+        return int(float(number) * _SIZE_UNITS[unit.upper() if unit else "B"])
 
     def flag(self, name: str, default: bool) -> bool:
         value = self._get(name, bool, "true or false")
@@ -369,7 +404,7 @@ def _parse_xnat(t: _Table, base: Path) -> XnatConfig | None:
     url = t.text("url", "")
     secret = t.path("secret_file", None, base)
     verify = t.flag("verify_tls", True)
-    ca_bundle = t.path("ca_bundle", None, base)
+    ca_bundle = _parse_ca_bundle(t, base)
     connect = t.seconds("connect_timeout_seconds", 10.0, minimum=0.1)
     read = t.seconds("read_timeout_seconds", 600.0, minimum=1.0)
     plain_http = t.flag("allow_plain_http", False)
@@ -387,6 +422,24 @@ def _parse_xnat(t: _Table, base: Path) -> XnatConfig | None:
     return XnatConfig(
         url.rstrip("/"), secret, verify, ca_bundle, connect, read, destination, on_existing
     )
+
+
+def _parse_ca_bundle(t: _Table, base: Path) -> Path | Literal["certifi"] | None:
+    """xnat.ca_bundle: "" is the system's store (None), "certifi" certifi's, else a PEM file."""
+    value = t.text("ca_bundle", "")
+    if not value:
+        return None
+    if value == CERTIFI:
+        return CERTIFI
+    path = base / Path(value).expanduser()
+    if not path.is_file():
+        # requests would only find out at the first upload, and then not as a TLS problem.
+        t.problem(
+            "ca_bundle",
+            f'no such file: {path} (give a PEM file of CA certificates, "certifi", '
+            'or "" for the system\'s store)',
+        )
+    return path
 
 
 def _url_problem(url: str, plain_http: bool) -> str:
@@ -484,6 +537,8 @@ def _parse_rules(t: _Table) -> RulesConfig:
     patterns = t.strings("derived_description_patterns", DEFAULT_DESCRIPTION_PATTERNS)
     keep_tokens = t.strings("keep_image_types", DEFAULT_KEEP_TOKENS)
     keep_patterns = t.strings("keep_description_patterns", DEFAULT_KEEP_PATTERNS)
+    max_file = t.size("max_file_size")
+    max_session = t.size("max_session_size")
     for rule in REJECT_ONLY_RULES:
         if t.has(rule):
             t.problem(
@@ -510,6 +565,8 @@ def _parse_rules(t: _Table) -> RulesConfig:
         keep_patterns,
         phi,
         phi_tags,
+        max_file,
+        max_session,
     )
 
 

@@ -199,7 +199,9 @@ class Delivery:
         if not self.client.project_exists(target.project):
             raise XnatRejectedError("unknown-project", unknown_project(target.project).sentence)
         archived = self.client.find_archived(target.project, target.session, sent.study_uid)
-        staged = self.client.find_prearchive(target.project, sent.study_uid)
+        staged = self._without_own_leftovers(
+            claim_id, self.client.find_prearchive(target.project, sent.study_uid)
+        )
         existing = [a.uri for a in archived] + [p.uri for p in staged]
         if existing and self.config.on_existing == "reject":
             where = "; ".join(_describe(a, p, self.config.url) for a, p in _pairs(archived, staged))
@@ -230,6 +232,28 @@ class Delivery:
             owns_prearchive=not staged,
         )
 
+    def _without_own_leftovers(
+        self, claim_id: str, staged: list[PrearchiveRef]
+    ) -> list[PrearchiveRef]:
+        """`staged` without the prearchive sessions an earlier failed attempt of ours left
+        (a count mismatch, a refused commit, attempts used up): deleted first, as after a
+        crash, so that sending the fixed session again is not refused as `session-exists`."""
+        kept = []
+        for row in staged:
+            earlier = self.ledger.own_leftover(row.uri)
+            if earlier is None:
+                kept.append(row)
+                continue
+            log.info(
+                "%s: deleting %s, left in the prearchive by the earlier failed attempt %s",
+                row.name,
+                row.uri,
+                earlier.claim_id,
+            )
+            self.ledger.event(claim_id, self.wall(), "deleted-leftover", row.uri)
+            self.client.delete_prearchive(row.uri)
+        return kept
+
     def _upload(
         self,
         claim_id: str,
@@ -255,6 +279,17 @@ class Delivery:
                 f"{target.project}. Ask the XNAT administrator to move or delete it.",
             )
         self.ledger.update(claim_id, self.wall(), state="uploaded", prearchive_uri=prearchive[0])
+
+    def withdraw_partial(self, claim_id: str) -> None:
+        """An upload of this claim broke off and the session will not be sent again (judged
+        anew and rejected): delete the partial prearchive session our upload created, so
+        nothing unjudged stays in XNAT. Raises the Xnat*Error types (the caller retries)."""
+        entry = self.ledger.entry(claim_id)
+        if entry is None or entry.state != "uploading" or not entry.owns_prearchive:
+            return
+        target = Target(entry.project, entry.subject, entry.label)
+        self._remove_partial(claim_id, target, Expected(entry.study_uid, ()), owned=True)
+        self.ledger.update(claim_id, self.wall(), state="claimed")
 
     def _remove_partial(self, claim_id: str, target: Target, sent: Expected, owned: bool) -> None:
         """Before sending again: delete what our broken-off upload left in the prearchive."""

@@ -63,3 +63,18 @@ class XnatRejectedError(XnatError):
         self.rule = rule
         self.status = status
         super().__init__(message)
+
+
+class XnatUnexpectedAnswerError(XnatTransientError):
+    """XNAT's address answered with something that is not XNAT's: a web page (a proxy or a
+    single sign-on login), a redirect, an empty body or the wrong shape where data is due.
+
+    A problem of the server or its configuration, never of the session: like any outage, the
+    queue pauses and resumes by itself once XNAT answers properly again.
+    """
+
+
+class StorageError(XnatDropError):
+    """The state directory (the ledger, the status file) cannot be read or written: full,
+    read-only or damaged. Nothing is lost: the daemon pauses all work, says so loudly, and
+    resumes once a probe write succeeds. At start it is a configuration error (exit 78)."""

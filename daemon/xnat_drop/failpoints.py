@@ -1,18 +1,24 @@
-"""Named points where a test can kill the daemon, to prove crash safety (`kill -9` anywhere).
+"""Named points where a test can kill or pause the daemon, to prove crash safety (`kill -9`
+anywhere) and to make a race deterministic (a file rewritten between judging and sending).
 
 Set `XNAT_DROP_FAILPOINT=<name>` in the daemon's environment and it sends itself SIGKILL when it
-reaches that point: no cleanup, no flush, exactly like a power cut or the OOM killer. Unset (as
-in production) every call is a dictionary lookup and nothing else.
+reaches that point: no cleanup, no flush, exactly like a power cut or the OOM killer. Set
+`XNAT_DROP_PAUSEPOINT=<name>=<seconds>` and it sleeps there, the first time only, after logging
+"pausepoint <name>". Unset (as in production) every call is two dictionary lookups.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import time
 
 ENV = "XNAT_DROP_FAILPOINT"
+PAUSE_ENV = "XNAT_DROP_PAUSEPOINT"
 NAMES = (
     "after-claim",  # the folder is in .work, nothing judged yet
+    "after-inspect",  # every file read, the verdict not yet trusted (see service._judge)
     "after-judge",  # judged, nothing sent
     "mid-upload",  # half of the zip is on the wire
     "after-upload",  # XNAT answered the import, nothing verified
@@ -21,9 +27,15 @@ NAMES = (
     "after-reports",  # reports written beside the destination, not recorded in the ledger
     "before-move",  # decision recorded in the ledger, folder not yet moved
 )
+_paused: set[str] = set()
 
 
 def hit(name: str) -> None:
-    """Die here, at once, if this failpoint is armed."""
+    """Die here, at once, if this failpoint is armed; pause here if a pausepoint is."""
     if os.environ.get(ENV) == name:
         os.kill(os.getpid(), signal.SIGKILL)
+    pause = os.environ.get(PAUSE_ENV)
+    if pause and pause.partition("=")[0] == name and name not in _paused:
+        _paused.add(name)
+        logging.getLogger(__name__).warning("pausepoint %s", name)
+        time.sleep(float(pause.partition("=")[2] or 1))

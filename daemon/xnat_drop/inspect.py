@@ -6,20 +6,26 @@ A DICOM header in the common encoding (Part 10, explicit VR little endian, plain
 is read from those bytes by dicomscan.py, about five times faster than by pydicom and with the
 same result; pydicom reads every other one.
 Links and special files are never opened: a FIFO would block forever and a symlink could point
-anywhere on the server. Files sharing a SOP Instance UID are hashed so the rules can tell
-copies from conflicts. Large sessions are read by worker processes (workers.py) with exactly
-the same result as reading them here.
+anywhere on the server. Every file is opened through the open session folder, one component at
+a time, never through a link (beneath.py): a folder swapped for a link after the walk makes the
+session "changed", never a reason to read elsewhere. Each file's identity and state (its
+`stamp`) is taken as it is read and checked again afterwards, so a file written meanwhile is
+read again later, and the zip sends only files still exactly as judged. What a header may cost
+is bounded (headerlimits.py). Files sharing a SOP Instance UID are compared (by size, then by
+hash) so the rules can tell copies from conflicts. Large sessions are read by worker processes
+(workers.py) with exactly the same result as reading them here.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import io
 import operator
 import os
 import stat
-import struct
+import zlib
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import fields, replace
@@ -31,13 +37,24 @@ import pydicom.config
 import pydicom.hooks
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
+from pydicom.dataset import FileDataset
+from pydicom.filereader import read_dataset, read_partial
 from pydicom.tag import Tag
 
 from . import dicomscan, formats
+from .beneath import Beneath, Dir, UnsafePathError, stamp
 from .errors import SessionChangedError
+from .headerlimits import (
+    DEFLATED_UID,
+    MAX_INFLATED_HEADER,
+    BoundedFile,
+    HeaderLimitError,
+    InflatedSource,
+    ending_problem,
+)
 from .model import DicomHeader, FileFacts, FileKind, Session
 from .names import is_junk_path
-from .tree import REGULAR, walk
+from .tree import REGULAR, TOO_DEEP, walk
 from .workers import InspectionPool
 
 # Header problems are judged by our rules, not printed as warnings by pydicom.
@@ -65,9 +82,14 @@ HEADER_TAGS = (
     "PerFrameFunctionalGroupsSequence",
 )
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # a DICOMDIR, whatever its file name
-DEFLATED_SYNTAX = "1.2.840.10008.1.2.1.99"
-PIXEL_TAGS = {(0x7FE0, 0x0010), (0x7FE0, 0x0008), (0x7FE0, 0x0009)}
-_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+# Files sharing a SOP Instance UID are compared: by size first (files of different sizes
+# differ), and files of equal size by SHA-256. A file larger than this is not hashed (a copy
+# that large is not worth reading twice to prove); nor is anything past the session's budget.
+MAX_HASHED_BYTES = 1024 * 1024 * 1024
+MAX_SESSION_HASHED_BYTES = 8 * 1024 * 1024 * 1024
+HASH_BLOCK = 1024 * 1024  # bytes hashed between two calls of `progress`
+_FIRST_INFLATE = 256 * 1024  # inflated bytes of a deflated data set parsed first (then 8x more)
+_WALK_PROGRESS = 256  # entries walked between two calls of `progress`
 _ANALYZE_SUFFIXES = (".hdr", ".img", ".hdr.gz", ".img.gz")
 _PAIR_NOTE = "half of an .hdr/.img pair"
 # A detached NRRD (dcm2niix -e y) is a header `x.nhdr` and its data `x.raw[.gz]` beside it.
@@ -80,6 +102,7 @@ _UNSAFE_WORDS = {
     "character device": "a device file",
     "block device": "a device file",
     "unreadable": "a folder xnat-drop cannot read",
+    TOO_DEEP: "a folder nested too deeply (more than 64 folder levels)",
 }
 _TAG = {keyword: int(Tag(keyword)) for keyword in (*HEADER_TAGS, "TransferSyntaxUID")}
 _TAG["MediaStorageSOPClassUID"] = 0x00020002
@@ -123,37 +146,63 @@ def inspect(
     relpath: tuple[str, ...],
     keywords: Sequence[str] = (),
     pool: InspectionPool | None = None,
+    *,
+    progress: Callable[[], None] | None = None,
 ) -> Session:
     """Classify every file below `folder`, the claimed copy of the session at `relpath`.
 
-    `keywords` names extra DICOM attributes to read (routing sources, PHI checks). Given a
-    `pool`, a session with at least `pool.min_files` files to read is read by its workers,
-    which start on the first files while the rest of the folder is still being listed; the
-    result is the same as without a pool. Raises SessionChangedError when a file vanishes or
-    changes type while being read.
+    `folder` itself is trusted (the service's own claim folder); nothing below it is ever
+    reached through a link. `keywords` names extra DICOM attributes to read (routing sources,
+    PHI checks). Given a `pool`, a session with at least `pool.min_files` files to read is
+    read by its workers, which start on the first files while the rest of the folder is still
+    being listed; the result is the same as without a pool. `progress`, a cheap function, is
+    called at least once per file read here, per task read by the workers and per MiB hashed,
+    so that a watchdog can be fed during a long inspection. Raises SessionChangedError when a
+    file vanishes, changes type or is written while being read, or when a folder on its path
+    was swapped for a link.
     """
-    survey = _Survey(folder)
-    words = tuple(keywords)
-    if pool is not None and pool.wants(pool.min_files):
-        survey.advance(pool.min_files)
-    if pool is not None and pool.wants(len(survey.to_read)):
-        tasks = survey.tasks(str(folder), words, pool.chunk_files)
-        chunks = pool.map(_classify_packed, tasks, _Unpacker().chunk)
-        read = [facts for chunk in chunks for facts in chunk]
-    else:
-        survey.advance(None)
-        read = classify_chunk((str(folder), survey.to_read, words))
-    pending = iter(_paired(read, survey.analyze_names))
-    files = [facts if facts is not None else next(pending) for facts in survey.found]
-    return Session(name=relpath[-1], relpath=relpath, files=tuple(_with_digests(folder, files)))
+    try:
+        root: Dir | None = Dir.open(folder)
+    except OSError:  # the walk reports the folder as one it cannot read
+        root = None
+    try:
+        survey = _Survey(folder, progress)
+        words = tuple(keywords)
+        if pool is not None and pool.wants(pool.min_files):
+            survey.advance(pool.min_files)
+        if root is not None and pool is not None and pool.wants(len(survey.to_read)):
+            tasks = survey.tasks(str(folder), words, pool.chunk_files)
+            unpacker = _Unpacker()
+
+            def then(task: Task, rows: list[tuple[Any, ...]]) -> list[FileFacts]:
+                if progress is not None:
+                    progress()
+                return unpacker.chunk(task, rows)
+
+            chunks = pool.map(_classify_packed, tasks, then)
+            read = [facts for chunk in chunks for facts in chunk]
+        else:
+            survey.advance(None)
+            if root is None and survey.to_read:  # the folder could be walked after all
+                raise SessionChangedError(f"{relpath[-1]} changed during inspection")
+            read = _classify_files(root, survey.to_read, words, progress) if root else []
+        pending = iter(_paired(read, survey.analyze_names))
+        files = [facts if facts is not None else next(pending) for facts in survey.found]
+        if root is not None:
+            files = _with_digests(root, files, progress)
+    finally:
+        if root is not None:
+            root.close()
+    return Session(name=relpath[-1], relpath=relpath, files=tuple(files))
 
 
 class _Survey:
     """The walk of a session folder, taken as far as asked: what is known without opening a
     file (junk, links, special files), and the regular files still to read, in walk order."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, progress: Callable[[], None] | None) -> None:
         self._entries = walk(folder)
+        self._progress = progress
         self.found: list[FileFacts | None] = []  # None: the next file of `to_read`
         self.to_read: list[str] = []
         self.analyze_names: set[str] = set()  # lower-cased .hdr/.img names, for pairs
@@ -166,6 +215,8 @@ class _Survey:
             if entry is None:
                 self.done = True
                 return
+            if self._progress is not None and len(self.found) % _WALK_PROGRESS == 0:
+                self._progress()
             lowered = entry.relpath.lower()
             if lowered.endswith(_PAIRED_SUFFIXES):
                 self.analyze_names.add(lowered)
@@ -210,30 +261,46 @@ def _pair(facts: FileFacts, names: frozenset[str]) -> FileFacts:
         and lowered.endswith(_ANALYZE_SUFFIXES)
         and _has_pair(lowered, names)
     ):
-        return FileFacts(facts.path, facts.size, FileKind.ANALYZE, note=_PAIR_NOTE)
+        return replace(facts, kind=FileKind.ANALYZE, note=_PAIR_NOTE)
     if facts.kind in (FileKind.OTHER, FileKind.ARCHIVE) and lowered.endswith(_NRRD_DATA):
         stem = lowered[: lowered.rindex(".raw")]
         if f"{stem}.nhdr" in names:
             header = facts.path[: len(stem)].rsplit("/", 1)[-1] + ".nhdr"
-            return FileFacts(
-                facts.path,
-                facts.size,
-                FileKind.CONVERTED,
-                note=f"the data of the NRRD image {header}",
-            )
+            note = f"the data of the NRRD image {header}"
+            return replace(facts, kind=FileKind.CONVERTED, note=note)
     return facts
 
 
 def classify_chunk(task: Task) -> list[FileFacts]:
-    """Classify the files of one task in order (run by a worker process, or in-process),
-    without looking for .hdr/.img pairs (inspect does that once the whole folder is known).
+    """Classify the files of one task in order (run by a worker process), without looking for
+    .hdr/.img pairs (inspect does that once the whole folder is known).
 
-    Raises SessionChangedError for the first file that vanished or changed type.
+    The task's folder is the service's own claim folder: it is opened by its path, and every
+    file below it through it. Raises SessionChangedError for the first file that vanished,
+    changed or lies behind a folder swapped for a link.
     """
     folder, relpaths, keywords = task
+    with Dir.open(folder) as root:
+        return _classify_files(root, relpaths, keywords, None)
+
+
+def _classify_files(
+    root: Dir,
+    relpaths: Sequence[str],
+    keywords: tuple[str, ...],
+    progress: Callable[[], None] | None,
+) -> list[FileFacts]:
+    """Classify the files at `relpaths` below `root` in order (see classify_chunk), calling
+    `progress` after each."""
     reader = _Reader()
     none: frozenset[str] = frozenset()
-    return [reader.classify(os.path.join(folder, r), r, none, keywords) for r in relpaths]
+    found = []
+    with Beneath(root) as files:
+        for relpath in relpaths:
+            found.append(reader.classify(files, relpath, relpath, none, keywords))
+            if progress is not None:
+                progress()
+    return found
 
 
 def _classify_packed(task: Task) -> list[tuple[Any, ...]]:
@@ -304,10 +371,20 @@ def classify(
 ) -> FileFacts:
     """Decide what one regular file is, by content first and by name second.
 
+    The folder holding `path` is trusted; the file itself is never opened through a link.
     `siblings` (lower-cased session-relative paths) lets an Analyze `.img` be recognised by
-    its `.hdr`. Raises SessionChangedError when the file vanished or is no longer a file.
+    its `.hdr`. Raises SessionChangedError when the file vanished, is no longer a file, or
+    was written while it was read.
     """
-    return _Reader().classify(os.fspath(path), relpath, siblings, tuple(keywords))
+    path = Path(path)
+    try:
+        parent = Dir.open(path.parent)
+    except FileNotFoundError as exc:
+        raise SessionChangedError(f"{relpath} vanished during inspection") from exc
+    except UnsafePathError as exc:
+        raise SessionChangedError(f"{relpath} changed during inspection") from exc
+    with parent, Beneath(parent) as files:
+        return _Reader().classify(files, path.name, relpath, siblings, tuple(keywords))
 
 
 class _Head(io.BytesIO):
@@ -365,14 +442,24 @@ class _Reader:
         self._sizes: dict[int, int] = {}  # one int object per file size (a series shares one)
 
     def classify(
-        self, path: str, relpath: str, siblings: frozenset[str], keywords: tuple[str, ...]
+        self,
+        files: Beneath,
+        path: str,
+        relpath: str,
+        siblings: frozenset[str],
+        keywords: tuple[str, ...],
     ) -> FileFacts:
+        """Classify the file at `path` below `files.root`, reported as `relpath`, with its
+        stamp. Raises SessionChangedError when it vanished, is no longer a regular file, lies
+        behind a folder that is no longer a folder, or was written while it was read."""
         try:
-            fd = os.open(path, _OPEN_FLAGS)
+            fd = files.open(path)
         except FileNotFoundError as exc:
             raise SessionChangedError(f"{relpath} vanished during inspection") from exc
         except OSError as exc:
-            if exc.errno == 40:  # ELOOP: it became a symlink after the walk
+            # ELOOP: it (or a folder on its path: UnsafePathError) became a link after the
+            # walk; ENOTDIR: a folder on its path became a file; ENXIO: it became a socket.
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENXIO):
                 raise SessionChangedError(f"{relpath} changed during inspection") from exc
             note = f"cannot open it: {exc.strerror}"
             return FileFacts(relpath, 0, FileKind.UNREADABLE_DICOM, note=note)
@@ -380,12 +467,19 @@ class _Reader:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise SessionChangedError(f"{relpath} changed type during inspection")
+            mark = stamp(st)
             head = _read_fully(fd, self.head_read, 0)
             size = self._sizes.setdefault(st.st_size, st.st_size)
             source = _Source(fd, head, size, len(head) < self.head_read)
-            return self._classify_open(source, relpath, siblings, keywords)
+            facts = self._classify_open(source, relpath, siblings, keywords)
+            # Written while it was read (a copy still running, or a writer with an old
+            # handle): what was read may be a mix. Read again once the session settles.
+            if stamp(os.fstat(fd)) != mark:
+                raise SessionChangedError(f"{relpath} changed while it was being read")
         finally:
             os.close(fd)
+        # Built whole rather than with replace(): this runs for every file of a session.
+        return FileFacts(facts.path, facts.size, facts.kind, facts.header, facts.note, stamp=mark)
 
     def _classify_open(
         self, source: _Source, relpath: str, siblings: frozenset[str], keywords: tuple[str, ...]
@@ -438,50 +532,125 @@ class _Reader:
     ) -> FileFacts:
         size = source.size
         try:
-            ds, stop = self._parse(source, kind is FileKind.DICOM_NO_PREAMBLE, keywords)
-            # A deflated dataset is inflated in memory, so file positions say nothing there.
+            ds, stop, inflated = self._parse(source, kind is FileKind.DICOM_NO_PREAMBLE, keywords)
             meta: Any = getattr(ds, "file_meta", None) or None
-            syntax = _field(meta, _TAG["TransferSyntaxUID"], _same, "") if meta else ""
-            deflated = syntax == DEFLATED_SYNTAX
-            problem = "" if deflated else _truncation(source, stop, _TAG["Rows"] in ds)
+            is_image = _TAG["Rows"] in ds
+            if inflated is None:
+                problem = ending_problem(source, stop, is_image)
+            else:  # the end of a deflated data set is checked in it, then in the file
+                problem = ending_problem(inflated, stop, is_image) or inflated.problem()
             header = _header(ds, keywords)
+        except HeaderLimitError as exc:
+            return FileFacts(relpath, size, FileKind.UNREADABLE_DICOM, note=str(exc))
+        except zlib.error:
+            note = "its deflated (compressed) data is damaged"
+            return FileFacts(relpath, size, FileKind.UNREADABLE_DICOM, note=note)
         except Exception as exc:
             # pydicom raises many types on damaged input (ValueError, EOFError, OSError,
-            # zlib.error, BytesLengthException, ...): each means the file cannot be used.
+            # BytesLengthException, ...): each means the file cannot be used.
             return FileFacts(relpath, size, FileKind.UNREADABLE_DICOM, note=_plain(exc))
         media_class = _field(meta, _TAG["MediaStorageSOPClassUID"], str, "") if meta else ""
         return _judged(relpath, size, kind, header, problem, media_class)
 
-    def _parse(self, source: _Source, force: bool, keywords: tuple[str, ...]) -> tuple[Any, int]:
-        """pydicom's reading of the header and where it stopped (the pixel data, or the end).
+    def _parse(
+        self, source: _Source, force: bool, keywords: tuple[str, ...]
+    ) -> tuple[Any, int, InflatedSource | None]:
+        """pydicom's reading of the header, where it stopped (the pixel data, or the end) and,
+        for a deflated file, its inflated data set (where that offset lies).
 
         Parsed from the bytes already read when they hold the whole header; otherwise (a read
-        ran into the end of those bytes) from the file itself, remembering how much a header
-        needed so the next files of the session are read far enough at once.
+        ran into the end of those bytes) from the file itself within the limits of
+        headerlimits.py, remembering how much a header needed so the next files of the
+        session are read far enough at once. A deflated data set (whose transfer syntax UID
+        is then among the first bytes) is inflated here, never by pydicom, which would
+        inflate all of it at once. Raises HeaderLimitError past a limit.
         """
         tags = _specific_tags(keywords)
-        if source.whole:
-            whole = io.BytesIO(source.head)
-            ds = pydicom.dcmread(whole, stop_before_pixels=True, specific_tags=tags, force=force)
-            return ds, whole.tell()
-        head = _Head(source.head)
+        if DEFLATED_UID not in source.head:
+            if source.whole:
+                whole = io.BytesIO(source.head)
+                ds = _read_header(whole, tags, force)
+                return ds, whole.tell(), None
+            head = _Head(source.head)
+            try:
+                ds = _read_header(head, tags, force)
+            except Exception:
+                if not head.short:
+                    raise
+            else:
+                if not head.short:
+                    return ds, head.tell(), None
+        fp = BoundedFile(source.read_at, source.size)
         try:
-            ds = pydicom.dcmread(head, stop_before_pixels=True, specific_tags=tags, force=force)
+            ds = _read_header(fp, tags, force)
         except Exception:
-            if not head.short:
-                raise
-        else:
-            if not head.short:
-                return ds, head.tell()
-        with open(source.fd, "rb", buffering=HEAD_READ, closefd=False) as fp:
-            ds = pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=tags, force=force)
-            stop = fp.tell()
+            fp.check()  # a limit, whatever pydicom made of it
+            raise
+        fp.check()
+        if fp.deflated_at is not None:
+            return _inflated(source, fp.deflated_at, ds, tags)
+        stop = fp.tell()
         if stop < source.size:  # stopped at the pixel data, not at the end of the file
             # Enough for this header and the pixel data tag, with 16-32 KiB to spare for the
             # slightly longer headers of the next images of the series.
             needed = ((stop + 12) // _HEAD_STEP + 2) * _HEAD_STEP
             self.head_read = min(MAX_HEAD_READ, max(self.head_read, needed))
-        return ds, stop
+        return ds, stop, None
+
+
+def _inflated(
+    source: _Source, start: int, first: Any, tags: list[Any]
+) -> tuple[Any, int, InflatedSource]:
+    """pydicom's reading of a deflated file whose data set starts at `start`, as dcmread
+    would make it, but inflated step by step: `first` is pydicom's reading of the file meta
+    (with an empty data set). Returns the dataset, where pydicom stopped in the inflated data
+    set, and that data set. Raises HeaderLimitError when the header does not end within
+    MAX_INFLATED_HEADER inflated bytes, zlib.error for damaged data.
+    """
+    inflated = InflatedSource(source.read_at, source.size, start)
+    want = _FIRST_INFLATE
+    while True:
+        inflated.inflate_to(want)
+        head: Any = inflated.reader()  # a file to pydicom (read, seek, tell)
+        try:
+            dataset = read_dataset(head, False, True, stop_when=_at_end, specific_tags=tags)
+        except Exception:
+            if not head.short or inflated.dry:
+                raise
+        else:
+            if not head.short or inflated.dry:
+                break
+        if want >= MAX_INFLATED_HEADER:
+            raise HeaderLimitError(
+                f"it is deflated, and its header does not end within the first "
+                f"{MAX_INFLATED_HEADER // (1024 * 1024)} MiB unpacked, far more than any "
+                "scanner writes"
+            )
+        want = min(want * 8, MAX_INFLATED_HEADER)
+    stop = head.tell()
+    del head
+    # As pydicom's read_partial builds it (command set elements, if any, were read first).
+    dataset.update(first)
+    ds = FileDataset(io.BytesIO(), dataset, first.preamble, first.file_meta, False, True)
+    ds.set_original_encoding(False, True, dataset._character_set)
+    return ds, stop, inflated
+
+
+def _read_header(fp: Any, tags: list[Any], force: bool) -> Any:
+    """`pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=tags, force=force)`, which
+    also stops where a data set ends in a hole (see _at_end)."""
+    return read_partial(fp, _at_end, force=force, specific_tags=[Tag(t) for t in tags])
+
+
+def _at_end(tag: int, vr: str | None, length: int) -> bool:
+    """Where a header ends: at the pixel data (as dcmread(stop_before_pixels=True) stops), or
+    at a group 0000 element after the command set (pydicom reads that first), which is what a
+    run of zeros reads as: a hole (a sparse file) or padding after the data set. Read on,
+    zeros would be taken for elements up to the end of the file."""
+    return tag in _PIXEL_TAG_INTS or tag >> 16 == 0
+
+
+_PIXEL_TAG_INTS = frozenset({0x7FE00010, 0x7FE00009, 0x7FE00008})
 
 
 def _judged(
@@ -525,7 +694,7 @@ def _read_plain_dicom(source: _Source, relpath: str, keywords: tuple[str, ...]) 
         header = _plain_header(elements, plan.keywords)
         if MEDIA_STORAGE_DIRECTORY in (header.sop_class_uid, media_class):
             return None
-        problem = _truncation(source, found.stop, _TAG["Rows"] in elements)
+        problem = ending_problem(source, found.stop, _TAG["Rows"] in elements)
     except Exception:  # dicomscan.UnsureError, or anything else: pydicom decides
         return None
     return _judged(relpath, source.size, FileKind.DICOM, header, problem, media_class)
@@ -660,51 +829,6 @@ def _specific_tags(keywords: tuple[str, ...]) -> list[Any]:
         return [*HEADER_TAGS, *keywords]
 
 
-def _truncation(source: _Source, start: int, is_image: bool) -> str:
-    """Why the pixel data is cut short, or "" when the file is whole.
-
-    pydicom stops reading at the Pixel Data tag (at `start`); its length (or, for encapsulated
-    data, the chain of items) must fit in the file. An image header with no pixel data ends
-    too early.
-    """
-    size = source.size
-    tag_bytes = source.read_at(start, 12)
-    if len(tag_bytes) < 8:
-        return "the file ends before the image data" if is_image else ""
-    for order in "<>":
-        group, element = struct.unpack(f"{order}HH", tag_bytes[:4])
-        if (group, element) in PIXEL_TAGS:
-            break
-    else:
-        return ""
-    vr = tag_bytes[4:6]
-    if vr.isalpha() and vr.isupper():
-        header_len, length = 12, struct.unpack(f"{order}I", tag_bytes[8:12])[0]
-    else:
-        header_len, length = 8, struct.unpack(f"{order}I", tag_bytes[4:8])[0]
-    if length != 0xFFFFFFFF:
-        missing = start + header_len + length - size
-        return f"the image data is cut short by {missing} bytes" if missing > 0 else ""
-    return _encapsulated_truncation(source, start + header_len, order)
-
-
-def _encapsulated_truncation(source: _Source, position: int, order: str) -> str:
-    """Follow the items of compressed pixel data up to the sequence delimiter."""
-    while True:
-        item = source.read_at(position, 8)
-        if len(item) < 8:
-            return "the compressed image data ends without its closing delimiter"
-        position += 8
-        group, element, length = struct.unpack(f"{order}HHI", item)
-        if (group, element) == (0xFFFE, 0xE0DD):
-            return ""
-        if (group, element) != (0xFFFE, 0xE000) or length == 0xFFFFFFFF:
-            return "the compressed image data is damaged"
-        if position + length > source.size:
-            return "the compressed image data is cut short"
-        position += length
-
-
 def _header(ds: Any, keywords: Sequence[str]) -> DicomHeader:
     try:
         number = _field(ds, _TAG["SeriesNumber"], _series_number, None)
@@ -778,10 +902,6 @@ def _cacheable(tag: int) -> bool:
     return " or " not in vr and vr != "SQ"
 
 
-def _same(value: Any) -> Any:
-    return value
-
-
 def _series_number(raw_number: Any) -> int | None:
     return int(raw_number) if raw_number not in (None, "") else None
 
@@ -818,30 +938,74 @@ def _text(value: Any) -> str:
     return str(value).strip()
 
 
-def _with_digests(folder: Path, files: list[FileFacts]) -> list[FileFacts]:
-    """Hash the content of DICOM files that share a SOP Instance UID (rare: read only then)."""
+def _with_digests(
+    root: Dir, files: list[FileFacts], progress: Callable[[], None] | None
+) -> list[FileFacts]:
+    """`files` with a `digest` for each DICOM file that shares its SOP Instance UID (rare).
+
+    Within such a group, files of different sizes differ without being read: each gets
+    "size-<bytes>". Files of equal size get their SHA-256, unless they are larger than
+    MAX_HASHED_BYTES or the session already hashed MAX_SESSION_HASHED_BYTES: then each gets
+    "unhashed-<its path>", different from every other file's. Raises SessionChangedError
+    when a file changed since it was classified.
+    """
     by_uid: dict[str, list[int]] = defaultdict(list)
     for index, facts in enumerate(files):
         if facts.is_dicom and facts.header is not None:
             by_uid[facts.header.sop_instance_uid].append(index)
-    for indexes in by_uid.values():
-        if len(indexes) > 1:
+    groups = [indexes for indexes in by_uid.values() if len(indexes) > 1]
+    if not groups:
+        return files
+    budget = MAX_SESSION_HASHED_BYTES
+    buffer = bytearray(HASH_BLOCK)
+    with Beneath(root) as opener:
+        for indexes in groups:
+            by_size: dict[int, list[int]] = defaultdict(list)
             for index in indexes:
-                files[index] = replace(
-                    files[index], digest=_digest(folder / files[index].path, files[index].path)
-                )
+                by_size[files[index].size].append(index)
+            for size, same in by_size.items():
+                hashed = len(same) > 1 and size <= MAX_HASHED_BYTES and size * len(same) <= budget
+                if hashed:
+                    budget -= size * len(same)
+                for index in same:
+                    facts = files[index]
+                    if len(same) == 1:
+                        digest = f"size-{size}"
+                    elif hashed:
+                        digest = _digest(opener, facts, buffer, progress)
+                    else:
+                        digest = f"unhashed-{facts.path}"
+                    files[index] = replace(facts, digest=digest)
     return files
 
 
-def _digest(path: Path, relpath: str) -> str:
+def _digest(
+    opener: Beneath, facts: FileFacts, buffer: bytearray, progress: Callable[[], None] | None
+) -> str:
+    """The SHA-256 of the file as it was classified (its `size` bytes, its `stamp`)."""
+    changed = SessionChangedError(f"{facts.path} changed during inspection")
     try:
-        fd = os.open(path, _OPEN_FLAGS)
-    except OSError as exc:
-        raise SessionChangedError(f"{relpath} changed during inspection") from exc
-    digest = hashlib.sha256()
-    with os.fdopen(fd, "rb") as fp:
-        while block := fp.read(1024 * 1024):
-            digest.update(block)
+        fd = opener.open(facts.path)
+    except OSError as exc:  # vanished, or a folder on its path is now a link
+        raise changed from exc
+    try:
+        if facts.stamp and stamp(os.fstat(fd)) != facts.stamp:
+            raise changed
+        digest = hashlib.sha256()
+        view = memoryview(buffer)
+        left = facts.size
+        while left:
+            got = os.readv(fd, [view[: min(left, len(view))]])
+            if got == 0:
+                raise changed
+            digest.update(view[:got])
+            left -= got
+            if progress is not None:
+                progress()
+        if facts.stamp and stamp(os.fstat(fd)) != facts.stamp:
+            raise changed
+    finally:
+        os.close(fd)
     return digest.hexdigest()
 
 

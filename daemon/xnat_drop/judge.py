@@ -5,6 +5,7 @@ Keeping this in one place means the two can never disagree about a session.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -24,14 +25,20 @@ class Judgement:
 
 
 def judge(
-    folder: Path, relpath: tuple[str, ...], config: Config, pool: InspectionPool | None = None
+    folder: Path,
+    relpath: tuple[str, ...],
+    config: Config,
+    pool: InspectionPool | None = None,
+    *,
+    progress: Callable[[], None] | None = None,
 ) -> Judgement:
     """Classify every file of `folder` (dropped at `relpath`), route it and apply the rules.
 
     With a `pool`, a large session is read by its worker processes (same result, sooner).
-    Raises SessionChangedError when the folder changes while it is read.
+    `progress` is called often while the files are read (see inspect). Raises
+    SessionChangedError when the folder changes while it is read.
     """
-    session = inspect(folder, relpath, config.dicom_keywords, pool)
+    session = inspect(folder, relpath, config.dicom_keywords, pool, progress=progress)
     marker = config.watch.ready_marker
     if marker:  # the "copy finished" signal is the lab's, not data: never uploaded or judged
         files = tuple(

@@ -8,13 +8,20 @@ Written by the service loop only; `xnat-drop status` opens it read-only.
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
+
+from .errors import StorageError
+from .shown import shown
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 FILE_NAME = "ledger.sqlite3"
 STATES = ("claimed", "checked", "uploading", "uploaded", "verified", "committed", "done", "failed")
@@ -105,9 +112,28 @@ class Event:
     detail: str
 
 
-class Ledger:
-    """The state directory's SQLite ledger; every write is its own transaction."""
+def _storage(method: F) -> F:
+    """SQLite's errors (a full disk, a read-only or damaged file) as StorageError."""
 
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except sqlite3.Error as exc:
+            raise StorageError(f"the ledger cannot be used: {exc}") from exc
+
+    return cast(F, wrapper)
+
+
+class Ledger:
+    """The state directory's SQLite ledger; every write is its own transaction.
+
+    Text from outside (session paths, error messages) is stored escaped (shown.py): SQLite
+    cannot bind a name that is not UTF-8. Final paths are stored as their bytes, exactly.
+    Every SQLite error is raised as StorageError.
+    """
+
+    @_storage
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.path = path
         if readonly:
@@ -139,19 +165,22 @@ class Ledger:
             raise
         self._db.execute("COMMIT")
 
+    @_storage
     def claimed(self, claim_id: str, relpath: str, at: float) -> None:
         """Record a new claim (a no-op if it is already known, e.g. after a restart)."""
         with self._transaction() as db:
             db.execute(
                 "INSERT OR IGNORE INTO sessions (claim_id, relpath, state, created_at, updated_at) "
                 "VALUES (?, ?, 'claimed', ?, ?)",
-                (claim_id, relpath, at, at),
+                (claim_id, shown(relpath), at, at),
             )
 
+    @_storage
     def entry(self, claim_id: str) -> Entry | None:
         row = self._db.execute("SELECT * FROM sessions WHERE claim_id = ?", (claim_id,)).fetchone()
         return None if row is None else _entry(row)
 
+    @_storage
     def update(self, claim_id: str, at: float, **fields: Any) -> None:
         """Set some of a session's fields (see _FIELDS); `existing` is a sequence of URIs."""
         unknown = set(fields) - _FIELDS
@@ -159,6 +188,10 @@ class Ledger:
             raise ValueError(f"unknown ledger fields: {sorted(unknown)}")
         if "existing" in fields:
             fields["existing"] = json.dumps(list(fields["existing"]))
+        if "final_path" in fields:  # bytes: any name, exactly
+            fields["final_path"] = os.fsencode(fields["final_path"])
+        if "reason" in fields:
+            fields["reason"] = shown(fields["reason"])
         for flag in ("owns_prearchive", "forced"):
             if flag in fields:
                 fields[flag] = int(bool(fields[flag]))
@@ -169,6 +202,7 @@ class Ledger:
                 (*fields.values(), at, claim_id),
             )
 
+    @_storage
     def spend_attempt(self, claim_id: str, at: float, reason: str) -> int:
         """Count one failed attempt (not an outage) with its reason; returns the new total."""
         with self._transaction() as db:
@@ -179,26 +213,29 @@ class Ledger:
             db.execute(
                 "INSERT INTO events (claim_id, at, kind, detail) "
                 "VALUES (?, ?, 'attempt-failed', ?)",
-                (claim_id, at, reason),
+                (claim_id, at, shown(reason)),
             )
             row = db.execute(
                 "SELECT attempts FROM sessions WHERE claim_id = ?", (claim_id,)
             ).fetchone()
         return int(row[0]) if row else 0
 
+    @_storage
     def event(self, claim_id: str, at: float, kind: str, detail: str) -> None:
         with self._transaction() as db:
             db.execute(
                 "INSERT INTO events (claim_id, at, kind, detail) VALUES (?, ?, ?, ?)",
-                (claim_id, at, kind, detail),
+                (claim_id, at, kind, shown(detail)),
             )
 
+    @_storage
     def events(self, claim_id: str) -> list[Event]:
         rows = self._db.execute(
             "SELECT at, kind, detail FROM events WHERE claim_id = ? ORDER BY at, rowid", (claim_id,)
         )
         return [Event(float(r["at"]), str(r["kind"]), str(r["detail"])) for r in rows]
 
+    @_storage
     def recent(self, outcome: str, limit: int = 10) -> list[Entry]:
         """The last finished sessions with this outcome ("done" or "failed"), newest first."""
         rows = self._db.execute(
@@ -207,6 +244,7 @@ class Ledger:
         )
         return [_entry(r) for r in rows]
 
+    @_storage
     def delivered(self, content_key: str) -> Entry | None:
         """The latest delivered session with the same content (the same DICOM instances)."""
         row = self._db.execute(
@@ -216,6 +254,32 @@ class Ledger:
         ).fetchone()
         return None if row is None else _entry(row)
 
+    @_storage
+    def own_leftover(self, prearchive_uri: str) -> Entry | None:
+        """The failed session of ours that left this prearchive session behind, if any: what
+        our own upload created may be deleted before the same data is sent again."""
+        row = self._db.execute(
+            "SELECT * FROM sessions WHERE prearchive_uri = ? AND owns_prearchive = 1 "
+            "AND outcome = 'failed' ORDER BY updated_at DESC LIMIT 1",
+            (prearchive_uri,),
+        ).fetchone()
+        return None if row is None else _entry(row)
+
+    @_storage
+    def probe(self) -> None:
+        """A write that changes nothing: raises StorageError while the ledger cannot take one,
+        or is damaged (quick_check)."""
+        result = self._db.execute("PRAGMA quick_check").fetchone()
+        if result is None or result[0] != "ok":
+            raise sqlite3.DatabaseError(
+                f"the ledger file is damaged ({result[0] if result else '?'})"
+            )
+        with self._transaction() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS probe (at REAL)")
+            db.execute("INSERT INTO probe VALUES (0)")
+            db.execute("DELETE FROM probe")
+
+    @_storage
     def count_since(self, outcome: str, since: float) -> int:
         row = self._db.execute(
             "SELECT COUNT(*) FROM sessions WHERE outcome = ? AND updated_at >= ?", (outcome, since)
@@ -242,7 +306,12 @@ def _entry(row: sqlite3.Row) -> Entry:
         existing=tuple(json.loads(row["existing"] or "[]")),
         outcome=row["outcome"],
         reason=row["reason"],
-        final_path=row["final_path"],
+        final_path=_path_text(row["final_path"]),
         created_at=float(row["created_at"]),
         updated_at=float(row["updated_at"]),
     )
+
+
+def _path_text(value: bytes | str) -> str:
+    """A stored final path as a str (bytes since names may be any bytes; text in old rows)."""
+    return os.fsdecode(value) if isinstance(value, bytes) else value

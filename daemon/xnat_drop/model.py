@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from .shown import shown_path
+
 
 class FileKind(str, Enum):
     """What a file in a session is, decided by content (and by name only for junk)."""
@@ -97,7 +99,11 @@ class FileFacts:
     kind: FileKind
     header: DicomHeader | None = None
     note: str = ""
-    digest: str = ""  # SHA-256 of the content, only for files sharing a SOP Instance UID
+    # Only for DICOM files sharing a SOP Instance UID: the SHA-256 of the content, or
+    # "size-<bytes>" (its size alone tells it from the others), or "unhashed-<path>" (too
+    # large to compare: different from every other file's).
+    digest: str = ""
+    stamp: int = 0  # beneath.stamp of the file as it was read (0: never opened)
 
     @property
     def is_dicom(self) -> bool:
@@ -114,7 +120,8 @@ class Session:
 
     @property
     def display(self) -> str:
-        return "/".join(self.relpath)
+        """The path below incoming/ as people read it (escaped: names are data)."""
+        return shown_path(self.relpath)
 
 
 @dataclass(frozen=True, slots=True)

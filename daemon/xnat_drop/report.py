@@ -6,11 +6,16 @@ import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 from .model import FileKind, Outcome, Policy, Session, Target, UploadReceipt, Verdict, Violation
+from .shown import shown
 
 SCHEMA = 1
-LIST_LIMIT = 20  # per rule, in the text report; the JSON report lists everything
+LIST_LIMIT = 20  # per rule, in the text report
+# Per rule, in the JSON report: 100,000 bad files must not make a 30 MB report. The count of
+# the rest is given, and every file is still listed in "excluded" or by the rules' `files`.
+JSON_LIST_LIMIT = 1000
 
 RULE_TITLES = {
     "nifti": "Converted data (NIfTI, Analyze, MINC, MGH, NRRD, side-cars)",
@@ -20,6 +25,7 @@ RULE_TITLES = {
     "unsafe-file": "Links and special files",
     "duplicate-instance": "Different files with the same SOP Instance UID",
     "mixed-studies": "More than one study in one session folder",
+    "size-limit": "Larger than the lab allows",
     "phi": "Identifying information left in the headers",
     "no-dicom": "Nothing to upload",
     "bad-label": "Labels XNAT cannot use",
@@ -75,6 +81,7 @@ class Report:
     attempts: int = 1
     incoming: str = ""  # where the folder was dropped, e.g. "incoming/P1/S1/E1"
     claim_id: str = ""  # ties the report to the ledger
+    notes: tuple[str, ...] = ()  # why the folder is not where it was expected (filing.py)
 
 
 def render_text(report: Report) -> str:
@@ -89,6 +96,8 @@ def render_text(report: Report) -> str:
         f"Folder:    {report.location}",
         f"Decided:   {when}",
     ]
+    for note in report.notes:
+        lines += _wrap(f"Note: {note}.", "", "           ")
     if report.target is not None:
         t = report.target
         lines.append(f"XNAT:      project {t.project}, subject {t.subject}, session {t.session}")
@@ -137,7 +146,8 @@ def render_text(report: Report) -> str:
         ]
     if verdict is not None and verdict.notes:
         lines += ["", "Labels:", *[f"  {note}" for note in verdict.notes]]
-    return "\n".join(lines).rstrip() + "\n"
+    # Names are data: whatever a line still holds that is not printable is shown escaped.
+    return "\n".join(shown(line) for line in lines).rstrip() + "\n"
 
 
 def render_json(report: Report) -> str:
@@ -167,8 +177,10 @@ def render_json(report: Report) -> str:
                 "message": v.sentence,
                 "files": list(v.files),
             }
-            for v in report.violations
+            for v in _listed(report.violations)
         ],
+        "unlisted_violations": _unlisted(report.violations),
+        "notes": list(report.notes),
         "counts": dict(sorted(Counter(f.kind.value for f in report.session.files).items())),
         "uploaded": [f.path for f in verdict.upload]
         if verdict and report.outcome is Outcome.DONE
@@ -189,12 +201,35 @@ def render_json(report: Report) -> str:
             "verified": dict(report.receipt.verified),
         },
     }
-    text = json.dumps(data, indent=2, ensure_ascii=False)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # names that are not UTF-8: JSON's \udcXX escapes keep them
-        text = json.dumps(data, indent=2)
-    return text + "\n"
+    return json.dumps(_escaped(data), indent=2, ensure_ascii=False) + "\n"
+
+
+def _listed(violations: tuple[Violation, ...]) -> list[Violation]:
+    """The violations the JSON report lists: the first JSON_LIST_LIMIT of each rule."""
+    seen: Counter[str] = Counter()
+    listed = []
+    for v in violations:
+        seen[v.rule] += 1
+        if seen[v.rule] <= JSON_LIST_LIMIT:
+            listed.append(v)
+    return listed
+
+
+def _unlisted(violations: tuple[Violation, ...]) -> dict[str, int]:
+    counts = Counter(v.rule for v in violations)
+    return {rule: n - JSON_LIST_LIMIT for rule, n in sorted(counts.items()) if n > JSON_LIST_LIMIT}
+
+
+def _escaped(value: Any) -> Any:
+    """`value` with every string `shown`: names that are not UTF-8 or hold control
+    characters stay readable, and the JSON stays valid UTF-8 for any reader."""
+    if isinstance(value, str):
+        return shown(value)
+    if isinstance(value, dict):
+        return {shown(str(k)): _escaped(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_escaped(v) for v in value]
+    return value
 
 
 def _grouped(violations: list[Violation]) -> list[str]:
@@ -224,7 +259,7 @@ def _grouped(violations: list[Violation]) -> list[str]:
 
 
 def _wrap(text: str, first: str, rest: str, width: int = 92) -> list[str]:
-    words, lines, line = text.split(), [], first
+    words, lines, line = shown(text).split(), [], first
     for word in words:
         if len(line) + len(word) + 1 > width and line.strip():
             lines.append(line.rstrip())

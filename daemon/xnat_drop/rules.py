@@ -3,7 +3,7 @@
 `evaluate` turns an inspected Session and its Route into a Verdict. Broken rules are Violations
 carrying a rule id, the file or series, and a sentence a lab member can act on. Rule ids:
 nifti, derived-series, non-dicom, unreadable-dicom, unsafe-file, duplicate-instance,
-mixed-studies, phi, no-dicom (and bad-label from routing).
+mixed-studies, phi, size-limit, no-dicom (and bad-label from routing).
 """
 
 from __future__ import annotations
@@ -78,20 +78,28 @@ def derived_signal(header: DicomHeader, rules: RulesConfig) -> str | None:
     types = [("ImageType (0008,0008)", tuple(v.upper() for v in header.image_type))]
     types += [("FrameType (0008,9007)", tuple(v.upper() for v in ft)) for ft in header.frame_types]
     description = header.series_description
-    if any(_is_kept(values, description, rules) for _, values in types):
-        return None
-    for name, values in types:
-        if values[:1] == ("DERIVED",):
-            return f"{name} value 1 is DERIVED"
-        if values[1:2] == ("SECONDARY",):
-            return f"{name} value 2 is SECONDARY"
+    # A keep-list entry exempts its own marker only: a kept token (UNI) the token and the
+    # DERIVED/SECONDARY label the vendor gives that image, a kept description pattern the
+    # description patterns and that label. Every other marker (MOCO, ADC, ...) still counts.
+    kept_tokens = {
+        t for _, values in types for t in values[2:] if t in rules.keep_image_type_tokens
+    }
+    kept_description = any(
+        re.search(p, description, re.IGNORECASE) for p in rules.keep_description_patterns
+    )
+    if not (kept_tokens or kept_description):
+        for name, values in types:
+            if values[:1] == ("DERIVED",):
+                return f"{name} value 1 is DERIVED"
+            if values[1:2] == ("SECONDARY",):
+                return f"{name} value 2 is SECONDARY"
     markers = dict(DERIVED_TOKENS)
     markers.update(dict.fromkeys(rules.extra_derived_markers, "a marker configured as derived"))
     for name, values in types:
         for token in values:
-            if token in markers:
+            if token in markers and token not in kept_tokens:
                 return f"{name} contains {token}: {markers[token]}"
-    for pattern in rules.description_patterns:
+    for pattern in () if kept_description else rules.description_patterns:
         if re.search(pattern, description, re.IGNORECASE):
             where = f"SeriesDescription (0008,103E) “{description}”"
             return f"{where} matches the derived pattern “{pattern}”"
@@ -106,13 +114,6 @@ def _sop_class_signal(uid: str) -> str:
     return next((words for prefix, words in DERIVED_SOP_PREFIXES if uid.startswith(prefix)), "")
 
 
-def _is_kept(values: tuple[str, ...], description: str, rules: RulesConfig) -> bool:
-    """Derived-by-label acquisitions labs keep (by default MP2RAGE's UNI image)."""
-    if any(token in rules.keep_image_type_tokens for token in values[2:]):
-        return True
-    return any(re.search(p, description, re.IGNORECASE) for p in rules.keep_description_patterns)
-
-
 def evaluate(session: Session, rules: RulesConfig, route: Route) -> Verdict:
     """Judge a session: which files go to XNAT, which rules are broken, where it goes."""
     violations: list[Violation] = list(route.violations)
@@ -122,6 +123,7 @@ def evaluate(session: Session, rules: RulesConfig, route: Route) -> Verdict:
         rule = KIND_RULES.get(facts.kind)
         if rule is not None:
             violations.append(_file_violation(rule, _policy(rules, rule), facts))
+    violations.extend(_size_limits(session, rules))
 
     dicoms = [f for f in session.files if f.is_dicom and f.header is not None]
     violations.extend(_derived_series(dicoms, session, rules))
@@ -240,12 +242,13 @@ def _duplicates(dicoms: list[FileFacts]) -> tuple[set[str], list[Violation]]:
             continue
         paths = sorted(f.path for f in members)
         digests = {f.digest for f in members}
-        if len(digests) == 1 and "" not in digests:
+        if len(digests) == 1 and "" not in digests and not _unhashed(digests):
             copies.update(paths[1:])
             continue
         shown = ", ".join(f"“{p}”" for p in paths[:4]) + (" ..." if len(paths) > 4 else "")
+        differ = "are too large to be compared" if _unhashed(digests) else "differ"
         sentence = (
-            f"{len(paths)} files claim the same SOP Instance UID {uid} but differ ({shown}). "
+            f"{len(paths)} files claim the same SOP Instance UID {uid} but {differ} ({shown}). "
             "XNAT keeps only one object per UID, so one of them would be lost. Remove the wrong "
             "copy (often a re-export or an edited file) and drop the session again."
         )
@@ -260,6 +263,52 @@ def _duplicates(dicoms: list[FileFacts]) -> tuple[set[str], list[Violation]]:
             )
         )
     return copies, violations
+
+
+def _size_limits(session: Session, rules: RulesConfig) -> list[Violation]:
+    """Files, and the session, larger than the lab allows (rules.max_file_size and
+    max_session_size; off unless set)."""
+    found = []
+    limit = rules.max_file_bytes
+    if limit:
+        for f in session.files:
+            if f.size > limit and f.kind is not FileKind.JUNK:
+                found.append(
+                    Violation(
+                        "size-limit",
+                        Policy.REJECT,
+                        f.path,
+                        f"“{f.path}” is {_size(f.size)}, more than the lab's limit of "
+                        f"{_size(limit)} for one file (rules.max_file_size). If it is a real "
+                        "scan, ask the administrator to raise the limit; otherwise remove it "
+                        "and drop the session again.",
+                        (f.path,),
+                        _size(f.size),
+                    )
+                )
+    total = sum(f.size for f in session.files if f.kind is not FileKind.JUNK)
+    if rules.max_session_bytes and total > rules.max_session_bytes:
+        found.append(
+            Violation(
+                "size-limit",
+                Policy.REJECT,
+                "the whole session",
+                f"The session holds {_size(total)}, more than the lab's limit of "
+                f"{_size(rules.max_session_bytes)} for one session (rules.max_session_size). "
+                "Split it, or ask the administrator to raise the limit.",
+                detail=_size(total),
+            )
+        )
+    return found
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 10**9 else f"{n / 1e6:.1f} MB"
+
+
+def _unhashed(digests: set[str]) -> bool:
+    """True when inspection did not hash some of these files (too large: see inspect.py)."""
+    return any(d.startswith("unhashed-") for d in digests)
 
 
 def _mixed_studies(dicoms: list[FileFacts]) -> list[Violation]:

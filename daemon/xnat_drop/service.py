@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -21,17 +20,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from . import __version__, failpoints, store
+from . import __version__, failpoints, filing, store, trust
 from . import config as config_mod
 from . import credentials as creds
 from . import status as status_file
-from .availability import Availability
+from .availability import Availability, duration
+from .beneath import Dir, UnsafePathError
 from .bundle import BundleEntry, ZipStream
 from .config import Config
 from .delivery import Delivery, XnatPort, content_key
 from .errors import (
     ConfigError,
     SessionChangedError,
+    StorageError,
     XnatAuthError,
     XnatRejectedError,
     XnatServerError,
@@ -41,12 +42,15 @@ from .intake import Intake
 from .judge import check_keywords, judge
 from .ledger import FILE_NAME as LEDGER_FILE
 from .ledger import Ledger
-from .model import Outcome, Policy, Seen, Session, UploadReceipt, Verdict, Violation
+from .model import FileKind, Outcome, Policy, Seen, Session, UploadReceipt, Verdict, Violation
+from .names import is_junk_path
 from .report import Report, render_json, render_text
 from .retry import backoff
 from .rules import unknown_project
+from .shown import shown, shown_path
 from .steps import Heartbeat, run_step
 from .systemd import Notifier
+from .tree import REGULAR, walk
 from .watch import Watcher
 from .workers import InspectionPool
 
@@ -56,6 +60,19 @@ EX_TEMPFAIL = 75  # `run --once` left sessions waiting (XNAT unavailable or cred
 STATUS_REFRESH = 10.0  # seconds: the status snapshot is rewritten at least this often
 STEP_BUDGET = 900.0  # seconds a step may go without progress (judging a huge session)
 STEP_POLL = 0.5  # seconds between the loop's looks at a running step
+PROGRESS_QUIET = 120.0  # seconds judging may go on after a sign of progress (a file read)
+LISTED = 100  # claimed sessions named in the status snapshot; the rest are counted
+STORAGE_PROBE = (5.0, 300.0)  # first and longest wait between looks at a broken state dir
+
+
+@dataclass
+class StoragePause:
+    """The state directory cannot be used: all work waits until a probe write succeeds."""
+
+    reason: str
+    since: float  # wall clock
+    failures: int
+    next_probe: float  # monotonic
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +126,8 @@ class Service:
     _stop_deadline: float | None = field(init=False, default=None)
     _abandoned: bool = field(init=False, default=False)
     _today: dict[str, Any] = field(init=False, default_factory=dict)
+    _storage: StoragePause | None = field(init=False, default=None)
+    _deadline: float | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self._xnat = Availability(
@@ -129,15 +148,24 @@ class Service:
         Raises ConfigError for unusable credentials, keywords or folders (exit 78).
         """
         check_keywords(self.config)
+        paths = self.config.paths
+        breaches = trust.problems(paths)
+        if breaches:
+            raise ConfigError(breaches, self.config.source)
         try:
-            store.prepare(self.config.paths)
-            self._ledger = Ledger(self.config.paths.state / LEDGER_FILE)
+            store.prepare(paths)
         except OSError as exc:
-            raise ConfigError([f"paths: {exc}"], self.config.source) from exc
-        self._heartbeat = Heartbeat(self.clock.monotonic)
-        self._work = store.WorkArea(self.config.paths)
-        self._count_today()
-        self._adopt_orphans()
+            raise ConfigError([f"paths: {shown(str(exc))}"], self.config.source) from exc
+        try:
+            self._ledger = Ledger(paths.state / LEDGER_FILE)
+            self._ledger.probe()
+            status_file.write(paths.state, {"schema": status_file.SCHEMA, "pid": os.getpid()})
+            self._heartbeat = Heartbeat(self.clock.monotonic)
+            self._work = store.WorkArea(paths)
+            self._count_today()
+            self._adopt_orphans()
+        except (OSError, StorageError) as exc:
+            raise ConfigError([_state_problem(paths.state, exc)], self.config.source) from exc
         self._client = self._connect()
         self._server_version = self._client.server_version()
         log.info(
@@ -161,6 +189,7 @@ class Service:
             watcher = Watcher(self.config.paths.incoming, self.wake)
             watcher.start()
         deadline = None if timeout is None else self.clock.monotonic() + timeout
+        self._deadline = deadline if once else None
         try:
             if once:
                 self._intake.scan(self.clock.monotonic())
@@ -228,11 +257,20 @@ class Service:
     def tick(self) -> float:
         """Do what is due now; returns how long the loop may sleep before the next turn."""
         now = self.clock.monotonic()
-        if self.wake.is_set() or now >= self._intake.next_scan:
-            self.wake.clear()
-            self._intake.scan(now)
-            self._adopt_orphans()
-        self._claim_settled(now)
+        if self._storage is not None:
+            if now >= self._storage.next_probe:
+                self._probe_storage()
+            if self._storage is not None:
+                return max(0.0, self._storage.next_probe - self.clock.monotonic())
+        try:
+            if self.wake.is_set() or now >= self._intake.next_scan:
+                self.wake.clear()
+                self._intake.scan(now, breathe=self.notifier.watchdog)
+                self._adopt_orphans()
+            self._claim_settled(now)
+        except StorageError as exc:
+            self._pause_storage(exc)
+            return 0.0
         self._retry_credentials()
         if self._xnat.probe_due(now):
             self._probe()
@@ -258,41 +296,29 @@ class Service:
         return max(0.0, self._next_wake(now) - self.clock.monotonic())
 
     def _claim_settled(self, now: float) -> None:
-        settle = self.config.watch.settle
+        marker = self.config.watch.ready_marker
         for relpath, seen in self._intake.ready(now):
+            self.notifier.watchdog()  # each claim looks at its folder again: many take a while
             try:
-                claim = self._work_().claim(relpath, self.clock.wall())
-            except OSError as exc:  # e.g. a full disk: nothing moved, try after another settle
+                claim = self._work_().claim(relpath, self.clock.wall(), seen.fingerprint, marker)
+            except SessionChangedError as exc:
                 self._intake.try_later(relpath, now)
-                hint = ""
-                if isinstance(exc, PermissionError):
-                    # Moving a folder to another parent needs write permission on the folder.
-                    hint = "; the session folder itself must be writable by the lab group"
-                log.error(
-                    "%s: cannot take it into the work folder (%s%s); it stays in incoming/ and "
-                    "is tried again in %.0f s",
-                    "/".join(relpath),
-                    exc,
-                    hint,
-                    settle,
-                )
+                log.info("%s: not taken: %s", shown_path(relpath), exc)
+                continue
+            except OSError as exc:  # nothing moved: tried again after another settle period
+                self._not_claimed(relpath, now, exc)
                 continue
             self._intake.taken(relpath)
             if claim is None:
-                log.info("%s: gone before it could be claimed", "/".join(relpath))
+                log.info("%s: gone before it could be claimed", shown_path(relpath))
                 continue
-            forced = store.take_force_marker(self.config.paths.incoming, relpath)
+            forced = filing.take_force_marker(self.config.paths.incoming, relpath)
             job = Job(claim, next_at=now, forced=forced)
-            try:
-                self._ledger_().claimed(claim.id, claim.display, self.clock.wall())
-                self._ledger_().update(
-                    claim.id,
-                    self.clock.wall(),
-                    fingerprint=seen.fingerprint.names_hash,
-                    forced=forced,
-                )
-            except sqlite3.Error as exc:  # recorded again before the step that needs it
-                log.error("%s: cannot record the claim in the ledger (%s)", claim.display, exc)
+            self.jobs.append(job)  # first: a ledger failure below must not lose the claim
+            self._ledger_().claimed(claim.id, claim.display, self.clock.wall())
+            self._ledger_().update(
+                claim.id, self.clock.wall(), fingerprint=seen.fingerprint.names_hash, forced=forced
+            )
             fp = seen.fingerprint
             log.info(
                 "%s: settled (%d files, %d bytes); claimed as %s",
@@ -302,8 +328,26 @@ class Service:
                 claim.id,
                 extra=_fields(job),
             )
-            self.jobs.append(job)
             failpoints.hit("after-claim")
+
+    def _not_claimed(self, relpath: tuple[str, ...], now: float, exc: OSError) -> None:
+        """A settled folder could not be taken: say why once, try again after a settle."""
+        if isinstance(exc, UnsafePathError):
+            why = f"{exc.strerror}"
+        elif isinstance(exc, PermissionError):
+            # Moving a folder to another parent needs write permission on the folder itself.
+            why = "not writable by xnat-drop (the session folder itself must be group-writable)"
+        else:
+            why = f"cannot take it into the work folder ({shown(str(exc))})"
+        said = self._intake.blocked.get(relpath)
+        self._intake.try_later(relpath, now, why)
+        if said != why:
+            log.error(
+                "%s: %s; it stays in incoming/ and is tried again every %.0f s",
+                shown_path(relpath),
+                why,
+                self.config.watch.settle,
+            )
 
     def _next_job(self, now: float) -> Job | None:
         blocked = self._xnat.blocked
@@ -339,12 +383,20 @@ class Service:
     def _adopt_orphans(self) -> None:
         """Take over claims nobody holds: ours from before a restart, or a killed daemon's."""
         now = self.clock.monotonic()
+        paths = self.config.paths
         for claim in self._work_().recover():
             self._ledger_().claimed(claim.id, claim.display, self.clock.wall())
             entry = self._ledger_().entry(claim.id)
-            if entry is not None and entry.outcome and entry.final_path:
+            root = paths.done if entry is not None and entry.outcome == "done" else paths.failed
+            final = Path(entry.final_path) if entry is not None and entry.final_path else None
+            if entry is not None and entry.outcome and final and final.is_relative_to(root):
                 # Decided, reported, then stopped before the move: finish the move.
-                dest = self._work_().complete(claim, Path(entry.final_path))
+                try:
+                    dest = self._work_().complete(claim, root, final.relative_to(root).parts)
+                except OSError as exc:
+                    log.error("%s: cannot finish its move (%s)", claim.display, shown(str(exc)))
+                    self._work_().release(claim)
+                    continue
                 log.info(
                     "%s: completed the interrupted move to %s", claim.display, self._shown(dest)
                 )
@@ -378,9 +430,12 @@ class Service:
         if self._heartbeat.alive():
             self.notifier.watchdog()  # a step stuck beyond its budget gets no ping
         self.notifier.status(self.status_line())
+        now = self.clock.monotonic()
+        if self._deadline is not None and now >= self._deadline:
+            log.error("stopping: the --timeout ran out in the middle of a step")
+            return False  # the step resumes at the next start, as after SIGTERM
         if not self.stopping:
             return True
-        now = self.clock.monotonic()
         if self._stop_deadline is None:
             grace = self.config.stop_timeout
             self._stop_deadline = now + grace
@@ -391,13 +446,17 @@ class Service:
     def status_line(self) -> str:
         """One line for systemd's STATUS=: what waits, what happens now, today's tally, XNAT."""
         parts = []
+        if self._storage is not None:
+            parts.append(f"PAUSED: {self._storage.reason}")
         busy = next((j for j in list(self.jobs) if j.uploading), None)
         waiting = len(self.seen) + sum(1 for j in list(self.jobs) if j is not busy)
         parts.append(f"{waiting} waiting")
         if busy is not None:
             done, total = busy.sent
             percent = f" {100 * done // total}%" if total else ""
-            parts.append(f"uploading {busy.claim.relpath[-1]}{percent} of {_size(total)}")
+            name = shown(busy.claim.relpath[-1])
+            name = name if len(name) <= 60 else name[:57] + "..."
+            parts.append(f"uploading {name}{percent} of {_size(total)}")
         today = self._today
         parts.append(f"{today.get('done', 0)} done today")
         parts.append(f"{today.get('failed', 0)} failed")
@@ -405,7 +464,7 @@ class Service:
             parts.append("XNAT refused the credentials: uploads paused")
         elif self._xnat.outage is not None:
             since = datetime.fromtimestamp(self._xnat.outage.since).strftime("%H:%M")
-            parts.append(f"XNAT unreachable since {since}")
+            parts.append(f"XNAT {self._xnat.outage.state} since {since}")
         else:
             parts.append("XNAT ok")
         return " · ".join(parts)
@@ -466,6 +525,14 @@ class Service:
 
     def _attempt(self, job: Job) -> None:
         """Take one claimed session one step further; every outcome is handled here."""
+        try:
+            self._attempt_once(job)
+        except StorageError as exc:  # the job stays as it is; all work waits for the state dir
+            self._pause_storage(exc)
+        finally:
+            job.uploading = False
+
+    def _attempt_once(self, job: Job) -> None:
         claim = job.claim
         try:
             if job.verdict is None:
@@ -473,6 +540,8 @@ class Service:
                 failpoints.hit("after-judge")
             assert job.session is not None and job.verdict is not None
             if not job.verdict.accepted:
+                # Judged again after it changed mid-upload: what went out must not stay.
+                self._delivery().withdraw_partial(claim.id)
                 self._finish(job, Outcome.FAILED, job.verdict.violations)
                 return
             earlier = self._delivered_before(job)
@@ -488,7 +557,7 @@ class Service:
             log.warning(
                 "%s: changed while being read (%s); waiting for it to settle",
                 claim.display,
-                exc,
+                shown(str(exc)),
                 extra=_fields(job),
             )
             job.session = job.verdict = None
@@ -513,11 +582,11 @@ class Service:
             else:
                 violation = _xnat_violation(exc)
             self._finish(job, Outcome.FAILED, (*self._judged(job), violation))
+        except StorageError:
+            raise
         except Exception as exc:
             log.exception("%s: unexpected error", claim.display)
             self._spend_attempt(job, f"unexpected error: {type(exc).__name__}: {exc}", exc)
-        finally:
-            job.uploading = False
 
     def _delivered_before(self, job: Job) -> Violation | None:
         """The same instances, same labels, already delivered (per the ledger): a re-drop."""
@@ -539,7 +608,16 @@ class Service:
 
     def _judge(self, job: Job) -> None:
         claim = job.claim
-        judgement = judge(claim.folder, claim.relpath, self.config, self._pool)
+        quiet = PROGRESS_QUIET
+        judgement = judge(
+            claim.folder,
+            claim.relpath,
+            self.config,
+            self._pool,
+            progress=lambda: self._heartbeat.beat(quiet),
+        )
+        failpoints.hit("after-inspect")
+        _unchanged_since_inspection(claim.folder, judgement.session)
         session, verdict = judgement.session, judgement.verdict
         job.session, job.verdict = session, verdict
         rules = ", ".join(sorted({v.rule for v in verdict.violations}))
@@ -566,9 +644,10 @@ class Service:
             job.verdict is not None and job.verdict.target is not None and self._client is not None
         )
         target, verdict = job.verdict.target, job.verdict
-        # str sources: a Path per file costs a few hundred bytes more in a large session.
-        base = f"{job.claim.folder}{os.sep}"
-        entries = [BundleEntry(base + f.path, f.path, f.size) for f in verdict.upload]
+        # Each file is opened below the claimed folder through no link, and must still be the
+        # file inspection judged (its stamp): only judged bytes leave.
+        entries = [BundleEntry(f.path, f.path, f.size, f.stamp) for f in verdict.upload]
+        root = Dir.open(job.claim.folder)
         streams: list[ZipStream] = []
 
         def make_body() -> ZipStream:
@@ -596,16 +675,17 @@ class Service:
                     failpoints.hit("mid-upload")
 
             # 2 MiB buffers: DICOM files up to that size are read once; memory stays small.
-            streams.append(ZipStream(entries, buffer_limit=2 << 20, progress=progress))
+            streams.append(ZipStream(entries, root=root, buffer_limit=2 << 20, progress=progress))
             return streams[-1]
 
-        delivery = Delivery(self._client, self.config.xnat, self._ledger_(), self.clock.wall)
+        delivery = self._delivery()
         started = self.clock.monotonic()
         try:
             receipt = delivery.deliver(job.claim.id, verdict, make_body)
         finally:
             for stream in streams:
                 stream.close()
+            root.close()
         self._xnat.outage_ends(self._waiting_for_xnat())
         return replace(
             receipt,
@@ -613,6 +693,10 @@ class Service:
             seconds=self.clock.monotonic() - started,
             server_version=self._server_version,
         )
+
+    def _delivery(self) -> Delivery:
+        assert self._client is not None
+        return Delivery(self._client, self.config.xnat, self._ledger_(), self.clock.wall)
 
     def _spend_attempt(self, job: Job, reason: str, exc: Exception) -> None:
         """A failure that is not an outage: retry with backoff until max_attempts."""
@@ -665,20 +749,20 @@ class Service:
         """
         try:
             self._report_and_move(job, outcome, violations, receipt)
-        except (OSError, sqlite3.Error) as exc:
+        except OSError as exc:  # the drop tree, not the state dir (StorageError goes up)
             job.storage_failures += 1
             retry = self.config.retry
             delay = backoff(
                 job.storage_failures, retry.first_delay, retry.max_delay, self.rng.random()
             )
             job.next_at = self.clock.monotonic() + delay
-            job.last_error = f"cannot move it to {outcome.value}/: {exc}"
+            job.last_error = f"cannot move it to {outcome.value}/: {shown(str(exc))}"
             log.error(
                 "%s: cannot put it into %s/ (%s); it stays in the work folder and is tried again "
                 "in %.0f s",
                 job.claim.display,
                 outcome.value,
-                exc,
+                shown(str(exc)),
                 delay,
                 extra=_fields(job),
             )
@@ -693,8 +777,10 @@ class Service:
         paths = self.config.paths
         claim = job.claim
         root = paths.done if outcome is Outcome.DONE else paths.failed
-        store.discard_own_reports(paths.failed if outcome is Outcome.DONE else paths.done, claim)
-        dest = store.destination(root, claim)
+        other = paths.failed if outcome is Outcome.DONE else paths.done
+        filing.discard_own_reports(other, claim.id, claim.relpath)
+        placement = filing.place(root, claim.id, claim.relpath)
+        dest = placement.path
         session = job.session or Session(claim.relpath[-1], claim.relpath, ())
         report = Report(
             outcome=outcome,
@@ -708,11 +794,12 @@ class Service:
             attempts=job.attempts + 1,
             incoming=self._shown(paths.incoming.joinpath(*claim.relpath)),
             claim_id=claim.id,
+            notes=placement.notes,
         )
         # Reports, then the ledger's decision, then the move: a crash between any two is
         # finished by the next start (see _adopt_orphans), never decided twice.
-        store.write_reports(
-            dest, {".report.txt": render_text(report), ".report.json": render_json(report)}
+        filing.write_reports(
+            placement, {".report.txt": render_text(report), ".report.json": render_json(report)}
         )
         failpoints.hit("after-reports")
         rules = sorted({v.rule for v in violations if v.policy is Policy.REJECT})
@@ -725,7 +812,7 @@ class Service:
             final_path=str(dest),
         )
         failpoints.hit("before-move")
-        self._work_().complete(claim, dest)
+        self._work_().complete(claim, root, placement.relpath)
         self.jobs.remove(job)
         self._tally(outcome)
         if outcome is Outcome.DONE:
@@ -755,7 +842,38 @@ class Service:
     def _judged(self, job: Job) -> tuple[Violation, ...]:
         return job.verdict.violations if job.verdict is not None else ()
 
-    # -- XNAT's availability ------------------------------------------------------------------
+    # -- the state directory ------------------------------------------------------------------
+
+    def _pause_storage(self, exc: BaseException) -> None:
+        """The ledger or status file cannot be written: all work waits, loudly, losing nothing."""
+        now = self.clock.monotonic()
+        if self._storage is None:
+            self._storage = StoragePause(shown(str(exc)), self.clock.wall(), 0, now)
+            log.error(
+                "WORK PAUSED: the state directory %s cannot be used (%s). Nothing is lost: "
+                "sessions stay where they are and work resumes by itself once it can be "
+                "written again (is it full or read-only?)",
+                self.config.paths.state,
+                self._storage.reason,
+            )
+        pause = self._storage
+        pause.failures += 1
+        first, longest = STORAGE_PROBE
+        pause.next_probe = now + backoff(pause.failures, first, longest, self.rng.random())
+        self.notifier.status(self.status_line())
+
+    def _probe_storage(self) -> None:
+        """While paused: one ledger write and one status write; both must succeed."""
+        assert self._storage is not None
+        try:
+            self._ledger_().probe()
+            status_file.write(self.config.paths.state, self._snapshot())
+        except (OSError, StorageError) as exc:
+            self._pause_storage(exc)
+            return
+        lasted = self.clock.wall() - self._storage.since
+        self._storage = None
+        log.info("the state directory works again after %s; work resumes", duration(lasted))
 
     def _probe(self) -> None:
         """One light request while XNAT is unavailable; it ends the outage if it succeeds."""
@@ -826,8 +944,8 @@ class Service:
             return
         try:
             status_file.write(self.config.paths.state, snapshot)
-        except OSError as exc:
-            log.warning("cannot write the status file: %s", exc)
+        except OSError as exc:  # the state dir is full or read-only: everything waits
+            self._pause_storage(StorageError(f"cannot write the status file: {exc}"))
             return
         self._published = (key, now)
 
@@ -840,7 +958,7 @@ class Service:
         xnat = self._xnat.state(at, status_file.iso)
         xnat.update(url=self.config.xnat.url, server_version=self._server_version)
         settling = self._intake.settling(at)
-        work = [self._job_status(job, at) for job in self.jobs]
+        work = [self._job_status(job, at) for job in self.jobs[:LISTED]]
         return {
             "schema": status_file.SCHEMA,
             "pid": os.getpid(),
@@ -848,7 +966,12 @@ class Service:
             "updated_at": status_file.iso(wall),
             "xnat": xnat,
             "settling": settling,
+            "settling_more": self._intake.unlisted,
             "work": work,
+            "work_more": max(0, len(self.jobs) - LISTED),
+            "storage": None
+            if self._storage is None
+            else {"state": "paused", "detail": self._storage.reason},
             "today": {"done": self._today.get("done", 0), "failed": self._today.get("failed", 0)},
         }
 
@@ -860,7 +983,7 @@ class Service:
         elif self._xnat.auth is not None:
             state = "waiting: XNAT refused the credentials"
         elif self._xnat.outage is not None:
-            state = "waiting: XNAT unreachable"
+            state = f"waiting: XNAT {self._xnat.outage.state}"
         elif job.attempts:
             attempt = f"attempt {job.attempts + 1} of {self.config.retry.max_attempts}"
             state = f"retrying ({attempt}) at {at(job.next_at)}"
@@ -872,7 +995,7 @@ class Service:
             "state": state,
             "attempts": job.attempts,
             "since": status_file.iso(job.claim.claimed_at),
-            "last_error": job.last_error,
+            "last_error": shown(job.last_error)[:500],
         }
 
     def _shown(self, path: Path) -> str:
@@ -880,9 +1003,10 @@ class Service:
         paths = self.config.paths
         common = Path(os.path.commonpath([paths.incoming, paths.done, paths.failed]))
         try:
-            return str(path.relative_to(common)) if common != Path(common.anchor) else str(path)
+            text = str(path.relative_to(common)) if common != Path(common.anchor) else str(path)
         except ValueError:
-            return str(path)
+            text = str(path)
+        return shown(text)
 
 
 def _xnat_violation(exc: XnatRejectedError) -> Violation:
@@ -896,11 +1020,39 @@ def _xnat_violation(exc: XnatRejectedError) -> Violation:
 
 def _fields(job: Job, **more: str) -> dict[str, str]:
     """Journal fields for a log line about `job` (`journalctl -u xnat-drop SESSION=...`)."""
-    fields = {"SESSION": job.claim.relpath[-1]}
+    fields = {"SESSION": shown(job.claim.relpath[-1])}
     if job.verdict is not None and job.verdict.target is not None:
         fields["PROJECT"] = job.verdict.target.project
     fields.update(more)
     return fields
+
+
+def _unchanged_since_inspection(folder: Path, session: Session) -> None:
+    """Raise SessionChangedError when a file of `folder` was added, removed or written since
+    inspection read it (a writer that kept a handle open after the claim): a verdict is filed
+    only for the files as they are."""
+    judged = {f.path: f.stamp for f in session.files if f.kind is not FileKind.JUNK}
+    junk = {f.path for f in session.files if f.kind is FileKind.JUNK}
+    for entry in walk(folder):
+        if entry.relpath in junk or is_junk_path(entry.relpath):
+            continue
+        if entry.relpath not in judged:
+            raise SessionChangedError(f"{entry.relpath} appeared while the session was inspected")
+        was = judged.pop(entry.relpath)
+        if entry.kind == REGULAR and was and was != entry.stamp:
+            raise SessionChangedError(f"{entry.relpath} was written while it was inspected")
+    if judged:
+        raise SessionChangedError(f"{next(iter(judged))} vanished while the session was inspected")
+
+
+def _state_problem(state: Path, exc: BaseException) -> str:
+    """Why the state directory cannot be used, and what to do, in one sentence."""
+    return (
+        f"paths.state_dir: {state} cannot be used ({shown(str(exc))}). Free space if it is "
+        f"full; make it writable by the service if it is read-only; if the ledger is damaged, "
+        f"move {state / LEDGER_FILE} aside (claimed sessions are recovered from the work "
+        "folder, but re-drops of earlier sessions are then no longer recognised)."
+    )
 
 
 def _size(n: int) -> str:

@@ -12,8 +12,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .beneath import Dir
 from .ledger import Entry
-from .store import write_atomic
 
 FILE_NAME = "status.json"
 SCHEMA = 1
@@ -31,9 +31,13 @@ def iso(ts: float | None) -> str | None:
 
 
 def write(state_dir: Path, snapshot: dict[str, Any]) -> None:
-    write_atomic(
-        state_dir / FILE_NAME, (json.dumps(snapshot, indent=2, ensure_ascii=False) + "\n").encode()
+    """Replace status.json atomically. Names in it are escaped already (shown.py); anything
+    that is still not UTF-8 becomes a backslash escape rather than an error."""
+    data = (json.dumps(snapshot, indent=2, ensure_ascii=False) + "\n").encode(
+        "utf-8", "backslashreplace"
     )
+    with Dir.open(state_dir) as folder:
+        folder.write_atomic(FILE_NAME, data, 0o644)
 
 
 def read(state_dir: Path) -> dict[str, Any] | None:
@@ -100,12 +104,15 @@ def render(data: dict[str, Any], now: float) -> str:
         ("Claimed", "work"),
     ):
         items = snap.get(key) or []
-        lines += ["", f"{title}: {len(items)}"]
+        more = int(snap.get(f"{key}_more") or 0)
+        lines += ["", f"{title}: {len(items) + more}"]
         for item in items:
             age = _age(item.get("since"), now)
             lines.append(f"  {item.get('session')}  {item.get('state', '')}  ({age})")
             if item.get("last_error"):
                 lines.append(f"      last error: {item['last_error']}")
+        if more:
+            lines.append(f"  ... and {more:,} more")
     for title, key in (("Last delivered", "last_done"), ("Last failed", "last_failed")):
         items = data.get(key) or []
         lines += ["", f"{title}: {len(items)}"]

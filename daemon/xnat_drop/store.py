@@ -1,13 +1,17 @@
-"""State kept in folders: claims in the work folder, finished sessions in done/ and failed/.
+"""Claims in the work folder: taking a session out of incoming/, holding it, giving it up.
 
 Every move is one `rename` within one filesystem, so a session is always wholly in exactly
-one place. The daemon never copies, edits or deletes anything inside a session folder; reports
-are written beside it, atomically, before the folder's final move.
+one place. The daemon never copies, edits or deletes anything inside a session folder.
 
 A claim is `.work/<id>/` holding `claim.json`, a `lock` file and the session folder. The daemon
 that owns a claim keeps an exclusive `flock` on its lock file: a second daemon on the same tree
 never adopts it, and a killed daemon's claims are free again at once (the kernel drops its
 locks), to be recovered by whichever daemon looks next.
+
+Nothing here follows a link: incoming/ and the work folder are held open and every step below
+them is taken with the *at() calls of beneath.py. The work folder belongs to the service
+(trust.py checks that at start); what is found in it is still checked before it is believed,
+because a claim record names a path that is about to be used.
 """
 
 from __future__ import annotations
@@ -15,17 +19,30 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
+import math
 import os
 import secrets
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .beneath import Dir, UnsafePathError, check_name
 from .config import PathsConfig
+from .errors import SessionChangedError
+from .model import Fingerprint
+from .shown import shown, shown_path
+from .stability import fingerprint
+from .tree import walk
+
+log = logging.getLogger(__name__)
 
 CLAIM_FILE = "claim.json"
 LOCK_FILE = "lock"
-REPORT_SUFFIXES = (".report.txt", ".report.json")
+MAX_RECORD = 64 * 1024  # bytes of a claim record: a path of at most MAX_LEVELS names
+MAX_LEVELS = 16
+WORK_MODE = 0o700  # the work folder and each claim: the service's alone
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,15 +60,17 @@ class Claim:
 
     @property
     def display(self) -> str:
-        return "/".join(self.relpath)
+        """The path below incoming/ as people read it (escaped: names are data)."""
+        return shown_path(self.relpath)
 
 
 def prepare(paths: PathsConfig) -> None:
     """Create the drop tree's folders if missing and check they share one filesystem.
 
     Raises FileNotFoundError when the tree's parent is missing (never created: it may be an
-    unmounted share) and OSError when the folders are on different filesystems, where a move
-    would be a copy and could be seen half done.
+    unmounted share), UnsafePathError when one of them is a link or a file, and OSError when
+    they are read-only or on different filesystems, where a move would be a copy and could be
+    seen half done.
     """
     folders = {
         "incoming": paths.incoming,
@@ -59,26 +78,36 @@ def prepare(paths: PathsConfig) -> None:
         "failed": paths.failed,
         "work": paths.work,
     }
-    for folder in folders.values():
-        if not folder.parent.is_dir():
-            raise FileNotFoundError(f"{folder.parent} does not exist (is the share mounted?)")
-        folder.mkdir(exist_ok=True)
-    read_only = [
-        f"{name} {folder}" for name, folder in folders.items() if not os.access(folder, os.W_OK)
-    ]
-    if read_only:
-        raise OSError(
-            f"cannot write to {', '.join(read_only)}: a read-only mount, missing permissions, "
-            "or (under systemd) the drop tree missing from ReadWritePaths= in the unit's drop-in"
-        )
-    devices = {name: folder.stat().st_dev for name, folder in folders.items()}
-    if len(set(devices.values())) > 1:
-        where = ", ".join(f"{name} {folders[name]} (device {dev})" for name, dev in devices.items())
-        raise OSError(
-            "incoming, done, failed and work must be on one filesystem so that every move is an "
-            f"atomic rename; they are not: {where}"
-        )
-    _probe_renames(paths.work, [f for name, f in folders.items() if name != "work"])
+    opened: dict[str, Dir] = {}
+    try:
+        for name, folder in folders.items():
+            if not folder.parent.is_dir():
+                raise FileNotFoundError(f"{folder.parent} does not exist (is the share mounted?)")
+            with contextlib.suppress(FileExistsError):
+                folder.mkdir(mode=WORK_MODE if name == "work" else 0o777)
+            opened[name] = Dir.open(folder)
+        read_only = [
+            f"{name} {folders[name]}"
+            for name, d in opened.items()
+            if not os.access(".", os.W_OK, dir_fd=d.fd)
+        ]
+        if read_only:
+            raise OSError(
+                f"cannot write to {', '.join(read_only)}: a read-only mount, missing permissions, "
+                "or (under systemd) the drop tree missing from ReadWritePaths= in the unit's "
+                "drop-in"
+            )
+        devices = {name: os.fstat(d.fd).st_dev for name, d in opened.items()}
+        if len(set(devices.values())) > 1:
+            where = ", ".join(f"{n} {folders[n]} (device {dev})" for n, dev in devices.items())
+            raise OSError(
+                "incoming, done, failed and work must be on one filesystem so that every move "
+                f"is an atomic rename; they are not: {where}"
+            )
+        _probe_renames(opened["work"], [d for n, d in opened.items() if n != "work"])
+    finally:
+        for d in opened.values():
+            d.close()
 
 
 class WorkArea:
@@ -87,94 +116,157 @@ class WorkArea:
     def __init__(self, paths: PathsConfig) -> None:
         self.paths = paths
         self._locks: dict[str, int] = {}  # claim id -> fd holding its flock
+        self._work = Dir.open(paths.work)
+        self._uid = os.geteuid()
+        self._warned: set[str] = set()  # claim folders found that are not ours, said once
 
     def close(self) -> None:
         """Release every claim lock (the claims stay, for the next start to recover)."""
         for fd in self._locks.values():
             os.close(fd)
         self._locks.clear()
+        self._work.close()
 
     def held(self) -> set[str]:
         return set(self._locks)
 
-    def claim(self, relpath: tuple[str, ...], now: float) -> Claim | None:
+    def claim(
+        self,
+        relpath: tuple[str, ...],
+        now: float,
+        settled: Fingerprint | None = None,
+        marker: str = "",
+    ) -> Claim | None:
         """Take the session at incoming/`relpath` by one atomic rename into the work folder.
 
         Returns None when the folder is gone (another daemon took it, or the user moved it).
+        With `settled`, the folder is looked at again once it is ours: if it is no longer what
+        settled (the look that found it may be a poll interval old), it is put back and
+        SessionChangedError raised. Raises UnsafePathError when a folder on the way is a link,
+        and OSError when the rename is refused (the claim folder is removed again then).
         The claim record and its lock come first, so a crash at any point leaves either the
         session in incoming/ or a complete claim.
         """
-        claim_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + "-" + secrets.token_hex(4)
-        claim_dir = self.paths.work / claim_id
-        claim_dir.mkdir()
+        for part in relpath:
+            check_name(part)
+        name = relpath[-1]
+        with Dir.open(self.paths.incoming) as incoming:
+            try:
+                parent = incoming.descend(relpath[:-1])
+            except FileNotFoundError:
+                return None
+        with parent:
+            st = parent.lstat(name)
+            if st is None:
+                return None
+            if not stat.S_ISDIR(st.st_mode):
+                raise UnsafePathError(parent.shown(name), "is not a folder (a link?)")
+            claim_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + "-" + secrets.token_hex(4)
+            self._work.mkdir(claim_id, WORK_MODE)
+            try:
+                with self._work.child(claim_id) as claim_dir:
+                    fd = _lock(claim_dir, create=True)
+                    assert fd is not None, "nobody else knows this new folder"
+                    self._locks[claim_id] = fd
+                    record = {"relpath": list(relpath), "claimed_at": now}
+                    # ensure_ascii: names that are not UTF-8 travel as \udcXX escapes.
+                    claim_dir.write_atomic(CLAIM_FILE, json.dumps(record).encode(), 0o600)
+                    try:
+                        parent.move(name, claim_dir, name)
+                    except FileNotFoundError:
+                        self._discard(claim_id)
+                        return None
+                    self._check_taken(parent, claim_dir, name, settled, marker)
+            except BaseException:
+                self._discard(claim_id)
+                raise
+        return Claim(claim_id, self.paths.work / claim_id, relpath, now)
+
+    def _check_taken(
+        self, parent: Dir, claim_dir: Dir, name: str, settled: Fingerprint | None, marker: str
+    ) -> None:
+        """The folder just taken must be a folder and, given `settled`, unchanged since it
+        settled; otherwise it goes back to incoming/ and SessionChangedError is raised."""
+        problem = ""
         try:
-            fd = _lock(claim_dir)
-            assert fd is not None, "nobody else knows this new folder"
-            self._locks[claim_id] = fd
-            record = {"relpath": list(relpath), "claimed_at": now}
-            write_atomic(claim_dir / CLAIM_FILE, json.dumps(record).encode())
-        except OSError:  # e.g. no space left: undo, the session stays in incoming/
-            self._discard(claim_id, claim_dir)
-            raise
-        source = self.paths.incoming.joinpath(*relpath)
+            with claim_dir.child(name) as folder:
+                if settled is not None:
+                    now = fingerprint(
+                        ((e.relpath, e.size, e.mtime_ns) for e in walk(folder)), marker
+                    )
+                    if now != settled:
+                        problem = "it changed after it was last seen settled"
+        except UnsafePathError:  # swapped for a link after it was found
+            problem = "it was replaced by a link"
+        except OSError:  # e.g. not readable: ours now, and inspection reports it
+            return
+        if not problem:
+            return
         try:
-            os.rename(source, claim_dir / relpath[-1])
-        except FileNotFoundError:
-            self._discard(claim_id, claim_dir)
-            return None
-        item = Claim(claim_id, claim_dir, relpath, now)
-        if item.folder.is_symlink():  # swapped for a link after it was found: put it back
-            os.rename(item.folder, source)
-            self._discard(claim_id, claim_dir)
-            return None
-        return item
+            claim_dir.move(name, parent, name)
+        except OSError as exc:  # the name was taken again in incoming/ meanwhile: keep it
+            log.warning("%s: could not put it back (%s); judging it as it is", shown(name), exc)
+            return
+        raise SessionChangedError(f"{problem}; it stays in incoming/")
 
     def recover(self) -> list[Claim]:
         """Claims in the work folder that no living process holds, oldest first, now ours.
 
         A claim whose session folder is missing (a crash before the claim rename, or after the
-        final move) holds no user data and is removed.
+        final move) holds no user data and is removed. Anything that is not a claim this
+        service made (not ours, a link, a damaged or strange record) is left alone and logged.
         """
         found: list[Claim] = []
-        if not self.paths.work.is_dir():
-            return found
-        for claim_dir in sorted(
-            p for p in self.paths.work.iterdir() if p.is_dir() and not p.is_symlink()
-        ):
-            if claim_dir.name in self._locks:
+        for claim_id in sorted(self._work.names()):
+            if claim_id in self._locks or claim_id.startswith("."):
                 continue
-            try:
-                record = json.loads((claim_dir / CLAIM_FILE).read_text())
-                relpath = tuple(str(part) for part in record["relpath"])
-                claimed_at = float(record["claimed_at"])
-            except (OSError, ValueError, KeyError, TypeError):
-                continue  # not ours, damaged, or a claim being written right now
-            fd = _lock(claim_dir)
-            if fd is None:
-                continue  # another daemon is working on it
-            self._locks[claim_dir.name] = fd
-            item = Claim(claim_dir.name, claim_dir, relpath, claimed_at)
-            if item.folder.is_dir() and not item.folder.is_symlink():
+            st = self._work.lstat(claim_id)
+            if st is None or not stat.S_ISDIR(st.st_mode):
+                continue
+            if st.st_uid != self._uid:
+                self._warn_once(claim_id, "it belongs to another user")
+                continue
+            item = self._adopt(claim_id)
+            if item is not None:
                 found.append(item)
-            else:
-                self._discard(item.id, claim_dir)
         return found
 
-    def finish(self, item: Claim, dest: Path, reports: dict[str, str]) -> Path:
-        """Write the reports beside `dest`, then move the claimed folder there; returns `dest`.
+    def _adopt(self, claim_id: str) -> Claim | None:
+        try:
+            with self._work.child(claim_id) as claim_dir:
+                try:
+                    relpath, claimed_at = _record(claim_dir.read_small(CLAIM_FILE, MAX_RECORD))
+                except FileNotFoundError:
+                    return None  # a claim being written right now, or not a claim
+                fd = _lock(claim_dir, create=True)
+                if fd is None:
+                    return None  # another daemon is working on it
+                self._locks[claim_id] = fd
+                st = claim_dir.lstat(relpath[-1])
+        except (OSError, ValueError) as exc:
+            self._warn_once(claim_id, f"it is not a usable claim ({exc})")
+            return None
+        if st is None or not stat.S_ISDIR(st.st_mode):
+            self._discard(claim_id)
+            return None
+        return Claim(claim_id, self.paths.work / claim_id, relpath, claimed_at)
 
-        `reports` maps a suffix such as ".report.txt" to its text. The reports come first so a
-        crash can never leave a finished folder without its explanation.
-        """
-        write_reports(dest, reports)
-        return self.complete(item, dest)
+    def _warn_once(self, claim_id: str, why: str) -> None:
+        if claim_id not in self._warned:
+            self._warned.add(claim_id)
+            log.warning("ignoring %s in the work folder: %s", shown(claim_id), why)
 
-    def complete(self, item: Claim, dest: Path) -> Path:
-        """The final move of a claimed folder to `dest` (its reports are already there)."""
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(item.folder, dest)
-        self._discard(item.id, item.dir)
-        return dest
+    def complete(self, item: Claim, root: Path, relpath: tuple[str, ...]) -> Path:
+        """The final move of a claimed folder to `root`/`relpath` (its reports are already
+        there); creates the folders on the way, never through a link. Returns the new path."""
+        with (
+            Dir.open(root) as top,
+            top.descend(relpath[:-1], create=True) as parent,
+            self._work.child(item.id) as claim_dir,
+        ):
+            claim_dir.move(item.relpath[-1], parent, relpath[-1])
+        self._discard(item.id)
+        return root.joinpath(*relpath)
 
     def release(self, item: Claim) -> None:
         """Give a claim back without finishing it (it stays for the next recovery)."""
@@ -182,161 +274,83 @@ class WorkArea:
         if fd is not None:
             os.close(fd)
 
-    def _discard(self, claim_id: str, claim_dir: Path) -> None:
-        """Remove a claim folder that holds no user data (only our record and lock)."""
-        (claim_dir / CLAIM_FILE).unlink(missing_ok=True)
-        (claim_dir / LOCK_FILE).unlink(missing_ok=True)
-        with contextlib.suppress(OSError):  # something else is in there: never delete it
-            claim_dir.rmdir()
+    def _discard(self, claim_id: str) -> None:
+        """Remove a claim folder that holds no user data (only our record and lock).
+
+        A claim folder holding anything else (the session, after a failed step) keeps its
+        record, so the next recovery finds the session again.
+        """
         fd = self._locks.pop(claim_id, None)
+        with contextlib.suppress(OSError), self._work.child(claim_id) as claim_dir:
+            if set(claim_dir.names()) <= {CLAIM_FILE, LOCK_FILE}:
+                for name in (CLAIM_FILE, LOCK_FILE):
+                    with contextlib.suppress(FileNotFoundError):
+                        claim_dir.unlink(name)
+                self._work.rmdir(claim_id)
         if fd is not None:
             os.close(fd)
 
 
-def write_reports(dest: Path, reports: dict[str, str]) -> None:
-    """Write each report beside `dest` (`<dest>.report.txt`, ...), atomically."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    for suffix, text in reports.items():
-        # A file name that is not UTF-8 (Latin-1 from an old Windows export) reaches us as
-        # surrogate escapes: written as \udcXX, the report stays valid UTF-8 (and JSON).
-        write_atomic(dest.parent / f"{dest.name}{suffix}", text.encode("utf-8", "backslashreplace"))
-
-
-def destination(root: Path, item: Claim) -> Path:
-    """Where `item` will go below `root` (done/ or failed/): its relative path, made unique.
-
-    A name already taken (the same session dropped twice) gets a `__2`, `__3` suffix, so
-    nothing is ever overwritten. Reports this very claim wrote before a crash (no folder yet)
-    mark the name it had chosen: it is used again.
-    """
-    own = _own_reports(root, item)
-    if own:
-        return own[0]
-    return unique_destination(root.joinpath(*item.relpath), REPORT_SUFFIXES)
-
-
-def discard_own_reports(root: Path, item: Claim) -> None:
-    """Remove reports this claim wrote in `root` before a crash, for a decision that changed
-    (e.g. failed/ first, done/ after the restart): they describe no folder."""
-    for dest in _own_reports(root, item):
-        for suffix in REPORT_SUFFIXES:
-            dest.with_name(dest.name + suffix).unlink(missing_ok=True)
-
-
-def _own_reports(root: Path, item: Claim) -> list[Path]:
-    """Destinations below `root` whose JSON report names this claim and whose folder is absent."""
-    base = root.joinpath(*item.relpath)
-    if not base.parent.is_dir():
-        return []
-    found = []
-    for report in base.parent.glob(f"{base.name}*.report.json"):
-        dest = report.with_name(report.name.removesuffix(".report.json"))
-        if dest.exists() or not (dest.name == base.name or dest.name.startswith(f"{base.name}__")):
-            continue
-        try:
-            claim = json.loads(report.read_text()).get("claim")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if claim == item.id:
-            found.append(dest)
-    return sorted(found)
-
-
-def unique_destination(dest: Path, suffixes: tuple[str, ...]) -> Path:
-    """`dest`, or `dest__N` for the smallest N where neither the folder nor a report exists."""
-    candidate, n = dest, 1
-    while candidate.exists() or any(
-        (candidate.parent / f"{candidate.name}{s}").exists() for s in suffixes
+def _record(data: bytes) -> tuple[tuple[str, ...], float]:
+    """The relative path and time in a claim record; ValueError unless both are sane."""
+    record = json.loads(data)
+    relpath = record["relpath"] if isinstance(record, dict) else None
+    claimed_at = record.get("claimed_at") if isinstance(record, dict) else None
+    if (
+        not isinstance(relpath, list)
+        or not 1 <= len(relpath) <= MAX_LEVELS
+        or not all(isinstance(part, str) for part in relpath)
+        or not isinstance(claimed_at, (int, float))
+        or not math.isfinite(claimed_at)
     ):
-        n += 1
-        candidate = dest.with_name(f"{dest.name}__{n}")
-    return candidate
+        raise ValueError("a damaged claim record")
+    for part in relpath:
+        check_name(part)  # never "..", "/" or "": the path stays below incoming/ and done/
+    return tuple(relpath), float(claimed_at)
 
 
-def remove_empty_parents(incoming: Path, folders: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
-    """Remove these folders below incoming/ (and their parents) if they are empty.
-
-    incoming/ itself is never removed. `rmdir` only removes an empty folder, so a file a lab
-    member adds at the same moment wins. Returns the folders removed.
-    """
-    removed = []
-    for relpath in sorted(folders, key=len, reverse=True):
-        parts = relpath
-        while parts:
-            try:
-                incoming.joinpath(*parts).rmdir()
-            except OSError:
-                break
-            removed.append(parts)
-            parts = parts[:-1]
-    return removed
-
-
-FORCE_SUFFIX = ".xnat-drop-force"
-
-
-def force_marker(incoming: Path, relpath: tuple[str, ...]) -> Path:
-    """The file `xnat-drop retry --force` leaves beside a session: upload it even if the
-    ledger says it was delivered before. A dot-file beside the folder, never inside it."""
-    parent = incoming.joinpath(*relpath[:-1])
-    return parent / f".{relpath[-1]}{FORCE_SUFFIX}"
-
-
-def take_force_marker(incoming: Path, relpath: tuple[str, ...]) -> bool:
-    """True (and the marker removed) when the session was sent back with --force."""
-    marker = force_marker(incoming, relpath)
-    try:
-        marker.unlink()
-    except FileNotFoundError:
-        return False
-    return True
-
-
-def _probe_renames(work: Path, others: list[Path]) -> None:
+def _probe_renames(work: Dir, others: list[Dir]) -> None:
     """Move an empty folder from work/ into each other folder and back.
 
     The same device is not enough: a bind mount (or a share mounted twice) splits one
     filesystem into mounts between which rename fails (EXDEV). Better to know at start.
     """
-    probe = work / f".xnat-drop-probe-{secrets.token_hex(4)}"
-    probe.mkdir()
+    probe = f".xnat-drop-probe-{secrets.token_hex(4)}"
+    work.mkdir(probe, WORK_MODE)
     try:
         for folder in others:
-            there = folder / probe.name
             try:
-                os.rename(probe, there)
+                work.move(probe, folder, probe)
             except OSError as exc:
                 raise OSError(
-                    f"cannot move a folder from {work} to {folder} by rename ({exc.strerror}): "
-                    "they must be one filesystem, under one mount (no bind mounts between them)"
+                    f"cannot move a folder from {work.path} to {folder.path} by rename "
+                    f"({exc.strerror}): they must be one filesystem, under one mount (no bind "
+                    "mounts between them)"
                 ) from exc
-            os.rename(there, probe)
+            folder.move(probe, work, probe)
     finally:
         with contextlib.suppress(OSError):
-            probe.rmdir()
+            work.rmdir(probe)
+        for folder in others:
+            with contextlib.suppress(OSError):
+                folder.rmdir(probe)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so readers see the old file or the new one, never half of it."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+def _lock(claim_dir: Dir, *, create: bool) -> int | None:
+    """An fd holding an exclusive lock on the claim's lock file, or None if someone holds it.
+
+    Raises OSError when the lock file cannot be opened (e.g. not ours to write).
+    """
+    flags = os.O_RDWR | (os.O_CREAT if create else 0)
+    fd = claim_dir.open_file(LOCK_FILE, flags, 0o600)
     try:
-        with os.fdopen(fd, "wb") as fp:
-            fp.write(data)
-            fp.flush()
-            os.fsync(fp.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _lock(claim_dir: Path) -> int | None:
-    """An fd holding an exclusive lock on the claim's lock file, or None if someone holds it."""
-    fd = os.open(claim_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UnsafePathError(claim_dir.shown(LOCK_FILE), "is not a regular file")
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         return None
+    except BaseException:
+        os.close(fd)
+        raise
     return fd

@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .shown import shown
+
 _daemon: Any
 _journal: Any
 # Imported by name: this module is itself called "systemd", which confuses static analysis of
@@ -55,7 +57,7 @@ class Notifier:
             _daemon.notify("\n".join(lines))
 
     def ready(self, status: str = "") -> None:
-        self.send("READY=1", *([f"STATUS={status}"] if status else []))
+        self.send("READY=1", *([f"STATUS={shown(status)}"] if status else []))
         self._last_status = status
 
     def reloading(self) -> None:
@@ -65,12 +67,13 @@ class Notifier:
         )
 
     def stopping(self, status: str = "") -> None:
-        self.send("STOPPING=1", *([f"STATUS={status}"] if status else []))
+        self.send("STOPPING=1", *([f"STATUS={shown(status)}"] if status else []))
 
     def status(self, line: str) -> None:
         """Send STATUS= when it changed (one line; systemctl status shows it)."""
         if line != self._last_status:
-            self.send(f"STATUS={line}")
+            # Escaped: a newline in a folder name must never start another assignment.
+            self.send(f"STATUS={shown(line)}")
             self._last_status = line
 
     def watchdog(self) -> None:
@@ -95,6 +98,22 @@ def journal_handler(sender: Callable[..., Any] | None = None) -> logging.Handler
         kwargs["sender_function"] = sender
     handler: logging.Handler = _journal.JournalHandler(**kwargs)
     return handler
+
+
+class EscapedNames(logging.Filter):
+    """Log lines and journal fields with names made safe (shown.py): a folder name that is
+    not UTF-8 would make the journal handler fail, a newline in one would forge a line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        escaped = shown(message)
+        if escaped != message:
+            record.msg, record.args = escaped, None
+        for key in FIELDS:
+            value = getattr(record, key, None)
+            if isinstance(value, str):
+                setattr(record, key, shown(value))
+        return True
 
 
 def under_journal(env: Mapping[str, str]) -> bool:

@@ -23,6 +23,9 @@ class Fault:
     - ``drop_after_bytes``: read at most this many body bytes (processing them as usual, so
       entries already imported stay in the prearchive), then reset the connection unanswered.
     - ``retry_after``: value of a ``Retry-After`` header on the answer.
+    - ``content_type``: Content-Type of the answer (e.g. "text/html" for a proxy's login page
+      answered with 200); None keeps the usual one.
+    - ``location``: value of a ``Location`` header on the answer (e.g. with ``status`` 302).
     """
 
     method: str = "*"
@@ -34,6 +37,8 @@ class Fault:
     read_delay: float = 0.0
     drop_after_bytes: int | None = None
     retry_after: int | None = None
+    content_type: str | None = None
+    location: str | None = None
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method == "*" or self.method.upper() == method.upper()) and path.startswith(
@@ -80,10 +85,17 @@ class Fault:
                 self.retry_after is None or isinstance(self.retry_after, int),
                 "retry_after must be an integer",
             ),
+            (_is_header_value(self.content_type), "content_type must be one line of text"),
+            (_is_header_value(self.location), "location must be one line of text"),
         )
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+
+
+def _is_header_value(value: object) -> bool:
+    """None, or a string that cannot break out of its header line."""
+    return value is None or (isinstance(value, str) and not any(c in value for c in "\r\n"))
 
 
 class FaultBook:

@@ -202,12 +202,17 @@ class RequestHandler(BaseHTTPRequestHandler):
                 reply = pages.status_page(500)
             if fault is not None:
                 time.sleep(fault.delay)
-        if fault is not None and fault.retry_after is not None:
+        if fault is not None:
+            extra = (
+                [("Retry-After", str(fault.retry_after))] if fault.retry_after is not None else []
+            )
+            if fault.location is not None:
+                extra.append(("Location", fault.location))
             reply = Reply(
                 reply.status,
                 reply.body,
-                reply.content_type,
-                (*reply.headers, ("Retry-After", str(fault.retry_after))),
+                fault.content_type if fault.content_type is not None else reply.content_type,
+                (*reply.headers, *extra),
             )
         return reply
 
