@@ -390,7 +390,7 @@ class StandIn:
         shutil.rmtree(root, ignore_errors=True)
         root.mkdir(parents=True)
         self.root = root
-        cmd = [sys.executable, "-m", "xnat_drop.cli", "emulator", "--port", "0"]
+        cmd = [sys.executable, "-m", "xnat_standin", "--port", "0"]
         cmd += ["--project", PROJECT, "--user", f"{USER}:{PASSWORD}", "--root", str(root)]
         cmd += STAND_IN_FLAGS[mode]
         self.log = (OUT / f"{root.name}.log").open("w")
@@ -727,7 +727,7 @@ max_attempts = 2
         }
         self.log_file = (OUT / f"daemon-{destination}.log").open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "xnat_drop.cli", "run", "--config", str(config)],
+            [sys.executable, "-m", "xnat_drop", "run", "--config", str(config)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,

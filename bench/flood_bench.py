@@ -23,8 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from xnat_drop.demo.samples import SeriesSpec, write_session
-from xnat_drop.emulator import Emulator
+from xnat_standin import Emulator
+from xnat_standin.demo.samples import SeriesSpec, write_session
 
 TICK = os.sysconf("SC_CLK_TCK")
 SETTLE = 5.0
@@ -69,7 +69,7 @@ def run(root: Path, url: str, secret: Path, observer: str, folders: int, seconds
     log = root.parent / f"{observer}.log"
     with log.open("w") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "xnat_drop.cli", "run", "--config", str(config)], stderr=err
+            [sys.executable, "-m", "xnat_drop", "run", "--config", str(config)], stderr=err
         )
     try:
         while "watching" not in log.read_text():

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from xnat_drop.emulator import Emulator
+from xnat_standin import Emulator
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -68,7 +68,7 @@ def measure(
         f'[watch]\nobserver = "{observer}"\nsettle_seconds = 60\npoll_interval_seconds = 5\n'
         f'[xnat]\nurl = "{url}"\nsecret_file = "{secret}"\n[log]\nlevel = "warning"\n'
     )
-    proc = subprocess.Popen([sys.executable, "-m", "xnat_drop.cli", "run", "--config", str(config)])
+    proc = subprocess.Popen([sys.executable, "-m", "xnat_drop", "run", "--config", str(config)])
     try:
         time.sleep(10)  # start, first scan of every pending session
         start_cpu, start = cpu_seconds(proc.pid), time.monotonic()

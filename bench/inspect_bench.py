@@ -8,7 +8,7 @@ The first run writes two 5,000-file MR sessions under bench/out/ (kept for later
 - `siemens`: headers copied from a real Siemens MR file (nibabel's test data): 138 elements,
   a sequence, private groups and the CSA image and series headers (95 KB of header per file).
   This is what scanner exports look like.
-- `samples`: the project's own sample writer (xnat_drop.demo.samples.write_session): 23
+- `samples`: the project's own sample writer (xnat_standin.demo.samples.write_session): 23
   elements, about 1 KB of header. The issue's reference figure (one bare pydicom header read
   at about 4,300 files/s) is for headers like these.
 
@@ -38,10 +38,10 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
-from xnat_drop.demo.samples import SeriesSpec, write_session
-from xnat_drop.inspect import HEADER_TAGS, inspect
-from xnat_drop.model import Session
-from xnat_drop.workers import InspectionPool
+from xnat_drop.adapters.dicom.inspection import HEADER_TAGS, inspect
+from xnat_drop.adapters.workers import InspectionPool
+from xnat_drop.core.model import Session
+from xnat_standin.demo.samples import SeriesSpec, write_session
 
 OUT = Path(__file__).resolve().parent / "out"
 FORMAT = 1  # bump when the generated sessions change: they are then written again

@@ -18,13 +18,13 @@ import pytest
 import requests
 
 if TYPE_CHECKING:
-    from xnat_drop.emulator import Emulator
+    from xnat_standin import Emulator
 
     from hostile_lab import LabTree
 
-from xnat_drop import store
-from xnat_drop.config import PathsConfig
-from xnat_drop.demo.samples import SeriesSpec, write_session
+from xnat_drop.adapters.fs import claims as store
+from xnat_drop.core.config import PathsConfig
+from xnat_standin.demo.samples import SeriesSpec, write_session
 
 from emulator_helpers import PASSWORD, USER, client
 
@@ -96,7 +96,7 @@ max_attempts = {retry[2]}
 
 @pytest.fixture
 def emulator(tmp_path: Path) -> Iterator[Emulator]:
-    from xnat_drop.emulator import Emulator
+    from xnat_standin import Emulator
 
     with Emulator(root=tmp_path / "xnat", users={USER: PASSWORD}, projects=[PROJECT]) as emu:
         yield emu
@@ -198,7 +198,7 @@ def run_daemon(
     drop: Drop, *args: str, timeout: float = 60.0, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run the real `xnat-drop run --once` process over `drop` and wait for it."""
-    cmd = [*_DIE_WITH_TESTS, sys.executable, "-m", "xnat_drop.cli", "run", "--config"]
+    cmd = [*_DIE_WITH_TESTS, sys.executable, "-m", "xnat_drop", "run", "--config"]
     cmd += [str(drop.config), "--once"]
     cmd += ["--timeout", str(timeout - 5), *args]
     return subprocess.run(
@@ -210,7 +210,7 @@ def start_daemon(
     drop: Drop, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.Popen[str]:
     """Start the real daemon process (`run`, no --once) in the background."""
-    cmd = [*_DIE_WITH_TESTS, sys.executable, "-m", "xnat_drop.cli", "run", "--config"]
+    cmd = [*_DIE_WITH_TESTS, sys.executable, "-m", "xnat_drop", "run", "--config"]
     cmd += [str(drop.config), *args]
     return subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env or daemon_env()

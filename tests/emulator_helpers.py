@@ -14,7 +14,7 @@ import requests
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-from xnat_drop.emulator import Emulator
+from xnat_standin import Emulator
 
 USER, PASSWORD = "alice", "s3cret"
 IMPORT = "/data/services/import"

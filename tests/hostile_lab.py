@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from xnat_drop.demo.samples import SeriesSpec, write_session
+from xnat_standin.demo.samples import SeriesSpec, write_session
 
 from conftest import Drop, daemon_env
 from emulator_helpers import PASSWORD, USER
@@ -132,7 +132,7 @@ class Daemon:
 
     def __init__(self, tree: LabTree, *args: str, env: dict[str, str] | None = None) -> None:
         cmd = [*as_user(SERVICE_UID, SERVICE_GID, (LAB_GID,)), sys.executable, "-m"]
-        cmd += ["xnat_drop.cli", "run", "--config", str(tree.config), *args]
+        cmd += ["xnat_drop", "run", "--config", str(tree.config), *args]
         environment = (env or daemon_env()) | {"HOME": "/nonexistent"}
         self.proc = subprocess.Popen(
             cmd,
@@ -218,7 +218,7 @@ def run_once(tree: LabTree, *args: str, timeout: float = 60) -> tuple[int, str]:
 def cli(tree: LabTree, *args: str) -> subprocess.CompletedProcess[str]:
     """An `xnat-drop` command as root (data managers run `retry` and `status` with sudo)."""
     return subprocess.run(
-        [sys.executable, "-m", "xnat_drop.cli", *args, "--config", str(tree.config)],
+        [sys.executable, "-m", "xnat_drop", *args, "--config", str(tree.config)],
         capture_output=True,
         text=True,
         timeout=60,

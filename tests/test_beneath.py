@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from xnat_drop.beneath import Beneath, Dir, UnsafePathError, check_name, stamp
-from xnat_drop.shown import shown, shown_path
-from xnat_drop.tree import MAX_DEPTH, TOO_DEEP, find_sessions, walk
+from xnat_drop.adapters.fs.beneath import Beneath, Dir, UnsafePathError, check_name, stamp
+from xnat_drop.adapters.fs.tree import MAX_DEPTH, TOO_DEEP, find_sessions, walk
+from xnat_drop.core.shown import shown, shown_path
 
 
 @pytest.mark.parametrize(

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from xnat_drop.bundle import BundleEntry, ZipStream, write_zip, zip_name
-from xnat_drop.errors import SessionChangedError
+from xnat_drop.adapters.fs.zipstream import BundleEntry, ZipStream, write_zip, zip_name
+from xnat_drop.core.errors import SessionChangedError
 
 from zipcheck import java_read_stream, java_read_zip, local_headers, requires_java
 

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from xnat_drop import bundle as bundle_module
-from xnat_drop.beneath import Dir
-from xnat_drop.bundle import BundleEntry, ZipStream, write_zip
-from xnat_drop.errors import SessionChangedError
-from xnat_drop.inspect import inspect
-from xnat_drop.model import Session
+from xnat_drop.adapters.dicom.inspection import inspect
+from xnat_drop.adapters.fs import zipstream as bundle_module
+from xnat_drop.adapters.fs.beneath import Dir
+from xnat_drop.adapters.fs.zipstream import BundleEntry, ZipStream, write_zip
+from xnat_drop.core.errors import SessionChangedError
+from xnat_drop.core.model import Session
 
 from conftest import atime_shows_reads
 from data import copy_series

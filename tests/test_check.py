@@ -33,8 +33,8 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from xnat_drop.demo.samples import ORIGINAL, SeriesSpec, write_session
-from xnat_drop.emulator import Emulator
+from xnat_standin import Emulator
+from xnat_standin.demo.samples import ORIGINAL, SeriesSpec, write_session
 
 from conftest import PROJECT, Drop, run_daemon
 from data import (
@@ -51,7 +51,7 @@ from data import (
     pydicom_file,
 )
 
-XNAT_DROP = [sys.executable, "-m", "xnat_drop.cli"]
+XNAT_DROP = [sys.executable, "-m", "xnat_drop"]
 RULE_IDS = frozenset(
     {
         "nifti",

@@ -1,4 +1,4 @@
-"""The `xnat-drop` command line as a user runs it: demo, emulator, help and exit codes."""
+"""The command lines as a user runs them: `xnat-drop`, the demo and `xnat-standin`."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ import sys
 import urllib.request
 from pathlib import Path
 
-XNAT_DROP = [sys.executable, "-m", "xnat_drop.cli"]
+XNAT_DROP = [sys.executable, "-m", "xnat_drop"]
+DEMO = [sys.executable, "-m", "xnat_standin.demo"]
+STANDIN = [sys.executable, "-m", "xnat_standin"]
 
 
 def test_demo_ends_with_the_clean_session_in_xnat_and_the_others_in_failed(tmp_path: Path) -> None:
     result = subprocess.run(
-        [*XNAT_DROP, "demo", "--keep", str(tmp_path / "demo")],
+        [*DEMO, "--keep", str(tmp_path / "demo")],
         capture_output=True,
         text=True,
         timeout=120,
@@ -35,8 +37,7 @@ def test_demo_ends_with_the_clean_session_in_xnat_and_the_others_in_failed(tmp_p
 def test_emulator_runs_standalone_and_stops_on_sigterm(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [
-            *XNAT_DROP,
-            "emulator",
+            *STANDIN,
             "--port",
             "0",
             "--project",
@@ -66,5 +67,5 @@ def test_emulator_runs_standalone_and_stops_on_sigterm(tmp_path: Path) -> None:
 def test_no_command_prints_help_and_fails() -> None:
     result = subprocess.run(XNAT_DROP, capture_output=True, text=True, check=False)
     assert result.returncode == 2
-    for command in ("run", "check-config", "demo", "emulator"):
+    for command in ("run", "check", "retry", "status", "check-config"):
         assert command in result.stdout

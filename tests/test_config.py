@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from xnat_drop import config as config_mod
-from xnat_drop.config import parse
-from xnat_drop.errors import ConfigError
-from xnat_drop.model import Policy
+from xnat_drop.core import config as config_mod
+from xnat_drop.core.config import parse
+from xnat_drop.core.errors import ConfigError
+from xnat_drop.core.model import Policy
 
 EXAMPLE = Path(__file__).parent.parent / "etc" / "xnat-drop.toml"
 MINIMAL = {"paths": {"root": "/srv/drop"}, "xnat": {"url": "https://xnat.example.org"}}
@@ -217,7 +217,7 @@ def test_state_directory_from_systemd() -> None:
 
 def check_config(path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "xnat_drop.cli", "check-config", "--config", str(path)],
+        [sys.executable, "-m", "xnat_drop", "check-config", "--config", str(path)],
         capture_output=True,
         text=True,
         check=False,
@@ -270,7 +270,7 @@ def test_a_systemd_credential_may_be_group_readable_but_a_secret_file_may_not(
     tmp_path: Path,
 ) -> None:
     """systemd >= 254 hands the service its credential with an ACL: mode 0440."""
-    from xnat_drop import credentials
+    from xnat_drop.adapters import credentials
 
     creds_dir = tmp_path / "credentials"
     creds_dir.mkdir()

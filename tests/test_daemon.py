@@ -11,8 +11,8 @@ import zlib
 from datetime import datetime
 from pathlib import Path
 
-from xnat_drop.demo.samples import ORIGINAL, SeriesSpec, write_nifti, write_session
-from xnat_drop.emulator import Emulator, Fault
+from xnat_standin import Emulator, Fault
+from xnat_standin.demo.samples import ORIGINAL, SeriesSpec, write_nifti, write_session
 
 import conftest
 from conftest import (

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from xnat_drop.demo.samples import SeriesSpec, write_session
-from xnat_drop.emulator import Emulator, Fault
+from xnat_standin import Emulator, Fault
+from xnat_standin.demo.samples import SeriesSpec, write_session
 
 from conftest import PASSWORD, PROJECT, USER, Drop, run_daemon, start_daemon
 
@@ -252,7 +252,7 @@ def test_netrc_is_a_credential_source_and_must_be_private(
     env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"} | {
         "HOME": str(home)
     }
-    check = [sys.executable, "-m", "xnat_drop.cli", "check-config", "--config", str(drop.config)]
+    check = [sys.executable, "-m", "xnat_drop", "check-config", "--config", str(drop.config)]
     loose = subprocess.run(check, capture_output=True, text=True, env=env, check=False)
     assert loose.returncode == 78 and ".netrc is readable by group or others" in loose.stderr
     netrc.chmod(0o600)
@@ -278,7 +278,7 @@ def test_wrong_credentials_pause_with_bounded_attempts_and_status_says_why(
             [
                 sys.executable,
                 "-m",
-                "xnat_drop.cli",
+                "xnat_drop",
                 "status",
                 "--config",
                 str(drop.config),
@@ -313,7 +313,7 @@ def test_status_lists_the_last_outcomes_after_the_daemon_stopped(
         (folder / "notes.txt").write_text("not dicom\n")
     assert run_daemon(drop).returncode == 0
     status = subprocess.run(
-        [sys.executable, "-m", "xnat_drop.cli", "status", "--config", str(drop.config)],
+        [sys.executable, "-m", "xnat_drop", "status", "--config", str(drop.config)],
         capture_output=True,
         text=True,
         check=False,

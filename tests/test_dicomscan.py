@@ -33,11 +33,11 @@ from pydicom.filereader import ENCODED_VR, data_element_generator
 from pydicom.uid import UID
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
-from xnat_drop import dicomscan
-from xnat_drop import inspect as inspect_module
-from xnat_drop.beneath import Beneath, Dir
-from xnat_drop.demo.samples import SECONDARY_CAPTURE, SeriesSpec, write_session
-from xnat_drop.model import FileFacts, FileKind
+from xnat_drop.adapters.dicom import dicomscan
+from xnat_drop.adapters.dicom import inspection as inspect_module
+from xnat_drop.adapters.fs.beneath import Beneath, Dir
+from xnat_drop.core.model import FileFacts, FileKind
+from xnat_standin.demo.samples import SECONDARY_CAPTURE, SeriesSpec, write_session
 
 from data import NICOM_DATA, PYDICOM_FILES
 

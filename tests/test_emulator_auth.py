@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from xnat_drop.emulator import Emulator
+from xnat_standin import Emulator
 
 from emulator_helpers import PASSWORD, USER, client
 

@@ -17,11 +17,11 @@ import pydicom.data
 import pytest
 import requests
 
-from xnat_drop.demo.samples import SeriesSpec, write_session
-from xnat_drop.emulator import Emulator
-from xnat_drop.emulator.cli import build_parser
-from xnat_drop.emulator.dicomheader import NotDicomError, read_header
-from xnat_drop.emulator.fastpath import scan, scan_header
+from xnat_standin import Emulator
+from xnat_standin.cli import build_parser
+from xnat_standin.demo.samples import SeriesSpec, write_session
+from xnat_standin.dicomheader import NotDicomError, read_header
+from xnat_standin.fastpath import scan, scan_header
 
 from data import PYDICOM_FILES, copy_study, pydicom_file
 from emulator_helpers import (

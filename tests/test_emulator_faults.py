@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from xnat_drop.emulator import Emulator, Fault
+from xnat_standin import Emulator, Fault
 
 from emulator_helpers import (
     IMPORT,
@@ -213,7 +213,7 @@ def test_command_line_serves_until_terminated(tmp_path: Path):
     command = [
         sys.executable,
         "-m",
-        "xnat_drop.emulator",
+        "xnat_standin",
         "--port",
         "0",
         "--project",

@@ -12,7 +12,7 @@ import pydicom.data
 import pytest
 import requests
 
-from xnat_drop.emulator import Emulator
+from xnat_standin import Emulator
 
 from emulator_helpers import (
     CENTRAL_DIRECTORY_END,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from xnat_drop.emulator import Emulator, PrearchiveSession
+from xnat_standin import Emulator, PrearchiveSession
 
 from emulator_helpers import (
     PASSWORD,

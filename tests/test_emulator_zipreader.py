@@ -14,7 +14,7 @@ import zlib
 
 import pytest
 
-from xnat_drop.emulator.zipreader import ZipReadError, ZipStreamReader
+from xnat_standin.zipreader import ZipReadError, ZipStreamReader
 
 from emulator_helpers import (
     CENTRAL_DIRECTORY_END,

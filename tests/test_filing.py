@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from xnat_drop import filing, store, trust
-from xnat_drop.beneath import Dir, UnsafePathError
-from xnat_drop.config import PathsConfig
-from xnat_drop.errors import SessionChangedError
-from xnat_drop.stability import fingerprint
-from xnat_drop.tree import walk
+from xnat_drop.adapters.fs import claims as store
+from xnat_drop.adapters.fs import filing, trust
+from xnat_drop.adapters.fs.beneath import Dir, UnsafePathError
+from xnat_drop.adapters.fs.tree import walk
+from xnat_drop.core.config import PathsConfig
+from xnat_drop.core.errors import SessionChangedError
+from xnat_drop.core.stability import fingerprint
 
 REL = ("P1", "S01", "S01_MR1")
 

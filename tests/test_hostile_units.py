@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from xnat_drop import intake as intake_mod
-from xnat_drop.config import DEFAULT_RULES, parse
-from xnat_drop.errors import ConfigError, StorageError
-from xnat_drop.ledger import Ledger
-from xnat_drop.model import (
+from xnat_drop.adapters.ledger import Ledger
+from xnat_drop.adapters.systemd_api import EscapedNames, Notifier
+from xnat_drop.core.config import DEFAULT_RULES, parse
+from xnat_drop.core.errors import ConfigError, StorageError
+from xnat_drop.core.model import (
     DicomHeader,
     FileFacts,
     FileKind,
@@ -28,9 +28,9 @@ from xnat_drop.model import (
     Target,
     Violation,
 )
-from xnat_drop.report import JSON_LIST_LIMIT, Report, render_json, render_text
-from xnat_drop.rules import derived_signal, evaluate
-from xnat_drop.systemd import EscapedNames, Notifier
+from xnat_drop.core.report import JSON_LIST_LIMIT, Report, render_json, render_text
+from xnat_drop.core.rules import derived_signal, evaluate
+from xnat_drop.service import intake as intake_mod
 
 MR = "1.2.840.10008.5.1.4.1.1.4"
 TARGET = Target("P1", "S01", "S01_MR1")
@@ -173,7 +173,7 @@ def test_a_damaged_ledger_is_a_storage_error_not_a_traceback(tmp_path: Path) -> 
 def test_empty_folders_are_looked_at_with_one_lstat_once_they_are_known(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from xnat_drop.config import load
+    from xnat_drop.core.config import load
 
     root = tmp_path / "drop"
     (root / "incoming" / "P1" / "S01").mkdir(parents=True)

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from xnat_drop.demo.samples import SeriesSpec, write_nifti, write_session
-from xnat_drop.errors import SessionChangedError
-from xnat_drop.inspect import classify, inspect
-from xnat_drop.model import FileKind
+from xnat_drop.adapters.dicom.inspection import classify, inspect
+from xnat_drop.core.errors import SessionChangedError
+from xnat_drop.core.model import FileKind
+from xnat_standin.demo.samples import SeriesSpec, write_nifti, write_session
 
 from data import MR_SERIES, NIBABEL_DATA, NICOM_DATA, copy_series, pydicom_file
 

@@ -23,15 +23,15 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from xnat_drop import headerlimits
-from xnat_drop import inspect as inspect_module
-from xnat_drop.beneath import Beneath, Dir, stamp
-from xnat_drop.demo.samples import SeriesSpec, write_session
-from xnat_drop.errors import SessionChangedError
-from xnat_drop.inspect import classify, inspect
-from xnat_drop.model import FileFacts, FileKind
-from xnat_drop.tree import walk
-from xnat_drop.workers import InspectionPool
+from xnat_drop.adapters.dicom import headerlimits
+from xnat_drop.adapters.dicom import inspection as inspect_module
+from xnat_drop.adapters.dicom.inspection import classify, inspect
+from xnat_drop.adapters.fs.beneath import Beneath, Dir, stamp
+from xnat_drop.adapters.fs.tree import walk
+from xnat_drop.adapters.workers import InspectionPool
+from xnat_drop.core.errors import SessionChangedError
+from xnat_drop.core.model import FileFacts, FileKind
+from xnat_standin.demo.samples import SeriesSpec, write_session
 
 from conftest import atime_shows_reads
 from data import MR_SERIES, copy_series, pydicom_file
@@ -597,8 +597,8 @@ def test_progress_is_called_per_file_and_per_task(tmp_path: Path) -> None:
 
 
 def test_judge_passes_progress_on(tmp_path: Path) -> None:
-    from xnat_drop.config import load
-    from xnat_drop.judge import judge
+    from xnat_drop.core.config import load
+    from xnat_drop.service.judge import judge
 
     secret = tmp_path / "secret"
     secret.touch(mode=0o600)

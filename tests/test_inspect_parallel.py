@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from xnat_drop import inspect as inspect_module
-from xnat_drop.demo.samples import SeriesSpec, write_nifti, write_session
-from xnat_drop.errors import SessionChangedError
-from xnat_drop.inspect import inspect
-from xnat_drop.model import FileKind
-from xnat_drop.tree import walk
-from xnat_drop.workers import WINDOW_PER_WORKER, InspectionPool, start_context
+from xnat_drop.adapters.dicom import inspection as inspect_module
+from xnat_drop.adapters.dicom.inspection import inspect
+from xnat_drop.adapters.fs.tree import walk
+from xnat_drop.adapters.workers import WINDOW_PER_WORKER, InspectionPool, start_context
+from xnat_drop.core.errors import SessionChangedError
+from xnat_drop.core.model import FileKind
+from xnat_standin.demo.samples import SeriesSpec, write_nifti, write_session
 
 from conftest import wait_until
 from data import NIBABEL_DATA, copy_series, pydicom_file
@@ -223,7 +223,7 @@ def test_workers_end_when_their_parent_is_killed() -> None:
     # kill -9 skips every close(): the workers must notice by themselves.
     code = (
         "import sys\n"
-        "from xnat_drop.workers import InspectionPool\n"
+        "from xnat_drop.adapters.workers import InspectionPool\n"
         "pool = InspectionPool(workers=2)\n"
         "pool.start()\n"
         "print(*pool.pids(), flush=True)\n"

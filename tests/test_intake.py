@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from xnat_drop.demo.samples import SeriesSpec, write_nifti, write_session
-from xnat_drop.emulator import Emulator
-from xnat_drop.failpoints import ENV as FAILPOINT_ENV
-from xnat_drop.failpoints import NAMES as FAILPOINTS
+from xnat_drop.service.failpoints import ENV as FAILPOINT_ENV
+from xnat_drop.service.failpoints import NAMES as FAILPOINTS
+from xnat_standin import Emulator
+from xnat_standin.demo.samples import SeriesSpec, write_nifti, write_session
 
 import conftest
 from conftest import (
@@ -47,7 +47,7 @@ def stop(proc: subprocess.Popen[str]) -> str:
 
 
 def cli(drop: Drop, *args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "xnat_drop.cli", args[0], "--config", str(drop.config), *args[1:]]
+    cmd = [sys.executable, "-m", "xnat_drop", args[0], "--config", str(drop.config), *args[1:]]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
 
 

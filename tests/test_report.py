@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from xnat_drop.config import DEFAULT_RULES
-from xnat_drop.model import (
+from xnat_drop.core.config import DEFAULT_RULES
+from xnat_drop.core.model import (
     DicomHeader,
     FileFacts,
     FileKind,
@@ -15,8 +15,8 @@ from xnat_drop.model import (
     Target,
     UploadReceipt,
 )
-from xnat_drop.report import Report, render_json, render_text
-from xnat_drop.rules import evaluate
+from xnat_drop.core.report import Report, render_json, render_text
+from xnat_drop.core.rules import evaluate
 
 MR = "1.2.840.10008.5.1.4.1.1.4"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from xnat_drop.config import DEFAULT_ROUTING, RoutingConfig
-from xnat_drop.model import DicomHeader, FileFacts, FileKind, Route, Session, Target
-from xnat_drop.routing import is_valid_label, route, suggest_label, xnat_clean
+from xnat_drop.core.config import DEFAULT_ROUTING, RoutingConfig
+from xnat_drop.core.model import DicomHeader, FileFacts, FileKind, Route, Session, Target
+from xnat_drop.core.routing import is_valid_label, route, suggest_label, xnat_clean
 
 MR = "1.2.840.10008.5.1.4.1.1.4"
 

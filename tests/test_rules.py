@@ -7,8 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from xnat_drop.config import DEFAULT_RULES, RulesConfig
-from xnat_drop.model import (
+from xnat_drop.core.config import DEFAULT_RULES, RulesConfig
+from xnat_drop.core.model import (
     DicomHeader,
     FileFacts,
     FileKind,
@@ -18,7 +18,7 @@ from xnat_drop.model import (
     Target,
     Violation,
 )
-from xnat_drop.rules import derived_signal, evaluate, unknown_project
+from xnat_drop.core.rules import derived_signal, evaluate, unknown_project
 
 TARGET = Target("P1", "S01", "S01_MR1")
 ROUTE = Route(TARGET)

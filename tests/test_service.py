@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from xnat_drop import config as config_mod
-from xnat_drop import credentials as creds
-from xnat_drop.demo.samples import SeriesSpec, write_nifti, write_session
-from xnat_drop.emulator import Emulator, Fault
-from xnat_drop.service import Clock, Service
-from xnat_drop.xnat import XnatClient, connect
+from xnat_drop.adapters import credentials as creds
+from xnat_drop.adapters.xnat_api import XnatClient, connect
+from xnat_drop.core import config as config_mod
+from xnat_drop.service.loop import Clock, Service
+from xnat_standin import Emulator, Fault
+from xnat_standin.demo.samples import SeriesSpec, write_nifti, write_session
 
 from conftest import PROJECT, Drop
 
@@ -241,8 +241,8 @@ def test_a_file_vanishing_during_inspection_sends_the_session_back_to_settling(
 ) -> None:
     """The race (a file deleted between the walk and its read) replayed: the walk's listing is
     taken, then the file goes, as another process on the share might do."""
-    from xnat_drop import inspect as inspect_module
-    from xnat_drop.tree import walk
+    from xnat_drop.adapters.dicom import inspection as inspect_module
+    from xnat_drop.adapters.fs.tree import walk
 
     caplog.set_level(logging.INFO, logger="xnat_drop")
     service = make_service(drop, clock)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from xnat_drop.names import is_hidden_dir, is_junk_path, is_partial_name
-from xnat_drop.stability import fingerprint, is_stable, observe, settles_at
+from xnat_drop.core.names import is_hidden_dir, is_junk_path, is_partial_name
+from xnat_drop.core.stability import fingerprint, is_stable, observe, settles_at
 
 FILES = [("a/1.dcm", 100, 5), ("a/2.dcm", 200, 7)]
 

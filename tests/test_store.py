@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from xnat_drop import filing, store
-from xnat_drop.beneath import Dir, UnsafePathError
-from xnat_drop.config import PathsConfig
+from xnat_drop.adapters.fs import claims as store
+from xnat_drop.adapters.fs import filing
+from xnat_drop.adapters.fs.beneath import Dir, UnsafePathError
+from xnat_drop.core.config import PathsConfig
 
 REL = ("P1", "S01", "S01_MR1")
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from xnat_drop.demo.samples import SeriesSpec, write_session
-from xnat_drop.emulator import Emulator, Fault
-from xnat_drop.systemd import Notifier, journal_handler
+from xnat_drop.adapters.systemd_api import Notifier, journal_handler
+from xnat_standin import Emulator, Fault
+from xnat_standin.demo.samples import SeriesSpec, write_session
 
 from conftest import PROJECT, Drop, daemon_env, run_daemon, stop_daemon, wait_until
 
@@ -90,7 +90,7 @@ def start(
     drop: Drop, notify: NotifySocket, watchdog_usec: int = 1_000_000
 ) -> subprocess.Popen[str]:
     env = daemon_env(NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC=str(watchdog_usec))
-    cmd = [sys.executable, "-m", "xnat_drop.cli", "run", "--config", str(drop.config)]
+    cmd = [sys.executable, "-m", "xnat_drop", "run", "--config", str(drop.config)]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 

@@ -21,20 +21,20 @@ from typing import Any, Literal
 import certifi
 import pytest
 
-from xnat_drop import xnat as xnat_mod
-from xnat_drop.bundle import BundleEntry, ZipStream
-from xnat_drop.config import CERTIFI, XnatConfig, parse
-from xnat_drop.credentials import Credentials
-from xnat_drop.demo.samples import SeriesSpec, write_session
-from xnat_drop.emulator import Emulator, Fault
-from xnat_drop.errors import (
+from xnat_drop.adapters import xnat_api as xnat_mod
+from xnat_drop.adapters.credentials import Credentials
+from xnat_drop.adapters.fs.zipstream import BundleEntry, ZipStream
+from xnat_drop.adapters.xnat_api import XnatClient, trust_store
+from xnat_drop.core.config import CERTIFI, XnatConfig, parse
+from xnat_drop.core.errors import (
     ConfigError,
     XnatRejectedError,
     XnatTransientError,
     XnatUnexpectedAnswerError,
 )
-from xnat_drop.model import Target
-from xnat_drop.xnat import XnatClient, trust_store
+from xnat_drop.core.model import Target
+from xnat_standin import Emulator, Fault
+from xnat_standin.demo.samples import SeriesSpec, write_session
 
 from conftest import PASSWORD, PROJECT, USER
 
@@ -429,7 +429,7 @@ def test_without_a_system_store_certifi_is_used_and_said(
     nowhere = ssl.DefaultVerifyPaths(missing, "", "SSL_CERT_FILE", missing, "SSL_CERT_DIR", "")
     monkeypatch.setattr(ssl, "get_default_verify_paths", lambda: nowhere)
     monkeypatch.setattr(xnat_mod, "SYSTEM_CA_FILES", (missing,))
-    with caplog.at_level(logging.WARNING, logger="xnat_drop.xnat"):
+    with caplog.at_level(logging.WARNING, logger="xnat_drop.adapters.xnat_api"):
         assert trust_store(tls_config(None)) == certifi.where()
     [record] = caplog.records
     assert "no CA bundle file of the operating system" in record.getMessage()
@@ -437,7 +437,7 @@ def test_without_a_system_store_certifi_is_used_and_said(
 
 
 def test_verify_tls_false_warns_at_every_client(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="xnat_drop.xnat"):
+    with caplog.at_level(logging.WARNING, logger="xnat_drop.adapters.xnat_api"):
         client_for("https://xnat.example.org").close()
         assert caplog.records == []
         for _ in range(2):  # start, then a reconnect

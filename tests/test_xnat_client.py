@@ -7,14 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from xnat_drop.bundle import BundleEntry, ZipStream
-from xnat_drop.config import XnatConfig
-from xnat_drop.credentials import Credentials
-from xnat_drop.demo.samples import SeriesSpec, write_session
-from xnat_drop.emulator import Emulator, Fault
-from xnat_drop.errors import XnatAuthError, XnatRejectedError, XnatServerError, XnatTransientError
-from xnat_drop.model import Target
-from xnat_drop.xnat import USER_AGENT, XnatClient, error_message
+from xnat_drop.adapters.credentials import Credentials
+from xnat_drop.adapters.fs.zipstream import BundleEntry, ZipStream
+from xnat_drop.adapters.xnat_api import USER_AGENT, XnatClient, error_message
+from xnat_drop.core.config import XnatConfig
+from xnat_drop.core.errors import (
+    XnatAuthError,
+    XnatRejectedError,
+    XnatServerError,
+    XnatTransientError,
+)
+from xnat_drop.core.model import Target
+from xnat_standin import Emulator, Fault
+from xnat_standin.demo.samples import SeriesSpec, write_session
 
 from conftest import PASSWORD, PROJECT, USER
 

@@ -19,7 +19,7 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-from xnat_drop.emulator import Emulator
+from xnat_standin import Emulator
 
 from conftest import PROJECT
 from hostile_lab import LAB_GID, LAB_UID, LabTree, needs_root, no_traceback, run_once

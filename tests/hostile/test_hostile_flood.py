@@ -12,7 +12,7 @@ import json
 import os
 import re
 
-from xnat_drop.emulator import Emulator
+from xnat_standin import Emulator
 
 from conftest import PROJECT
 from hostile_lab import Daemon, LabTree, cli, needs_root, no_traceback

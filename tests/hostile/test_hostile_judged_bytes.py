@@ -13,8 +13,8 @@ import json
 import os
 from pathlib import Path
 
-from xnat_drop.demo.samples import SeriesSpec, write_session
-from xnat_drop.emulator import Emulator
+from xnat_standin import Emulator
+from xnat_standin.demo.samples import SeriesSpec, write_session
 
 from conftest import PROJECT, daemon_env
 from hostile_lab import Daemon, LabTree, needs_root, no_traceback, run_once

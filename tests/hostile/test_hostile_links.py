@@ -14,8 +14,8 @@ import os
 import shutil
 from pathlib import Path
 
-from xnat_drop.demo.samples import write_nifti
-from xnat_drop.emulator import Emulator
+from xnat_standin import Emulator
+from xnat_standin.demo.samples import write_nifti
 
 from conftest import PROJECT
 from hostile_lab import (

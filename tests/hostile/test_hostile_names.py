@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 
-from xnat_drop.emulator import Emulator, Fault
+from xnat_standin import Emulator, Fault
 
 from conftest import PROJECT, daemon_env
 from hostile_lab import Daemon, LabTree, cli, needs_root, no_traceback, run_once

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from xnat_drop.emulator import Emulator
+from xnat_standin import Emulator
 
 from conftest import PROJECT
 from hostile_lab import (

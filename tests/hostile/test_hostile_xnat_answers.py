@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from xnat_drop.demo.samples import ORIGINAL, SeriesSpec
-from xnat_drop.emulator import Emulator, Fault
+from xnat_standin import Emulator, Fault
+from xnat_standin.demo.samples import ORIGINAL, SeriesSpec
 
 from conftest import PROJECT
 from hostile_lab import Daemon, LabTree, cli, needs_root, no_traceback, run_once

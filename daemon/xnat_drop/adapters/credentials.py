@@ -1,0 +1,127 @@
+"""XNAT credentials, read from a protected file: never from the TOML, argv or the environment.
+
+Sources, first found wins:
+1. the systemd credential `$CREDENTIALS_DIRECTORY/xnat-secret` (`LoadCredential=`);
+2. `xnat.secret_file` from the configuration;
+3. `~/.netrc`, the entry for XNAT's host name.
+
+The secret files hold one line `USER:SECRET`: a user name and password, or (better) an XNAT
+alias token and its secret. Every file must be readable by its owner only.
+"""
+
+from __future__ import annotations
+
+import netrc
+import os
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from xnat_drop.core.errors import ConfigError
+
+CREDENTIAL_NAME = "xnat-secret"
+KEY = "xnat.secret_file"
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    user: str
+    secret: str = field(repr=False)  # never printed, not even by a traceback's repr
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SecretStamp:
+    """Identity of the secret file's current contents: a change means an operator fixed it."""
+
+    path: str
+    inode: int
+    size: int
+    mtime_ns: int
+
+
+def locate(secret_file: Path | None, env: Mapping[str, str]) -> Path:
+    """The credential file to use (a `.netrc` last). Raises ConfigError when there is none."""
+    cred_dir = env.get("CREDENTIALS_DIRECTORY")
+    if cred_dir and (Path(cred_dir) / CREDENTIAL_NAME).exists():
+        return Path(cred_dir) / CREDENTIAL_NAME
+    if secret_file is not None:
+        return secret_file
+    home = env.get("HOME")
+    if home and (Path(home) / ".netrc").exists():
+        return Path(home) / ".netrc"
+    raise ConfigError(
+        [
+            f"{KEY}: no XNAT credentials: set xnat.secret_file, pass the systemd credential "
+            f"{CREDENTIAL_NAME!r} with LoadCredential=, or add XNAT's host to ~/.netrc"
+        ]
+    )
+
+
+def load(secret_file: Path | None, env: Mapping[str, str], host: str = "") -> Credentials:
+    """Read the credentials for XNAT at `host`. Raises ConfigError with a clear reason."""
+    path = locate(secret_file, env)
+    # systemd >= 254 grants the service its credential through an ACL (mode 0440): group
+    # read is fine there, since the directory is the service's own.
+    from_systemd = path.parent == Path(env.get("CREDENTIALS_DIRECTORY") or "/nonexistent")
+    text = _read_private(path, allowed=0o040 if from_systemd else 0)
+    if path.name == ".netrc" and secret_file is None:
+        return _from_netrc(path, text, host)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    user, sep, secret = (lines[0] if lines else "").partition(":")
+    if not sep or not user or not secret:
+        raise ConfigError(
+            [
+                f"{KEY}: {path} must hold one line USER:SECRET "
+                "(user and password, or alias token and secret)"
+            ]
+        )
+    return Credentials(user.strip(), secret, str(path))
+
+
+def _read_private(path: Path, allowed: int = 0) -> str:
+    """The text of a regular file that only its owner can read (plus the `allowed` bits)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ConfigError([f"{KEY}: cannot open {path}: {exc.strerror}"]) from exc
+    with os.fdopen(fd, "rb") as fp:
+        st = os.fstat(fp.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError([f"{KEY}: {path} is not a regular file"])
+        if st.st_mode & 0o077 & ~allowed:
+            raise ConfigError(
+                [
+                    f"{KEY}: {path} is readable by group or others "
+                    f"(mode {stat.S_IMODE(st.st_mode):04o}); run: chmod 600 {path}"
+                ]
+            )
+        raw = fp.read(64 * 1024)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{KEY}: {path} is not UTF-8 text"]) from exc
+
+
+def _from_netrc(path: Path, text: str, host: str) -> Credentials:
+    try:
+        parsed = netrc.netrc(os.fspath(path))  # permissions were checked above
+    except (netrc.NetrcParseError, OSError) as exc:
+        raise ConfigError([f"{KEY}: {path} cannot be read as a .netrc file: {exc}"]) from exc
+    del text  # read above only to check the file is private and readable
+    entry = parsed.authenticators(host)
+    if entry is None or not entry[0] or not entry[2]:
+        raise ConfigError([f"{KEY}: {path} has no login and password for machine {host!r}"])
+    login, _account, password = entry
+    return Credentials(login, password or "", f"{path} (machine {host})")
+
+
+def stamp(secret_file: Path | None, env: Mapping[str, str]) -> SecretStamp | None:
+    """The current stamp of the credential file, or None if it cannot be found."""
+    try:
+        path = locate(secret_file, env)
+        st = path.stat()
+    except (ConfigError, OSError):
+        return None
+    return SecretStamp(str(path), st.st_ino, st.st_size, st.st_mtime_ns)

@@ -1,0 +1,1 @@
+"""The drop tree on disk: never following a link, never editing a session."""

@@ -1,0 +1,682 @@
+"""Stream a session's files as a zip archive that Java's `ZipInputStream` (hence XNAT) reads.
+
+XNAT reads the upload with `ZipInputStream`: local headers only, and a STORED entry with a
+data descriptor (flag bit 3) is refused. So every entry is STORED with its CRC-32 and sizes
+in the local header, which means each file's CRC is known before its header goes out:
+
+- files up to `buffer_limit` bytes are read once into a bounded buffer (several small files
+  share one buffer), their CRCs computed, and the buffer is sent;
+- larger files are read twice: a CRC pass, then a send pass in `chunk_size` pieces whose
+  CRC must match the first pass.
+
+All sizes come from the entry list, so the whole layout, and the exact length that goes in
+Content-Length, is known before a byte is read. A file that changed anyway raises
+`SessionChangedError`: each file's stamp (device, inode, size, mtime, ctime) must still be the
+one it had when it was inspected, when it is opened and again once it has been read, so a file
+rewritten since (even to the same size, with its mtime set back) never goes out. Given a
+`root`, files are opened below it through no link at all (beneath.py): a folder swapped for a
+link to another patient's study is never followed. The central directory is written at the
+end so ordinary unzip tools read the archive too. Zip64 records are written only where a
+size, offset or count needs them.
+
+The plan of a large session is kept small: per entry, the archive holds its offset, CRC and
+date in arrays (16 bytes) and refers to the caller's entries; names are encoded again when
+they are written. Sources may be `str` paths, which cost less than `Path` objects.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import hashlib
+import os
+import stat
+import struct
+import time
+import zlib
+from array import array
+from collections.abc import Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from types import TracebackType
+from typing import BinaryIO, NamedTuple
+
+from xnat_drop.adapters.fs.beneath import Beneath, Dir, UnsafePathError, stamp
+from xnat_drop.core.errors import SessionChangedError
+
+__all__ = ["BundleEntry", "ZipStream", "write_zip", "zip_name"]
+
+_LOCAL = struct.Struct("<IHHHHHIIIHH")  # local file header, 30 bytes
+_CENTRAL = struct.Struct("<IHHHHHHIIIHHHHHII")  # central directory file header, 46 bytes
+_ZIP64_END = struct.Struct("<IQHHIIQQQQ")  # zip64 end of central directory record, 56 bytes
+_ZIP64_LOCATOR = struct.Struct("<IIQI")  # zip64 end of central directory locator, 20 bytes
+_END = struct.Struct("<IHHHHIIH")  # end of central directory record, 22 bytes
+
+_LOCAL_SIG = 0x04034B50
+_CENTRAL_SIG = 0x02014B50
+_ZIP64_END_SIG = 0x06064B50
+_ZIP64_LOCATOR_SIG = 0x07064B50
+_END_SIG = 0x06054B50
+
+_MAX32 = 0xFFFFFFFF  # also the "see the zip64 extra field" marker
+_MAX16 = 0xFFFF
+_ZIP64_EXTRA_ID = 0x0001
+_FLAG_UTF8 = 1 << 11  # general purpose bit 11: the name is UTF-8
+_VERSION = 20  # 2.0: STORED files in folders
+_VERSION_ZIP64 = 45  # 4.5: zip64 extensions
+_MADE_BY_UNIX = 3 << 8
+_EXTERNAL_ATTR = (stat.S_IFREG | 0o644) << 16  # a regular file, rw-r--r--, as Unix tools store it
+
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+@dataclass(frozen=True, slots=True)
+class BundleEntry:
+    """One file to put in the zip."""
+
+    # The regular file inspection vetted: an absolute path, or with ZipStream's `root` a
+    # "/"-separated path below it.
+    source: Path | str
+    arcname: str  # name inside the zip, "/" separators, may be non-ASCII
+    size: int  # size seen at inspection
+    stamp: int = 0  # beneath.stamp of the file as inspected; 0: not checked (tests, benchmarks)
+
+
+def zip_name(arcname: str) -> str:
+    """Return the name `arcname` gets inside the zip.
+
+    A name that came from `os.fsdecode` of bytes that are not UTF-8 holds surrogate escapes
+    and cannot be written as UTF-8. Java would reject it, so each such path component is
+    replaced by `unnamed-<12 hex digits of its SHA-256>` plus its extension when that is ASCII
+    (`b"\\xff.dcm"` becomes `unnamed-<hash>.dcm`). Every other name is returned unchanged.
+    """
+    try:
+        arcname.encode("utf-8")
+    except UnicodeEncodeError:
+        return "/".join(_safe_component(part) for part in arcname.split("/"))
+    return arcname
+
+
+def _safe_component(part: str) -> str:
+    try:
+        part.encode("utf-8")
+    except UnicodeEncodeError:
+        pass
+    else:
+        return part
+    # Hash the original bytes so that two different bad names stay two different entries.
+    digest = hashlib.sha256(part.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    suffix = PurePosixPath(part).suffix
+    if not suffix.isascii() or not suffix[1:].isprintable():
+        suffix = ""
+    return f"unnamed-{digest}{suffix}"
+
+
+class _Planned(NamedTuple):
+    """Where one entry sits in the archive; everything but its CRC and date is known up front.
+
+    Made from the entry and its offset when needed, never stored: see ZipStream._planned.
+    """
+
+    source: Path | str
+    arcname: str  # as given, for messages
+    name: bytes  # UTF-8 name written in the zip
+    size: int
+    offset: int  # of the local header
+    stamp: int = 0  # as inspected, 0: not checked
+
+    @property
+    def flags(self) -> int:
+        return 0 if self.name.isascii() else _FLAG_UTF8
+
+    @property
+    def zip64_local(self) -> bool:
+        """Sizes do not fit in 32 bits: zip64 extra in the local header."""
+        return self.size >= _MAX32
+
+    @property
+    def version(self) -> int:
+        """Version needed to extract."""
+        return _VERSION_ZIP64 if self.zip64_local or self.offset >= _MAX32 else _VERSION
+
+    @property
+    def header_len(self) -> int:
+        return _LOCAL.size + len(self.name) + (20 if self.zip64_local else 0)
+
+    @property
+    def end(self) -> int:
+        """Offset just past this entry's data."""
+        return self.offset + self.header_len + self.size
+
+
+@dataclass(frozen=True, slots=True)
+class _Segment:
+    """Entries `first` to `stop - 1`, either sharing one buffer or one file read twice."""
+
+    first: int
+    stop: int
+    nbytes: int  # headers and data
+    buffered: bool
+
+
+def _central_zip64_fields(size: int, offset: int) -> list[int]:
+    # APPNOTE 4.5.3: only the fields whose fixed slot holds the marker, in this order.
+    fields = [size, size] if size >= _MAX32 else []
+    if offset >= _MAX32:
+        fields.append(offset)
+    return fields
+
+
+def _central_len(name: bytes, size: int, offset: int) -> int:
+    fields = _central_zip64_fields(size, offset)
+    return _CENTRAL.size + len(name) + (4 + 8 * len(fields) if fields else 0)
+
+
+def _encoded_name(arcname: str) -> bytes:
+    return zip_name(arcname).encode("utf-8")
+
+
+def _zeros(count: int) -> array[int]:
+    """`count` unsigned integers of at least 32 bits, all 0."""
+    return array("I" if array("I").itemsize >= 4 else "L", [0]) * count
+
+
+@functools.lru_cache(maxsize=4096)
+def _dos_datetime(mtime: float) -> tuple[int, int]:
+    """Return (time, date) in MS-DOS format, local time, clamped to the years 1980..2107.
+
+    Cached: the files of one series share their mtime second, and localtime() per file costs
+    more than the rest of opening it.
+    """
+    try:
+        t = time.localtime(mtime)
+    except (OverflowError, OSError, ValueError):  # far outside what localtime handles
+        return _DOS_FIRST if mtime < 0 else _DOS_LAST
+    if t.tm_year < 1980:
+        return _DOS_FIRST
+    if t.tm_year > 2107:
+        return _DOS_LAST
+    return (
+        (t.tm_hour << 11) | (t.tm_min << 5) | min(t.tm_sec // 2, 29),  # a leap second is 60
+        ((t.tm_year - 1980) << 9) | (t.tm_mon << 5) | t.tm_mday,
+    )
+
+
+_DOS_FIRST = (0, (1 << 5) | 1)  # 1980-01-01 00:00:00
+_DOS_LAST = ((23 << 11) | (59 << 5) | 29, (127 << 9) | (12 << 5) | 31)  # 2107-12-31 23:59:58
+
+
+class ZipStream:
+    """A zip archive produced on the fly from files on disk, readable by ZipInputStream.
+
+    `len()` is the exact byte length, known before anything is read. Read it with `read(n)`
+    or by iterating (chunks of at most `chunk_size`). Memory, whatever the session size:
+    one reused buffer of about `max(buffer_limit, chunk_size)` plus the chunk being handed
+    out (a `read(n)` spanning two pieces may briefly hold up to `n` more).
+
+    `progress(bytes_done)`, if given, is called each time about `chunk_size` more bytes went
+    out, at the end, and after every chunk of the CRC pass over a large file (with an
+    unchanged value) so that a watchdog keeps being fed during a long pass.
+
+    Given a `root` (an open folder, which the stream then owns and closes when it is done or
+    closed), each entry's `source` is a "/"-separated path below it, opened one folder at a
+    time without following any link; without one, an absolute path opened with O_NOFOLLOW.
+
+    Reading raises `SessionChangedError` when a file vanished, is no longer a regular file,
+    lies behind a folder that is no longer a folder, or differs from the entry list (size,
+    stamp) or from its own CRC pass (content). A file's stamp is checked when it is opened
+    and once all of it has been read, before its last bytes go out: a file written while it
+    was read never goes out whole. The stream is then unusable: the archive is cut short,
+    and every later read raises ValueError. Other `OSError`s (permissions, I/O errors)
+    propagate unchanged. Not thread-safe; no `tell()` on purpose (requests would subtract it
+    from the length).
+    """
+
+    def __init__(
+        self,
+        entries: Sequence[BundleEntry],
+        *,
+        root: Dir | None = None,
+        buffer_limit: int = 8 * 1024 * 1024,
+        chunk_size: int = 1024 * 1024,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        """Plan the archive; nothing is opened yet (but `root` is now the stream's).
+
+        Raises ValueError for a negative size, an empty name, a name ending in "/" (Java would
+        take it for a folder and skip it) or a name longer than 65,535 bytes.
+        """
+        self._root = root
+        self._files = Beneath(root) if root is not None else None
+        try:
+            self._plan(entries, buffer_limit, chunk_size)
+        except BaseException:
+            self._release()
+            raise
+        self._progress = progress
+        self._gen: Generator[bytes | memoryview, None, None] = self._pieces()
+        self._view: memoryview | None = None  # current piece
+        self._piece: bytes | memoryview = b""
+        self._pos = 0  # within the current piece
+        self._done = 0
+        self._entries_done = 0
+        self._reported = 0
+        self._closed = False
+        self._failure: BaseException | None = None
+
+    def _plan(self, entries: Sequence[BundleEntry], buffer_limit: int, chunk_size: int) -> None:
+        """Lay the archive out (see __init__)."""
+        if buffer_limit < 1 or chunk_size < 1:
+            raise ValueError("buffer_limit and chunk_size must be positive")
+        self._chunk_size = chunk_size
+        # A copy of the list (8 bytes an entry): the caller may change its own later.
+        self._entries = tuple(entries)
+        # The local header offset of each entry, then the central directory's.
+        self._offsets, self._cd_size = self._layout(self._entries)
+        self._cd_offset = self._offsets[-1]
+        count = len(self._entries)
+        self._zip64_end = count >= _MAX16 or self._cd_offset >= _MAX32 or self._cd_size >= _MAX32
+        end_len = _ZIP64_END.size + _ZIP64_LOCATOR.size if self._zip64_end else 0
+        self._total = self._cd_offset + self._cd_size + end_len + _END.size
+        self._segments = self._group(self._entries, self._offsets, buffer_limit)
+        # One buffer for all file reads: the largest run of small files, or a chunk of a
+        # large file read in two passes.
+        self._buffer_size = max(
+            (s.nbytes if s.buffered else min(chunk_size, s.nbytes) for s in self._segments),
+            default=0,
+        )
+        # Filled in as files are read: the central directory repeats them.
+        self._crcs = _zeros(count)
+        self._dos = _zeros(count)  # MS-DOS date << 16 | time
+
+    @staticmethod
+    def _layout(entries: tuple[BundleEntry, ...]) -> tuple[array[int], int]:
+        """The offsets of the local headers, then of the central directory (an array of
+        len(entries) + 1), and the central directory's length."""
+        offsets = array("q", [0]) * (len(entries) + 1)
+        offset = cd_size = 0
+        for i, e in enumerate(entries):
+            name_str = zip_name(e.arcname)
+            if e.size < 0:
+                raise ValueError(f"{e.arcname!r}: negative size {e.size}")
+            if not name_str or name_str.endswith("/"):
+                raise ValueError(f"{e.arcname!r}: not a file name")
+            name = name_str.encode("utf-8")
+            if len(name) > _MAX16:
+                raise ValueError(f"{e.arcname!r}: name longer than 65,535 bytes")
+            offsets[i] = offset
+            cd_size += _central_len(name, e.size, offset)
+            offset = _Planned(e.source, e.arcname, name, e.size, offset).end
+        offsets[len(entries)] = offset
+        return offsets, cd_size
+
+    @staticmethod
+    def _group(entries: tuple[BundleEntry, ...], offsets: array[int], limit: int) -> list[_Segment]:
+        """Runs of small files whose headers and data fit in `limit` share one buffer."""
+        segments: list[_Segment] = []
+        i = 0
+        while i < len(entries):
+            if entries[i].size > limit:
+                segments.append(_Segment(i, i + 1, offsets[i + 1] - offsets[i], buffered=False))
+                i += 1
+                continue
+            # The first file always fits: a buffer may exceed `limit` by one header.
+            stop = i + 1
+            while stop < len(entries) and entries[stop].size <= limit:
+                if offsets[stop + 1] - offsets[i] > limit:
+                    break
+                stop += 1
+            segments.append(_Segment(i, stop, offsets[stop] - offsets[i], buffered=True))
+            i = stop
+        return segments
+
+    def _planned(self, i: int) -> _Planned:
+        """Where entry `i` sits in the archive."""
+        e = self._entries[i]
+        name = _encoded_name(e.arcname)
+        return _Planned(e.source, e.arcname, name, e.size, self._offsets[i], e.stamp)
+
+    # -- the consumer's side --------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self._total
+
+    @property
+    def bytes_done(self) -> int:
+        """Bytes handed out so far."""
+        return self._done
+
+    @property
+    def entries_done(self) -> int:
+        """Entries whose header and data were completely handed out."""
+        return self._entries_done
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Return the next `size` bytes (all that is left if negative), fewer only at the end.
+
+        Returns b"" at the end. Raises `SessionChangedError` as described on the class.
+        """
+        self._check_usable()
+        left = self._total - self._done
+        want = left if size is None or size < 0 else min(size, left)
+        if want == 0:
+            return b""
+        view = self._current()
+        if len(view) - self._pos >= want:
+            data = bytes(view[self._pos : self._pos + want])
+            self._pos += want
+        else:
+            parts: list[bytes | memoryview] = []
+            got = 0
+            while got < want:
+                view = self._current()
+                take = min(want - got, len(view) - self._pos)
+                part = view[self._pos : self._pos + take]
+                self._pos += take
+                got += take
+                # A part followed by another piece is copied now: that piece may be the
+                # same buffer, refilled.
+                parts.append(bytes(part) if got < want else part)
+            del view, part
+            data = b"".join(parts)
+        self._advance(len(data))
+        return data
+
+    def __iter__(self) -> Iterator[bytes]:
+        """Yield the rest of the archive in chunks of at most `chunk_size` bytes."""
+        while True:
+            self._check_usable()
+            if self._done == self._total:
+                return
+            view = self._current()
+            piece = self._piece
+            if self._pos == 0 and isinstance(piece, bytes) and len(piece) <= self._chunk_size:
+                chunk = piece  # already a bytes object of its own: no copy
+            else:
+                chunk = bytes(view[self._pos : self._pos + self._chunk_size])
+            del view, piece
+            self._pos += len(chunk)
+            self._advance(len(chunk))
+            yield chunk
+            del chunk  # not kept while the next one is made
+
+    def close(self) -> None:
+        """Stop early: close any open file, and `root`. Later reads raise ValueError."""
+        self._closed = True
+        self._view = None
+        self._piece = b""
+        self._gen.close()  # runs the generator's `finally`, which closes its file
+        self._release()
+
+    def _release(self) -> None:
+        """Close the folders: every file has been read, or none will be."""
+        if self._files is not None:
+            self._files.close()
+        if self._root is not None:
+            self._root.close()
+
+    def __enter__(self) -> ZipStream:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise ValueError("read from a closed ZipStream")
+        if self._failure is not None:
+            raise ValueError(f"read from a ZipStream that broke off: {self._failure}")
+
+    def _current(self) -> memoryview:
+        """The piece with bytes left to hand out, fetching the next one when needed."""
+        view = self._view
+        if view is not None and self._pos < len(view):
+            return view
+        # Drop the old piece first so its buffer can be freed or refilled.
+        self._view, self._piece, self._pos = None, b"", 0
+        del view
+        while True:
+            try:
+                piece = next(self._gen)
+            except StopIteration:
+                raise AssertionError("zip stream ended before its planned length") from None
+            except BaseException as exc:
+                self._failure = exc
+                raise
+            if len(piece):
+                self._piece, self._view = piece, memoryview(piece)
+                return self._view
+
+    def _advance(self, n: int) -> None:
+        self._done += n
+        ends, count = self._offsets, len(self._entries)  # entry i ends where i + 1 starts
+        while self._entries_done < count and ends[self._entries_done + 1] <= self._done:
+            self._entries_done += 1
+        if self._progress is not None and (
+            self._done - self._reported >= self._chunk_size or self._done == self._total
+        ):
+            self._reported = self._done
+            self._progress(self._done)
+
+    # -- the producer's side --------------------------------------------------------------
+
+    def _pieces(self) -> Generator[bytes | memoryview, None, None]:
+        """Yield the archive in pieces; exactly `len(self)` bytes in all.
+
+        Every file is read into one buffer, reused: a piece that is a view of it is copied
+        out by `read` or `__iter__` before the next piece is asked for.
+        """
+        buffer = bytearray(self._buffer_size)
+        view = memoryview(buffer)
+        try:
+            for segment in self._segments:
+                if segment.buffered:
+                    yield self._fill(segment, view)
+                else:
+                    yield from self._send_large(segment.first, view)
+        finally:
+            self._release()
+        del view, buffer
+        yield from self._central_directory()
+        yield self._end_records()
+
+    def _fill(self, segment: _Segment, view: memoryview) -> memoryview:
+        """Read a run of small files into the buffer, each after its local header."""
+        base = self._offsets[segment.first]
+        for i in range(segment.first, segment.stop):
+            p = self._planned(i)
+            start = p.offset - base + p.header_len
+            data = view[start : start + p.size]
+            fd, expected = self._open(i, p)
+            try:
+                got = 0
+                while got < p.size:
+                    n = os.readv(fd, [data[got:]])
+                    if n == 0:
+                        raise self._shrank(p, got)
+                    got += n
+                self._check_unchanged(fd, p, expected)  # before the buffer goes out
+            finally:
+                os.close(fd)
+            self._crcs[i] = zlib.crc32(data)
+            view[p.offset - base : start] = self._local_header(i, p)
+        return view[: segment.nbytes]
+
+    def _send_large(self, i: int, view: memoryview) -> Iterator[bytes | memoryview]:
+        """Yield one large file's header and data: CRC pass first, then the send pass."""
+        p = self._planned(i)
+        fd, expected = self._open(i, p)
+        try:
+            crc = 0
+            for block in self._blocks(fd, p, view, expected):
+                crc = zlib.crc32(block, crc)
+                if self._progress is not None:
+                    self._progress(self._done)  # a long pass sends nothing: keep the watchdog fed
+            self._crcs[i] = crc
+            os.lseek(fd, 0, os.SEEK_SET)
+            yield self._local_header(i, p)
+            again, sent = 0, 0
+            for block in self._blocks(fd, p, view, expected):  # exactly p.size bytes, or raises
+                again = zlib.crc32(block, again)
+                sent += len(block)
+                if sent == p.size and again != crc:
+                    # The last block is held back: the consumer never gets a complete entry
+                    # whose data disagrees with the CRC already sent in its header.
+                    raise SessionChangedError(
+                        f"{p.source}: content changed while being sent (zip entry {p.arcname!r})"
+                    )
+                yield block
+        finally:
+            os.close(fd)
+
+    def _blocks(
+        self, fd: int, p: _Planned, view: memoryview, expected: int
+    ) -> Iterator[memoryview]:
+        """Yield exactly `p.size` bytes of `fd` as `chunk_size` views of the buffer; the file
+        must still have the stamp `expected` before the last block is yielded."""
+        block = view[: self._chunk_size]
+        left = p.size
+        while left:
+            n = os.readv(fd, [block[: min(left, len(block))]])
+            if n == 0:
+                raise self._shrank(p, p.size - left)
+            left -= n
+            if not left:  # before the last block: a file written meanwhile is a changed file
+                self._check_unchanged(fd, p, expected)
+            yield block[:n]
+
+    @staticmethod
+    def _shrank(p: _Planned, got: int) -> SessionChangedError:
+        return SessionChangedError(
+            f"{p.source}: shrank while being read, {got} of {p.size} bytes"
+            f" (zip entry {p.arcname!r})"
+        )
+
+    def _open(self, i: int, p: _Planned) -> tuple[int, int]:
+        """Open entry `i` (planned as `p`) without following a link or blocking on a FIFO;
+        check it. Returns the fd and the stamp it must keep until it has been read: the
+        entry's own, or (when it has none) the one it has now."""
+        try:
+            if self._files is not None:
+                fd = self._files.open(os.fspath(p.source))
+            else:
+                fd = os.open(p.source, _OPEN_FLAGS)
+        except UnsafePathError as exc:  # a folder on its path is a link (or a file) now
+            raise SessionChangedError(
+                f"{p.source}: {exc.strerror} (zip entry {p.arcname!r})"
+            ) from exc
+        except OSError as exc:
+            reason = {
+                errno.ENOENT: "vanished",
+                errno.ENOTDIR: "vanished (a parent folder is gone)",
+                errno.ELOOP: "is now a symbolic link",
+                errno.ENXIO: "is now a socket or a device",
+            }.get(exc.errno or 0)
+            if reason is None:
+                raise
+            raise SessionChangedError(f"{p.source}: {reason} (zip entry {p.arcname!r})") from exc
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "not a regular file"
+                raise SessionChangedError(f"{p.source}: is now {kind} (zip entry {p.arcname!r})")
+            self._check_size(p, st)
+            now = stamp(st)
+            if p.stamp and now != p.stamp:
+                raise SessionChangedError(
+                    f"{p.source}: changed after it was inspected (zip entry {p.arcname!r})"
+                )
+            tm, dt = _dos_datetime(float(int(st.st_mtime)))  # DOS time has 2 s steps
+            self._dos[i] = dt << 16 | tm
+        except BaseException:
+            os.close(fd)
+            raise
+        # O_NONBLOCK stays set: it has no effect on reads from regular files.
+        return fd, p.stamp or now
+
+    def _check_unchanged(self, fd: int, p: _Planned, expected: int) -> None:
+        """Raise SessionChangedError unless the file still has the stamp `expected`."""
+        st = os.fstat(fd)
+        self._check_size(p, st)
+        if stamp(st) != expected:
+            raise SessionChangedError(
+                f"{p.source}: changed while being read (zip entry {p.arcname!r})"
+            )
+
+    @staticmethod
+    def _check_size(p: _Planned, st: os.stat_result) -> None:
+        if st.st_size != p.size:
+            raise SessionChangedError(
+                f"{p.source}: size is now {st.st_size} bytes, {p.size} expected"
+                f" (zip entry {p.arcname!r})"
+            )
+
+    def _local_header(self, i: int, p: _Planned) -> bytes:
+        dt, tm = divmod(self._dos[i], 1 << 16)
+        size32 = _MAX32 if p.zip64_local else p.size
+        extra = struct.pack("<HHQQ", _ZIP64_EXTRA_ID, 16, p.size, p.size) if p.zip64_local else b""
+        head = _LOCAL.pack(
+            _LOCAL_SIG, p.version, p.flags, 0, tm, dt, self._crcs[i], size32, size32,
+            len(p.name), len(extra),
+        )  # fmt: skip
+        return head + p.name + extra
+
+    def _central_directory(self) -> Iterator[bytes]:
+        """Yield the central directory in pieces of about `chunk_size` bytes."""
+        out = bytearray()
+        for i in range(len(self._entries)):
+            p = self._planned(i)
+            fields = _central_zip64_fields(p.size, p.offset)
+            extra = (
+                struct.pack(f"<HH{len(fields)}Q", _ZIP64_EXTRA_ID, 8 * len(fields), *fields)
+                if fields
+                else b""
+            )
+            size32 = _MAX32 if p.size >= _MAX32 else p.size
+            dt, tm = divmod(self._dos[i], 1 << 16)
+            out += _CENTRAL.pack(
+                _CENTRAL_SIG, _MADE_BY_UNIX | p.version, p.version, p.flags, 0, tm, dt,
+                self._crcs[i], size32, size32, len(p.name), len(extra), 0, 0, 0,
+                _EXTERNAL_ATTR, min(p.offset, _MAX32),
+            )  # fmt: skip
+            out += p.name
+            out += extra
+            if len(out) >= self._chunk_size:
+                yield bytes(out)
+                out.clear()
+        if out:
+            yield bytes(out)
+
+    def _end_records(self) -> bytes:
+        count, cd_size, cd_offset = len(self._entries), self._cd_size, self._cd_offset
+        records = b""
+        if self._zip64_end:
+            zip64_end_offset = cd_offset + cd_size
+            records = _ZIP64_END.pack(
+                _ZIP64_END_SIG, _ZIP64_END.size - 12, _MADE_BY_UNIX | _VERSION_ZIP64,
+                _VERSION_ZIP64, 0, 0, count, count, cd_size, cd_offset,
+            ) + _ZIP64_LOCATOR.pack(_ZIP64_LOCATOR_SIG, 0, zip64_end_offset, 1)  # fmt: skip
+        # A field too small for its value holds the marker; readers then use the zip64 record.
+        return records + _END.pack(
+            _END_SIG, 0, 0, min(count, _MAX16), min(count, _MAX16), min(cd_size, _MAX32),
+            min(cd_offset, _MAX32), 0,
+        )  # fmt: skip
+
+
+def write_zip(entries: Sequence[BundleEntry], out: BinaryIO, *, root: Dir | None = None) -> int:
+    """Write the whole archive of `entries` (below `root`, which it closes) to `out` (tests
+    and benchmarks).
+
+    Returns the number of bytes written. Raises as `ZipStream` does.
+    """
+    written = 0
+    with ZipStream(entries, root=root) as stream:
+        for chunk in stream:
+            out.write(chunk)
+            written += len(chunk)
+    return written

@@ -1,0 +1,1 @@
+"""The command line: `xnat-drop` and one module per subcommand."""

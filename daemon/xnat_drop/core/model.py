@@ -1,0 +1,207 @@
+"""Value objects that flow through the pipeline. Pure: no I/O, no clock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from xnat_drop.core.shown import shown_path
+
+
+class FileKind(str, Enum):
+    """What a file in a session is, decided by content (and by name only for junk)."""
+
+    DICOM = "dicom"  # Part 10: 128-byte preamble + "DICM"
+    DICOM_NO_PREAMBLE = "dicom-no-preamble"  # a bare dataset, still DICOM to XNAT
+    UNREADABLE_DICOM = "unreadable-dicom"  # claims to be DICOM but is truncated or corrupt
+    NIFTI = "nifti"  # NIfTI-1/-2 single file, plain or gzipped
+    ANALYZE = "analyze"  # .hdr/.img pairs (Analyze 7.5 or NIfTI pair)
+    CONVERTED = "converted"  # MINC, MGH/MGZ, NRRD, dcm2niix/BIDS side-cars, .bval/.bvec
+    ARCHIVE = "archive"  # gzip, zip, tar, 7-Zip, RAR: unpack it before dropping
+    OTHER = "other"  # anything else that is not junk
+    JUNK = "junk"  # OS clutter and DICOMDIR: ignored, never uploaded
+    UNSAFE = "unsafe"  # symlink, FIFO, socket, device: never opened
+
+
+class Policy(str, Enum):
+    """What a broken rule does to the session."""
+
+    REJECT = "reject"  # the whole session goes to failed/
+    EXCLUDE = "exclude"  # the offending files stay out of the upload; the rest is delivered
+
+
+class Outcome(str, Enum):
+    DONE = "done"
+    FAILED = "failed"
+    RETRY = "retry"
+
+
+@dataclass(frozen=True, slots=True)
+class Fingerprint:
+    """What a folder looks like right now; equal fingerprints mean nothing changed."""
+
+    names_hash: str
+    count: int
+    total_bytes: int
+    newest_mtime_ns: int
+    has_partial: bool  # a name such as *.part or *.tmp says a copy is still running
+    has_marker: bool = False  # the configured ready marker (e.g. READY) is present
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """A fingerprint and since when it has been observed unchanged."""
+
+    fingerprint: Fingerprint
+    since: float
+
+
+@dataclass(frozen=True, slots=True)
+class DicomHeader:
+    """The header fields the rules and routing need; strings are stripped, never None.
+
+    `frame_types` holds the distinct FrameType (0008,9007) values of an enhanced multi-frame
+    object (shared and per-frame functional groups).
+    `values` holds the extra attributes asked for by keyword (routing sources and templates,
+    PHI checks) as text; `value()` reads them.
+    """
+
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    series_number: int | None
+    series_description: str
+    image_type: tuple[str, ...]
+    modality: str
+    photometric_interpretation: str = ""
+    frame_types: tuple[tuple[str, ...], ...] = ()
+    values: tuple[tuple[str, str], ...] = ()
+
+    def value(self, keyword: str) -> str:
+        """The text of an extra attribute read by keyword; "" when absent or empty."""
+        for key, text in self.values:
+            if key == keyword:
+                return text
+        return ""
+
+
+@dataclass(frozen=True, slots=True)
+class FileFacts:
+    """One file of a session as inspected.
+
+    `path` is relative to the session folder, with "/" separators. `note` says why the file got
+    its kind (a magic number, a parse error) in words fit for a report.
+    """
+
+    path: str
+    size: int
+    kind: FileKind
+    header: DicomHeader | None = None
+    note: str = ""
+    # Only for DICOM files sharing a SOP Instance UID: the SHA-256 of the content, or
+    # "size-<bytes>" (its size alone tells it from the others), or "unhashed-<path>" (too
+    # large to compare: different from every other file's).
+    digest: str = ""
+    stamp: int = 0  # beneath.stamp of the file as it was read (0: never opened)
+
+    @property
+    def is_dicom(self) -> bool:
+        return self.kind in (FileKind.DICOM, FileKind.DICOM_NO_PREAMBLE)
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A claimed session folder: its name, where it was dropped, and every file in it."""
+
+    name: str
+    relpath: tuple[str, ...]  # parts below incoming/, the last one is `name`
+    files: tuple[FileFacts, ...]
+
+    @property
+    def display(self) -> str:
+        """The path below incoming/ as people read it (escaped: names are data)."""
+        return shown_path(self.relpath)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a session goes in XNAT. Every label is already valid for XNAT."""
+
+    project: str
+    subject: str
+    session: str
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """One broken rule.
+
+    `subject` names the offending file or series; `sentence` tells a lab member what is wrong and
+    what to do; `detail` says briefly what is wrong with this one item (for lists); `files`
+    lists the session-relative paths concerned (what EXCLUDE leaves out).
+    """
+
+    rule: str
+    policy: Policy
+    subject: str
+    sentence: str
+    files: tuple[str, ...] = ()
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Routing's answer: the target (None when a label is missing or invalid), the problems,
+    and one note per label saying where it came from (and any sanitising)."""
+
+    target: Target | None
+    violations: tuple[Violation, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The judgement on a session: what to upload where, and what is wrong with it.
+
+    `duplicates` are exact copies of files already in `upload` (same SOP Instance UID, same
+    bytes): sent once. `notes` say where the labels came from.
+    """
+
+    target: Target | None
+    violations: tuple[Violation, ...]
+    upload: tuple[FileFacts, ...]
+    excluded: tuple[str, ...]
+    ignored: tuple[str, ...]
+    duplicates: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    @property
+    def rejections(self) -> tuple[Violation, ...]:
+        return tuple(v for v in self.violations if v.policy is Policy.REJECT)
+
+    @property
+    def accepted(self) -> bool:
+        return self.target is not None and not self.rejections and bool(self.upload)
+
+
+@dataclass(frozen=True, slots=True)
+class UploadReceipt:
+    """What XNAT holds of a delivered session: where, and the counts verified there."""
+
+    uris: tuple[str, ...]
+    files: int
+    bytes_sent: int
+    seconds: float
+    server_version: str = ""
+    verified: tuple[tuple[str, int], ...] = ()  # (scan ID, DICOM files) as XNAT lists them
+    destination: str = ""  # "archive" or "prearchive"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What happens to a session after an attempt."""
+
+    outcome: Outcome
+    reason: str
+    retry_at: float | None = None

@@ -1,0 +1,421 @@
+"""The lab's upload rules: raw acquired DICOM only. Pure.
+
+`evaluate` turns an inspected Session and its Route into a Verdict. Broken rules are Violations
+carrying a rule id, the file or series, and a sentence a lab member can act on. Rule ids:
+nifti, derived-series, non-dicom, unreadable-dicom, unsafe-file, duplicate-instance,
+mixed-studies, phi, size-limit, no-dicom (and bad-label from routing).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from posixpath import dirname
+
+from xnat_drop.core.config import RulesConfig
+from xnat_drop.core.model import (
+    DicomHeader,
+    FileFacts,
+    FileKind,
+    Policy,
+    Route,
+    Session,
+    Verdict,
+    Violation,
+)
+
+# ImageType (0008,0008) / FrameType (0008,9007) tokens that mark scanner-derived images even
+# when value 1 says ORIGINAL (older Siemens label diffusion maps and MoCo that way).
+DERIVED_TOKENS: dict[str, str] = {
+    "MOCO": "motion-corrected by the scanner (MoCo)",
+    "ADC": "an ADC map",
+    "EADC": "an exponential ADC map",
+    "TRACEW": "a trace-weighted diffusion map",
+    "TRACE": "a diffusion trace map",
+    "FA": "a fractional anisotropy (FA) map",
+    "COLFA": "a colour FA map",
+    "TENSOR": "a diffusion tensor map",
+    "MPR": "a multiplanar reformat (MPR)",
+    "CSA MPR": "a multiplanar reformat (MPR)",
+    "MIP": "a maximum intensity projection (MIP)",
+    "MIP_SAG": "a maximum intensity projection (MIP)",
+    "MIP_COR": "a maximum intensity projection (MIP)",
+    "MIP_TRA": "a maximum intensity projection (MIP)",
+    "CSA MIP": "a maximum intensity projection (MIP)",
+    "PROJECTION IMAGE": "a projection image",
+    "TTEST": "a statistical (t-test) map",
+    "PERFUSION": "a perfusion map",
+    "RCBF": "a cerebral blood flow map",
+}
+_SC = "Secondary Capture (a screenshot or rendered image)"
+DERIVED_SOP_CLASSES: dict[str, str] = {
+    "1.2.840.10008.5.1.4.1.1.7": _SC,
+    "1.2.840.10008.5.1.4.1.1.7.1": _SC,
+    "1.2.840.10008.5.1.4.1.1.7.2": _SC,
+    "1.2.840.10008.5.1.4.1.1.7.3": _SC,
+    "1.2.840.10008.5.1.4.1.1.7.4": _SC,
+    "1.2.840.10008.5.1.4.1.1.66": "Raw Data (not an image)",
+    "1.2.840.10008.5.1.4.1.1.66.1": "Spatial Registration (computed, not acquired)",
+    "1.2.840.10008.5.1.4.1.1.66.2": "Spatial Fiducials (computed, not acquired)",
+    "1.2.840.10008.5.1.4.1.1.66.3": "Deformable Spatial Registration (computed, not acquired)",
+    "1.2.840.10008.5.1.4.1.1.66.4": "Segmentation (computed, not acquired)",
+    "1.2.840.10008.5.1.4.1.1.66.5": "Surface Segmentation (computed, not acquired)",
+}
+# Whole families by UID prefix: presentation states, structured reports, encapsulated documents.
+DERIVED_SOP_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("1.2.840.10008.5.1.4.1.1.11.", "a Presentation State (display settings, not an image)"),
+    ("1.2.840.10008.5.1.4.1.1.88.", "a Structured Report (a document, not an image)"),
+    ("1.2.840.10008.5.1.4.1.1.104.", "an Encapsulated Document (PDF or similar, not an image)"),
+)
+KIND_RULES = {
+    FileKind.NIFTI: "nifti",
+    FileKind.ANALYZE: "nifti",
+    FileKind.CONVERTED: "nifti",
+    FileKind.ARCHIVE: "non-dicom",
+    FileKind.OTHER: "non-dicom",
+    FileKind.UNREADABLE_DICOM: "unreadable-dicom",
+    FileKind.UNSAFE: "unsafe-file",
+}
+
+
+def derived_signal(header: DicomHeader, rules: RulesConfig) -> str | None:
+    """Why an image is scanner-derived, in words naming the attribute, or None if acquired."""
+    sop = _sop_class_signal(header.sop_class_uid)
+    if sop:
+        return f"SOP Class UID (0008,0016) is {sop}"
+    types = [("ImageType (0008,0008)", tuple(v.upper() for v in header.image_type))]
+    types += [("FrameType (0008,9007)", tuple(v.upper() for v in ft)) for ft in header.frame_types]
+    description = header.series_description
+    # A keep-list entry exempts its own marker only: a kept token (UNI) the token and the
+    # DERIVED/SECONDARY label the vendor gives that image, a kept description pattern the
+    # description patterns and that label. Every other marker (MOCO, ADC, ...) still counts.
+    kept_tokens = {
+        t for _, values in types for t in values[2:] if t in rules.keep_image_type_tokens
+    }
+    kept_description = any(
+        re.search(p, description, re.IGNORECASE) for p in rules.keep_description_patterns
+    )
+    if not (kept_tokens or kept_description):
+        for name, values in types:
+            if values[:1] == ("DERIVED",):
+                return f"{name} value 1 is DERIVED"
+            if values[1:2] == ("SECONDARY",):
+                return f"{name} value 2 is SECONDARY"
+    markers = dict(DERIVED_TOKENS)
+    markers.update(dict.fromkeys(rules.extra_derived_markers, "a marker configured as derived"))
+    for name, values in types:
+        for token in values:
+            if token in markers and token not in kept_tokens:
+                return f"{name} contains {token}: {markers[token]}"
+    for pattern in () if kept_description else rules.description_patterns:
+        if re.search(pattern, description, re.IGNORECASE):
+            where = f"SeriesDescription (0008,103E) “{description}”"
+            return f"{where} matches the derived pattern “{pattern}”"
+    if header.photometric_interpretation.upper() == "PALETTE COLOR":
+        return "PhotometricInterpretation (0028,0004) is PALETTE COLOR"
+    return None
+
+
+def _sop_class_signal(uid: str) -> str:
+    if uid in DERIVED_SOP_CLASSES:
+        return DERIVED_SOP_CLASSES[uid]
+    return next((words for prefix, words in DERIVED_SOP_PREFIXES if uid.startswith(prefix)), "")
+
+
+def evaluate(session: Session, rules: RulesConfig, route: Route) -> Verdict:
+    """Judge a session: which files go to XNAT, which rules are broken, where it goes."""
+    violations: list[Violation] = list(route.violations)
+    ignored = [f.path for f in session.files if f.kind is FileKind.JUNK]
+
+    for facts in session.files:
+        rule = KIND_RULES.get(facts.kind)
+        if rule is not None:
+            violations.append(_file_violation(rule, _policy(rules, rule), facts))
+    violations.extend(_size_limits(session, rules))
+
+    dicoms = [f for f in session.files if f.is_dicom and f.header is not None]
+    violations.extend(_derived_series(dicoms, session, rules))
+    involved = {p for v in violations for p in v.files}
+    copies, duplicate_violations = _duplicates([f for f in dicoms if f.path not in involved])
+    violations.extend(duplicate_violations)
+    involved |= {p for v in duplicate_violations for p in v.files}
+    candidates = [f for f in dicoms if f.path not in involved and f.path not in copies]
+    violations.extend(_mixed_studies(candidates))
+    if rules.phi:
+        subject = route.target.subject if route.target is not None else ""
+        violations.extend(_phi(candidates, rules.phi_tags, subject))
+
+    excluded = {p for v in violations if v.policy is Policy.EXCLUDE for p in v.files}
+    upload = tuple(f for f in dicoms if f.path not in excluded and f.path not in copies)
+    if not upload:
+        violations.append(_no_dicom(session, excluded))
+    return Verdict(
+        target=route.target,
+        violations=tuple(violations),
+        upload=upload,
+        excluded=tuple(sorted(excluded)),
+        ignored=tuple(ignored),
+        duplicates=tuple(sorted(copies)),
+        notes=route.notes,
+    )
+
+
+def _policy(rules: RulesConfig, rule: str) -> Policy:
+    return rules.policy(rule) if rule != "unsafe-file" else Policy.REJECT
+
+
+def _file_violation(rule: str, policy: Policy, facts: FileFacts) -> Violation:
+    path, note = facts.path, facts.note
+    detail = f" ({note})" if note else ""
+    if rule == "nifti":
+        sentence = (
+            f"“{path}” is converted data{detail}, not the scanner's raw DICOM. Only raw DICOM "
+            "may go to XNAT. Remove the converted files (keep them elsewhere) and drop the "
+            "session again."
+        )
+    elif rule == "unreadable-dicom":
+        sentence = (
+            f"“{path}” looks like DICOM but cannot be used{detail}. The copy is probably "
+            "incomplete or damaged: export this series again from the scanner or PACS."
+        )
+    elif rule == "unsafe-file":
+        sentence = (
+            f"“{path}” is {note or 'not a regular file'}; xnat-drop never follows or opens such "
+            "entries. Replace it with the real file and drop the session again."
+        )
+    elif facts.kind is FileKind.ARCHIVE:
+        sentence = (
+            f"“{path}” is an archive{detail}. xnat-drop does not open archives: unpack it, "
+            "delete the archive, and drop the session again."
+        )
+    else:
+        sentence = (
+            f"“{path}” is not a DICOM file{detail}. Only DICOM images may be in the session: "
+            "remove it and drop the session again."
+        )
+    return Violation(rule, policy, path, sentence, (path,), note or facts.kind.value)
+
+
+def _derived_series(
+    dicoms: list[FileFacts], session: Session, rules: RulesConfig
+) -> list[Violation]:
+    """One violation per derived SeriesInstanceUID (derived images may share SeriesNumber)."""
+    by_series: dict[str, list[FileFacts]] = defaultdict(list)
+    for facts in dicoms:
+        assert facts.header is not None
+        by_series[facts.header.series_instance_uid].append(facts)
+    policy = rules.policy("derived-series")
+    found = []
+    for members in by_series.values():
+        signal = next(
+            (s for f in members if f.header is not None and (s := derived_signal(f.header, rules))),
+            None,
+        )
+        if signal is None:
+            continue
+        name = series_name(members[0].header)
+        files = tuple(sorted(f.path for f in members))
+        count = f"{len(files)} file{'s' if len(files) != 1 else ''}, e.g. “{files[0]}”"
+        sentence = (
+            f"{name[0].upper()}{name[1:]} ({count}) was derived by the scanner, not acquired: "
+            f"{signal}. {_removal_advice(files, session)}"
+        )
+        violation = Violation("derived-series", policy, name, sentence, files, f"{count}; {signal}")
+        found.append((_series_sort_key(members[0].header), violation))
+    return [v for _, v in sorted(found, key=lambda item: item[0])]
+
+
+def _removal_advice(files: tuple[str, ...], session: Session) -> str:
+    """How to take these files out: their own folder if they have one, else the files."""
+    folders = {dirname(p) for p in files}
+    if len(folders) == 1 and (folder := folders.pop()):
+        others = [f for f in session.files if dirname(f.path) == folder and f.path not in files]
+        if not [f for f in others if f.kind is not FileKind.JUNK]:
+            return f"Delete the folder “{folder}” and drop the session again."
+    if len(files) <= 3:
+        return f"Delete {', '.join(f'“{p}”' for p in files)} and drop the session again."
+    return "Delete these files (all listed in the .report.json) and drop the session again."
+
+
+def _duplicates(dicoms: list[FileFacts]) -> tuple[set[str], list[Violation]]:
+    """Files sharing a SOP Instance UID: identical copies are sent once, different ones reject."""
+    by_uid: dict[str, list[FileFacts]] = defaultdict(list)
+    for facts in dicoms:
+        assert facts.header is not None
+        by_uid[facts.header.sop_instance_uid].append(facts)
+    copies: set[str] = set()
+    violations = []
+    for uid, members in sorted(by_uid.items()):
+        if len(members) < 2:
+            continue
+        paths = sorted(f.path for f in members)
+        digests = {f.digest for f in members}
+        if len(digests) == 1 and "" not in digests and not _unhashed(digests):
+            copies.update(paths[1:])
+            continue
+        shown = ", ".join(f"“{p}”" for p in paths[:4]) + (" ..." if len(paths) > 4 else "")
+        differ = "are too large to be compared" if _unhashed(digests) else "differ"
+        sentence = (
+            f"{len(paths)} files claim the same SOP Instance UID {uid} but {differ} ({shown}). "
+            "XNAT keeps only one object per UID, so one of them would be lost. Remove the wrong "
+            "copy (often a re-export or an edited file) and drop the session again."
+        )
+        violations.append(
+            Violation(
+                "duplicate-instance",
+                Policy.REJECT,
+                f"SOP Instance UID {uid}",
+                sentence,
+                tuple(paths),
+                shown,
+            )
+        )
+    return copies, violations
+
+
+def _size_limits(session: Session, rules: RulesConfig) -> list[Violation]:
+    """Files, and the session, larger than the lab allows (rules.max_file_size and
+    max_session_size; off unless set)."""
+    found = []
+    limit = rules.max_file_bytes
+    if limit:
+        for f in session.files:
+            if f.size > limit and f.kind is not FileKind.JUNK:
+                found.append(
+                    Violation(
+                        "size-limit",
+                        Policy.REJECT,
+                        f.path,
+                        f"“{f.path}” is {_size(f.size)}, more than the lab's limit of "
+                        f"{_size(limit)} for one file (rules.max_file_size). If it is a real "
+                        "scan, ask the administrator to raise the limit; otherwise remove it "
+                        "and drop the session again.",
+                        (f.path,),
+                        _size(f.size),
+                    )
+                )
+    total = sum(f.size for f in session.files if f.kind is not FileKind.JUNK)
+    if rules.max_session_bytes and total > rules.max_session_bytes:
+        found.append(
+            Violation(
+                "size-limit",
+                Policy.REJECT,
+                "the whole session",
+                f"The session holds {_size(total)}, more than the lab's limit of "
+                f"{_size(rules.max_session_bytes)} for one session (rules.max_session_size). "
+                "Split it, or ask the administrator to raise the limit.",
+                detail=_size(total),
+            )
+        )
+    return found
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 10**9 else f"{n / 1e6:.1f} MB"
+
+
+def _unhashed(digests: set[str]) -> bool:
+    """True when inspection did not hash some of these files (too large: see inspect.py)."""
+    return any(d.startswith("unhashed-") for d in digests)
+
+
+def _mixed_studies(dicoms: list[FileFacts]) -> list[Violation]:
+    by_study: dict[str, list[FileFacts]] = defaultdict(list)
+    for facts in dicoms:
+        assert facts.header is not None
+        by_study[facts.header.study_instance_uid].append(facts)
+    if len(by_study) < 2:
+        return []
+    parts = []
+    for uid, members in sorted(by_study.items(), key=lambda item: -len(item[1])):
+        series = sorted({series_name(f.header) for f in members})
+        example = min(f.path for f in members)
+        parts.append(f"{uid} ({len(members)} files, e.g. “{example}”; {', '.join(series[:3])})")
+    sentence = (
+        f"The folder holds {len(by_study)} different studies (StudyInstanceUID (0020,000D)): "
+        f"{'; '.join(parts)}. One session folder must hold exactly one study, or XNAT splits "
+        "it into several sessions. Move each study into its own session folder and drop them again."
+    )
+    files = tuple(sorted(f.path for f in dicoms))
+    return [
+        Violation(
+            "mixed-studies",
+            Policy.REJECT,
+            f"{len(by_study)} studies",
+            sentence,
+            files,
+            "; ".join(parts),
+        )
+    ]
+
+
+def _phi(dicoms: list[FileFacts], tags: tuple[str, ...], subject: str) -> list[Violation]:
+    """Configured identifying attributes must be empty or equal to the subject label.
+
+    The report never repeats the values: it names the attribute and the files only.
+    """
+    violations = []
+    for tag in tags:
+        offending = sorted(
+            f.path
+            for f in dicoms
+            if f.header is not None
+            and (value := f.header.value(tag).strip().rstrip("^"))
+            and value != subject
+        )
+        if not offending:
+            continue
+        count = f"{len(offending)} file{'s' if len(offending) != 1 else ''}, e.g. “{offending[0]}”"
+        sentence = (
+            f"{tag} is filled in ({count}) and is not the subject label “{subject}”. The lab's "
+            f"rules require {tag} to be empty or the subject label before data goes to XNAT. "
+            "Export the session again with the lab's anonymisation profile and drop it again."
+        )
+        violations.append(Violation("phi", Policy.REJECT, tag, sentence, (), count))
+    return violations
+
+
+def series_name(header: DicomHeader | None) -> str:
+    """How a report names a series: `series 5 “MoCoSeries”`."""
+    if header is None:
+        return "an unknown series"
+    number = f" {header.series_number}" if header.series_number is not None else ""
+    desc = f" “{header.series_description}”" if header.series_description else ""
+    if not number and not desc:
+        return f"series {header.series_instance_uid or 'without a SeriesInstanceUID'}"
+    return f"series{number}{desc}"
+
+
+def _series_sort_key(header: DicomHeader | None) -> tuple[int, str]:
+    if header is None:
+        return (1 << 31, "")
+    number = header.series_number if header.series_number is not None else 1 << 30
+    return (number, header.series_instance_uid)
+
+
+def _no_dicom(session: Session, excluded: Iterable[str]) -> Violation:
+    if list(excluded):
+        sentence = (
+            "Every DICOM file of this session was left out by the rules above, so nothing is "
+            "left to upload. Fix the problems listed and drop the session again."
+        )
+    else:
+        sentence = (
+            "The folder holds no DICOM images that could be uploaded. Check that the export "
+            "from the scanner or PACS wrote DICOM files into this folder."
+        )
+    return Violation("no-dicom", Policy.REJECT, session.display, sentence)
+
+
+def unknown_project(project: str) -> Violation:
+    """XNAT has no such project: said before any upload, since XNAT would use "Unassigned"."""
+    sentence = (
+        f"XNAT has no project “{project}”, or the xnat-drop account cannot see it. XNAT would "
+        "have filed the data under “Unassigned” without a word, so nothing was uploaded. Check "
+        f"the project folder name “{project}”, or ask the XNAT administrator to create the "
+        "project or give the xnat-drop account access, then drop the session again."
+    )
+    return Violation(
+        "unknown-project", Policy.REJECT, f"project “{project}”", sentence, detail="not in XNAT"
+    )

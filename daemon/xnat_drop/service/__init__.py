@@ -1,0 +1,1 @@
+"""The daemon: its loop and the steps it takes with each session."""

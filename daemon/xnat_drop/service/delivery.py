@@ -1,0 +1,365 @@
+"""One accepted session into XNAT, exactly once, verified: the delivery steps and their order.
+
+    checked ─► uploading ─► uploaded ─► verified ─► committed ─► (done)
+
+Each step is recorded in the ledger before it runs, so a retry or a restart resumes at the right
+place: a session whose upload broke off is re-sent only after deleting the partial prearchive
+session *this daemon* created (never anything else); a session already committed is only
+verified again. Follows xnat-api.md §3, §6 and §8.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from xnat_drop.adapters.ledger import Ledger
+from xnat_drop.adapters.xnat_api import ArchivedRef, Body, PrearchiveRef
+from xnat_drop.core.config import XnatConfig
+from xnat_drop.core.errors import XnatRejectedError
+from xnat_drop.core.model import FileFacts, Target, UploadReceipt, Verdict
+from xnat_drop.core.rules import series_name, unknown_project
+from xnat_drop.service import failpoints
+
+log = logging.getLogger(__name__)
+
+
+class XnatPort(Protocol):
+    """What delivery needs from XNAT (xnat.XnatClient)."""
+
+    on_request: Callable[[], None] | None  # called before each request (a sign of life)
+
+    def server_version(self) -> str: ...
+    def login(self) -> None: ...
+    def probe(self) -> None: ...
+    def project_exists(self, project: str) -> bool: ...
+    def find_archived(self, project: str, label: str, study_uid: str) -> list[ArchivedRef]: ...
+    def find_prearchive(self, project: str, study_uid: str) -> list[PrearchiveRef]: ...
+    def delete_prearchive(self, uri: str) -> None: ...
+    def upload(self, make_body: Callable[[], Body], target: Target) -> tuple[str, ...]: ...
+    def build(self, uri: str) -> None: ...
+    def commit(self, uri: str, *, overwrite: bool = False) -> str: ...
+    def scan_counts(self, uri: str) -> dict[str, int]: ...
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesCount:
+    """One series as sent: XNAT names its scan after the SeriesNumber."""
+
+    series_uid: str
+    number: int | None
+    name: str
+    files: int
+
+
+@dataclass(frozen=True, slots=True)
+class Expected:
+    """What XNAT must hold after the upload."""
+
+    study_uid: str
+    series: tuple[SeriesCount, ...]
+
+    @property
+    def files(self) -> int:
+        return sum(s.files for s in self.series)
+
+
+def expected(upload: tuple[FileFacts, ...]) -> Expected:
+    """The study and the per-series instance counts of the files to upload."""
+    counts: Counter[str] = Counter()
+    first: dict[str, FileFacts] = {}
+    for facts in upload:
+        assert facts.header is not None
+        counts[facts.header.series_instance_uid] += 1
+        first.setdefault(facts.header.series_instance_uid, facts)
+    series = tuple(
+        SeriesCount(uid, first[uid].header.series_number, series_name(first[uid].header), n)  # type: ignore[union-attr]
+        for uid, n in counts.items()
+    )
+    studies = {f.header.study_instance_uid for f in upload if f.header is not None}
+    return Expected(min(studies) if studies else "", series)
+
+
+def content_key(target: Target, upload: tuple[FileFacts, ...]) -> str:
+    """What makes two drops the same delivery: the labels and the SOP instances sent."""
+    digest = hashlib.sha256(f"{target.project}/{target.subject}/{target.session}\n".encode())
+    for uid in sorted(f.header.sop_instance_uid for f in upload if f.header is not None):
+        digest.update(uid.encode() + b"\n")
+    return digest.hexdigest()
+
+
+def count_problem(sent: Expected, held: dict[str, int], *, merged: bool) -> str:
+    """Why XNAT's scan counts do not match what was sent, or "" when they do.
+
+    Scans are matched to series by SeriesNumber when every number is distinct; otherwise (XNAT
+    then invents IDs) by the sorted list of counts. When the upload was merged into a session
+    that already existed, XNAT may hold more, never less.
+    """
+    numbers = [s.number for s in sent.series]
+    total = sum(held.values())
+    summary = f"sent {sent.files} files in {len(sent.series)} series"
+    summary += f"; XNAT holds {total} in {len(held)} scans"
+    if None not in numbers and len(set(numbers)) == len(numbers):
+        for s in sent.series:
+            got = held.get(str(s.number))
+            if got is None:
+                return f"{summary}: {s.name} is missing"
+            if got < s.files or (got != s.files and not merged):
+                return f"{summary}: {s.name} has {got} of {s.files} files"
+        if not merged and len(held) != len(sent.series):
+            extra = sorted(set(held) - {str(n) for n in numbers})
+            return f"{summary}: unexpected scans {', '.join(extra)}"
+        return ""
+    if merged:
+        return "" if total >= sent.files else summary
+    if sorted(held.values()) != sorted(s.files for s in sent.series):
+        return summary
+    return ""
+
+
+class Delivery:
+    """Carries sessions through the steps above; one instance per XNAT client."""
+
+    def __init__(
+        self, client: XnatPort, config: XnatConfig, ledger: Ledger, wall: Callable[[], float]
+    ) -> None:
+        self.client = client
+        self.config = config
+        self.ledger = ledger
+        self.wall = wall
+
+    def deliver(
+        self, claim_id: str, verdict: Verdict, make_body: Callable[[], Body]
+    ) -> UploadReceipt:
+        """Take an accepted session as far as XNAT goes; returns the receipt once verified.
+
+        Raises XnatRejectedError (failed/), XnatTransientError / XnatServerError (retry) or
+        XnatAuthError (pause).
+        """
+        assert verdict.target is not None
+        target = verdict.target
+        sent = expected(verdict.upload)
+        entry = self.ledger.entry(claim_id)
+        assert entry is not None, "a claim is in the ledger before it is judged"
+        state = entry.state
+        if state in ("claimed", "checked"):
+            self._check(claim_id, target, sent)
+            state = "checked"
+        if state in ("checked", "uploading"):
+            self._upload(claim_id, target, sent, make_body, resending=state == "uploading")
+            failpoints.hit("after-upload")
+            state = "uploaded"
+        entry = self.ledger.entry(claim_id)
+        assert entry is not None
+        merged = bool(entry.existing)
+        if state == "uploaded":
+            self._verify_prearchive(
+                claim_id, entry.prearchive_uri, sent, merged, entry.owns_prearchive
+            )
+            failpoints.hit("after-verify")
+            state = "verified"
+        if state == "verified":
+            self._commit(claim_id, entry.prearchive_uri, target, sent.study_uid)
+            failpoints.hit("after-commit")
+            state = "committed"
+        entry = self.ledger.entry(claim_id)
+        assert entry is not None
+        if self.config.destination == "archive":
+            held = self.client.scan_counts(entry.archive_uri)
+            problem = count_problem(sent, held, merged=merged)
+            if problem:
+                raise XnatRejectedError(
+                    "count-mismatch",
+                    f"After archiving, XNAT does not hold what was sent ({problem}). The session "
+                    f"is at {self.config.url}{entry.archive_uri}: ask the XNAT administrator to "
+                    "check it.",
+                )
+            uris = (entry.archive_uri,)
+        else:
+            held = self.client.scan_counts(entry.prearchive_uri)
+            uris = (entry.prearchive_uri,)
+        return UploadReceipt(
+            uris=uris,
+            files=len(verdict.upload),
+            bytes_sent=0,
+            seconds=0.0,
+            verified=tuple(sorted(held.items())),
+            destination=self.config.destination,
+        )
+
+    # -- the steps --------------------------------------------------------------------------
+
+    def _check(self, claim_id: str, target: Target, sent: Expected) -> None:
+        """The project must exist; an existing session is refused unless on_existing says so."""
+        if not self.client.project_exists(target.project):
+            raise XnatRejectedError("unknown-project", unknown_project(target.project).sentence)
+        archived = self.client.find_archived(target.project, target.session, sent.study_uid)
+        staged = self._without_own_leftovers(
+            claim_id, self.client.find_prearchive(target.project, sent.study_uid)
+        )
+        existing = [a.uri for a in archived] + [p.uri for p in staged]
+        if existing and self.config.on_existing == "reject":
+            where = "; ".join(_describe(a, p, self.config.url) for a, p in _pairs(archived, staged))
+            raise XnatRejectedError(
+                "session-exists",
+                f"XNAT already holds this session ({where}). Uploading would merge into it, so "
+                "nothing was sent. If the new files belong to it, ask the administrator to set "
+                'xnat.on_existing = "append" (or "replace"); otherwise give the session '
+                "another label and drop it again.",
+            )
+        if staged and self.config.on_existing == "replace":
+            for row in staged:  # the operator asked: the prearchive copy gives way to this one
+                log.info("%s: replacing prearchive session %s", target.session, row.uri)
+                self.ledger.event(claim_id, self.wall(), "replaced", row.uri)
+                self.client.delete_prearchive(row.uri)
+            staged = []
+        self.ledger.update(
+            claim_id,
+            self.wall(),
+            state="checked",
+            study_uid=sent.study_uid,
+            project=target.project,
+            subject=target.subject,
+            label=target.session,
+            existing=[a.uri for a in archived] + [p.uri for p in staged],
+            # No prearchive session for this study before our first upload: whatever appears
+            # there for it from now on was created by us and may be deleted by us.
+            owns_prearchive=not staged,
+        )
+
+    def _without_own_leftovers(
+        self, claim_id: str, staged: list[PrearchiveRef]
+    ) -> list[PrearchiveRef]:
+        """`staged` without the prearchive sessions an earlier failed attempt of ours left
+        (a count mismatch, a refused commit, attempts used up): deleted first, as after a
+        crash, so that sending the fixed session again is not refused as `session-exists`."""
+        kept = []
+        for row in staged:
+            earlier = self.ledger.own_leftover(row.uri)
+            if earlier is None:
+                kept.append(row)
+                continue
+            log.info(
+                "%s: deleting %s, left in the prearchive by the earlier failed attempt %s",
+                row.name,
+                row.uri,
+                earlier.claim_id,
+            )
+            self.ledger.event(claim_id, self.wall(), "deleted-leftover", row.uri)
+            self.client.delete_prearchive(row.uri)
+        return kept
+
+    def _upload(
+        self,
+        claim_id: str,
+        target: Target,
+        sent: Expected,
+        make_body: Callable[[], Body],
+        *,
+        resending: bool,
+    ) -> None:
+        entry = self.ledger.entry(claim_id)
+        assert entry is not None
+        if resending:
+            self._remove_partial(claim_id, target, sent, entry.owns_prearchive)
+        self.ledger.update(claim_id, self.wall(), state="uploading")
+        uris = self.client.upload(make_body, target)
+        prearchive = [
+            u for u in uris if u.startswith(f"/data/prearchive/projects/{target.project}/")
+        ]
+        if len(prearchive) != 1 or len(uris) != 1:
+            raise XnatRejectedError(
+                "xnat-unassigned",
+                f"XNAT filed the upload as {', '.join(uris)} instead of one session in project "
+                f"{target.project}. Ask the XNAT administrator to move or delete it.",
+            )
+        self.ledger.update(claim_id, self.wall(), state="uploaded", prearchive_uri=prearchive[0])
+
+    def withdraw_partial(self, claim_id: str) -> None:
+        """An upload of this claim broke off and the session will not be sent again (judged
+        anew and rejected): delete the partial prearchive session our upload created, so
+        nothing unjudged stays in XNAT. Raises the Xnat*Error types (the caller retries)."""
+        entry = self.ledger.entry(claim_id)
+        if entry is None or entry.state != "uploading" or not entry.owns_prearchive:
+            return
+        target = Target(entry.project, entry.subject, entry.label)
+        self._remove_partial(claim_id, target, Expected(entry.study_uid, ()), owned=True)
+        self.ledger.update(claim_id, self.wall(), state="claimed")
+
+    def _remove_partial(self, claim_id: str, target: Target, sent: Expected, owned: bool) -> None:
+        """Before sending again: delete what our broken-off upload left in the prearchive."""
+        rows = [
+            r
+            for r in self.client.find_prearchive(target.project, sent.study_uid)
+            if r.name == target.session
+        ]
+        for row in rows:
+            if not owned:
+                log.warning(
+                    "%s: not deleting %s: it existed before our upload", target.session, row.uri
+                )
+                continue
+            log.info(
+                "%s: deleting the partial prearchive session %s left by an earlier attempt",
+                target.session,
+                row.uri,
+            )
+            self.ledger.event(claim_id, self.wall(), "deleted-partial", row.uri)
+            self.client.delete_prearchive(row.uri)
+
+    def _verify_prearchive(
+        self, claim_id: str, uri: str, sent: Expected, merged: bool, owned: bool
+    ) -> None:
+        self.client.build(uri)
+        held = self.client.scan_counts(uri)
+        problem = count_problem(sent, held, merged=merged)
+        if problem:
+            note = ""
+            if owned:
+                self.ledger.event(claim_id, self.wall(), "deleted-mismatch", uri)
+                self.client.delete_prearchive(uri)
+                note = " The incomplete prearchive session was deleted; nothing was archived."
+            raise XnatRejectedError(
+                "count-mismatch",
+                f"XNAT does not hold what was sent ({problem}).{note} Drop the session again; if "
+                "it fails the same way, tell the XNAT administrator.",
+            )
+        self.ledger.update(claim_id, self.wall(), state="verified")
+
+    def _commit(self, claim_id: str, uri: str, target: Target, study_uid: str) -> None:
+        if self.config.destination == "prearchive":
+            self.ledger.update(claim_id, self.wall(), state="committed")  # built, READY for review
+            return
+        try:
+            archive_uri = self.client.commit(uri, overwrite=self.config.on_existing == "replace")
+        except XnatRejectedError as exc:
+            # The commit may have gone through just before a crash or a lost answer: then the
+            # prearchive session is gone and ours is in the archive.
+            found = [
+                a
+                for a in self.client.find_archived(target.project, target.session, study_uid)
+                if a.uid == study_uid
+            ]
+            if exc.status != 404 or len(found) != 1:
+                raise
+            archive_uri = found[0].uri
+        self.ledger.update(claim_id, self.wall(), state="committed", archive_uri=archive_uri)
+
+
+def _pairs(
+    archived: list[ArchivedRef], staged: list[PrearchiveRef]
+) -> list[tuple[ArchivedRef | None, PrearchiveRef | None]]:
+    return [(a, None) for a in archived] + [(None, p) for p in staged]
+
+
+def _describe(archived: ArchivedRef | None, staged: PrearchiveRef | None, base: str) -> str:
+    if archived is not None:
+        where = f"in the archive as {archived.label} of subject {archived.subject}"
+        return f"{where}: {base}{archived.uri}"
+    assert staged is not None
+    return f"in the prearchive as {staged.name} ({staged.status}): {base}{staged.uri}"

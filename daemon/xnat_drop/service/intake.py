@@ -1,0 +1,313 @@
+"""incoming/ as the loop sees it: session candidates, how long each has been quiet, which are
+ready to be claimed, and the empty folders left behind.
+
+Rescans walk incoming/ only (never done/ or failed/), at most every few seconds however many
+watcher events arrive. A folder is ready when consecutive looks find the same fingerprint for
+`settle_seconds` (and, in marker mode, its ready marker). A folder that is not ready within
+`max_settle_seconds` is reported once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xnat_drop.adapters.fs.filing import remove_empty_parents
+from xnat_drop.adapters.fs.tree import Layout, Stamp, find_sessions, folder_stamp, walk
+from xnat_drop.core.config import Config
+from xnat_drop.core.model import Fingerprint, Seen
+from xnat_drop.core.shown import shown_path
+from xnat_drop.core.stability import fingerprint, is_stable, observe, settles_at, waiting_for
+from xnat_drop.service.availability import duration
+
+log = logging.getLogger("xnat_drop.service")
+
+Relpath = tuple[str, ...]
+NEW_LOGGED = 20  # "new" lines per scan; a flood of folders gets one summary line after these
+LISTED = 100  # candidates listed in the status snapshot; the rest are counted
+BREATHE_EVERY = 2000  # candidates between calls of the scan's `breathe` (watchdog pings)
+_EMPTY = fingerprint(())
+LINK_REFUSED = (
+    "refused: a symbolic link, which xnat-drop never follows; put the real folder here instead"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Quiet:
+    """A folder whose candidates are all long empty: its stamp, and what they were."""
+
+    stamp: Stamp
+    seen: dict[Relpath, Seen]
+    bare: dict[Relpath, Stamp]
+
+
+class Intake:
+    """The session candidates below incoming/ and their settling, for one daemon."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.seen: dict[Relpath, Seen] = {}
+        self.only: set[Relpath] | None = None  # `run --once`: only what was there at the start
+        self.next_scan = 0.0
+        self._last_scan = float("-inf")
+        self._first_seen: dict[Relpath, float] = {}
+        self._alarmed: set[Relpath] = set()
+        self._empty_since: dict[Relpath, float] = {}
+        # Candidates with nothing at all in them, by their folder's own (inode, mtime, ctime):
+        # while that is unchanged they are still empty, and are not opened again.
+        self._bare: dict[Relpath, Stamp] = {}
+        self._next_full = 0.0  # polling: when long-empty folders are looked at again
+        self._quiet: dict[Relpath, _Quiet] = {}  # folders holding only long-empty candidates
+        self.blocked: dict[Relpath, str] = {}  # could not be claimed: why (for status)
+        self.links: tuple[Relpath, ...] = ()  # links in incoming/: refused, never followed
+
+    @property
+    def _marker(self) -> bool:
+        return bool(self.config.watch.ready_marker)
+
+    def scan(self, now: float, breathe: Callable[[], None] | None = None) -> None:
+        """Look at incoming/ again: fingerprint every candidate, forget vanished ones.
+
+        `breathe` is called every few thousand candidates (a flood of folders must not keep
+        the loop from pinging systemd's watchdog).
+        """
+        watch = self.config.watch
+        # Writers trigger events per block: rescanning at most every `gap` keeps a big copy
+        # from turning into a walk per write.
+        gap = min(2.0, watch.settle / 4)
+        if now - self._last_scan < gap:
+            self.next_scan = self._last_scan + gap  # come back as soon as allowed
+            return
+        self._last_scan = now
+        # Polling mode has no watcher: this rescan, every poll interval, is the one walk.
+        polling = watch.observer == "polling"
+        self.next_scan = now + (watch.poll_interval if polling else watch.rescan_interval)
+        incoming = self.config.paths.incoming
+        # Polling: folders that have stayed empty for a settle period are looked at only once
+        # per rescan interval (a copy into one then starts at most that much later), and a
+        # folder holding only such folders is not even listed while its own stamp is the same.
+        # Every other candidate is looked at every poll. With inotify a change wakes each scan.
+        full = not polling or now >= self._next_full
+        if full:
+            self._next_full = now + watch.rescan_interval
+        quiet = {} if full else {p: group.stamp for p, group in self._quiet.items()}
+        layout = find_sessions(incoming, len(self.config.routing.layout), quiet)
+        self._tidy(layout.empty, now)
+        current: dict[Relpath, Seen] = {}
+        bare: dict[Relpath, Stamp] = {}
+        for parent in layout.reused:
+            current.update(self._quiet[parent].seen)
+            bare.update(self._quiet[parent].bare)
+        new: list[Relpath] = []
+        for n, relpath in enumerate(layout.sessions):
+            if breathe is not None and n % BREATHE_EVERY == BREATHE_EVERY - 1:
+                breathe()
+            if self.only is not None and relpath not in self.only:
+                continue
+            previous = self.seen.get(relpath)
+            known = self._bare.get(relpath)
+            if previous is not None and known is not None:
+                if not full and now - previous.since >= watch.settle:
+                    current[relpath], bare[relpath] = previous, known  # long empty: not now
+                    continue
+                if _folder_stamp(incoming, relpath) == known:
+                    current[relpath], bare[relpath] = previous, known  # still nothing in it
+                    continue
+            folder_stamp = _folder_stamp(incoming, relpath)
+            found = self._fingerprint(incoming, relpath)
+            if found is None:  # nothing at all in it: cheap from now on
+                if folder_stamp is not None:
+                    bare[relpath] = folder_stamp
+                found = _EMPTY
+            current[relpath] = observe(previous, found, now)
+            if previous is None:
+                new.append(relpath)
+            if found.count:  # an empty folder is not stuck, only empty
+                self._alarm_if_stuck(relpath, current[relpath], now)
+        self._log_new(new)
+        self._quiet = {p: self._quiet[p] for p in layout.reused}
+        self._group_quiet(layout, current, bare, now)
+        self._refuse_links(layout.links)
+        if self.only is not None:
+            self.only &= set(current)
+        self.seen = current
+        self._bare = bare
+        self._first_seen = {r: t for r, t in self._first_seen.items() if r in current}
+        self.blocked = {r: why for r, why in self.blocked.items() if r in current}
+
+    def _group_quiet(
+        self,
+        layout: Layout,
+        current: dict[Relpath, Seen],
+        bare: dict[Relpath, Stamp],
+        now: float,
+    ) -> None:
+        """Remember the folders whose candidates are all long empty (see scan)."""
+        settle = self.config.watch.settle
+        members: dict[Relpath, list[Relpath]] = {}
+        for relpath in layout.sessions:
+            members.setdefault(relpath[:-1], []).append(relpath)
+        for parent, stamp in layout.parents:
+            group = members.get(parent, [])
+            if group and all(
+                r in bare and r in current and now - current[r].since >= settle for r in group
+            ):
+                self._quiet[parent] = _Quiet(
+                    stamp, {r: current[r] for r in group}, {r: bare[r] for r in group}
+                )
+
+    def _fingerprint(self, incoming: Path, relpath: Relpath) -> Fingerprint | None:
+        """The candidate's fingerprint, or None when it holds nothing at all."""
+        entries = [(e.relpath, e.size, e.mtime_ns) for e in walk(incoming.joinpath(*relpath))]
+        if not entries and not _has_anything(incoming.joinpath(*relpath)):
+            return None
+        return fingerprint(entries, self.config.watch.ready_marker)
+
+    def _refuse_links(self, links: tuple[Relpath, ...]) -> None:
+        """Say once per link found in incoming/ that it is not followed (and what to do)."""
+        fresh = sorted(set(links) - set(self.links))
+        for relpath in fresh[:NEW_LOGGED]:
+            log.error("incoming/%s: %s", shown_path(relpath), LINK_REFUSED)
+        if len(fresh) > NEW_LOGGED:
+            log.error("... and %d more symbolic links in incoming/", len(fresh) - NEW_LOGGED)
+        self.links = links
+
+    @staticmethod
+    def _log_new(new: list[Relpath]) -> None:
+        for relpath in new[:NEW_LOGGED]:
+            log.info("%s: new, waiting until it stops changing", shown_path(relpath))
+        if len(new) > NEW_LOGGED:
+            log.info(
+                "... and %d more new folders in incoming/ (xnat-drop status lists them)",
+                len(new) - NEW_LOGGED,
+            )
+
+    def ready(self, now: float) -> list[tuple[Relpath, Seen]]:
+        """Candidates that have settled and may be claimed now."""
+        settle = self.config.watch.settle
+        return [
+            (r, s)
+            for r, s in self.seen.items()
+            if is_stable(s, now, settle, needs_marker=self._marker)
+        ]
+
+    def taken(self, relpath: Relpath) -> None:
+        """The folder was claimed (or is gone): it is no longer a candidate."""
+        self.seen.pop(relpath, None)
+        self.blocked.pop(relpath, None)
+        if self.only is not None:
+            self.only.discard(relpath)
+        self._first_seen.pop(relpath, None)
+        self._alarmed.discard(relpath)
+
+    def try_later(self, relpath: Relpath, now: float, why: str = "") -> None:
+        """Claiming failed (a full disk, ...): wait another settle period before trying again.
+
+        `why` is shown by `status` until the folder is taken or gone.
+        """
+        seen = self.seen.get(relpath)
+        if seen is not None:
+            self.seen[relpath] = Seen(seen.fingerprint, now)
+        if why:
+            self.blocked[relpath] = why
+
+    def next_wake(self) -> float:
+        """The next time the loop must look: a rescan, or a candidate that will have settled."""
+        settle = self.config.watch.settle
+        times = [self.next_scan]
+        for seen in self.seen.values():
+            at = settles_at(seen, settle, needs_marker=self._marker)
+            if at is not None:
+                times.append(at)
+        return min(times)
+
+    def settling(self, at: Callable[[float], str | None]) -> list[dict[str, Any]]:
+        """The candidates for `status` (the first LISTED; `more` counts the rest): size, since
+        when unchanged, what each waits for. Folders with something in them come first."""
+        settle = self.config.watch.settle
+        found = []
+        ordered = sorted(
+            self.seen.items(), key=lambda item: (not item[1].fingerprint.count, item[0])
+        )
+        for relpath, seen in ordered[:LISTED]:
+            fp = seen.fingerprint
+            ready = settles_at(seen, settle, needs_marker=self._marker)
+            state = waiting_for(seen, needs_marker=self._marker)
+            if ready is not None:
+                state += f", taken at {at(ready)} if nothing changes"
+            if relpath in self._alarmed:
+                state = f"NOT READY for over {duration(self.config.watch.max_settle)}: {state}"
+            if relpath in self.blocked:
+                state = f"blocked: {self.blocked[relpath]}"
+            found.append(
+                {
+                    "session": shown_path(relpath),
+                    "files": fp.count,
+                    "bytes": fp.total_bytes,
+                    "since": at(seen.since),
+                    "state": state,
+                }
+            )
+        for relpath in self.links[:LISTED]:
+            found.append(
+                {
+                    "session": shown_path(relpath),
+                    "files": 0,
+                    "bytes": 0,
+                    "since": None,
+                    "state": LINK_REFUSED,
+                }
+            )
+        return found
+
+    def _alarm_if_stuck(self, relpath: Relpath, seen: Seen, now: float) -> None:
+        first = self._first_seen.setdefault(relpath, now)
+        if now - first < self.config.watch.max_settle or relpath in self._alarmed:
+            return
+        self._alarmed.add(relpath)
+        log.warning(
+            "%s: still not taken after %s (%s); is the copy stuck?",
+            shown_path(relpath),
+            duration(now - first),
+            waiting_for(seen, needs_marker=self._marker),
+        )
+
+    def _tidy(self, empty: tuple[Relpath, ...], now: float) -> None:
+        """Remove project/subject folders left empty once their sessions were claimed.
+
+        Only after they stayed empty for a settle period: a lab member may be about to copy
+        the next session into one.
+        """
+        settle = self.config.watch.settle
+        self._empty_since = {r: self._empty_since.get(r, now) for r in empty}
+        ripe = [r for r, since in self._empty_since.items() if now - since >= settle]
+        for relpath in remove_empty_parents(self.config.paths.incoming, ripe):
+            self._empty_since.pop(relpath, None)
+            log.debug("removed the empty folder incoming/%s", shown_path(relpath))
+
+    @property
+    def unlisted(self) -> int:
+        """Candidates (and links) `settling` leaves out."""
+        return max(0, len(self.seen) - LISTED) + max(0, len(self.links) - LISTED)
+
+
+def _folder_stamp(incoming: Path, relpath: Relpath) -> Stamp | None:
+    """A candidate's own stamp (changes deeper down do not show in it, which is why only
+    folders with nothing at all in them rely on it)."""
+    try:
+        return folder_stamp(os.lstat(incoming.joinpath(*relpath)))
+    except OSError:
+        return None
+
+
+def _has_anything(folder: Path) -> bool:
+    """True when `folder` holds any entry at all (an empty subfolder, junk, ...)."""
+    try:
+        with os.scandir(folder) as entries:
+            return next(entries, None) is not None
+    except OSError:
+        return True  # unreadable: not "bare", so it is looked at again every scan

@@ -1,0 +1,76 @@
+"""Inspect a folder and judge it: the one code path shared by the daemon and `xnat-drop check`.
+
+Keeping this in one place means the two can never disagree about a session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from xnat_drop.adapters.dicom.inspection import inspect, unknown_keywords
+from xnat_drop.adapters.workers import InspectionPool
+from xnat_drop.core.config import Config
+from xnat_drop.core.errors import ConfigError
+from xnat_drop.core.model import FileKind, Session, Verdict
+from xnat_drop.core.routing import route
+from xnat_drop.core.rules import evaluate
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    session: Session
+    verdict: Verdict
+
+
+def judge(
+    folder: Path,
+    relpath: tuple[str, ...],
+    config: Config,
+    pool: InspectionPool | None = None,
+    *,
+    progress: Callable[[], None] | None = None,
+) -> Judgement:
+    """Classify every file of `folder` (dropped at `relpath`), route it and apply the rules.
+
+    With a `pool`, a large session is read by its worker processes (same result, sooner).
+    `progress` is called often while the files are read (see inspect). Raises
+    SessionChangedError when the folder changes while it is read.
+    """
+    session = inspect(folder, relpath, config.dicom_keywords, pool, progress=progress)
+    marker = config.watch.ready_marker
+    if marker:  # the "copy finished" signal is the lab's, not data: never uploaded or judged
+        files = tuple(
+            replace(f, kind=FileKind.JUNK, header=None, note="the ready marker")
+            if f.path == marker
+            else f
+            for f in session.files
+        )
+        session = replace(session, files=files)
+    verdict = evaluate(session, config.rules, route(relpath, session, config.routing))
+    return Judgement(session, verdict)
+
+
+def check_keywords(config: Config) -> None:
+    """Raise ConfigError if a template or PHI tag names an attribute DICOM does not have."""
+    problems = []
+    for keyword in unknown_keywords(config.routing.dicom_keywords):
+        problems.append(f"routing: {{{keyword}}} in a template is not a DICOM keyword")
+    for keyword in unknown_keywords(config.rules.phi_tags):
+        problems.append(f"rules.phi_tags: {keyword!r} is not a DICOM keyword")
+    if problems:
+        raise ConfigError(problems, config.source)
+
+
+def relpath_for(folder: Path, incoming: Path, depth: int) -> tuple[str, ...]:
+    """Where `folder` sits for routing: below incoming/ if it lies inside it, else its last
+    `depth` path components (fewer if the path is shorter)."""
+    resolved = folder.resolve()
+    try:
+        parts = resolved.relative_to(incoming.resolve()).parts
+    except ValueError:
+        parts = ()
+    if parts:
+        return tuple(parts)
+    return tuple(resolved.parts[1:][-depth:]) or (resolved.name or "/",)

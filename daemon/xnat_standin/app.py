@@ -1,0 +1,337 @@
+"""The ``Emulator``: one XNAT stand-in with its state, HTTP server and auto-builder thread."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import socket
+import threading
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from . import pages
+from .auth import Auth
+from .faults import Fault, FaultBook
+from .pages import Reply
+from .records import ArchivedSession, PrearchiveSession, RequestRecord
+from .resources import DataApi
+from .server import EmulatorHTTPServer
+from .store import Store
+from .versions import XnatVersion
+
+log = logging.getLogger("xnat_standin")
+
+TWO_DAYS = 2 * 24 * 3600.0
+MAX_LOGGED_REQUESTS = 10_000
+
+
+class Emulator:
+    """A local XNAT stand-in over real HTTP on 127.0.0.1.
+
+    ``root`` holds the prearchive and archive folders. The state (projects, sessions, users)
+    lives in memory for the emulator's lifetime; ``stop()`` then ``start()`` keeps it and the
+    port, which lets a test take the server down and bring it back.
+
+    ``users`` maps names to passwords (default ``{"admin": "admin"}``); ``projects`` are
+    created with prearchive code 0 (use ``add_project`` for 4/5); ``version`` selects the
+    behaviour band (<= 1.8.2, 1.8.3-1.8.9, >= 1.8.10); ``idle_build_seconds`` is how long a
+    receiving session waits before the auto-builder builds it; ``session_timeout`` ends idle
+    HTTP sessions; ``max_failed_logins`` locks an account; ``port`` 0 picks a free port;
+    ``keep_uploads``, a folder, keeps each in-body import's bytes as ``upload-NNN.bin`` (for
+    tests that check exactly what a client sent).
+
+    ``fast=True`` is for benchmarks only: DICOM-zip entries are then parsed from memory by a
+    minimal header scanner and written straight into the prearchive (``fastpath``), so that a
+    large upload measures the client rather than the stand-in. The zip is read and refused
+    exactly as without it; off by default, and never for the tests of the importer itself.
+    ``headers_only=True`` (with ``fast``) stores each object only up to its header.
+    """
+
+    def __init__(
+        self,
+        root: Path | str,
+        *,
+        users: Mapping[str, str] | None = None,
+        projects: Iterable[str] = (),
+        version: str = "1.8.10",
+        idle_build_seconds: float = 300.0,
+        session_timeout: float = 900.0,
+        max_failed_logins: int = 20,
+        token_lifetime: float = TWO_DAYS,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        site_id: str = "XNAT",
+        keep_uploads: Path | str | None = None,
+        fast: bool = False,
+        headers_only: bool = False,
+    ) -> None:
+        self.root = Path(root)
+        self.version = XnatVersion.parse(version)
+        self.idle_build_seconds = idle_build_seconds
+        self.host = host
+        self._port = port
+        self._lock = threading.RLock()  # the one lock all emulator state shares
+        self.store = Store(self.root, self._lock)
+        self.auth = Auth(
+            dict(users) if users is not None else {"admin": "admin"},
+            self._lock,
+            session_timeout=session_timeout,
+            max_failed_logins=max_failed_logins,
+            token_lifetime=token_lifetime,
+        )
+        self.faults = FaultBook(self._lock)
+        if keep_uploads is not None:
+            Path(keep_uploads).mkdir(parents=True, exist_ok=True)
+        self.api = DataApi(
+            self.store,
+            self.auth,
+            self.version,
+            site_id,
+            None if keep_uploads is None else Path(keep_uploads),
+            fast=fast,
+            headers_only=fast and headers_only,
+        )
+        self.fast = fast
+        self._requests: list[RequestRecord] = []
+        self._server: EmulatorHTTPServer | None = None
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+        for project in projects:
+            self.store.add_project(project)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> Emulator:
+        """Bind and serve in background threads; returns self. Idempotent."""
+        if self._server is not None:
+            return self
+        server = EmulatorHTTPServer((self.host, self._port), self)
+        self._port = server.server_address[1]
+        self._server = server
+        self._stopping.clear()
+        self._threads = [
+            threading.Thread(
+                target=server.serve_forever,
+                kwargs={"poll_interval": 0.1},
+                name="xnat-emulator-http",
+                daemon=True,
+            ),
+            threading.Thread(
+                target=self._auto_build_loop, name="xnat-emulator-builder", daemon=True
+            ),
+        ]
+        for thread in self._threads:
+            thread.start()
+        log.info(
+            "XNAT stand-in %s listening on %s%s",
+            self.version.text,
+            self.url,
+            " (fast path for benchmarks: DICOM-zip entries are not fully parsed)"
+            if self.fast
+            else "",
+        )
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close every connection (the state and files stay)."""
+        server = self._server
+        if server is None:
+            return
+        self._stopping.set()
+        stopper = threading.Thread(target=server.shutdown, name="xnat-emulator-stop")
+        stopper.start()
+        # Wake the accept loop's select() now rather than after its poll interval.
+        address = (str(server.server_address[0]), self._port)  # Linux reaches 0.0.0.0 too
+        while stopper.is_alive():
+            with contextlib.suppress(OSError):
+                socket.create_connection(address, timeout=0.5).close()
+            stopper.join(0.01)
+        server.close_connections()
+        server.server_close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._server = None
+        self._threads = []
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._port == 0:
+            raise RuntimeError("the emulator has not been started")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. "http://127.0.0.1:8080" (no trailing slash)."""
+        return f"http://{self.host}:{self.port}"
+
+    def _auto_build_loop(self) -> None:
+        interval = min(1.0, max(0.05, self.idle_build_seconds / 5))
+        while not self._stopping.wait(interval):
+            try:
+                self.store.auto_build(self.idle_build_seconds)
+            except Exception:
+                log.exception("auto-build failed")
+
+    # -- configuration --------------------------------------------------------------------
+
+    def add_project(
+        self, project_id: str, prearchive_code: int = 0, *, aliases: Iterable[str] = ()
+    ) -> None:
+        """Create (or redefine) a project; prearchive code 0 manual, 4/5 auto-archive."""
+        self.store.add_project(project_id, prearchive_code, aliases)
+
+    def add_user(self, name: str, password: str) -> None:
+        self.auth.add_user(name, password)
+
+    def unlock_user(self, name: str) -> None:
+        """Clear a user's failed-login count (XNAT: an admin re-enables the account)."""
+        self.auth.unlock(name)
+
+    def issue_token(self, user: str) -> tuple[str, str]:
+        """A new alias token for ``user``: (alias, secret), usable as Basic credentials."""
+        token = self.auth.issue_token(user)
+        return token.alias, token.secret
+
+    def invalidate_token(self, alias: str) -> None:
+        self.auth.invalidate_token(alias)
+
+    def inject(self, fault: Fault) -> None:
+        self.faults.add(fault)
+
+    def clear_faults(self) -> None:
+        self.faults.clear()
+
+    def expire_sessions(self) -> None:
+        """End every HTTP session, as if all had timed out (cookies stop working)."""
+        self.auth.expire_sessions()
+
+    # -- inspection -----------------------------------------------------------------------
+
+    def prearchive(self) -> list[PrearchiveSession]:
+        return self.store.prearchive_snapshot()
+
+    def archive(self) -> list[ArchivedSession]:
+        return self.store.archive_snapshot()
+
+    def requests(self) -> list[RequestRecord]:
+        with self._lock:
+            return list(self._requests)
+
+    def clear_requests(self) -> None:
+        with self._lock:
+            self._requests.clear()
+
+    # -- called by the HTTP layer ---------------------------------------------------------
+
+    def record(self, record: RequestRecord) -> None:
+        with self._lock:
+            self._requests.append(record)
+            del self._requests[:-MAX_LOGGED_REQUESTS]
+
+    def new_temp_file(self) -> Path:
+        return self.store.temp_path()
+
+    def control(self, method: str, path: str, body: bytes) -> Reply:
+        """The ``/_emulator/`` API (no authentication; loopback only)."""
+        action = path.removeprefix("/_emulator").strip("/")
+        try:
+            data: Any = json.loads(body) if body.strip() else None
+        except ValueError:
+            return pages.json_reply({"error": "body is not JSON"}, 400)
+        try:
+            if (method, action) == ("GET", "state"):
+                return pages.json_reply(self.state())
+            if (method, action) == ("POST", "faults"):
+                self.inject(Fault.from_json(data))
+                return pages.json_reply({"faults": [f.as_json() for f in self.faults.pending()]})
+            if (method, action) == ("DELETE", "faults"):
+                self.clear_faults()
+                return pages.json_reply({"faults": []})
+            if (method, action) == ("POST", "expire-sessions"):
+                self.expire_sessions()
+                return pages.json_reply({"sessions": 0})
+            if (method, action) == ("POST", "projects"):
+                if not isinstance(data, dict) or not isinstance(data.get("id"), str):
+                    raise ValueError('expected {"id": "P", "prearchive_code": 0}')
+                self.add_project(
+                    data["id"],
+                    int(data.get("prearchive_code", 0)),
+                    aliases=[str(a) for a in data.get("aliases", [])],
+                )
+                return pages.json_reply({"projects": self._project_states()})
+            if (method, action) == ("POST", "users"):
+                if not isinstance(data, dict) or not {"name", "password"} <= set(data):
+                    raise ValueError('expected {"name": "u", "password": "p"}')
+                self.add_user(str(data["name"]), str(data["password"]))
+                return pages.json_reply({"users": "ok"})
+        except (TypeError, ValueError) as error:
+            return pages.json_reply({"error": str(error)}, 400)
+        return pages.json_reply({"error": f"no control endpoint {method} {path}"}, 404)
+
+    def state(self) -> dict[str, Any]:
+        """Everything a test may want to look at, as JSON-ready data."""
+        return {
+            "version": self.version.text,
+            "projects": self._project_states(),
+            "prearchive": [
+                {
+                    "project": s.project,
+                    "timestamp": s.timestamp,
+                    "folder": s.folder,
+                    "name": s.name,
+                    "subject": s.subject,
+                    "tag": s.tag,
+                    "status": s.status,
+                    "uri": s.uri,
+                    "prevent_auto_commit": s.prevent_auto_commit,
+                    "source": s.source,
+                    "scans": {k: list(v) for k, v in s.scans.items()},
+                }
+                for s in self.prearchive()
+            ],
+            "archive": [
+                {
+                    "project": s.project,
+                    "subject": s.subject,
+                    "label": s.label,
+                    "id": s.id,
+                    "uid": s.uid,
+                    "scans": {k: list(v) for k, v in s.scans.items()},
+                }
+                for s in self.archive()
+            ],
+            "requests": [
+                {
+                    "method": r.method,
+                    "path": r.path,
+                    "query": r.query,
+                    "status": r.status,
+                    "user_agent": r.user_agent,
+                    "user": r.user,
+                    "body_bytes": r.body_bytes,
+                }
+                for r in self.requests()
+            ],
+            "faults": [fault.as_json() for fault in self.faults.pending()],
+            "http_sessions": self.auth.session_count(),
+        }
+
+    def _project_states(self) -> list[dict[str, Any]]:
+        return [
+            {"id": p.id, "prearchive_code": p.prearchive_code, "aliases": list(p.aliases)}
+            for p in self.store.projects()
+        ]
