@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from xnat_drop.core import config as config_mod
+from xnat_drop.adapters import configfile
 from xnat_drop.core.config import parse
 from xnat_drop.core.errors import ConfigError
 from xnat_drop.core.model import Policy
@@ -24,7 +24,7 @@ def problems_of(data: dict[str, object]) -> list[str]:
 
 
 def test_example_config_loads_with_the_documented_defaults() -> None:
-    cfg = config_mod.load(EXAMPLE, env={})
+    cfg = configfile.load(EXAMPLE, env={})
     assert cfg.paths.incoming == Path("/srv/xnat-drop/incoming")
     assert cfg.paths.work == Path("/srv/xnat-drop/.work")
     assert cfg.xnat.url == "https://xnat.example.org"

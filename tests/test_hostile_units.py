@@ -173,7 +173,7 @@ def test_a_damaged_ledger_is_a_storage_error_not_a_traceback(tmp_path: Path) -> 
 def test_empty_folders_are_looked_at_with_one_lstat_once_they_are_known(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from xnat_drop.core.config import load
+    from xnat_drop.adapters.configfile import load
 
     root = tmp_path / "drop"
     (root / "incoming" / "P1" / "S01").mkdir(parents=True)

@@ -597,7 +597,7 @@ def test_progress_is_called_per_file_and_per_task(tmp_path: Path) -> None:
 
 
 def test_judge_passes_progress_on(tmp_path: Path) -> None:
-    from xnat_drop.core.config import load
+    from xnat_drop.adapters.configfile import load
     from xnat_drop.service.judge import judge
 
     secret = tmp_path / "secret"

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
+from xnat_drop.adapters import configfile
 from xnat_drop.adapters import credentials as creds
 from xnat_drop.adapters.xnat_api import XnatClient, connect
-from xnat_drop.core import config as config_mod
 from xnat_drop.service.loop import Clock, Service
 from xnat_standin import Emulator, Fault
 from xnat_standin.demo.samples import SeriesSpec, write_nifti, write_session
@@ -47,7 +47,7 @@ def clock() -> ManualClock:
 def service(drop: Drop, emulator: Emulator, clock: ManualClock) -> Service:
     drop.write_config(emulator.url, settle=SETTLE)
     env = dict(os.environ)
-    cfg = config_mod.load(drop.config, env)
+    cfg = configfile.load(drop.config, env)
 
     def connect() -> XnatClient:
         return XnatClient(cfg.xnat, creds.load(cfg.xnat.secret_file, env))
@@ -98,7 +98,7 @@ def test_claimed_only_after_settle_seconds_without_change(
 
 def make_service(drop: Drop, clock: ManualClock) -> Service:
     env = dict(os.environ)
-    cfg = config_mod.load(drop.config, env)
+    cfg = configfile.load(drop.config, env)
     svc = Service(
         cfg,
         connect=lambda: connect(cfg.xnat, env),
@@ -169,7 +169,7 @@ def test_sleep_hint_points_at_the_next_settle_time(
     drop: Drop, service: Service, clock: ManualClock
 ) -> None:
     drop.write_config(service.config.xnat.url, settle=SETTLE, rescan=60)
-    quiet = Service(config_mod.load(drop.config, {}), connect=service.connect, clock=service.clock)
+    quiet = Service(configfile.load(drop.config, {}), connect=service.connect, clock=service.clock)
     quiet.start()
     write_session(drop.incoming.joinpath(*REL), [SeriesSpec(1, "T1", images=1)])
     quiet.tick()
@@ -183,7 +183,7 @@ def test_work_folder_claims_survive_a_restart(
     emulator.inject(Fault(method="GET", path="/data/projects", status=503, times=0))
     drop.write_config(emulator.url, settle=SETTLE)
     env = dict(os.environ)
-    cfg = config_mod.load(drop.config, env)
+    cfg = configfile.load(drop.config, env)
 
     def connect() -> XnatClient:
         return XnatClient(cfg.xnat, creds.load(cfg.xnat.secret_file, env))

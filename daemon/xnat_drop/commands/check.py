@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from xnat_drop.adapters import configfile
 from xnat_drop.adapters.workers import InspectionPool
 from xnat_drop.adapters.xnat_api import connect
 from xnat_drop.core import config as config_mod
@@ -30,7 +31,7 @@ def run_check(config_path: Path, folders: Sequence[str], *, as_json: bool, serve
     exit code."""
     env = dict(os.environ)
     try:
-        cfg = config_mod.load(config_path, env)
+        cfg = configfile.load(config_path, env)
         check_keywords(cfg)
     except ConfigError as exc:
         print(f"xnat-drop check: configuration error: {exc}", file=sys.stderr)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from xnat_drop import __version__
+from xnat_drop.adapters import configfile
 from xnat_drop.adapters import credentials as creds
 from xnat_drop.adapters.fs import trust
 from xnat_drop.core import config as config_mod
@@ -124,7 +125,7 @@ def _config_option(p: argparse.ArgumentParser) -> None:
 
 def load_config(path: Path, env: Mapping[str, str]) -> Config:
     """The configuration at `path`; raises ConfigError."""
-    return config_mod.load(path, env)
+    return configfile.load(path, env)
 
 
 def setup_logging(level: str, env: Mapping[str, str] | None = None) -> None:

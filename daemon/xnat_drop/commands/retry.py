@@ -21,9 +21,9 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from xnat_drop.adapters import configfile
 from xnat_drop.adapters.fs.beneath import Dir, UnsafePathError
 from xnat_drop.adapters.fs.filing import REPORT_SUFFIXES, leave_force_marker
-from xnat_drop.core import config as config_mod
 from xnat_drop.core.shown import shown, shown_path
 
 HISTORY = ".history"
@@ -36,7 +36,7 @@ def run_retry(config_path: Path, folders: Sequence[str], *, every: bool, force: 
 
     Raises ConfigError (exit 78) for an unusable configuration.
     """
-    cfg = config_mod.load(config_path, dict(os.environ))
+    cfg = configfile.load(config_path, dict(os.environ))
     failed, incoming = cfg.paths.failed, cfg.paths.incoming
     if every:
         chosen = sorted(_failed_sessions(failed))

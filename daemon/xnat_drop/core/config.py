@@ -1,7 +1,7 @@
-"""The TOML configuration, read into frozen dataclasses.
+"""The configuration as frozen dataclasses, and `parse`, which builds them from parsed TOML.
 
 Every problem is collected and reported at once, each with its key path, so an operator fixes
-the file in one go. `parse` is pure; `load` reads the file.
+the file in one go. Pure: adapters/configfile.py reads the file.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +17,6 @@ from urllib.parse import urlsplit
 
 from xnat_drop.core.errors import ConfigError
 from xnat_drop.core.model import Policy
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
 DEFAULT_PATH = Path("/etc/xnat-drop/config.toml")
 LABELS = ("project", "subject", "session")
@@ -336,23 +330,6 @@ def parse(
     if problems or paths is None or xnat is None:
         raise ConfigError(problems or ["configuration incomplete"], source)
     return Config(paths, watch, xnat, routing, rules, retry, log_level, source, stop_timeout)
-
-
-def load(path: Path, env: Mapping[str, str]) -> Config:
-    """Read and parse the TOML file at `path`. Raises ConfigError (also for unreadable files)."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(
-            [f"cannot read the configuration file: {exc.strerror}"], str(path)
-        ) from exc
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ConfigError([f"the file is not UTF-8 text: {exc}"], str(path)) from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"TOML syntax error: {exc}"], str(path)) from exc
-    return parse(data, base=path.resolve().parent, env=env, source=str(path))
 
 
 def _parse_paths(t: _Table, base: Path, env: Mapping[str, str]) -> PathsConfig | None:

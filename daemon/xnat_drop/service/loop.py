@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from xnat_drop import __version__
+from xnat_drop.adapters import configfile
 from xnat_drop.adapters import credentials as creds
 from xnat_drop.adapters.fs import claims as store
 from xnat_drop.adapters.fs import filing, trust
@@ -33,7 +34,6 @@ from xnat_drop.adapters.ledger import Ledger
 from xnat_drop.adapters.systemd_api import Notifier
 from xnat_drop.adapters.watcher import Watcher
 from xnat_drop.adapters.workers import InspectionPool
-from xnat_drop.core import config as config_mod
 from xnat_drop.core.backoff import backoff
 from xnat_drop.core.config import Config
 from xnat_drop.core.errors import (
@@ -497,7 +497,7 @@ class Service:
         self.notifier.reloading()
         source = Path(self.config.source)
         try:
-            new = config_mod.load(source, self.env)
+            new = configfile.load(source, self.env)
             check_keywords(new)
         except ConfigError as exc:
             log.error(

@@ -16,9 +16,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from xnat_drop.adapters import configfile
 from xnat_drop.adapters.xnat_api import XnatClient, connect
 from xnat_drop.commands.cli import setup_logging
-from xnat_drop.core import config as config_mod
 from xnat_drop.service.loop import Service
 from xnat_standin import Emulator
 
@@ -61,7 +61,7 @@ def _demo(base: Path) -> int:
         print(f"\nDrop tree {drop}; XNAT stand-in at {emu.url}\n")
 
         env = dict(os.environ)
-        cfg = config_mod.load(config_path, env)
+        cfg = configfile.load(config_path, env)
 
         def connect_xnat() -> XnatClient:
             return connect(cfg.xnat, env)
