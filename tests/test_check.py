@@ -468,11 +468,11 @@ def test_json_has_exactly_the_promised_shape(lib: Library, default_run: Run) -> 
             and all(isinstance(v, str) and v for v in target.values())
         )
         for violation in item["violations"]:
-            assert list(violation) == ["rule", "policy", "path", "detail"]
+            assert list(violation) == ["rule", "policy", "subject", "message", "files"]
             assert violation["rule"] in RULE_IDS
             assert violation["policy"] in ("reject", "exclude")
-            assert isinstance(violation["path"], str) and violation["path"]
-            assert isinstance(violation["detail"], str) and violation["detail"].endswith(".")
+            assert isinstance(violation["subject"], str) and violation["subject"]
+            assert isinstance(violation["message"], str) and violation["message"].endswith(".")
         assert item["accepted"] == (
             target is not None
             and item["upload_files"] > 0
@@ -605,7 +605,7 @@ def test_names_that_are_not_utf8_are_printed_not_a_crash(tmp_path: Path) -> None
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     [verdict] = json.loads(result.stdout)["folders"]
     assert os.fsencode(verdict["folder"]) == os.fsencode(session)
-    assert [(v["rule"], os.fsencode(v["path"])) for v in verdict["violations"]] == [
+    assert [(v["rule"], os.fsencode(v["subject"])) for v in verdict["violations"]] == [
         ("bad-label", os.fsencode("session “") + b"M\xfcller" + os.fsencode("”")),
         ("non-dicom", b"notes_\xe9t\xe9.txt"),
     ]
@@ -621,10 +621,10 @@ def assert_files_rejected(verdict: Verdict, rule: str, paths: set[str]) -> None:
     """Every violation is `rule`, rejecting, one per file, and its detail names the file."""
     assert not verdict["accepted"]
     assert rules(verdict) == [rule] * len(paths), verdict["violations"]
-    assert {v["path"] for v in verdict["violations"]} == paths
+    assert {v["subject"] for v in verdict["violations"]} == paths
     for violation in verdict["violations"]:
         assert violation["policy"] == "reject"
-        assert f"“{violation['path']}”" in violation["detail"]
+        assert f"“{violation['subject']}”" in violation["message"]
     assert verdict["upload_files"] == BASE_FILES and verdict["excluded_files"] == 0
 
 
@@ -650,7 +650,7 @@ def dcm2niix_paths(lib: Library) -> set[str]:
 def test_nifti_rejects_nibabel_images_by_content_and_name(default_run: Run) -> None:
     verdict = default_run["nifti-nibabel"]
     assert_files_rejected(verdict, "nifti", NIFTI_PATHS)
-    details = {v["path"]: v["detail"] for v in verdict["violations"]}
+    details = {v["subject"]: v["message"] for v in verdict["violations"]}
     assert "NIfTI-1 image, magic “n+1”" in details["IM0099"]  # no extension: by content
     assert "NIfTI-2" in details["row_major.dconn.nii"]
     assert "Analyze 7.5" in details["analyze.hdr"] and "pair" in details["analyze.img"]
@@ -660,7 +660,7 @@ def test_nifti_rejects_nibabel_images_by_content_and_name(default_run: Run) -> N
 def test_nifti_rejects_dcm2niix_output_and_side_cars(lib: Library, default_run: Run) -> None:
     verdict = default_run["nifti-dcm2niix"]
     assert_files_rejected(verdict, "nifti", dcm2niix_paths(lib))
-    details = {v["path"]: v["detail"] for v in verdict["violations"]}
+    details = {v["subject"]: v["message"] for v in verdict["violations"]}
     assert "ConversionSoftware “dcm2niix”" in details["nifti/dwi.json"]
     assert "b-value" in details["nifti/dwi.bval"]
 
@@ -678,7 +678,7 @@ def test_nifti_rejects_dcm2niix_mgh_jnifti_nrrd_and_nibabel_mgz_by_content_and_n
         "nrrd/dwi.nrrd",
     } <= written
     verdict = default_run["nifti-other-writers"]
-    found = {v["path"]: (v["rule"], v["detail"]) for v in verdict["violations"]}
+    found = {v["subject"]: (v["rule"], v["message"]) for v in verdict["violations"]}
     assert {path: rule for path, (rule, _) in found.items()} == dict.fromkeys(written, "nifti")
     assert_files_rejected(verdict, "nifti", written)
     assert "MGH" in found["renamed/dwi_mgh"][1] and "MGH" in found["fs/T1_uint16.mgz"][1]
@@ -687,7 +687,7 @@ def test_nifti_rejects_dcm2niix_mgh_jnifti_nrrd_and_nibabel_mgz_by_content_and_n
 
 def test_nifti_rejects_both_halves_of_a_detached_nrrd(default_run: Run) -> None:
     verdict = default_run["nrrd-detached"]
-    assert {v["path"]: v["rule"] for v in verdict["violations"]}["nrrd/dwi.raw.gz"] == "nifti"
+    assert {v["subject"]: v["rule"] for v in verdict["violations"]}["nrrd/dwi.raw.gz"] == "nifti"
 
 
 def test_nifti_accepts_real_dicom_from_four_vendors_and_formats(default_run: Run) -> None:
@@ -708,10 +708,10 @@ def test_derived_series_rejects_real_derived_objects(default_run: Run) -> None:
     assert not verdict["accepted"]
     assert rules(verdict) == ["derived-series"] * len(DERIVED_REAL)  # no mixed-studies on top
     for name, words in DERIVED_REAL.items():
-        [violation] = [v for v in verdict["violations"] if f"“{name}”" in v["detail"]]
+        [violation] = [v for v in verdict["violations"] if f"“{name}”" in v["message"]]
         assert violation["policy"] == "reject"
-        assert violation["path"].startswith("series"), violation
-        assert words in violation["detail"], (name, violation["detail"])
+        assert violation["subject"].startswith("series"), violation
+        assert words in violation["message"], (name, violation["message"])
     assert verdict["upload_files"] == BASE_FILES + len(DERIVED_REAL)
 
 
@@ -719,9 +719,9 @@ def test_derived_series_rejects_mr700_projection_of_its_own_study(default_run: R
     verdict = default_run["derived-mr700"]
     [violation] = verdict["violations"]
     assert violation["rule"] == "derived-series" and violation["policy"] == "reject"
-    assert violation["path"].startswith("series 700 “ANGIO Projected")
-    assert "7 files, e.g. “MR700/MR700_4467.dcm”" in violation["detail"]
-    assert "Delete the folder “MR700”" in violation["detail"]
+    assert violation["subject"].startswith("series 700 “ANGIO Projected")
+    assert "7 files, e.g. “MR700/MR700_4467.dcm”" in violation["message"]
+    assert "Delete the folder “MR700”" in violation["message"]
 
 
 def test_derived_series_rejects_highdicom_sc_and_seg_in_the_same_study(
@@ -731,7 +731,7 @@ def test_derived_series_rejects_highdicom_sc_and_seg_in_the_same_study(
     studies = {pydicom.dcmread(p).StudyInstanceUID for p in folder.glob("*.dcm")}
     assert studies == {STUDY_133_UID}  # one study: only the derived rule can catch them
     verdict = default_run["derived-highdicom"]
-    paths = {v["path"]: v["detail"] for v in verdict["violations"]}
+    paths = {v["subject"]: v["message"] for v in verdict["violations"]}
     assert rules(verdict) == ["derived-series", "derived-series"]
     assert "“screenshot.dcm”" in paths["series 90"] and "Secondary Capture" in paths["series 90"]
     assert "“lesion_seg.dcm”" in paths["series 91"] and "Segmentation" in paths["series 91"]
@@ -741,11 +741,11 @@ def test_derived_series_rejects_moco_and_ge_adc_but_keeps_uni_and_fat_sat(
     default_run: Run,
 ) -> None:
     verdict = default_run["derived-generated"]
-    assert [(v["rule"], v["path"]) for v in verdict["violations"]] == [
+    assert [(v["rule"], v["subject"]) for v in verdict["violations"]] == [
         ("derived-series", "series 6 “MoCoSeries”"),
         ("derived-series", "series 7 “Ax_DWI_ASSET_ADC”"),
     ]
-    moco, adc = (v["detail"] for v in verdict["violations"])
+    moco, adc = (v["message"] for v in verdict["violations"])
     assert "ImageType (0008,0008) contains MOCO" in moco and "“06_MoCoSeries/IM0001.dcm”" in moco
     assert "SeriesDescription (0008,103E) “Ax_DWI_ASSET_ADC” matches" in adc
 
@@ -783,7 +783,7 @@ NON_DICOM_PATHS = {
 def test_non_dicom_rejects_every_other_file(default_run: Run) -> None:
     verdict = default_run["non-dicom"]
     assert_files_rejected(verdict, "non-dicom", NON_DICOM_PATHS)
-    details = {v["path"]: v["detail"] for v in verdict["violations"]}
+    details = {v["subject"]: v["message"] for v in verdict["violations"]}
     assert "unpack it" in details["series.zip"] and "zip archive" in details["series.zip"]
     assert "gzip-compressed" in details["philips_mprage.dcm.gz"]
     assert "a text file" in details["scan notes.txt"]
@@ -811,7 +811,7 @@ UNREADABLE_PATHS = {
 def test_unreadable_dicom_rejects_truncated_and_incomplete_files(default_run: Run) -> None:
     verdict = default_run["unreadable"]
     assert_files_rejected(verdict, "unreadable-dicom", UNREADABLE_PATHS)
-    details = {v["path"]: v["detail"] for v in verdict["violations"]}
+    details = {v["subject"]: v["message"] for v in verdict["violations"]}
     assert "cut short by 62 bytes" in details["MR_truncated.dcm"]
     assert "cut short by 100 bytes" in details["tail_cut.dcm"]
     assert "compressed image data" in details["j2k_cut.dcm"]
@@ -838,14 +838,14 @@ def test_mixed_studies_rejects_the_real_mr2_folder(lib: Library, default_run: Ru
     assert len(studies) == 3  # pydicom's dicomdirtests MR2 really mixes three studies
     verdict = default_run["mixed-studies"]
     [violation] = verdict["violations"]
-    assert (violation["rule"], violation["policy"], violation["path"]) == (
+    assert (violation["rule"], violation["policy"], violation["subject"]) == (
         "mixed-studies",
         "reject",
         "3 studies",
     )
     for uid in studies:
-        assert uid in violation["detail"]
-    assert "e.g. “MR2_" in violation["detail"]
+        assert uid in violation["message"]
+    assert "e.g. “MR2_" in violation["message"]
     # exclude policies do not apply: still rejected
     assert not verdict["accepted"]
 
@@ -868,14 +868,14 @@ def test_no_dicom_rejects_converted_only_and_junk_only(
     written = len(list(lib["converted-only"].iterdir()))
     assert rules(converted) == ["nifti"] * written + ["no-dicom"]
     no_dicom = converted["violations"][-1]
-    assert no_dicom["path"] == "P1/S01/converted-only" and no_dicom["policy"] == "reject"
-    assert "no DICOM images" in no_dicom["detail"]
+    assert no_dicom["subject"] == "P1/S01/converted-only" and no_dicom["policy"] == "reject"
+    assert "no DICOM images" in no_dicom["message"]
     junk_only = default_run["junk-only"]
     assert rules(junk_only) == ["no-dicom"] and junk_only["upload_files"] == 0
     # excluding the converted files leaves nothing: still rejected, and said why
     excluded = exclude_run["converted-only"]
     assert not excluded["accepted"] and excluded["excluded_files"] == written
-    assert rules(excluded)[-1] == "no-dicom" and "left out" in excluded["violations"][-1]["detail"]
+    assert rules(excluded)[-1] == "no-dicom" and "left out" in excluded["violations"][-1]["message"]
 
 
 def test_no_dicom_accepts_a_single_file_session(default_run: Run) -> None:
@@ -887,13 +887,13 @@ def test_bad_label_rejects_a_folder_named_with_a_space(default_run: Run) -> None
     verdict = default_run["S01 MR1"]
     assert verdict["target"] is None and not verdict["accepted"]
     [violation] = verdict["violations"]
-    assert (violation["rule"], violation["policy"], violation["path"]) == (
+    assert (violation["rule"], violation["policy"], violation["subject"]) == (
         "bad-label",
         "reject",
         "session “S01 MR1”",
     )
-    assert "contains a space" in violation["detail"]
-    assert "Rename the folder (for example to “S01_MR1”)" in violation["detail"]
+    assert "contains a space" in violation["message"]
+    assert "Rename the folder (for example to “S01_MR1”)" in violation["message"]
 
 
 def test_bad_label_accepts_valid_labels(default_run: Run) -> None:
@@ -905,12 +905,12 @@ def test_bad_label_accepts_valid_labels(default_run: Run) -> None:
 def test_duplicate_instance_rejects_a_different_file_with_the_same_uid(default_run: Run) -> None:
     verdict = default_run["dup-conflict"]
     [violation] = verdict["violations"]
-    assert (violation["rule"], violation["policy"], violation["path"]) == (
+    assert (violation["rule"], violation["policy"], violation["subject"]) == (
         "duplicate-instance",
         "reject",
         f"SOP Instance UID {MR1_4919_SOP}",
     )
-    assert "“MR1_4919.dcm”, “reexport/MR1_4919.dcm”" in violation["detail"]
+    assert "“MR1_4919.dcm”, “reexport/MR1_4919.dcm”" in violation["message"]
 
 
 def test_duplicate_instance_accepts_an_identical_copy_sent_once(default_run: Run) -> None:
@@ -965,13 +965,13 @@ def test_phi_rejects_identifying_values_and_never_repeats_them(
             assert value not in output
     found = verdicts(result)
     mr, siemens, philips, clean, clean_dti = (found[str(f)] for f in folders)
-    assert [(v["rule"], v["policy"], v["path"]) for v in mr["violations"]] == [
+    assert [(v["rule"], v["policy"], v["subject"]) for v in mr["violations"]] == [
         ("phi", "reject", "PatientName")
     ]
-    assert "4 files, e.g. “MR1_4919.dcm”" in mr["violations"][0]["detail"]
-    assert "subject label “S01”" in mr["violations"][0]["detail"]
+    assert "4 files, e.g. “MR1_4919.dcm”" in mr["violations"][0]["message"]
+    assert "subject label “S01”" in mr["violations"][0]["message"]
     # only the two plain nibabel files carry the name; the gunzipped pair is already blank
-    assert [(v["path"], v["detail"].split(")")[0]) for v in siemens["violations"]] == [
+    assert [(v["subject"], v["message"].split(")")[0]) for v in siemens["violations"]] == [
         ("PatientName", "PatientName is filled in (2 files, e.g. “dti_0.dcm”"),
         ("PatientBirthDate", "PatientBirthDate is filled in (2 files, e.g. “dti_0.dcm”"),
     ]
@@ -989,7 +989,7 @@ def test_phi_tags_are_configurable(lib: Library, tmp_path: Path) -> None:
     )
     result = check(config, lib["mr-clean"])
     [violation] = verdicts(result)[str(lib["mr-clean"])]["violations"]
-    assert (violation["rule"], violation["path"]) == ("phi", "PatientID")
+    assert (violation["rule"], violation["subject"]) == ("phi", "PatientID")
     assert "98890234" not in result.stdout  # the PatientID of the real files
 
 
@@ -1022,8 +1022,8 @@ def test_routing_from_dicom_comments_and_study_description(tmp_path: Path) -> No
     assert all(found[str(f)]["accepted"] for f in (comments, described, plain))
     ambiguous = found[str(disagree)]
     assert ambiguous["target"] is None and rules(ambiguous) == ["bad-label"]
-    assert ambiguous["violations"][0]["path"] == "subject (ambiguous)"
-    assert "“S77”, “S78”" in ambiguous["violations"][0]["detail"]
+    assert ambiguous["violations"][0]["subject"] == "subject (ambiguous)"
+    assert "“S77”, “S78”" in ambiguous["violations"][0]["message"]
     # with the default order the folder names come first and the comments are not used
     default = write_config(tmp_path / "default.toml", tmp_path / "drop")
     [verdict] = verdicts(check(default, comments)).values()
@@ -1058,7 +1058,10 @@ def test_routing_from_templates_over_real_headers(tmp_path: Path) -> None:
     assert found[str(mr)]["accepted"] and found[str(ct)]["accepted"]
     bad = found[str(disagree)]
     assert bad["target"] is None
-    assert [v["path"] for v in bad["violations"]] == ["subject (ambiguous)", "session (ambiguous)"]
+    assert [v["subject"] for v in bad["violations"]] == [
+        "subject (ambiguous)",
+        "session (ambiguous)",
+    ]
 
 
 def test_sanitize_labels_maps_like_xnat_and_only_what_xnat_maps(tmp_path: Path) -> None:
@@ -1069,7 +1072,9 @@ def test_sanitize_labels_maps_like_xnat_and_only_what_xnat_maps(tmp_path: Path) 
         copy_study(folder)
     plain = write_config(tmp_path / "plain.toml", tmp_path / "drop")
     before = verdicts(check(plain, space, dotted, bang))
-    assert [[v["path"] for v in before[str(f)]["violations"]] for f in (space, dotted, bang)] == [
+    assert [
+        [v["subject"] for v in before[str(f)]["violations"]] for f in (space, dotted, bang)
+    ] == [
         ["session “S01 MR1”"],
         ["subject “S 02”", "session “S02.MR1”"],
         ["session “S01!MR1”"],
@@ -1088,8 +1093,8 @@ def test_sanitize_labels_maps_like_xnat_and_only_what_xnat_maps(tmp_path: Path) 
         "session": "S02_MR1",
     }
     [violation] = found[str(bang)]["violations"]
-    assert (violation["rule"], violation["path"]) == ("bad-label", "session “S01!MR1”")
-    assert "contains “!”" in violation["detail"]
+    assert (violation["rule"], violation["subject"]) == ("bad-label", "session “S01!MR1”")
+    assert "contains “!”" in violation["message"]
 
 
 def test_routing_below_incoming_uses_the_path_below_incoming(tmp_path: Path) -> None:
@@ -1106,7 +1111,7 @@ def test_routing_below_incoming_uses_the_path_below_incoming(tmp_path: Path) -> 
     # trailing components would have made "incoming" the project; below incoming it is missing
     short = found[str(shallow)]
     assert short["target"] is None
-    assert [v["path"] for v in short["violations"]] == ["project (missing)"]
+    assert [v["subject"] for v in short["violations"]] == ["project (missing)"]
 
 
 # -- links and special files -----------------------------------------------------------------
@@ -1204,13 +1209,13 @@ def test_unsafe_file_links_and_fifos_are_reported_and_never_followed_or_opened(
     assert "OUTSIDE" not in result.stdout + result.stderr
     [verdict] = verdicts(result).values()
     assert not verdict["accepted"] and verdict["upload_files"] == BASE_FILES
-    unsafe = {v["path"]: v for v in verdict["violations"]}
+    unsafe = {v["subject"]: v for v in verdict["violations"]}
     assert set(unsafe) == {"link.dcm", "pipe.dcm", "series", "same.dcm", "IM0099.dcm"}
     assert rules(verdict) == ["unsafe-file"] * 5
     for path, violation in unsafe.items():
-        assert violation["policy"] == "reject" and f"“{path}”" in violation["detail"]
+        assert violation["policy"] == "reject" and f"“{path}”" in violation["message"]
         words = "a named pipe (FIFO)" if path == "IM0099.dcm" else "a symbolic link"
-        assert words in violation["detail"] and "never follows or opens" in violation["detail"]
+        assert words in violation["message"] and "never follows or opens" in violation["message"]
     # unsafe-file always rejects, whatever the other rules' policies
     [excluded] = verdicts(check(exclude, session, timeout=30)).values()
     assert not excluded["accepted"] and {v["policy"] for v in excluded["violations"]} == {"reject"}
@@ -1255,12 +1260,12 @@ def test_unknown_project_from_the_server_and_nothing_for_a_known_one(
     bad = found[str(unknown)]
     assert not bad["accepted"] and bad["upload_files"] == BASE_FILES
     [violation] = bad["violations"]
-    assert (violation["rule"], violation["policy"], violation["path"]) == (
+    assert (violation["rule"], violation["policy"], violation["subject"]) == (
         "unknown-project",
         "reject",
         "project “NOPE”",
     )
-    assert "Unassigned" in violation["detail"]
+    assert "Unassigned" in violation["message"]
     # only looked: nothing was sent
     assert emulator.prearchive() == [] and emulator.archive() == []
     assert not [r for r in emulator.requests() if "/services/import" in r.path]
@@ -1316,7 +1321,7 @@ def test_daemon_and_check_agree_on_a_rejected_session(
     report = json.loads(failed.with_name("S01_MR1.report.json").read_text())
     assert report["outcome"] == "failed"
     assert [(v["rule"], v["policy"], v["subject"], v["message"]) for v in report["violations"]] == [
-        (v["rule"], v["policy"], v["path"], v["detail"]) for v in verdict["violations"]
+        (v["rule"], v["policy"], v["subject"], v["message"]) for v in verdict["violations"]
     ]
     assert report["target"] == verdict["target"]
     assert emulator.prearchive() == []

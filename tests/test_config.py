@@ -12,6 +12,7 @@ from xnat_drop.adapters import configfile
 from xnat_drop.core.config import parse
 from xnat_drop.core.errors import ConfigError
 from xnat_drop.core.model import Policy
+from xnat_drop.core.options import OPTIONS
 
 EXAMPLE = Path(__file__).parent.parent / "etc" / "xnat-drop.toml"
 MINIMAL = {"paths": {"root": "/srv/drop"}, "xnat": {"url": "https://xnat.example.org"}}
@@ -45,47 +46,7 @@ def test_example_config_loads_with_the_documented_defaults() -> None:
 def test_example_documents_every_key() -> None:
     """Each key the parser knows appears in the example (set or commented)."""
     text = EXAMPLE.read_text()
-    keys = [
-        "root",
-        "incoming",
-        "done",
-        "failed",
-        "work",
-        "state_dir",
-        "observer",
-        "poll_interval_seconds",
-        "rescan_seconds",
-        "settle_seconds",
-        "url",
-        "secret_file",
-        "verify_tls",
-        "ca_bundle",
-        "connect_timeout_seconds",
-        "read_timeout_seconds",
-        "allow_plain_http",
-        "layout",
-        "project",
-        "subject",
-        "nifti",
-        "derived-series",
-        "non-dicom",
-        "unreadable-dicom",
-        "extra_derived_markers",
-        "first_delay_seconds",
-        "max_delay_seconds",
-        "level",
-        "order",
-        "session",
-        "project_template",
-        "subject_template",
-        "session_template",
-        "sanitize_labels",
-        "phi",
-        "phi_tags",
-        "derived_description_patterns",
-        "keep_image_types",
-        "keep_description_patterns",
-    ]
+    keys = [option.name for option in OPTIONS]
     for key in keys:
         assert f"{key} = " in text, key
 

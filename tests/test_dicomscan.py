@@ -1,10 +1,10 @@
 """dicomscan.py (the fast header reader) against pydicom: the same FileFacts, file for file.
 
-Every comparison reads the same file twice, with `_Reader(fast=False)` (pydicom only, as before
-dicomscan) and `_Reader()` (dicomscan where it is sure, pydicom otherwise), and asks for equal
-FileFacts: kind, note, header. Warnings are errors in this test suite but not in the daemon,
-and pydicom's answer can depend on that (a warning becomes an exception), so the library
-files and the crafted ones are compared in both settings.
+Every comparison reads the same file twice, with `FileClassifier(fast=False)` (pydicom only, as
+before dicomscan) and `FileClassifier()` (dicomscan where it is sure, pydicom otherwise), and
+asks for equal FileFacts: kind, note, header. Warnings are errors in this test suite but not in
+the daemon, and pydicom's answer can depend on that (a warning becomes an exception), so the
+library files and the crafted ones are compared in both settings.
 
 The files: every DICOM file of pydicom's test set (with dicomdirtests), of pydicom-data and of
 nibabel's nicom data, sessions from the demo's sample writer and from both benchmarks'
@@ -33,8 +33,9 @@ from pydicom.filereader import ENCODED_VR, data_element_generator
 from pydicom.uid import UID
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
-from xnat_drop.adapters.dicom import dicomscan
+from xnat_drop.adapters.dicom import dicomscan, openfile, plainheader
 from xnat_drop.adapters.dicom import inspection as inspect_module
+from xnat_drop.adapters.dicom.fileclassifier import FileClassifier
 from xnat_drop.adapters.fs.beneath import Beneath, Dir
 from xnat_drop.core.model import FileFacts, FileKind
 from xnat_standin.demo.samples import SECONDARY_CAPTURE, SeriesSpec, write_session
@@ -68,9 +69,7 @@ MR = b"1.2.840.10008.5.1.4.1.1.4"
 EXPLICIT = b"1.2.840.10008.1.2.1"
 
 
-def classify_with(
-    reader: inspect_module._Reader, path: Path, keywords: tuple[str, ...] = ()
-) -> FileFacts:
+def classify_with(reader: FileClassifier, path: Path, keywords: tuple[str, ...] = ()) -> FileFacts:
     """`reader`'s facts of the file at `path` (opened through its folder, as inspect does)."""
     with Dir.open(path.parent) as folder, Beneath(folder) as files:
         return reader.classify(files, path.name, path.name, frozenset(), keywords)
@@ -78,8 +77,8 @@ def classify_with(
 
 def read_both(path: Path, keywords: tuple[str, ...] = ()) -> tuple[FileFacts, FileFacts, bool]:
     """(pydicom's facts, the fast reader's facts, whether dicomscan read the header)."""
-    slow = inspect_module._Reader(fast=False)
-    fast = inspect_module._Reader()
+    slow = FileClassifier(fast=False)
+    fast = FileClassifier()
     assert fast.fast, "the fast path is off: pydicom's settings changed?"
     expected = classify_with(slow, path, keywords)
     found = classify_with(fast, path, keywords)
@@ -205,8 +204,8 @@ def test_benchmark_sessions_read_the_same(tmp_path: Path, monkeypatch: pytest.Mo
         paths = sorted(folder.rglob("*.dcm"))
         relpaths = [str(p.relative_to(folder)) for p in paths]
         for keywords in ((), KEYWORDS):
-            slow = inspect_module._Reader(fast=False)
-            fast = inspect_module._Reader()
+            slow = FileClassifier(fast=False)
+            fast = FileClassifier()
             with Dir.open(folder) as root, Beneath(root) as files:
                 expected = [slow.classify(files, r, r, frozenset(), keywords) for r in relpaths]
                 found = [fast.classify(files, r, r, frozenset(), keywords) for r in relpaths]
@@ -434,10 +433,10 @@ def test_character_sets(tmp_path: Path, charset: bytes, name: bytes) -> None:
 
 
 def test_ascii_charsets_decode_ascii_as_ascii() -> None:
-    """The character sets inspect.py lets dicomscan read: pydicom decodes printable ASCII
+    """The character sets plainheader.py lets dicomscan read: pydicom decodes printable ASCII
     unchanged under each, for every text VR it decodes with the character set."""
     text = bytes(range(0x20, 0x7F))
-    for charset in inspect_module._ASCII_CHARSETS:
+    for charset in plainheader.ASCII_CHARSETS:
         encodings = convert_encodings(charset.decode() or None)
         assert decode_bytes(text, encodings, set()) == text.decode(), charset
 
@@ -612,7 +611,7 @@ def test_headers_around_the_first_read(tmp_path: Path, whole: bool) -> None:
     path = tmp_path / "h.dcm"
     base = part10(dataset(), pixels=b"")
     for pad in range(-40, 40, 2):
-        size = inspect_module.HEAD_READ - len(base) - 12 + pad
+        size = openfile.HEAD_READ - len(base) - 12 + pad
         filler = element(0x00291010, b"OB", b"\0" * (size - 12))
         data = part10(dataset(extra=filler), pixels=PIXELS if not whole else b"")
         if not whole:
@@ -628,9 +627,29 @@ def test_a_changed_pydicom_setting_turns_the_fast_path_off(
     path.write_bytes(part10(dataset()))
     assert compare(path)
     monkeypatch.setattr(pydicom.config, "datetime_conversion", True)
-    assert not inspect_module._Reader().fast
-    slow = classify_with(inspect_module._Reader(fast=False), path)
-    assert classify_with(inspect_module._Reader(), path) == slow
+    assert not FileClassifier().fast
+    slow = classify_with(FileClassifier(fast=False), path)
+    assert classify_with(FileClassifier(), path) == slow
+
+
+@pytest.mark.parametrize("mode", ["WARN", "RAISE"])
+def test_pydicom_reads_leniently_whatever_the_process_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """Header problems are judged by inspection's rules, not by pydicom's validation: pydicom
+    reads for inspection with validation off, whatever mode the process set, and the mode is
+    put back afterwards. The fast path stays on (it reads as pydicom then does)."""
+    path = tmp_path / "long.dcm"
+    path.write_bytes(part10(dataset({0x0008103E: (b"LO", b"x" * 70)})))  # LO holds 64
+    with pytest.warns(UserWarning, match="exceeds the maximum length"):  # as shipped: WARN
+        assert pydicom.dcmread(path).SeriesDescription == "x" * 70
+    chosen = getattr(pydicom.config, mode)
+    monkeypatch.setattr(pydicom.config.settings, "_reading_validation_mode", chosen)
+    assert compare(path)  # both readers, warnings as errors: the same usable header
+    slow = classify_with(FileClassifier(fast=False), path)
+    assert slow.kind is FileKind.DICOM and slow.header is not None
+    assert slow.header.series_description == "x" * 70
+    assert pydicom.config.settings._reading_validation_mode == chosen
 
 
 def test_inspect_uses_the_fast_reader_and_shares_values(samples: list[Path]) -> None:
@@ -655,7 +674,7 @@ def _diverse(paths: list[Path], count: int) -> list[Path]:
     """Up to `count` files, as different as possible: transfer syntax, size, sequences."""
     seen: dict[tuple[object, ...], Path] = {}
     for path in paths:
-        data = path.read_bytes()[: inspect_module.HEAD_READ]
+        data = path.read_bytes()[: openfile.HEAD_READ]
         syntax = data[data.find(b"1.2.840.10008.1.2") :][:22].split(b"\0")[0]
         key = (syntax, b"\xff\xff\xff\xff" in data, len(data) // 20000, path.suffix)
         seen.setdefault(key, path)

@@ -2,21 +2,35 @@
 
 from __future__ import annotations
 
+import gc
 import gzip
+import importlib
 import json
 import os
+import pkgutil
 import shutil
 import socket
 import subprocess
+import sys
 import tarfile
+import textwrap
+import weakref
 import zipfile
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import ModuleType
 
+import pydicom.config
 import pytest
 
-from xnat_drop.adapters.dicom.inspection import classify, inspect
+import xnat_drop.adapters.dicom
+from xnat_drop.adapters.dicom import inspection
+from xnat_drop.adapters.dicom.fileclassifier import FileClassifier
+from xnat_drop.adapters.dicom.inspection import classify, classify_chunk, inspect
+from xnat_drop.adapters.dicom.pydicomsettings import lenient_reading
 from xnat_drop.core.errors import SessionChangedError
-from xnat_drop.core.model import FileKind
+from xnat_drop.core.model import DicomHeader, FileFacts, FileKind
 from xnat_standin.demo.samples import SeriesSpec, write_nifti, write_session
 
 from data import MR_SERIES, NIBABEL_DATA, NICOM_DATA, copy_series, pydicom_file
@@ -311,3 +325,150 @@ def test_odd_cuts_that_made_pydicom_raise_other_errors_are_unreadable(
     damaged.write_bytes(source.read_bytes()[:cut])
     facts = classify(damaged, "cut.dcm")
     assert facts.kind is FileKind.UNREADABLE_DICOM, facts
+
+
+# -- nothing outlives a call: no pydicom setting changed, no header value kept ---------------
+
+
+def test_importing_the_adapter_leaves_pydicom_settings_alone() -> None:
+    """Importing the DICOM adapter (as the daemon, `xnat-drop check` and the fork server of
+    the workers do) changes no pydicom setting: checked in a fresh interpreter."""
+    script = textwrap.dedent(
+        """
+        import importlib, pkgutil
+        import pydicom.config, pydicom.hooks
+
+        def settings():
+            config, plain = pydicom.config, (bool, int, float, str, type(None), dict, list)
+            found = {k: v for k, v in vars(config).items() if isinstance(v, plain)}
+            found.update((f"settings.{k}", v) for k, v in vars(config.settings).items())
+            found.update((f"hooks.{k}", v) for k, v in vars(pydicom.hooks.hooks).items())
+            return {k: v for k, v in found.items() if not k.startswith("__")}
+
+        before = settings()
+        import xnat_drop.adapters.dicom as package
+        names = [m.name for m in pkgutil.iter_modules(package.__path__, package.__name__ + ".")]
+        for name in [*names, "xnat_drop.adapters.workers"]:
+            importlib.import_module(name)
+        after = settings()
+        changed = {k: (before.get(k), after.get(k)) for k in {*before, *after}
+                   if before.get(k) != after.get(k)}
+        assert not changed, changed
+        print(len(names))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) >= 10  # every module of the adapter was imported
+
+
+def test_inspection_puts_pydicom_settings_back(tmp_path: Path) -> None:
+    """pydicom reads for inspection with validation off, and the settings are as they were
+    once inspect returns (here with files read by pydicom: big endian, no preamble)."""
+    shutil.copyfile(pydicom_file("MR_small_bigendian.dcm"), tmp_path / "big.dcm")
+    shutil.copyfile(pydicom_file("ExplVR_LitEndNoMeta.dcm"), tmp_path / "bare.dcm")
+    before = dict(vars(pydicom.config.settings))
+    kinds = {f.path: f.kind for f in inspect(tmp_path, ("s",)).files}
+    assert kinds == {"big.dcm": FileKind.DICOM, "bare.dcm": FileKind.DICOM_NO_PREAMBLE}
+    assert dict(vars(pydicom.config.settings)) == before
+
+
+def test_overlapping_reads_put_the_setting_back_once_all_ended(tmp_path: Path) -> None:
+    """Reads in several threads at once (an abandoned step still reading while the next
+    session is inspected): validation stays off until the last one ends, then it is back."""
+    settings = pydicom.config.settings
+    assert settings._reading_validation_mode is None
+    with lenient_reading:
+        with lenient_reading:
+            assert settings.reading_validation_mode == pydicom.config.IGNORE
+        assert settings.reading_validation_mode == pydicom.config.IGNORE  # one still reads
+    assert settings._reading_validation_mode is None
+    shutil.copyfile(pydicom_file("MR_small_bigendian.dcm"), tmp_path / "big.dcm")
+    expected = inspect(tmp_path, ("s",)).files
+    with ThreadPoolExecutor(4) as threads:
+        found = list(threads.map(lambda _: inspect(tmp_path, ("s",)).files, range(16)))
+    assert all(files == expected for files in found)
+    assert settings._reading_validation_mode is None
+
+
+def _headers(files: Iterable[FileFacts]) -> list[DicomHeader]:
+    return [f.header for f in files if f.header is not None]
+
+
+@pytest.mark.parametrize("reader", ["dicomscan", "pydicom"])
+def test_two_inspections_share_no_header_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reader: str
+) -> None:
+    """The values a reader shares among the files of a series (converted once) belong to one
+    session's inspection, or one worker task: the next one converts its own."""
+    if reader == "pydicom":  # dicomscan steps aside: pydicom reads every header
+        monkeypatch.setattr(pydicom.config, "datetime_conversion", True)
+        assert not FileClassifier().fast
+    write_session(tmp_path / "a", [SeriesSpec(1, "T1", images=3)], study_uid="1.2.3.4")
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    first = _headers(inspect(tmp_path / "a", ("a",), ("PatientID",)).files)
+    second = _headers(inspect(tmp_path / "b", ("b",), ("PatientID",)).files)
+    assert first == second and len(first) == 3
+    assert first[0].series_instance_uid is first[1].series_instance_uid  # shared in a session
+    assert first[0].image_type is first[1].image_type
+    assert second[0].series_instance_uid is not first[0].series_instance_uid
+    assert second[0].image_type is not first[0].image_type
+    # A worker's tasks: the same, task by task.
+    relpaths = [f.path for f in inspect(tmp_path / "a", ("a",)).files]
+    task = (str(tmp_path / "a"), relpaths, ("PatientID",))
+    one, other = _headers(classify_chunk(task)), _headers(classify_chunk(task))
+    assert one == other == first
+    assert one[0].series_instance_uid is one[1].series_instance_uid
+    assert other[0].series_instance_uid is not one[0].series_instance_uid
+
+
+def test_the_reader_of_a_session_is_gone_when_inspect_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[weakref.ref[FileClassifier]] = []
+
+    class Watched(FileClassifier):
+        def __init__(self, fast: bool = True) -> None:
+            super().__init__(fast)
+            made.append(weakref.ref(self))
+
+    monkeypatch.setattr(inspection, "FileClassifier", Watched)
+    write_session(tmp_path / "s", [SeriesSpec(1, "T1", images=2)])
+    assert len(inspect(tmp_path / "s", ("s",)).files) == 2
+    gc.collect()
+    assert len(made) == 1 and made[0]() is None
+
+
+def _module_tables() -> dict[tuple[str, str], int]:
+    """The size of every module-level table of the adapter (dicts, lists, sets, lru_caches)."""
+    package = xnat_drop.adapters.dicom
+    sizes = {}
+    for found in pkgutil.iter_modules(package.__path__, package.__name__ + "."):
+        module: ModuleType = importlib.import_module(found.name)
+        for name, value in vars(module).items():
+            if isinstance(value, (dict, list, set)):
+                sizes[found.name, name] = len(value)
+            elif hasattr(value, "cache_info"):
+                sizes[found.name, name] = value.cache_info().currsize
+    return sizes
+
+
+@pytest.mark.parametrize("reader", ["dicomscan", "pydicom"])
+def test_no_module_table_keeps_header_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reader: str
+) -> None:
+    """Module-level tables hold lookups by keyword or tag only: once a first session asked
+    for these keywords, a session of other series and values leaves all of them as they were."""
+    if reader == "pydicom":
+        monkeypatch.setattr(pydicom.config, "datetime_conversion", True)
+    write_session(tmp_path / "a", [SeriesSpec(1, "T1", images=2)], study_uid="1.2.3.4")
+    later = [SeriesSpec(2, "T2", images=3), SeriesSpec(3, "DWI", images=2)]
+    write_session(tmp_path / "b", later, patient_id="SUBJ02", study_uid="1.2.3.5")
+    words = ("PatientID", "InstanceNumber")
+    inspect(tmp_path / "a", ("a",), words)
+    before = _module_tables()
+    session = inspect(tmp_path / "b", ("b",), words)
+    assert len(_headers(session.files)) == 5
+    assert _module_tables() == before

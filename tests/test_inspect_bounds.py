@@ -23,8 +23,9 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from xnat_drop.adapters.dicom import headerlimits
+from xnat_drop.adapters.dicom import duplicates, headerlimits, openfile
 from xnat_drop.adapters.dicom import inspection as inspect_module
+from xnat_drop.adapters.dicom.fileclassifier import FileClassifier
 from xnat_drop.adapters.dicom.inspection import classify, inspect
 from xnat_drop.adapters.fs.beneath import Beneath, Dir, stamp
 from xnat_drop.adapters.fs.tree import walk
@@ -47,7 +48,7 @@ def both_readers(path: Path) -> list[FileFacts]:
     found = []
     for fast in (True, False):
         with Dir.open(path.parent) as folder, Beneath(folder) as files:
-            reader = inspect_module._Reader(fast=fast)
+            reader = FileClassifier(fast=fast)
             found.append(reader.classify(files, path.name, path.name, frozenset(), ()))
     return found
 
@@ -171,7 +172,7 @@ def test_deflated_syntax_found_by_pydicom_beyond_the_first_read(tmp_path: Path) 
     path = tmp_path / "long_meta.dcm"
     group = struct.pack("<HH2sHI", 2, 0, b"UL", 4, len(new_meta))
     path.write_bytes(data[:132] + group[:8] + group[8:] + new_meta + data[start:])
-    assert headerlimits.DEFLATED_UID not in path.read_bytes()[: inspect_module.HEAD_READ]
+    assert headerlimits.DEFLATED_UID not in path.read_bytes()[: openfile.HEAD_READ]
     facts = classify(path, "long_meta.dcm")
     expected = classify(pydicom_file("image_dfl.dcm"), "long_meta.dcm")
     assert facts.kind is FileKind.DICOM
@@ -476,7 +477,7 @@ def test_a_file_written_while_it_is_read_is_a_change(
     content = victim.read_bytes()
     writer = os.open(victim, os.O_WRONLY)
     mtime = victim.stat().st_mtime_ns
-    real = inspect_module._read_fully
+    real = openfile.read_fully
     struck = []
 
     def read_then_write(fd: int, length: int, offset: int) -> bytes:
@@ -487,7 +488,7 @@ def test_a_file_written_while_it_is_read_is_a_change(
             struck.append(True)
         return data
 
-    monkeypatch.setattr(inspect_module, "_read_fully", read_then_write)
+    monkeypatch.setattr(openfile, "read_fully", read_then_write)
     try:
         with pytest.raises(SessionChangedError, match="changed while it was being read"):
             inspect(tmp_path / "s", ("s",))
@@ -540,7 +541,7 @@ def test_equal_twins_hashed_in_blocks_calling_progress(tmp_path: Path) -> None:
     digests = {f.path.rsplit("/", 1)[-1]: f.digest for f in session.files}
     assert digests["IM0001.dcm"] == digests["copy.dcm"] != digests["edited.dcm"]
     assert len(digests["copy.dcm"]) == 64
-    blocks = -(-original.stat().st_size // inspect_module.HASH_BLOCK)  # 4
+    blocks = -(-original.stat().st_size // duplicates.HASH_BLOCK)  # 4
     assert len(calls) >= 3 + 3 * blocks
 
 
@@ -551,7 +552,7 @@ def test_twins_too_large_or_past_the_budget_are_not_hashed(
     second = twins(tmp_path / "s" / "b")
     size = first[0].stat().st_size
     # Room for one group of three equal files, not for two.
-    monkeypatch.setattr(inspect_module, "MAX_SESSION_HASHED_BYTES", 4 * size)
+    monkeypatch.setattr(duplicates, "MAX_SESSION_HASHED_BYTES", 4 * size)
     session = inspect(tmp_path / "s", ("s",))
     digests = {f.path: f.digest for f in session.files}
     hashed = [d for d in digests.values() if len(d) == 64]
@@ -559,8 +560,8 @@ def test_twins_too_large_or_past_the_budget_are_not_hashed(
     assert len(hashed) == 3 and len(unhashed) == 3
     assert len({digests[p] for p in unhashed}) == 3  # each differs from every other
     smallest = min(path.stat().st_size for path in (*first, *second))  # UIDs vary in length
-    monkeypatch.setattr(inspect_module, "MAX_HASHED_BYTES", smallest - 1)
-    monkeypatch.setattr(inspect_module, "MAX_SESSION_HASHED_BYTES", 100 * size)
+    monkeypatch.setattr(duplicates, "MAX_HASHED_BYTES", smallest - 1)
+    monkeypatch.setattr(duplicates, "MAX_SESSION_HASHED_BYTES", 100 * size)
     session = inspect(tmp_path / "s", ("s",))
     assert all(f.digest == f"unhashed-{f.path}" for f in session.files)
     assert {p.name for p in (*first, *second)} == {"IM0001.dcm", "copy.dcm", "edited.dcm"}

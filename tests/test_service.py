@@ -17,7 +17,7 @@ import pytest
 
 from xnat_drop.adapters import configfile
 from xnat_drop.adapters import credentials as creds
-from xnat_drop.adapters.xnat_api import XnatClient, connect
+from xnat_drop.adapters.xnat.client import XnatClient, connect
 from xnat_drop.service.loop import Clock, Service
 from xnat_standin import Emulator, Fault
 from xnat_standin.demo.samples import SeriesSpec, write_nifti, write_session
@@ -76,13 +76,13 @@ def test_claimed_only_after_settle_seconds_without_change(
     assert REL in service.seen
 
     clock.now += SETTLE - 1
-    service.wake.set()
+    service.waker.wake()
     service.tick()
     assert folder.exists() and not service.jobs  # not yet: 9 s of quiet only
 
     write_session(folder, [SeriesSpec(2, "T2", images=1)], study_uid="1.2.3.4")  # one more file
     clock.now += 2  # 11 s after the first look, but it just changed
-    service.wake.set()
+    service.waker.wake()
     service.tick()
     assert folder.exists() and not service.jobs
 
@@ -140,7 +140,7 @@ def test_a_30_minute_outage_waits_probes_sparingly_and_resumes(
             contacts += [clock.now] * (len(emulator.requests()) - seen)
             seen = len(emulator.requests())
         clock.now += 1.0
-        service.wake.set()
+        service.waker.wake()
     assert drop.failed.joinpath(*bad).is_dir()
     assert [job.claim.relpath for job in service.jobs] == sessions  # all waiting, none failed
     assert not any(
@@ -155,7 +155,7 @@ def test_a_30_minute_outage_waits_probes_sparingly_and_resumes(
 
     emulator.clear_faults()
     clock.now += cap
-    service.wake.set()
+    service.waker.wake()
     run_until_idle(service)
     for rel in sessions:
         assert drop.done.joinpath(*rel).is_dir(), rel
@@ -202,7 +202,7 @@ def test_work_folder_claims_survive_a_restart(
     second.start()
     assert second.jobs == []  # the first daemon still holds its claim
     first.close()  # stops (or dies): its claim lock goes with it
-    second.wake.set()
+    second.waker.wake()
     clock.now += 5
     while second.tick() == 0.0:  # adopts the claim, then delivers it
         pass
@@ -223,12 +223,12 @@ def test_a_folder_that_never_settles_raises_one_alarm(
     (folder / "01_T1" / "IM0002.dcm.part").write_bytes(b"stalled copy")
     for _ in range(20):  # 200 simulated seconds of a copy that never finishes
         clock.now += 10
-        service.wake.set()
+        service.waker.wake()
         run_until_idle(service)
     alarms = [r.getMessage() for r in caplog.records if "still not taken" in r.getMessage()]
     assert len(alarms) == 1 and "copy in progress" in alarms[0]
     assert folder.is_dir() and not service.jobs
-    state = service._snapshot()["settling"][0]["state"]
+    state = service.snapshot()["settling"][0]["state"]
     assert state.startswith("NOT READY for over 60 s")
 
 
@@ -251,7 +251,7 @@ def test_a_file_vanishing_during_inspection_sends_the_session_back_to_settling(
     )
     service.tick()
     clock.now += SETTLE
-    service.wake.set()
+    service.waker.wake()
     real_walk = walk
 
     def stale_walk(root: Path) -> Iterator[Any]:
@@ -266,7 +266,7 @@ def test_a_file_vanishing_during_inspection_sends_the_session_back_to_settling(
     [job] = service.jobs
     assert job.verdict is None and not any(drop.failed.iterdir())
     clock.now += SETTLE
-    service.wake.set()
+    service.waker.wake()
     run_until_idle(service)
     assert drop.done.joinpath(*REL).is_dir()
     assert emulator.prearchive()[0].file_count == 2  # what is left, judged again from scratch

@@ -21,10 +21,11 @@ from typing import Any, Literal
 import certifi
 import pytest
 
-from xnat_drop.adapters import xnat_api as xnat_mod
 from xnat_drop.adapters.credentials import Credentials
 from xnat_drop.adapters.fs.zipstream import BundleEntry, ZipStream
-from xnat_drop.adapters.xnat_api import XnatClient, trust_store
+from xnat_drop.adapters.xnat import connection as xnat_mod
+from xnat_drop.adapters.xnat.client import XnatClient
+from xnat_drop.adapters.xnat.connection import trust_store
 from xnat_drop.core.config import CERTIFI, XnatConfig, parse
 from xnat_drop.core.errors import (
     ConfigError,
@@ -429,7 +430,7 @@ def test_without_a_system_store_certifi_is_used_and_said(
     nowhere = ssl.DefaultVerifyPaths(missing, "", "SSL_CERT_FILE", missing, "SSL_CERT_DIR", "")
     monkeypatch.setattr(ssl, "get_default_verify_paths", lambda: nowhere)
     monkeypatch.setattr(xnat_mod, "SYSTEM_CA_FILES", (missing,))
-    with caplog.at_level(logging.WARNING, logger="xnat_drop.adapters.xnat_api"):
+    with caplog.at_level(logging.WARNING, logger="xnat_drop.adapters.xnat.connection"):
         assert trust_store(tls_config(None)) == certifi.where()
     [record] = caplog.records
     assert "no CA bundle file of the operating system" in record.getMessage()
@@ -437,7 +438,7 @@ def test_without_a_system_store_certifi_is_used_and_said(
 
 
 def test_verify_tls_false_warns_at_every_client(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="xnat_drop.adapters.xnat_api"):
+    with caplog.at_level(logging.WARNING, logger="xnat_drop.adapters.xnat.connection"):
         client_for("https://xnat.example.org").close()
         assert caplog.records == []
         for _ in range(2):  # start, then a reconnect

@@ -9,7 +9,9 @@ import pytest
 
 from xnat_drop.adapters.credentials import Credentials
 from xnat_drop.adapters.fs.zipstream import BundleEntry, ZipStream
-from xnat_drop.adapters.xnat_api import USER_AGENT, XnatClient, error_message
+from xnat_drop.adapters.xnat.answers import error_message
+from xnat_drop.adapters.xnat.client import XnatClient
+from xnat_drop.adapters.xnat.connection import USER_AGENT
 from xnat_drop.core.config import XnatConfig
 from xnat_drop.core.errors import (
     XnatAuthError,

@@ -1,6 +1,7 @@
 """A local XNAT stand-in over real HTTP, faithful to xnat-api.md, with fault injection.
 
-Used by the daemon's tests and by ``xnat-drop demo`` / ``xnat-drop emulator``::
+Used by the tests, the benchmarks and the demo (``python -m xnat_standin.demo``); run alone
+with ``xnat-standin``::
 
     with Emulator(tmp_path / "xnat", users={"alice": "s3cret"}, projects=["P1"]) as emu:
         ...  # talk to emu.url; inspect emu.prearchive(), emu.archive(), emu.requests()

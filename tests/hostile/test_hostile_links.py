@@ -92,9 +92,8 @@ def test_a_project_folder_swapped_for_a_link_is_not_followed(
 ) -> None:
     outside = lab.base / "elsewhere" / PROJECT / "S01" / "S01_MR1"
     lab.write_config(settle=1.5, watch='observer = "polling"\npoll_interval_seconds = 30')
+    lab.lab_drop(CLEAN)  # before the start: the first look finds it, the next is 30 s away
     with Daemon(lab) as daemon:
-        daemon.wait_log("watching")
-        lab.lab_drop(CLEAN)
         daemon.wait_log("S01_MR1: new")
         # Within the settle time, after the one look that found it: P1 becomes a link to a
         # folder outside incoming/ holding a session of the same name.

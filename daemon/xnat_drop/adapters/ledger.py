@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 from xnat_drop.core.errors import StorageError
 from xnat_drop.core.shown import shown
@@ -24,7 +24,10 @@ from xnat_drop.core.shown import shown
 F = TypeVar("F", bound=Callable[..., Any])
 
 FILE_NAME = "ledger.sqlite3"
-STATES = ("claimed", "checked", "uploading", "uploaded", "verified", "committed", "done", "failed")
+# How far a claimed session got; the delivery records each before it runs.
+DeliveryState = Literal[
+    "claimed", "checked", "uploading", "uploaded", "verified", "committed", "done", "failed"
+]
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
     claim_id TEXT PRIMARY KEY,
@@ -88,7 +91,7 @@ class Entry:
     fingerprint: str
     content_key: str
     forced: bool
-    state: str
+    state: DeliveryState
     attempts: int
     study_uid: str
     project: str

@@ -6,7 +6,6 @@ notifications are skipped; without `JOURNAL_STREAM` logs stay plain lines on std
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import time
@@ -15,16 +14,15 @@ from typing import Any
 
 from xnat_drop.core.shown import shown
 
-_daemon: Any
-_journal: Any
-# Imported by name: this module is itself called "systemd", which confuses static analysis of
-# a plain `from systemd import daemon`. systemd-python is a Linux-only dependency.
-try:
-    _daemon = importlib.import_module("systemd.daemon")
-    _journal = importlib.import_module("systemd.journal")
+_daemon: Any = None
+_journal: Any = None
+try:  # systemd-python is a Linux-only dependency
+    import systemd.daemon
+    import systemd.journal
 except ImportError:  # pragma: no cover - other platforms
-    _daemon = None
-    _journal = None
+    pass
+else:
+    _daemon, _journal = systemd.daemon, systemd.journal
 
 # Structured journal fields the daemon attaches to its log lines (`journalctl SESSION=...`).
 FIELDS = ("SESSION", "PROJECT", "RULE", "XNAT_URI")

@@ -8,7 +8,7 @@ tree is walked once per interval, not twice.
 from __future__ import annotations
 
 import logging
-import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,22 +56,24 @@ class _StopRaceFilter(logging.Filter):
         return "called when the thread is inactive" not in record.getMessage()
 
 
-logging.getLogger("watchdog.observers.inotify").addFilter(_StopRaceFilter())
+_STOP_RACE = _StopRaceFilter()  # one instance: adding it again is a no-op
 
 
 class _Waker(FileSystemEventHandler):
-    def __init__(self, wake: threading.Event) -> None:
+    def __init__(self, wake: Callable[[], None]) -> None:
         self._wake = wake
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         # No work here: this runs on watchdog's thread, and the loop re-reads the folders.
-        self._wake.set()
+        self._wake()
 
 
 class Watcher:
-    """Sets `wake` whenever anything below `folder` changes (inotify)."""
+    """Calls `wake()` whenever anything below `folder` changes (inotify), on its own thread."""
 
-    def __init__(self, folder: Path, wake: threading.Event) -> None:
+    def __init__(self, folder: Path, wake: Callable[[], None]) -> None:
+        # Installed here, not at import: importing this module changes no logging setup.
+        logging.getLogger("watchdog.observers.inotify").addFilter(_STOP_RACE)
         self._observer: Any = Observer()
         self._observer.daemon = True
         self._observer.schedule(_Waker(wake), str(folder), recursive=True, event_filter=CHANGES)

@@ -14,10 +14,11 @@ from typing import Any
 
 from xnat_drop.adapters import configfile
 from xnat_drop.adapters.workers import InspectionPool
-from xnat_drop.adapters.xnat_api import connect
+from xnat_drop.adapters.xnat.client import connect
 from xnat_drop.core import config as config_mod
 from xnat_drop.core.errors import ConfigError, SessionChangedError, XnatError
 from xnat_drop.core.model import Policy, Violation
+from xnat_drop.core.report import violation_json
 from xnat_drop.core.rules import unknown_project
 from xnat_drop.service.judge import Judgement, check_keywords, judge, relpath_for
 
@@ -107,10 +108,7 @@ def _verdict(folder: str, judgement: Judgement, extra: list[Violation]) -> dict[
         "target": None
         if target is None
         else {"project": target.project, "subject": target.subject, "session": target.session},
-        "violations": [
-            {"rule": v.rule, "policy": v.policy.value, "path": v.subject, "detail": v.sentence}
-            for v in violations
-        ],
+        "violations": [violation_json(v) for v in violations],
         "upload_files": len(verdict.upload),
         "excluded_files": len(verdict.excluded),
     }
@@ -128,5 +126,5 @@ def _text(item: dict[str, Any]) -> str:
     lines = [f"{item['folder']}: {head} -> {where}: {counts}"]
     for v in item["violations"]:
         mark = "excluded" if v["policy"] == Policy.EXCLUDE.value else "rejects"
-        lines.append(f"  [{v['rule']}] ({mark}) {v['detail']}")
+        lines.append(f"  [{v['rule']}] ({mark}) {v['message']}")
     return "\n".join(lines)

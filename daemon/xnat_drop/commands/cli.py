@@ -8,25 +8,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
-from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from xnat_drop import __version__
-from xnat_drop.adapters import configfile
-from xnat_drop.adapters import credentials as creds
-from xnat_drop.adapters.fs import trust
 from xnat_drop.core import config as config_mod
-from xnat_drop.core.config import Config
-from xnat_drop.core.errors import ConfigError, StorageError
-
-if TYPE_CHECKING:
-    from xnat_drop.adapters.xnat_api import XnatClient
+from xnat_drop.core.errors import ConfigError
 
 EX_OK = 0
 EX_SOFTWARE = 1
@@ -123,66 +111,10 @@ def _config_option(p: argparse.ArgumentParser) -> None:
     )
 
 
-def load_config(path: Path, env: Mapping[str, str]) -> Config:
-    """The configuration at `path`; raises ConfigError."""
-    return configfile.load(path, env)
-
-
-def setup_logging(level: str, env: Mapping[str, str] | None = None) -> None:
-    """Under journald: the journal, with SYSLOG_IDENTIFIER=xnat-drop and structured fields
-    (SESSION, PROJECT, RULE, XNAT_URI). Otherwise plain timestamped lines on stderr."""
-    from xnat_drop.adapters import systemd_api as systemd
-
-    env = os.environ if env is None else env
-    handler = systemd.journal_handler() if systemd.under_journal(env) else None
-    if handler is not None:
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
-    else:
-        fmt = "%(asctime)s %(levelname)s %(message)s"
-        logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr, force=True)
-    for each in logging.getLogger().handlers:
-        each.addFilter(systemd.EscapedNames())
-    # urllib3 logs every connection at DEBUG, with URLs: keep it quiet unless asked.
-    logging.getLogger("urllib3").setLevel(logging.WARNING)
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
-    from xnat_drop.adapters.systemd_api import Notifier
-    from xnat_drop.service.loop import Service
+    from xnat_drop.commands.run import run_daemon
 
-    env = dict(os.environ)
-    cfg = load_config(args.config, env)
-    setup_logging(cfg.log_level, env)
-    # `connect` reads the configuration the service holds now, so a reload takes effect.
-    service: Service = Service(
-        cfg, connect=lambda: _connect(service.config, env), env=env, notifier=Notifier(env)
-    )
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s; stopping after the current step", signal.Signals(signum).name)
-        service.stop()
-
-    def on_hangup(_signum: int, _frame: FrameType | None) -> None:
-        service.request_reload()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGHUP, on_hangup)
-    try:
-        return service.run(once=args.once, timeout=args.timeout)
-    except ConfigError:
-        raise
-    except Exception:
-        log.exception("xnat-drop stopped by an unexpected error")
-        return EX_SOFTWARE
-
-
-def _connect(cfg: Config, env: Mapping[str, str]) -> XnatClient:
-
-    from xnat_drop.adapters.xnat_api import connect
-
-    return connect(cfg.xnat, env)
+    return run_daemon(args.config, once=args.once, timeout=args.timeout)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -201,64 +133,15 @@ def _cmd_retry(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    import json
-    import time
+    from xnat_drop.commands.status import show_status
 
-    from xnat_drop.adapters.fs import statusfile as status
-    from xnat_drop.adapters.ledger import FILE_NAME, Ledger
-
-    cfg = load_config(args.config, dict(os.environ))
-    state = cfg.paths.state
-    done, failed = [], []
-    if (state / FILE_NAME).exists():
-        try:
-            ledger = Ledger(state / FILE_NAME, readonly=True)
-            try:
-                done, failed = ledger.recent("done"), ledger.recent("failed")
-            finally:
-                ledger.close()
-        except StorageError as exc:
-            raise ConfigError(
-                [
-                    f"paths.state_dir: cannot read {state / FILE_NAME} ({exc}). If the file is "
-                    "damaged, stop the daemon and move it aside; the daemon makes a new one."
-                ],
-                str(args.config),
-            ) from exc
-    now = time.time()  # noqa: TID251 - the command's own "now", for ages
-    data = status.report(status.read(state), done, failed, now)
-    print(
-        json.dumps(data, indent=2, ensure_ascii=False) if args.json else status.render(data, now),
-        end="",
-    )
-    return EX_OK if data["running"] else 3
+    return show_status(args.config, as_json=args.json)
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    from xnat_drop.service.judge import check_keywords
+    from xnat_drop.commands.check_config import check_config
 
-    env = dict(os.environ)
-    cfg = load_config(args.config, env)
-    check_keywords(cfg)
-    problems: list[str] = list(trust.problems(cfg.paths))
-    try:
-        found = creds.load(cfg.xnat.secret_file, env, urlsplit(cfg.xnat.url).hostname or "")
-    except ConfigError as exc:
-        problems.extend(exc.problems)
-        found = None
-    root_parent = cfg.paths.incoming.parent
-    if not root_parent.is_dir():
-        problems.append(f"paths: {root_parent} does not exist (is the share mounted?)")
-    if problems:
-        raise ConfigError(problems, str(args.config))
-    assert found is not None
-    print(f"{args.config}: OK")
-    print(f"  XNAT      {cfg.xnat.url} as {found.user} (secret from {found.source})")
-    print(f"  incoming  {cfg.paths.incoming}  layout {'/'.join(cfg.routing.layout)}")
-    print(f"  done      {cfg.paths.done}")
-    print(f"  failed    {cfg.paths.failed}")
-    print(f"  watching  {cfg.watch.observer}, settle {cfg.watch.settle:g} s")
-    return EX_OK
+    return check_config(args.config)
 
 
 if __name__ == "__main__":  # pragma: no cover

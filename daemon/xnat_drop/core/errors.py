@@ -5,6 +5,8 @@ Rule violations are never exceptions: they are data in a `Verdict`.
 
 from __future__ import annotations
 
+from xnat_drop.core.model import Policy, Rule, Violation
+
 
 class XnatDropError(Exception):
     """Base class for every error this package raises on purpose."""
@@ -56,13 +58,33 @@ class XnatAuthError(XnatError):
 class XnatRejectedError(XnatError):
     """XNAT refused this session for good (other 4xx, empty import answer, wrong project).
 
-    The session goes to failed/ with `rule` and the message, which repeats XNAT's own words.
+    It carries the violation the session goes to failed/ with: by default the rule and the
+    message, which repeats XNAT's own words; `violation` gives a complete one instead.
     """
 
-    def __init__(self, rule: str, message: str, *, status: int | None = None) -> None:
-        self.rule = rule
+    def __init__(
+        self,
+        rule: Rule,
+        message: str,
+        *,
+        status: int | None = None,
+        violation: Violation | None = None,
+    ) -> None:
         self.status = status
+        if violation is None:
+            sentence = message
+            if rule == "xnat-rejected":
+                sentence += (
+                    " Check the files named in XNAT's message, fix them, then drop the session"
+                    " again."
+                )
+            violation = Violation(rule, Policy.REJECT, "XNAT", sentence)
+        self.violation = violation
         super().__init__(message)
+
+    @property
+    def rule(self) -> Rule:
+        return self.violation.rule
 
 
 class XnatUnexpectedAnswerError(XnatTransientError):

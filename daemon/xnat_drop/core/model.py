@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Literal
 
 from xnat_drop.core.shown import shown_path
 
@@ -23,6 +24,30 @@ class FileKind(str, Enum):
     UNSAFE = "unsafe"  # symlink, FIFO, socket, device: never opened
 
 
+# Every rule a session can break. The first four can exclude files instead of rejecting.
+Rule = Literal[
+    "nifti",
+    "derived-series",
+    "non-dicom",
+    "unreadable-dicom",
+    "unsafe-file",
+    "duplicate-instance",
+    "mixed-studies",
+    "phi",
+    "size-limit",
+    "no-dicom",
+    "bad-label",
+    "unknown-project",
+    "session-exists",
+    "already-delivered",
+    "count-mismatch",
+    "delivery-failed",
+    "xnat-rejected",
+    "xnat-empty-answer",
+    "xnat-unassigned",
+]
+
+
 class Policy(str, Enum):
     """What a broken rule does to the session."""
 
@@ -31,9 +56,10 @@ class Policy(str, Enum):
 
 
 class Outcome(str, Enum):
+    """Where a finished session goes."""
+
     DONE = "done"
     FAILED = "failed"
-    RETRY = "retry"
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +168,7 @@ class Violation:
     lists the session-relative paths concerned (what EXCLUDE leaves out).
     """
 
-    rule: str
+    rule: Rule
     policy: Policy
     subject: str
     sentence: str
@@ -196,12 +222,3 @@ class UploadReceipt:
     server_version: str = ""
     verified: tuple[tuple[str, int], ...] = ()  # (scan ID, DICOM files) as XNAT lists them
     destination: str = ""  # "archive" or "prearchive"
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What happens to a session after an attempt."""
-
-    outcome: Outcome
-    reason: str
-    retry_at: float | None = None

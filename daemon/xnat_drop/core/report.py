@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 from xnat_drop.core.model import (
@@ -19,6 +18,7 @@ from xnat_drop.core.model import (
     Violation,
 )
 from xnat_drop.core.shown import shown
+from xnat_drop.core.text import iso, size
 
 SCHEMA = 1
 LIST_LIMIT = 20  # per rule, in the text report
@@ -95,7 +95,7 @@ class Report:
 
 def render_text(report: Report) -> str:
     """A report a lab member can read and act on."""
-    when = _iso(report.decided_at)
+    when = iso(report.decided_at)
     session = report.session
     lines = [
         "xnat-drop report: "
@@ -130,7 +130,7 @@ def render_text(report: Report) -> str:
         lines += [
             "",
             f"Uploaded:  {r.files} DICOM file{'s' if r.files != 1 else ''}, "
-            f"{_size(r.bytes_sent)} in {r.seconds:.1f} s",
+            f"{size(r.bytes_sent)} in {r.seconds:.1f} s",
         ]
         lines += [f"XNAT URI:  {uri}" for uri in r.uris]
         if r.verified:
@@ -168,7 +168,7 @@ def render_json(report: Report) -> str:
         "session": report.session.display,
         "relpath": list(report.session.relpath),
         "location": report.location,
-        "decided_at": _iso(report.decided_at, "milliseconds"),
+        "decided_at": iso(report.decided_at, "milliseconds"),
         "attempts": report.attempts,
         "claim": report.claim_id,
         "target": None
@@ -178,16 +178,7 @@ def render_json(report: Report) -> str:
             "subject": report.target.subject,
             "session": report.target.session,
         },
-        "violations": [
-            {
-                "rule": v.rule,
-                "policy": v.policy.value,
-                "subject": v.subject,
-                "message": v.sentence,
-                "files": list(v.files),
-            }
-            for v in _listed(report.violations)
-        ],
+        "violations": [violation_json(v) for v in _listed(report.violations)],
         "unlisted_violations": _unlisted(report.violations),
         "notes": list(report.notes),
         "counts": dict(sorted(Counter(f.kind.value for f in report.session.files).items())),
@@ -211,6 +202,17 @@ def render_json(report: Report) -> str:
         },
     }
     return json.dumps(_escaped(data), indent=2, ensure_ascii=False) + "\n"
+
+
+def violation_json(v: Violation) -> dict[str, Any]:
+    """A violation for scripts: the one shape of the JSON report and `check --json`."""
+    return {
+        "rule": v.rule,
+        "policy": v.policy.value,
+        "subject": v.subject,
+        "message": v.sentence,
+        "files": list(v.files),
+    }
 
 
 def _listed(violations: tuple[Violation, ...]) -> list[Violation]:
@@ -293,20 +295,6 @@ def _contents(session: Session) -> str:
     if others:
         parts.append(f"{others} other file{'s' if others != 1 else ''}")
     return ", ".join(parts)
-
-
-def _iso(ts: float, timespec: str = "seconds") -> str:
-    stamp = datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec=timespec)
-    return stamp.replace("+00:00", "Z")
-
-
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KB", "MB"):
-        if value < 1000:
-            return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} GB"
 
 
 def _s(items: list[Violation]) -> str:

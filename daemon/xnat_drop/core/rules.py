@@ -20,10 +20,12 @@ from xnat_drop.core.model import (
     FileKind,
     Policy,
     Route,
+    Rule,
     Session,
     Verdict,
     Violation,
 )
+from xnat_drop.core.text import size
 
 # ImageType (0008,0008) / FrameType (0008,9007) tokens that mark scanner-derived images even
 # when value 1 says ORIGINAL (older Siemens label diffusion maps and MoCo that way).
@@ -68,7 +70,7 @@ DERIVED_SOP_PREFIXES: tuple[tuple[str, str], ...] = (
     ("1.2.840.10008.5.1.4.1.1.88.", "a Structured Report (a document, not an image)"),
     ("1.2.840.10008.5.1.4.1.1.104.", "an Encapsulated Document (PDF or similar, not an image)"),
 )
-KIND_RULES = {
+KIND_RULES: dict[FileKind, Rule] = {
     FileKind.NIFTI: "nifti",
     FileKind.ANALYZE: "nifti",
     FileKind.CONVERTED: "nifti",
@@ -161,11 +163,11 @@ def evaluate(session: Session, rules: RulesConfig, route: Route) -> Verdict:
     )
 
 
-def _policy(rules: RulesConfig, rule: str) -> Policy:
+def _policy(rules: RulesConfig, rule: Rule) -> Policy:
     return rules.policy(rule) if rule != "unsafe-file" else Policy.REJECT
 
 
-def _file_violation(rule: str, policy: Policy, facts: FileFacts) -> Violation:
+def _file_violation(rule: Rule, policy: Policy, facts: FileFacts) -> Violation:
     path, note = facts.path, facts.note
     detail = f" ({note})" if note else ""
     if rule == "nifti":
@@ -287,12 +289,12 @@ def _size_limits(session: Session, rules: RulesConfig) -> list[Violation]:
                         "size-limit",
                         Policy.REJECT,
                         f.path,
-                        f"“{f.path}” is {_size(f.size)}, more than the lab's limit of "
-                        f"{_size(limit)} for one file (rules.max_file_size). If it is a real "
+                        f"“{f.path}” is {size(f.size)}, more than the lab's limit of "
+                        f"{size(limit)} for one file (rules.max_file_size). If it is a real "
                         "scan, ask the administrator to raise the limit; otherwise remove it "
                         "and drop the session again.",
                         (f.path,),
-                        _size(f.size),
+                        size(f.size),
                     )
                 )
     total = sum(f.size for f in session.files if f.kind is not FileKind.JUNK)
@@ -302,17 +304,13 @@ def _size_limits(session: Session, rules: RulesConfig) -> list[Violation]:
                 "size-limit",
                 Policy.REJECT,
                 "the whole session",
-                f"The session holds {_size(total)}, more than the lab's limit of "
-                f"{_size(rules.max_session_bytes)} for one session (rules.max_session_size). "
+                f"The session holds {size(total)}, more than the lab's limit of "
+                f"{size(rules.max_session_bytes)} for one session (rules.max_session_size). "
                 "Split it, or ask the administrator to raise the limit.",
-                detail=_size(total),
+                detail=size(total),
             )
         )
     return found
-
-
-def _size(n: int) -> str:
-    return f"{n / 1e9:.1f} GB" if n >= 10**9 else f"{n / 1e6:.1f} MB"
 
 
 def _unhashed(digests: set[str]) -> bool:

@@ -17,7 +17,7 @@ from typing import Any
 from xnat_drop.adapters.credentials import SecretStamp
 from xnat_drop.core.backoff import backoff
 from xnat_drop.core.config import RetryConfig
-from xnat_drop.core.errors import XnatUnexpectedAnswerError
+from xnat_drop.core.text import duration
 
 log = logging.getLogger("xnat_drop.service")
 
@@ -68,29 +68,31 @@ class Availability:
         """True while nothing may be sent to XNAT."""
         return self.outage is not None or self.auth is not None
 
-    def outage_begins(self, exc: BaseException) -> None:
-        """XNAT did not answer: log it once, and schedule the next probe."""
+    def outage_begins(
+        self, reason: str, *, retry_after: float | None = None, web_pages: bool = False
+    ) -> None:
+        """XNAT did not answer (or answered with `web_pages`, not data): log it once, and
+        schedule the next probe (not before XNAT's own `retry_after`)."""
         now = self._monotonic()
-        wrong = isinstance(exc, XnatUnexpectedAnswerError)
         if self.outage is None:
-            self.outage = Outage(str(exc), self._wall(), now, 0, now, wrong)
-            if wrong:
+            self.outage = Outage(reason, self._wall(), now, 0, now, web_pages)
+            if web_pages:
                 log.error(
                     "XNAT unavailable (%s): uploads wait, nothing is failed; check xnat.url and "
                     "whatever is in front of XNAT",
-                    exc,
+                    reason,
                 )
             else:
-                log.warning("XNAT unavailable (%s): uploads wait and resume by themselves", exc)
+                log.warning("XNAT unavailable (%s): uploads wait and resume by themselves", reason)
         else:
-            self.outage.reason, self.outage.wrong_answers = str(exc), wrong
-        self._reschedule(exc)
+            self.outage.reason, self.outage.wrong_answers = reason, web_pages
+        self._reschedule(retry_after)
 
     def probe_due(self, now: float) -> bool:
         return self.outage is not None and self.auth is None and now >= self.outage.next_probe
 
     def probe_failed(self, exc: BaseException) -> None:
-        self._reschedule(exc)
+        self._reschedule(getattr(exc, "retry_after", None))
         assert self.outage is not None
         delay = self.outage.next_probe - self._monotonic()
         log.debug("XNAT still unavailable (%s); next probe in %.1f s", exc, delay)
@@ -136,21 +138,11 @@ class Availability:
             }
         return {"state": "ok"}
 
-    def _reschedule(self, exc: BaseException) -> None:
+    def _reschedule(self, after: float | None) -> None:
         assert self.outage is not None
         self.outage.failures += 1
-        after = getattr(exc, "retry_after", None)
         retry = self.retry
         delay = backoff(
             self.outage.failures, retry.first_delay, retry.max_delay, self._rng.random(), after
         )
         self.outage.next_probe = self._monotonic() + delay
-
-
-def duration(seconds: float) -> str:
-    """A duration in words for logs: 45 s, 12 min, 3.5 h."""
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from xnat_drop.adapters.ledger import Ledger
-from xnat_drop.adapters.xnat_api import ArchivedRef, Body, PrearchiveRef
+from xnat_drop.adapters.xnat.client import ArchivedRef, PrearchiveRef
+from xnat_drop.adapters.xnat.connection import Body
 from xnat_drop.core.config import XnatConfig
 from xnat_drop.core.errors import XnatRejectedError
 from xnat_drop.core.model import FileFacts, Target, UploadReceipt, Verdict
@@ -134,9 +135,20 @@ class Delivery:
         self.wall = wall
 
     def deliver(
-        self, claim_id: str, verdict: Verdict, make_body: Callable[[], Body]
+        self,
+        claim_id: str,
+        verdict: Verdict,
+        make_body: Callable[[], Body],
+        *,
+        bytes_sent: Callable[[], int] = lambda: 0,
+        started: float = 0.0,
+        monotonic: Callable[[], float] = lambda: 0.0,
+        server_version: str = "",
     ) -> UploadReceipt:
         """Take an accepted session as far as XNAT goes; returns the receipt once verified.
+
+        The receipt says how many bytes `bytes_sent()` counted and how long it took since `started`
+        (by `monotonic`), and which XNAT version held it.
 
         Raises XnatRejectedError (failed/), XnatTransientError / XnatServerError (retry) or
         XnatAuthError (pause).
@@ -186,8 +198,9 @@ class Delivery:
         return UploadReceipt(
             uris=uris,
             files=len(verdict.upload),
-            bytes_sent=0,
-            seconds=0.0,
+            bytes_sent=bytes_sent(),
+            seconds=monotonic() - started,
+            server_version=server_version,
             verified=tuple(sorted(held.items())),
             destination=self.config.destination,
         )
@@ -197,7 +210,8 @@ class Delivery:
     def _check(self, claim_id: str, target: Target, sent: Expected) -> None:
         """The project must exist; an existing session is refused unless on_existing says so."""
         if not self.client.project_exists(target.project):
-            raise XnatRejectedError("unknown-project", unknown_project(target.project).sentence)
+            missing = unknown_project(target.project)
+            raise XnatRejectedError(missing.rule, missing.sentence, violation=missing)
         archived = self.client.find_archived(target.project, target.session, sent.study_uid)
         staged = self._without_own_leftovers(
             claim_id, self.client.find_prearchive(target.project, sent.study_uid)

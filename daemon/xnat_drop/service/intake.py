@@ -22,7 +22,7 @@ from xnat_drop.core.config import Config
 from xnat_drop.core.model import Fingerprint, Seen
 from xnat_drop.core.shown import shown_path
 from xnat_drop.core.stability import fingerprint, is_stable, observe, settles_at, waiting_for
-from xnat_drop.service.availability import duration
+from xnat_drop.core.text import duration
 
 log = logging.getLogger("xnat_drop.service")
 

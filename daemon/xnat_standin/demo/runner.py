@@ -17,8 +17,8 @@ import tempfile
 from pathlib import Path
 
 from xnat_drop.adapters import configfile
-from xnat_drop.adapters.xnat_api import XnatClient, connect
-from xnat_drop.commands.cli import setup_logging
+from xnat_drop.adapters.xnat.client import XnatClient, connect
+from xnat_drop.commands.logs import setup_logging
 from xnat_drop.service.loop import Service
 from xnat_standin import Emulator
 

@@ -1,12 +1,13 @@
 """Walk the header of a DICOM Part 10 file held in memory, in the common case only. Pure.
 
-inspect.py reads DICOM headers with pydicom (`dcmread(stop_before_pixels=True, specific_tags=
-...)`), which costs 0.3-0.6 ms per file. Nearly every file a scanner exports is a Part 10 file
-whose dataset is explicit VR little endian; `scan` walks such a header from the bytes already
-read: tag, VR and length of each element, the values of the wanted elements kept as bytes,
-everything else skipped by its length (sequences of undefined length item by item, as pydicom
-parses them). `text`, `values` and `integer` turn a kept value into what inspect.py makes of
-pydicom's value, when that is plainly its ASCII characters.
+pydicomheader.py reads DICOM headers with pydicom (`dcmread(stop_before_pixels=True,
+specific_tags=...)`), which costs 0.3-0.6 ms per file. Nearly every file a scanner exports is a
+Part 10 file whose dataset is explicit VR little endian; `scan` walks such a header from the
+bytes already read: tag, VR and length of each element, the values of the wanted elements kept
+as bytes, everything else skipped by its length (sequences of undefined length item by item, as
+pydicom parses them). `text`, `values` and `integer` turn a kept value into what
+pydicomheader.py makes of pydicom's value, when that is plainly its ASCII characters
+(plainheader.py puts the two together).
 
 `scan` answers None, and the conversions raise UnsureError, for anything they are not sure to
 read exactly as pydicom reads it: another transfer syntax, an element or item pydicom would
@@ -288,7 +289,7 @@ def _item(data: bytes, position: int, end: int, depth: int, *, defined: bool) ->
 
 
 # Values are converted only when they hold printable ASCII (after the padding pydicom strips
-# from their end: spaces and NULs), which every character set inspect.py accepts decodes as
+# from their end: spaces and NULs), which every character set plainheader.py accepts decodes as
 # ASCII. What pydicom then makes of them depends on the VR:
 _PRINTABLE = re.compile(rb"[ -~]*")
 _PADDING = b" \0"
@@ -317,7 +318,7 @@ TEXT_VRS = frozenset({*_SPLIT, *_SPLIT_RSTRIP, *_SINGLE, b"PN", b"UI", *_NUMBERS
 
 
 def text(vr: bytes, value: bytes) -> str:
-    """pydicom's text of `value` (VR `vr`) as inspect.py makes it: `str(value).strip()`, or
+    """pydicom's text of `value` (VR `vr`) as pydicomheader.py makes it: `str(value).strip()`, or
     its values joined by backslashes, stripped. Raises UnsureError for other VRs and for
     values that are not printable ASCII (see above).
     """
@@ -349,7 +350,7 @@ def text(vr: bytes, value: bytes) -> str:
 
 
 def values(vr: bytes, value: bytes) -> tuple[str, ...]:
-    """The values of a CS element as inspect.py makes them for ImageType: each stripped, and
+    """The values of a CS element as pydicomheader.py makes them for ImageType: each stripped, and
     none for a single blank value. Raises UnsureError unless the value is printable ASCII."""
     if vr != b"CS":
         raise UnsureError
@@ -363,7 +364,7 @@ def values(vr: bytes, value: bytes) -> tuple[str, ...]:
 
 
 def integer(vr: bytes, value: bytes) -> int | None:
-    """`int()` of an IS value as inspect.py makes it for SeriesNumber, None when it is empty.
+    """`int()` of an IS value as pydicomheader.py makes it for SeriesNumber, None when it is empty.
     Raises UnsureError unless the value is plainly one integer."""
     if vr != b"IS":
         raise UnsureError

@@ -1,6 +1,6 @@
-"""Hard limits on the work one DICOM file may cost inspect.py, and where such a file must end.
+"""Hard limits on the work one DICOM file may cost inspection, and where such a file must end.
 
-The drop share is written by lab members, and a crafted file must cost inspect.py a bounded
+The drop share is written by lab members, and a crafted file must cost inspection a bounded
 amount of memory and time: a sparse file can declare any length, and a deflated one can unpack
 to a thousand times its size. pydicom trusts both: it reads a requested element's declared
 length in one `read()`, and it inflates the whole rest of a deflated file in memory.
@@ -13,7 +13,7 @@ length in one `read()`, and it inflates the whole rest of a deflated file in mem
   after it is judged, so nothing much may be there (a 50 GiB sparse "DICOM" file, say).
 
 Past a limit, `HeaderLimitError` says why in words for a lab member (never a header value):
-the file is then filed as unreadable DICOM. No pydicom here: inspect.py drives it.
+the file is then filed as unreadable DICOM. No pydicom here: pydicomheader.py drives it.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def trailing_note(count: int, image: bool) -> str:
 
 
 class Readable(Protocol):
-    """Bytes to check the end of a data set in: a file (inspect's _Source) or an InflatedSource."""
+    """Bytes to check the end of a data set in: a file (openfile.OpenFile) or an InflatedSource."""
 
     @property
     def size(self) -> int: ...
@@ -307,7 +307,7 @@ _TOO_LARGE = (
 
 class Window(_Positioned):
     """A file pydicom reads (`read`, `seek`, `tell`) over bytes held elsewhere, noting in
-    `short` whether a read ran into their end (as inspect's _Head does)."""
+    `short` whether a read ran into their end (as pydicomheader's _Head does)."""
 
     def __init__(self, data: bytearray) -> None:
         self._data = data
@@ -333,9 +333,9 @@ class InflatedSource:
     as it is read. Raises zlib.error for damaged data and HeaderLimitError past the limits.
 
     `inflate_to` keeps everything inflated (the header, at most MAX_INFLATED_HEADER bytes, as
-    `data`). `read_at` and `size` make it a source for inspect's end-of-data checks: reads go
-    forward only from the header on, and `size` (the inflated length) is measured by
-    inflating a copy of the stream to its end, counting without keeping.
+    `data`). `read_at` and `size` make it a source for `ending_problem`: reads go forward only
+    from the header on, and `size` (the inflated length) is measured by inflating a copy of
+    the stream to its end, counting without keeping.
     """
 
     def __init__(self, read_at: Callable[[int, int], bytes], file_size: int, start: int) -> None:

@@ -27,47 +27,35 @@ they are written. Sources may be `str` paths, which cost less than `Path` object
 from __future__ import annotations
 
 import errno
-import functools
-import hashlib
 import os
 import stat
-import struct
-import time
 import zlib
 from array import array
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, NamedTuple
+from typing import BinaryIO
 
 from xnat_drop.adapters.fs.beneath import Beneath, Dir, UnsafePathError, stamp
+from xnat_drop.adapters.fs.zipformat import (
+    END,
+    MAX16,
+    MAX32,
+    ZIP64_END,
+    ZIP64_LOCATOR,
+    Planned,
+    central_entry,
+    central_len,
+    dos_datetime,
+    encoded_name,
+    end_records,
+    local_header,
+    zip_name,
+)
 from xnat_drop.core.errors import SessionChangedError
 
 __all__ = ["BundleEntry", "ZipStream", "write_zip", "zip_name"]
-
-_LOCAL = struct.Struct("<IHHHHHIIIHH")  # local file header, 30 bytes
-_CENTRAL = struct.Struct("<IHHHHHHIIIHHHHHII")  # central directory file header, 46 bytes
-_ZIP64_END = struct.Struct("<IQHHIIQQQQ")  # zip64 end of central directory record, 56 bytes
-_ZIP64_LOCATOR = struct.Struct("<IIQI")  # zip64 end of central directory locator, 20 bytes
-_END = struct.Struct("<IHHHHIIH")  # end of central directory record, 22 bytes
-
-_LOCAL_SIG = 0x04034B50
-_CENTRAL_SIG = 0x02014B50
-_ZIP64_END_SIG = 0x06064B50
-_ZIP64_LOCATOR_SIG = 0x07064B50
-_END_SIG = 0x06054B50
-
-_MAX32 = 0xFFFFFFFF  # also the "see the zip64 extra field" marker
-_MAX16 = 0xFFFF
-_ZIP64_EXTRA_ID = 0x0001
-_FLAG_UTF8 = 1 << 11  # general purpose bit 11: the name is UTF-8
-_VERSION = 20  # 2.0: STORED files in folders
-_VERSION_ZIP64 = 45  # 4.5: zip64 extensions
-_MADE_BY_UNIX = 3 << 8
-_EXTERNAL_ATTR = (stat.S_IFREG | 0o644) << 16  # a regular file, rw-r--r--, as Unix tools store it
-
-_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,73 +70,6 @@ class BundleEntry:
     stamp: int = 0  # beneath.stamp of the file as inspected; 0: not checked (tests, benchmarks)
 
 
-def zip_name(arcname: str) -> str:
-    """Return the name `arcname` gets inside the zip.
-
-    A name that came from `os.fsdecode` of bytes that are not UTF-8 holds surrogate escapes
-    and cannot be written as UTF-8. Java would reject it, so each such path component is
-    replaced by `unnamed-<12 hex digits of its SHA-256>` plus its extension when that is ASCII
-    (`b"\\xff.dcm"` becomes `unnamed-<hash>.dcm`). Every other name is returned unchanged.
-    """
-    try:
-        arcname.encode("utf-8")
-    except UnicodeEncodeError:
-        return "/".join(_safe_component(part) for part in arcname.split("/"))
-    return arcname
-
-
-def _safe_component(part: str) -> str:
-    try:
-        part.encode("utf-8")
-    except UnicodeEncodeError:
-        pass
-    else:
-        return part
-    # Hash the original bytes so that two different bad names stay two different entries.
-    digest = hashlib.sha256(part.encode("utf-8", "surrogateescape")).hexdigest()[:12]
-    suffix = PurePosixPath(part).suffix
-    if not suffix.isascii() or not suffix[1:].isprintable():
-        suffix = ""
-    return f"unnamed-{digest}{suffix}"
-
-
-class _Planned(NamedTuple):
-    """Where one entry sits in the archive; everything but its CRC and date is known up front.
-
-    Made from the entry and its offset when needed, never stored: see ZipStream._planned.
-    """
-
-    source: Path | str
-    arcname: str  # as given, for messages
-    name: bytes  # UTF-8 name written in the zip
-    size: int
-    offset: int  # of the local header
-    stamp: int = 0  # as inspected, 0: not checked
-
-    @property
-    def flags(self) -> int:
-        return 0 if self.name.isascii() else _FLAG_UTF8
-
-    @property
-    def zip64_local(self) -> bool:
-        """Sizes do not fit in 32 bits: zip64 extra in the local header."""
-        return self.size >= _MAX32
-
-    @property
-    def version(self) -> int:
-        """Version needed to extract."""
-        return _VERSION_ZIP64 if self.zip64_local or self.offset >= _MAX32 else _VERSION
-
-    @property
-    def header_len(self) -> int:
-        return _LOCAL.size + len(self.name) + (20 if self.zip64_local else 0)
-
-    @property
-    def end(self) -> int:
-        """Offset just past this entry's data."""
-        return self.offset + self.header_len + self.size
-
-
 @dataclass(frozen=True, slots=True)
 class _Segment:
     """Entries `first` to `stop - 1`, either sharing one buffer or one file read twice."""
@@ -159,51 +80,12 @@ class _Segment:
     buffered: bool
 
 
-def _central_zip64_fields(size: int, offset: int) -> list[int]:
-    # APPNOTE 4.5.3: only the fields whose fixed slot holds the marker, in this order.
-    fields = [size, size] if size >= _MAX32 else []
-    if offset >= _MAX32:
-        fields.append(offset)
-    return fields
-
-
-def _central_len(name: bytes, size: int, offset: int) -> int:
-    fields = _central_zip64_fields(size, offset)
-    return _CENTRAL.size + len(name) + (4 + 8 * len(fields) if fields else 0)
-
-
-def _encoded_name(arcname: str) -> bytes:
-    return zip_name(arcname).encode("utf-8")
-
-
 def _zeros(count: int) -> array[int]:
     """`count` unsigned integers of at least 32 bits, all 0."""
     return array("I" if array("I").itemsize >= 4 else "L", [0]) * count
 
 
-@functools.lru_cache(maxsize=4096)
-def _dos_datetime(mtime: float) -> tuple[int, int]:
-    """Return (time, date) in MS-DOS format, local time, clamped to the years 1980..2107.
-
-    Cached: the files of one series share their mtime second, and localtime() per file costs
-    more than the rest of opening it.
-    """
-    try:
-        t = time.localtime(mtime)
-    except (OverflowError, OSError, ValueError):  # far outside what localtime handles
-        return _DOS_FIRST if mtime < 0 else _DOS_LAST
-    if t.tm_year < 1980:
-        return _DOS_FIRST
-    if t.tm_year > 2107:
-        return _DOS_LAST
-    return (
-        (t.tm_hour << 11) | (t.tm_min << 5) | min(t.tm_sec // 2, 29),  # a leap second is 60
-        ((t.tm_year - 1980) << 9) | (t.tm_mon << 5) | t.tm_mday,
-    )
-
-
-_DOS_FIRST = (0, (1 << 5) | 1)  # 1980-01-01 00:00:00
-_DOS_LAST = ((23 << 11) | (59 << 5) | 29, (127 << 9) | (12 << 5) | 31)  # 2107-12-31 23:59:58
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 class ZipStream:
@@ -275,9 +157,9 @@ class ZipStream:
         self._offsets, self._cd_size = self._layout(self._entries)
         self._cd_offset = self._offsets[-1]
         count = len(self._entries)
-        self._zip64_end = count >= _MAX16 or self._cd_offset >= _MAX32 or self._cd_size >= _MAX32
-        end_len = _ZIP64_END.size + _ZIP64_LOCATOR.size if self._zip64_end else 0
-        self._total = self._cd_offset + self._cd_size + end_len + _END.size
+        self._zip64_end = count >= MAX16 or self._cd_offset >= MAX32 or self._cd_size >= MAX32
+        end_len = ZIP64_END.size + ZIP64_LOCATOR.size if self._zip64_end else 0
+        self._total = self._cd_offset + self._cd_size + end_len + END.size
         self._segments = self._group(self._entries, self._offsets, buffer_limit)
         # One buffer for all file reads: the largest run of small files, or a chunk of a
         # large file read in two passes.
@@ -302,11 +184,11 @@ class ZipStream:
             if not name_str or name_str.endswith("/"):
                 raise ValueError(f"{e.arcname!r}: not a file name")
             name = name_str.encode("utf-8")
-            if len(name) > _MAX16:
+            if len(name) > MAX16:
                 raise ValueError(f"{e.arcname!r}: name longer than 65,535 bytes")
             offsets[i] = offset
-            cd_size += _central_len(name, e.size, offset)
-            offset = _Planned(e.source, e.arcname, name, e.size, offset).end
+            cd_size += central_len(name, e.size, offset)
+            offset = Planned(e.source, e.arcname, name, e.size, offset).end
         offsets[len(entries)] = offset
         return offsets, cd_size
 
@@ -330,11 +212,11 @@ class ZipStream:
             i = stop
         return segments
 
-    def _planned(self, i: int) -> _Planned:
+    def _planned(self, i: int) -> Planned:
         """Where entry `i` sits in the archive."""
         e = self._entries[i]
-        name = _encoded_name(e.arcname)
-        return _Planned(e.source, e.arcname, name, e.size, self._offsets[i], e.stamp)
+        name = encoded_name(e.arcname)
+        return Planned(e.source, e.arcname, name, e.size, self._offsets[i], e.stamp)
 
     # -- the consumer's side --------------------------------------------------------------
 
@@ -534,9 +416,7 @@ class ZipStream:
         finally:
             os.close(fd)
 
-    def _blocks(
-        self, fd: int, p: _Planned, view: memoryview, expected: int
-    ) -> Iterator[memoryview]:
+    def _blocks(self, fd: int, p: Planned, view: memoryview, expected: int) -> Iterator[memoryview]:
         """Yield exactly `p.size` bytes of `fd` as `chunk_size` views of the buffer; the file
         must still have the stamp `expected` before the last block is yielded."""
         block = view[: self._chunk_size]
@@ -551,13 +431,13 @@ class ZipStream:
             yield block[:n]
 
     @staticmethod
-    def _shrank(p: _Planned, got: int) -> SessionChangedError:
+    def _shrank(p: Planned, got: int) -> SessionChangedError:
         return SessionChangedError(
             f"{p.source}: shrank while being read, {got} of {p.size} bytes"
             f" (zip entry {p.arcname!r})"
         )
 
-    def _open(self, i: int, p: _Planned) -> tuple[int, int]:
+    def _open(self, i: int, p: Planned) -> tuple[int, int]:
         """Open entry `i` (planned as `p`) without following a link or blocking on a FIFO;
         check it. Returns the fd and the stamp it must keep until it has been read: the
         entry's own, or (when it has none) the one it has now."""
@@ -591,7 +471,7 @@ class ZipStream:
                 raise SessionChangedError(
                     f"{p.source}: changed after it was inspected (zip entry {p.arcname!r})"
                 )
-            tm, dt = _dos_datetime(float(int(st.st_mtime)))  # DOS time has 2 s steps
+            tm, dt = dos_datetime(float(int(st.st_mtime)))  # DOS time has 2 s steps
             self._dos[i] = dt << 16 | tm
         except BaseException:
             os.close(fd)
@@ -599,7 +479,7 @@ class ZipStream:
         # O_NONBLOCK stays set: it has no effect on reads from regular files.
         return fd, p.stamp or now
 
-    def _check_unchanged(self, fd: int, p: _Planned, expected: int) -> None:
+    def _check_unchanged(self, fd: int, p: Planned, expected: int) -> None:
         """Raise SessionChangedError unless the file still has the stamp `expected`."""
         st = os.fstat(fd)
         self._check_size(p, st)
@@ -609,43 +489,21 @@ class ZipStream:
             )
 
     @staticmethod
-    def _check_size(p: _Planned, st: os.stat_result) -> None:
+    def _check_size(p: Planned, st: os.stat_result) -> None:
         if st.st_size != p.size:
             raise SessionChangedError(
                 f"{p.source}: size is now {st.st_size} bytes, {p.size} expected"
                 f" (zip entry {p.arcname!r})"
             )
 
-    def _local_header(self, i: int, p: _Planned) -> bytes:
-        dt, tm = divmod(self._dos[i], 1 << 16)
-        size32 = _MAX32 if p.zip64_local else p.size
-        extra = struct.pack("<HHQQ", _ZIP64_EXTRA_ID, 16, p.size, p.size) if p.zip64_local else b""
-        head = _LOCAL.pack(
-            _LOCAL_SIG, p.version, p.flags, 0, tm, dt, self._crcs[i], size32, size32,
-            len(p.name), len(extra),
-        )  # fmt: skip
-        return head + p.name + extra
+    def _local_header(self, i: int, p: Planned) -> bytes:
+        return local_header(p, self._crcs[i], self._dos[i])
 
     def _central_directory(self) -> Iterator[bytes]:
         """Yield the central directory in pieces of about `chunk_size` bytes."""
         out = bytearray()
         for i in range(len(self._entries)):
-            p = self._planned(i)
-            fields = _central_zip64_fields(p.size, p.offset)
-            extra = (
-                struct.pack(f"<HH{len(fields)}Q", _ZIP64_EXTRA_ID, 8 * len(fields), *fields)
-                if fields
-                else b""
-            )
-            size32 = _MAX32 if p.size >= _MAX32 else p.size
-            dt, tm = divmod(self._dos[i], 1 << 16)
-            out += _CENTRAL.pack(
-                _CENTRAL_SIG, _MADE_BY_UNIX | p.version, p.version, p.flags, 0, tm, dt,
-                self._crcs[i], size32, size32, len(p.name), len(extra), 0, 0, 0,
-                _EXTERNAL_ATTR, min(p.offset, _MAX32),
-            )  # fmt: skip
-            out += p.name
-            out += extra
+            out += central_entry(self._planned(i), self._crcs[i], self._dos[i])
             if len(out) >= self._chunk_size:
                 yield bytes(out)
                 out.clear()
@@ -653,19 +511,7 @@ class ZipStream:
             yield bytes(out)
 
     def _end_records(self) -> bytes:
-        count, cd_size, cd_offset = len(self._entries), self._cd_size, self._cd_offset
-        records = b""
-        if self._zip64_end:
-            zip64_end_offset = cd_offset + cd_size
-            records = _ZIP64_END.pack(
-                _ZIP64_END_SIG, _ZIP64_END.size - 12, _MADE_BY_UNIX | _VERSION_ZIP64,
-                _VERSION_ZIP64, 0, 0, count, count, cd_size, cd_offset,
-            ) + _ZIP64_LOCATOR.pack(_ZIP64_LOCATOR_SIG, 0, zip64_end_offset, 1)  # fmt: skip
-        # A field too small for its value holds the marker; readers then use the zip64 record.
-        return records + _END.pack(
-            _END_SIG, 0, 0, min(count, _MAX16), min(count, _MAX16), min(cd_size, _MAX32),
-            min(cd_offset, _MAX32), 0,
-        )  # fmt: skip
+        return end_records(len(self._entries), self._cd_size, self._cd_offset, self._zip64_end)
 
 
 def write_zip(entries: Sequence[BundleEntry], out: BinaryIO, *, root: Dir | None = None) -> int:

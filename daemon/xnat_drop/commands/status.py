@@ -1,0 +1,118 @@
+"""`xnat-drop status [--json]`: what the daemon is doing and why, and the last outcomes.
+
+Reads the snapshot the daemon writes (status.json) and the ledger, read-only; never talks to
+the daemon itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from xnat_drop.adapters import configfile
+from xnat_drop.adapters.fs import statusfile
+from xnat_drop.adapters.ledger import FILE_NAME, Entry, Ledger
+from xnat_drop.core.errors import ConfigError, StorageError
+from xnat_drop.core.text import age, from_iso, iso
+
+EX_OK = 0
+EX_NOT_RUNNING = 3
+
+
+def show_status(config_path: Path, *, as_json: bool) -> int:
+    """Print the status; 0 while the daemon runs, 3 when it does not. Raises ConfigError
+    (exit 78) for an unusable configuration or an unreadable ledger."""
+    cfg = configfile.load(config_path, dict(os.environ))
+    state = cfg.paths.state
+    done: list[Entry] = []
+    failed: list[Entry] = []
+    if (state / FILE_NAME).exists():
+        try:
+            ledger = Ledger(state / FILE_NAME, readonly=True)
+            try:
+                done, failed = ledger.recent("done"), ledger.recent("failed")
+            finally:
+                ledger.close()
+        except StorageError as exc:
+            raise ConfigError(
+                [
+                    f"paths.state_dir: cannot read {state / FILE_NAME} ({exc}). If the file is "
+                    "damaged, stop the daemon and move it aside; the daemon makes a new one."
+                ],
+                str(config_path),
+            ) from exc
+    now = time.time()  # noqa: TID251 - the command's own "now", for ages
+    data = report(statusfile.read(state), done, failed, now)
+    print(json.dumps(data, indent=2, ensure_ascii=False) if as_json else render(data, now), end="")
+    return EX_OK if data["running"] else EX_NOT_RUNNING
+
+
+def report(
+    snapshot: dict[str, Any] | None, done: list[Entry], failed: list[Entry], now: float
+) -> dict[str, Any]:
+    """Everything `status --json` prints: the daemon's snapshot and the last outcomes."""
+    running = bool(snapshot) and statusfile.is_running(int(snapshot.get("pid", 0)))  # type: ignore[union-attr]
+    return {
+        "running": running,
+        "snapshot": snapshot,
+        "last_done": [_finished(e) for e in done],
+        "last_failed": [_finished(e) for e in failed],
+        "now": iso(now),
+    }
+
+
+def _finished(entry: Entry) -> dict[str, Any]:
+    return {
+        "session": entry.relpath,
+        "at": iso(entry.updated_at),
+        "where": entry.final_path,
+        "xnat": entry.archive_uri or entry.prearchive_uri,
+        "reason": entry.reason,
+    }
+
+
+def render(data: dict[str, Any], now: float) -> str:
+    """The status for people: one block per kind of session, each with its reason and age."""
+    snap = data.get("snapshot") or {}
+    lines = []
+    if not data.get("running"):
+        seen = snap.get("updated_at")
+        lines.append(f"xnat-drop is NOT running{f' (last seen {seen})' if seen else ''}.")
+    else:
+        lines.append(f"xnat-drop {snap.get('version', '')} is running (pid {snap.get('pid')}).")
+    xnat = snap.get("xnat") or {}
+    if xnat:
+        state = xnat.get("state", "unknown")
+        detail = f": {xnat['detail']}" if xnat.get("detail") else ""
+        since = f" since {xnat['since']}" if xnat.get("since") else ""
+        version = f" {xnat['server_version']}" if xnat.get("server_version") else ""
+        lines.append(f"XNAT{version} at {xnat.get('url', '?')}: {state}{since}{detail}")
+    for title, key in (
+        ("Settling (waiting for the copy to finish)", "settling"),
+        ("Claimed", "work"),
+    ):
+        items = snap.get(key) or []
+        more = int(snap.get(f"{key}_more") or 0)
+        lines += ["", f"{title}: {len(items) + more}"]
+        for item in items:
+            age = _age(item.get("since"), now)
+            lines.append(f"  {item.get('session')}  {item.get('state', '')}  ({age})")
+            if item.get("last_error"):
+                lines.append(f"      last error: {item['last_error']}")
+        if more:
+            lines.append(f"  ... and {more:,} more")
+    for title, key in (("Last delivered", "last_done"), ("Last failed", "last_failed")):
+        items = data.get(key) or []
+        lines += ["", f"{title}: {len(items)}"]
+        for item in items:
+            extra = item.get("xnat") if key == "last_done" else item.get("reason")
+            lines.append(f"  {item['at']}  {item['session']}  {extra or ''}".rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def _age(stamp: str | None, now: float) -> str:
+    then = from_iso(stamp) if stamp else None
+    return "?" if then is None else age(now - then)

@@ -1,0 +1,285 @@
+"""One attempt at one claimed session, run on the step thread: judge it (if it was not yet),
+then deliver it. Returns an AttemptResult and changes nothing the loop owns; what happens next
+is core.policy's decision, applied by the loop.
+
+An attempt does its own I/O (the session's files, XNAT, the ledger rows of this claim), and
+keeps the watchdog fed through the Heartbeat and the status line through Progress.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from xnat_drop.adapters.fs import claims
+from xnat_drop.adapters.fs.beneath import Dir
+from xnat_drop.adapters.fs.tree import REGULAR, walk
+from xnat_drop.adapters.fs.zipstream import BundleEntry, ZipStream
+from xnat_drop.adapters.ledger import Ledger
+from xnat_drop.adapters.workers import InspectionPool
+from xnat_drop.core.config import Config
+from xnat_drop.core.errors import (
+    SessionChangedError,
+    StorageError,
+    XnatAuthError,
+    XnatRejectedError,
+    XnatServerError,
+    XnatTransientError,
+    XnatUnexpectedAnswerError,
+)
+from xnat_drop.core.model import FileKind, Policy, Session, UploadReceipt, Verdict, Violation
+from xnat_drop.core.names import is_junk_path
+from xnat_drop.core.policy import AttemptResult, Result
+from xnat_drop.core.shown import shown
+from xnat_drop.core.text import iso
+from xnat_drop.service import failpoints
+from xnat_drop.service.delivery import Delivery, XnatPort, content_key
+from xnat_drop.service.judge import judge
+from xnat_drop.service.steps import Heartbeat, Progress
+
+log = logging.getLogger("xnat_drop.service")
+
+PROGRESS_QUIET = 120.0  # seconds judging may go on after a sign of progress (a file read)
+
+
+@dataclass(frozen=True, slots=True)
+class Tools:
+    """What a step may use. The loop owns them, and never closes one under a live step."""
+
+    config: Config
+    client: XnatPort
+    ledger: Ledger
+    pool: InspectionPool
+    heartbeat: Heartbeat
+    progress: Progress
+    monotonic: Callable[[], float]
+    wall: Callable[[], float]
+    server_version: str = ""
+
+    def delivery(self) -> Delivery:
+        return Delivery(self.client, self.config.xnat, self.ledger, self.wall)
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """The session as the loop knows it when the attempt starts."""
+
+    claim: claims.Claim
+    session: Session | None
+    verdict: Verdict | None
+    forced: bool  # sent back with `retry --force`: upload even if delivered before
+    xnat_paused: bool  # an outage or refused credentials: judge, but send nothing
+
+
+def attempt(tools: Tools, job: Attempt) -> AttemptResult:
+    """Take the session one step further. Never raises for anything a session, XNAT or the
+    state directory can do: each ends as a Result."""
+    session, verdict = job.session, job.verdict
+    try:
+        if session is None or verdict is None:
+            session, verdict = _judge(tools, job.claim)
+            failpoints.hit("after-judge")
+        if not verdict.accepted:
+            # Judged again after it changed mid-upload: what went out must not stay.
+            tools.delivery().withdraw_partial(job.claim.id)
+            return _judged(Result.REJECTED, session, verdict, "")
+        earlier = None if job.forced else _delivered_before(tools, job.claim.id, verdict)
+        if earlier is not None:
+            return _judged(Result.REJECTED, session, verdict, "", also=(earlier,))
+        if job.xnat_paused:
+            return _judged(Result.WAITING, session, verdict, "")
+        receipt = _deliver(tools, job.claim, verdict)
+        return _judged(Result.DELIVERED, session, verdict, "", receipt=receipt)
+    except SessionChangedError as exc:
+        # A writer kept an open file after the claim: judge again once it is quiet.
+        return AttemptResult(Result.CHANGED, reason=shown(str(exc)))
+    except XnatUnexpectedAnswerError as exc:
+        return _judged(Result.WEB_PAGES, session, verdict, str(exc), retry_after=exc.retry_after)
+    except XnatTransientError as exc:
+        return _judged(Result.UNREACHABLE, session, verdict, str(exc), retry_after=exc.retry_after)
+    except XnatServerError as exc:
+        # A 500: an outage (the probe fails too) or something about this session.
+        if _xnat_is_down(tools.client):
+            return _judged(Result.UNREACHABLE, session, verdict, str(exc))
+        reason = f"XNAT answered with an error: {exc}"
+        return _judged(Result.FAILED_ATTEMPT, session, verdict, reason)
+    except XnatAuthError as exc:
+        return _judged(Result.CREDENTIALS, session, verdict, str(exc))
+    except XnatRejectedError as exc:
+        return _judged(Result.REFUSED, session, verdict, str(exc), also=(exc.violation,))
+    except StorageError as exc:
+        return _judged(Result.STORAGE, session, verdict, str(exc))
+    except Exception as exc:
+        log.exception("%s: unexpected error", job.claim.display)
+        reason = f"unexpected error: {type(exc).__name__}: {exc}"
+        return _judged(Result.FAILED_ATTEMPT, session, verdict, reason)
+
+
+def _judged(
+    result: Result,
+    session: Session | None,
+    verdict: Verdict | None,
+    reason: str,
+    *,
+    also: tuple[Violation, ...] = (),
+    receipt: UploadReceipt | None = None,
+    retry_after: float | None = None,
+) -> AttemptResult:
+    """A result that keeps what was judged (and the rules' violations, plus `also`) for the
+    decision and the next attempt."""
+    violations = verdict.violations if verdict is not None else ()
+    return AttemptResult(
+        result,
+        (*violations, *also),
+        receipt,
+        reason=shown(reason),
+        retry_after=retry_after,
+        session=session,
+        verdict=verdict,
+    )
+
+
+def _judge(tools: Tools, claim: claims.Claim) -> tuple[Session, Verdict]:
+    quiet = PROGRESS_QUIET
+    judgement = judge(
+        claim.folder,
+        claim.relpath,
+        tools.config,
+        tools.pool,
+        progress=lambda: tools.heartbeat.beat(quiet),
+    )
+    failpoints.hit("after-inspect")
+    _unchanged_since_inspection(claim.folder, judgement.session)
+    session, verdict = judgement.session, judgement.verdict
+    rules = ", ".join(sorted({v.rule for v in verdict.violations}))
+    dicom = sum(1 for f in session.files if f.is_dicom)
+    found = f"inspected {len(session.files)} files ({dicom} DICOM)"
+    fields = journal_fields(claim, verdict)
+    if verdict.accepted:
+        broken = f"; left out by the rules: {rules}" if rules else ""
+        log.info(
+            "%s: %s: accepted, %d to upload%s",
+            claim.display,
+            found,
+            len(verdict.upload),
+            broken,
+            extra=fields,
+        )
+    else:
+        log.info(
+            "%s: %s: rejected (%s)", claim.display, found, rules, extra=fields | {"RULE": rules}
+        )
+    return session, verdict
+
+
+def _unchanged_since_inspection(folder: Path, session: Session) -> None:
+    """Raise SessionChangedError when a file of `folder` was added, removed or written since
+    inspection read it (a writer that kept a handle open after the claim): a verdict is filed
+    only for the files as they are."""
+    judged = {f.path: f.stamp for f in session.files if f.kind is not FileKind.JUNK}
+    junk = {f.path for f in session.files if f.kind is FileKind.JUNK}
+    for entry in walk(folder):
+        if entry.relpath in junk or is_junk_path(entry.relpath):
+            continue
+        if entry.relpath not in judged:
+            raise SessionChangedError(f"{entry.relpath} appeared while the session was inspected")
+        was = judged.pop(entry.relpath)
+        if entry.kind == REGULAR and was and was != entry.stamp:
+            raise SessionChangedError(f"{entry.relpath} was written while it was inspected")
+    if judged:
+        raise SessionChangedError(f"{next(iter(judged))} vanished while the session was inspected")
+
+
+def _delivered_before(tools: Tools, claim_id: str, verdict: Verdict) -> Violation | None:
+    """The same instances, same labels, already delivered (per the ledger): a re-drop."""
+    assert verdict.target is not None
+    key = content_key(verdict.target, verdict.upload)
+    tools.ledger.update(claim_id, tools.wall(), content_key=key)
+    earlier = tools.ledger.delivered(key)
+    if earlier is None or earlier.claim_id == claim_id:
+        return None
+    where = earlier.archive_uri or earlier.prearchive_uri
+    sentence = (
+        f"This session was already delivered on {iso(earlier.updated_at)} "
+        f"({tools.config.xnat.url}{where}); it was not uploaded again. If it must be sent "
+        "again anyway, ask the data manager to run `xnat-drop retry --force` on this folder."
+    )
+    return Violation(
+        "already-delivered", Policy.REJECT, "the whole session", sentence, detail=where
+    )
+
+
+def _deliver(tools: Tools, claim: claims.Claim, verdict: Verdict) -> UploadReceipt:
+    """Stream the zip to XNAT and see it verified there. Raises the Xnat*Error types."""
+    target = verdict.target
+    assert target is not None
+    # Each file is opened below the claimed folder through no link, and must still be the file
+    # inspection judged (its stamp): only judged bytes leave.
+    entries = [BundleEntry(f.path, f.path, f.size, f.stamp) for f in verdict.upload]
+    total = sum(f.size for f in verdict.upload)
+    quiet = tools.config.xnat.read_timeout + 30
+    streams: list[ZipStream] = []
+
+    def make_body() -> ZipStream:
+        log.info(
+            "%s: uploading %d files (%.1f MB) to XNAT %s/%s/%s",
+            claim.display,
+            len(entries),
+            total / 1e6,
+            target.project,
+            target.subject,
+            target.session,
+            extra=journal_fields(claim, verdict),
+        )
+        tools.progress.uploading(claim.id, 0, total)
+        half = total // 2
+
+        def progress(done: int) -> None:
+            tools.progress.uploading(claim.id, done, total)
+            tools.heartbeat.beat(quiet)
+            if done >= half:
+                failpoints.hit("mid-upload")
+
+        # A stream owns (and closes) its folder: a re-sent body opens it again. 2 MiB
+        # buffers: DICOM files up to that size are read once; memory stays small.
+        root = Dir.open(claim.folder)
+        streams.append(ZipStream(entries, root=root, buffer_limit=2 << 20, progress=progress))
+        return streams[-1]
+
+    started = tools.monotonic()
+    try:
+        return tools.delivery().deliver(
+            claim.id,
+            verdict,
+            make_body,
+            bytes_sent=lambda: streams[-1].bytes_done if streams else 0,
+            started=started,
+            monotonic=tools.monotonic,
+            server_version=tools.server_version,
+        )
+    finally:
+        for stream in streams:
+            stream.close()
+        tools.progress.clear()
+
+
+def _xnat_is_down(client: XnatPort) -> bool:
+    """Ask XNAT once whether it is answering at all (after a 500)."""
+    try:
+        client.probe()
+    except (XnatTransientError, XnatServerError):
+        return True
+    except XnatAuthError:
+        return False
+    return False
+
+
+def journal_fields(claim: claims.Claim, verdict: Verdict | None, **more: str) -> dict[str, str]:
+    """Journal fields for a log line about a session (`journalctl -u xnat-drop SESSION=...`)."""
+    fields = {"SESSION": shown(claim.relpath[-1])}
+    if verdict is not None and verdict.target is not None:
+        fields["PROJECT"] = verdict.target.project
+    fields.update(more)
+    return fields

@@ -1,0 +1,144 @@
+"""The status board: systemd's one-line STATUS, the status.json snapshot `xnat-drop status`
+reads, and today's tally. Reads the loop's state, changes none of it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from xnat_drop import __version__
+from xnat_drop.adapters.fs import statusfile
+from xnat_drop.adapters.ledger import Ledger
+from xnat_drop.core.config import Config
+from xnat_drop.core.model import Outcome
+from xnat_drop.core.shown import shown
+from xnat_drop.core.text import iso, size
+from xnat_drop.service.state import Clock, Job, LoopState
+
+STATUS_REFRESH = 10.0  # seconds: the status snapshot is rewritten at least this often
+LISTED = 100  # claimed sessions named in the snapshot; the rest are counted
+NAME_SHOWN = 60  # characters of a session name in the one-line status
+
+
+@dataclass
+class Board:
+    """What the daemon shows of itself. `publish` writes status.json when it changed."""
+
+    config: Config
+    clock: Clock
+    day: date | None = None
+    done: int = 0
+    failed: int = 0
+    _published: tuple[str, float] = field(default=("", float("-inf")))
+
+    def count_today(self, ledger: Ledger) -> None:
+        """Start today's tally from the ledger (at start, and when the day changes)."""
+        self.day = datetime.fromtimestamp(self.clock.wall()).date()
+        midnight = datetime.combine(self.day, datetime.min.time()).timestamp()
+        self.done = ledger.count_since("done", midnight)
+        self.failed = ledger.count_since("failed", midnight)
+
+    def tally(self, outcome: Outcome, ledger: Ledger) -> None:
+        if self.day != datetime.fromtimestamp(self.clock.wall()).date():
+            self.count_today(ledger)  # a new day: start from the ledger again
+        elif outcome is Outcome.DONE:
+            self.done += 1
+        else:
+            self.failed += 1
+
+    def line(self, state: LoopState) -> str:
+        """One line for systemd's STATUS=: what waits, what happens now, today's tally, XNAT."""
+        parts = []
+        if state.storage is not None:
+            parts.append(f"PAUSED: {state.storage.reason}")
+        busy, done, total = state.progress.read()
+        waiting = len(state.intake.seen) + sum(1 for j in state.jobs if j.claim.id != busy)
+        parts.append(f"{waiting} waiting")
+        job = next((j for j in state.jobs if j.claim.id == busy), None) if busy else None
+        if job is not None:
+            percent = f" {100 * done // total}%" if total else ""
+            name = shown(job.claim.relpath[-1])
+            if len(name) > NAME_SHOWN:
+                name = name[: NAME_SHOWN - 3] + "..."
+            parts.append(f"uploading {name}{percent} of {size(total)}")
+        parts.append(f"{self.done} done today")
+        parts.append(f"{self.failed} failed")
+        xnat = state.xnat
+        if xnat.auth is not None:
+            parts.append("XNAT refused the credentials: uploads paused")
+        elif xnat.outage is not None:
+            since = datetime.fromtimestamp(xnat.outage.since).strftime("%H:%M")
+            parts.append(f"XNAT {xnat.outage.state} since {since}")
+        else:
+            parts.append("XNAT ok")
+        return " · ".join(parts)
+
+    def snapshot(self, state: LoopState) -> dict[str, Any]:
+        """Everything `xnat-drop status` shows, as JSON-ready data (names escaped)."""
+        mono, wall = self.clock.monotonic(), self.clock.wall()
+
+        def at(monotonic: float) -> str | None:
+            return None if monotonic == float("inf") else iso(wall + monotonic - mono)
+
+        xnat = state.xnat.state(at, iso)
+        xnat.update(url=self.config.xnat.url, server_version=state.server_version)
+        busy = state.progress.read()[0]
+        return {
+            "schema": statusfile.SCHEMA,
+            "pid": os.getpid(),
+            "version": __version__,
+            "updated_at": iso(wall),
+            "xnat": xnat,
+            "settling": state.intake.settling(at),
+            "settling_more": state.intake.unlisted,
+            "work": [self._job(job, state, busy, at) for job in state.jobs[:LISTED]],
+            "work_more": max(0, len(state.jobs) - LISTED),
+            "storage": None
+            if state.storage is None
+            else {"state": "paused", "detail": state.storage.reason},
+            "today": {"done": self.done, "failed": self.failed},
+        }
+
+    def publish(self, state: LoopState, *, force: bool = False) -> None:
+        """Rewrite status.json if something changed (or STATUS_REFRESH passed).
+
+        Raises OSError when the state directory cannot take it.
+        """
+        snapshot = self.snapshot(state)
+        key = repr({k: v for k, v in snapshot.items() if k != "updated_at"})
+        now = self.clock.monotonic()
+        if not force and key == self._published[0] and now - self._published[1] < STATUS_REFRESH:
+            return
+        statusfile.write(self.config.paths.state, snapshot)
+        self._published = (key, now)
+
+    def _job(
+        self, job: Job, state: LoopState, busy: str, at: Callable[[float], str | None]
+    ) -> dict[str, Any]:
+        xnat = state.xnat
+        if job.claim.id == busy:
+            words = "uploading"
+        elif job.filing is not None:
+            words = f"being filed in {job.filing.action.value}/"
+        elif job.verdict is None:
+            words = "waiting to be inspected"
+        elif xnat.auth is not None:
+            words = "waiting: XNAT refused the credentials"
+        elif xnat.outage is not None:
+            words = f"waiting: XNAT {xnat.outage.state}"
+        elif job.attempts:
+            attempt = f"attempt {job.attempts + 1} of {self.config.retry.max_attempts}"
+            words = f"retrying ({attempt}) at {at(job.next_at)}"
+        else:
+            words = "next"
+        return {
+            "session": job.claim.display,
+            "claim": job.claim.id,
+            "state": words,
+            "attempts": job.attempts,
+            "since": iso(job.claim.claimed_at),
+            "last_error": shown(job.last_error)[:500],
+        }

@@ -1,0 +1,126 @@
+"""Sessions into the loop's hands: claiming what has settled in incoming/, and adopting the
+claims nobody holds (ours from before a restart, or a killed daemon's). Runs on the loop's
+thread; returns the new jobs rather than keeping any."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from xnat_drop.adapters.fs import claims, filing
+from xnat_drop.adapters.fs.beneath import UnsafePathError
+from xnat_drop.adapters.ledger import Ledger
+from xnat_drop.core.config import Config
+from xnat_drop.core.errors import SessionChangedError
+from xnat_drop.core.policy import Failure
+from xnat_drop.core.shown import shown, shown_path
+from xnat_drop.service import failpoints
+from xnat_drop.service.attempt import journal_fields
+from xnat_drop.service.finish import shown_in_tree
+from xnat_drop.service.intake import Intake
+from xnat_drop.service.state import Clock, Job
+
+log = logging.getLogger("xnat_drop.service")
+
+
+class Claimer:
+    """Claims settled candidates and adopts orphaned claims, for the loop."""
+
+    def __init__(self, work: claims.WorkArea, ledger: Ledger, clock: Clock) -> None:
+        self.work = work
+        self.ledger = ledger
+        self.clock = clock
+
+    def settled(self, config: Config, intake: Intake, now: float, jobs: list[Job]) -> None:
+        """Claim every candidate that has settled, appending each new job to `jobs` before it
+        is recorded (a ledger failure, StorageError, must not lose a claim)."""
+        marker = config.watch.ready_marker
+        for relpath, seen in intake.ready(now):
+            try:
+                claim = self.work.claim(relpath, self.clock.wall(), seen.fingerprint, marker)
+            except SessionChangedError as exc:
+                intake.try_later(relpath, now)
+                log.info("%s: not taken: %s", shown_path(relpath), exc)
+                continue
+            except OSError as exc:  # nothing moved: tried again after another settle period
+                self._not_claimed(config, intake, relpath, now, exc)
+                continue
+            intake.taken(relpath)
+            if claim is None:
+                log.info("%s: gone before it could be claimed", shown_path(relpath))
+                continue
+            forced = filing.take_force_marker(config.paths.incoming, relpath)
+            jobs.append(Job(claim, next_at=now, forced=forced))
+            self.ledger.claimed(claim.id, claim.display, self.clock.wall())
+            self.ledger.update(
+                claim.id, self.clock.wall(), fingerprint=seen.fingerprint.names_hash, forced=forced
+            )
+            fp = seen.fingerprint
+            log.info(
+                "%s: settled (%d files, %d bytes); claimed as %s",
+                claim.display,
+                fp.count,
+                fp.total_bytes,
+                claim.id,
+                extra=journal_fields(claim, None),
+            )
+            failpoints.hit("after-claim")
+
+    @staticmethod
+    def _not_claimed(
+        config: Config, intake: Intake, relpath: tuple[str, ...], now: float, exc: OSError
+    ) -> None:
+        """A settled folder could not be taken: say why once, try again after a settle."""
+        if isinstance(exc, UnsafePathError):
+            why = f"{exc.strerror}"
+        elif isinstance(exc, PermissionError):
+            # Moving a folder to another parent needs write permission on the folder itself.
+            why = "not writable by xnat-drop (the session folder itself must be group-writable)"
+        else:
+            why = f"cannot take it into the work folder ({shown(str(exc))})"
+        said = intake.blocked.get(relpath)
+        intake.try_later(relpath, now, why)
+        if said != why:
+            log.error(
+                "%s: %s; it stays in incoming/ and is tried again every %.0f s",
+                shown_path(relpath),
+                why,
+                config.watch.settle,
+            )
+
+    def orphans(self, config: Config, now: float, jobs: list[Job]) -> None:
+        """Take over claims nobody holds, appending a job for each (a session decided and
+        reported before a stop only has its move finished)."""
+        paths = config.paths
+        for claim in self.work.recover():
+            self.ledger.claimed(claim.id, claim.display, self.clock.wall())
+            entry = self.ledger.entry(claim.id)
+            root = paths.done if entry is not None and entry.outcome == "done" else paths.failed
+            final = Path(entry.final_path) if entry is not None and entry.final_path else None
+            if entry is not None and entry.outcome and final and final.is_relative_to(root):
+                # Decided, reported, then stopped before the move: finish the move.
+                try:
+                    dest = self.work.complete(claim, root, final.relative_to(root).parts)
+                except OSError as exc:
+                    log.error("%s: cannot finish its move (%s)", claim.display, shown(str(exc)))
+                    self.work.release(claim)
+                    continue
+                log.info(
+                    "%s: completed the interrupted move to %s",
+                    claim.display,
+                    shown_in_tree(paths, dest),
+                )
+                continue
+            failures = tuple(
+                Failure(event.at, event.detail)
+                for event in self.ledger.events(claim.id)
+                if event.kind == "attempt-failed"
+            )
+            job = Job(claim, next_at=now, failures=failures, forced=bool(entry and entry.forced))
+            jobs.append(job)
+            log.info(
+                "%s: recovered from the work folder (claimed %s)",
+                claim.display,
+                claim.id,
+                extra=journal_fields(claim, None),
+            )

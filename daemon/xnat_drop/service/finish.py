@@ -1,0 +1,108 @@
+"""Filing a decided session, run on the step thread: reports, then the ledger's decision, then
+the move to done/ or failed/. A crash between any two is finished by the next start (the loop's
+recovery), never decided twice.
+
+Raises OSError when the drop tree refuses (a read-only or full failed/, a link that keeps
+reappearing): the session stays in the work folder and the loop tries again later. Raises
+StorageError when the ledger cannot record the decision.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from xnat_drop.adapters.fs import claims, filing
+from xnat_drop.core.config import PathsConfig
+from xnat_drop.core.model import Outcome, Policy, Session, UploadReceipt, Verdict, Violation
+from xnat_drop.core.report import Report, render_json, render_text
+from xnat_drop.core.shown import shown
+from xnat_drop.service import failpoints
+from xnat_drop.service.attempt import Tools, journal_fields
+
+log = logging.getLogger("xnat_drop.service")
+
+
+@dataclass(frozen=True, slots=True)
+class Filing:
+    """A session to file, and everything its report says."""
+
+    claim: claims.Claim
+    outcome: Outcome
+    violations: tuple[Violation, ...]
+    session: Session | None
+    verdict: Verdict | None
+    receipt: UploadReceipt | None
+    attempts: int  # this one included
+
+
+def file_session(tools: Tools, work: claims.WorkArea, item: Filing) -> Path:
+    """Report, record and move the session; returns where it is now."""
+    paths = tools.config.paths
+    claim = item.claim
+    root = paths.done if item.outcome is Outcome.DONE else paths.failed
+    other = paths.failed if item.outcome is Outcome.DONE else paths.done
+    filing.discard_own_reports(other, claim.id, claim.relpath)
+    placement = filing.place(root, claim.id, claim.relpath)
+    dest = placement.path
+    session = item.session or Session(claim.relpath[-1], claim.relpath, ())
+    report = Report(
+        outcome=item.outcome,
+        session=session,
+        location=shown_in_tree(paths, dest),
+        decided_at=tools.wall(),
+        verdict=item.verdict,
+        target=item.verdict.target if item.verdict else None,
+        violations=item.violations,
+        receipt=item.receipt,
+        attempts=item.attempts,
+        incoming=shown_in_tree(paths, paths.incoming.joinpath(*claim.relpath)),
+        claim_id=claim.id,
+        notes=placement.notes,
+    )
+    filing.write_reports(
+        placement, {".report.txt": render_text(report), ".report.json": render_json(report)}
+    )
+    failpoints.hit("after-reports")
+    rules = sorted({v.rule for v in item.violations if v.policy is Policy.REJECT})
+    tools.ledger.update(
+        claim.id,
+        tools.wall(),
+        state=item.outcome.value,
+        outcome=item.outcome.value,
+        reason=", ".join(rules),
+        final_path=str(dest),
+    )
+    failpoints.hit("before-move")
+    work.complete(claim, root, placement.relpath)
+    fields = journal_fields(claim, item.verdict)
+    if item.outcome is Outcome.DONE:
+        uris = ", ".join(item.receipt.uris if item.receipt else ())
+        log.info(
+            "%s: delivered (%s) -> %s",
+            claim.display,
+            uris,
+            report.location,
+            extra=fields | {"XNAT_URI": uris},
+        )
+    else:
+        log.info(
+            "%s: not uploaded (%s) -> %s",
+            claim.display,
+            ", ".join(rules),
+            report.location,
+            extra=fields | {"RULE": ", ".join(rules)},
+        )
+    return dest
+
+
+def shown_in_tree(paths: PathsConfig, path: Path) -> str:
+    """`path` as lab members know it: relative to the drop tree when there is one."""
+    common = Path(os.path.commonpath([paths.incoming, paths.done, paths.failed]))
+    try:
+        text = str(path.relative_to(common)) if common != Path(common.anchor) else str(path)
+    except ValueError:
+        text = str(path)
+    return shown(text)
