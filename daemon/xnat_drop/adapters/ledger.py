@@ -148,12 +148,17 @@ class Ledger:
             self._db = sqlite3.connect(
                 path, timeout=30, isolation_level=None, check_same_thread=False
             )
-            # WAL: status readers never block the daemon; synchronous=FULL: a power cut never
-            # loses a state change that was reported done.
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-        self._db.row_factory = sqlite3.Row
+        try:
+            if not readonly:
+                # WAL: status readers never block the daemon; synchronous=FULL: a power cut
+                # never loses a state change that was reported done.
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=FULL")
+                self._db.executescript(_SCHEMA)
+            self._db.row_factory = sqlite3.Row
+        except BaseException:
+            self._db.close()  # a damaged or full file: no connection left behind
+            raise
 
     def close(self) -> None:
         self._db.close()

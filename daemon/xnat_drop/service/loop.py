@@ -184,6 +184,7 @@ class Service(Outcomes, Upkeep):
 
     def close(self) -> None:
         """Release XNAT's connection, our claims and the ledger (also after a failed start).
+        Idempotent.
 
         A step abandoned at shutdown may still be running: then nothing it uses is closed
         under it (no ledger closed, no claim lock released); the process exit does that.
@@ -193,8 +194,10 @@ class Service(Outcomes, Upkeep):
             return
         if self._client is not None:
             self._client.close()
+            self._client = None
         if self._work is not None:
             self._work.close()
+            self._work = None
         self._pool.close()
         if self._ledger is not None:
             try:
