@@ -237,7 +237,7 @@ def test_a_rename_and_a_fix_together_ask_for_both_and_never_the_same_name() -> N
     fix = dict(SAMPLES)["nifti"]
     block = what_to_do([fix, rename])
     assert "Fix the other problems above in failed/P1/S1/E1." in block
-    assert "new name or place" in block
+    assert "put it back into incoming/ under its new name" in block
     assert not SAME_NAME_BACK.search(block)
 
 

@@ -116,8 +116,8 @@ WHAT_TO_DO = {
     "to try again.",
     Remedy.AGAIN: "Nothing in the folder needs to change: move it back to {incoming} to try "
     "again. If it ends here the same way, tell the administrator.",
-    Remedy.RENAME: "{fix}Give the folder the new name or place the advice above asks for, then "
-    "move it back into incoming/ there to try again. Moved back to {incoming} as it is, it "
+    Remedy.RENAME: "{fix}Rename or move the folder as the advice above asks, then put it back "
+    "into incoming/ under its new name to try again. Moved back to {incoming} as it is, it "
     "would end here again.",
     Remedy.SPLIT: "{fix}Split the folder as the advice above says, then drop each part into "
     "{parent}/ as a session folder of its own, each under its own name.",
