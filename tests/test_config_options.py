@@ -199,7 +199,12 @@ def test_a_value_of_the_wrong_type_is_refused_with_the_key_path(option: Option) 
     assert f"{option.key}: expected {option.kind.value}, got dict {{'a': 1}}" in problems
 
 
-BROKEN = {Check.REGEX: "(unclosed", Check.KEYWORD: "Patient Name", Check.FILE_NAME: "a/b"}
+BROKEN = {
+    Check.REGEX: "(unclosed",
+    Check.KEYWORD: "Patient Name",
+    Check.FILE_NAME: "a/b",
+    Check.TIME_ZONE: "Europe/Berln",
+}
 
 
 @pytest.mark.parametrize("option", options(lambda o: o.check is not None))

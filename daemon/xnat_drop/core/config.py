@@ -161,6 +161,7 @@ class Config:
     log_level: LogLevel
     source: str = ""
     stop_timeout: float = 60.0  # SIGTERM: the current step may finish within this, then it is left
+    time_zone: str = ""  # report.time_zone: an IANA name, or "" for the system's
 
     @property
     def dicom_keywords(self) -> tuple[str, ...]:
@@ -197,9 +198,12 @@ def parse(
     retry = _parse_retry(sections["retry"])
     log_level = cast(LogLevel, sections["log"].text("level"))
     stop_timeout = sections["service"].seconds("stop_timeout_seconds")
+    time_zone = sections["report"].text("time_zone")
     if problems or paths is None or xnat is None:
         raise ConfigError(problems or ["configuration incomplete"], source)
-    return Config(paths, watch, xnat, routing, rules, retry, log_level, source, stop_timeout)
+    return Config(
+        paths, watch, xnat, routing, rules, retry, log_level, source, stop_timeout, time_zone
+    )
 
 
 def _parse_paths(t: Section, base: Path, env: Mapping[str, str]) -> PathsConfig | None:

@@ -5,7 +5,8 @@ Rule violations are never exceptions: they are data in a `Verdict`.
 
 from __future__ import annotations
 
-from xnat_drop.core.model import Policy, Rule, Violation
+from xnat_drop.core.model import Policy, Remedy, Rule, Violation
+from xnat_drop.core.text import plural
 
 
 class XnatDropError(Exception):
@@ -23,7 +24,7 @@ class ConfigError(XnatDropError):
         self.source = source
         where = f" in {source}" if source else ""
         lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"{len(problems)} problem(s){where}:\n{lines}")
+        super().__init__(f"{plural(len(problems), 'problem')}{where}:\n{lines}")
 
 
 class SessionChangedError(XnatDropError):
@@ -59,7 +60,8 @@ class XnatRejectedError(XnatError):
     """XNAT refused this session for good (other 4xx, empty import answer, wrong project).
 
     It carries the violation the session goes to failed/ with: by default the rule and the
-    message, which repeats XNAT's own words; `violation` gives a complete one instead.
+    message, which repeats XNAT's own words (and `remedy`, when the report's "What to do"
+    must differ from the rule's usual one); `violation` gives a complete one instead.
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class XnatRejectedError(XnatError):
         *,
         status: int | None = None,
         violation: Violation | None = None,
+        remedy: Remedy | None = None,
     ) -> None:
         self.status = status
         if violation is None:
@@ -78,7 +81,7 @@ class XnatRejectedError(XnatError):
                     " Check the files named in XNAT's message, fix them, then drop the session"
                     " again."
                 )
-            violation = Violation(rule, Policy.REJECT, "XNAT", sentence)
+            violation = Violation(rule, Policy.REJECT, "XNAT", sentence, remedy=remedy)
         self.violation = violation
         super().__init__(message)
 

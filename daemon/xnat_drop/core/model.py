@@ -55,6 +55,19 @@ class Policy(str, Enum):
     EXCLUDE = "exclude"  # the offending files stay out of the upload; the rest is delivered
 
 
+class Remedy(str, Enum):
+    """What a lab member does with a failed session's folder. The report's "What to do" block
+    follows it, so it never contradicts a rule's own advice (report.py: RULE_REMEDIES)."""
+
+    FIX = "fix"  # change what is inside, then move it back under the same name
+    AGAIN = "again"  # nothing to change: move it back as it is
+    RENAME = "rename"  # move it back under another name or in another place
+    SPLIT = "split"  # make several session folders of it
+    CHOICE = "choice"  # change the folder, or the administrator changes something instead
+    ADMIN = "admin"  # the administrator acts first; then move it back as it is
+    NONE = "none"  # nothing to do: XNAT already has it
+
+
 class Outcome(str, Enum):
     """Where a finished session goes."""
 
@@ -165,7 +178,8 @@ class Violation:
 
     `subject` names the offending file or series; `sentence` tells a lab member what is wrong and
     what to do; `detail` says briefly what is wrong with this one item (for lists); `files`
-    lists the session-relative paths concerned (what EXCLUDE leaves out).
+    lists the session-relative paths concerned (what EXCLUDE leaves out). `remedy` is set where
+    the sentence asks for another remedy than the rule's usual one (report.RULE_REMEDIES).
     """
 
     rule: Rule
@@ -174,6 +188,7 @@ class Violation:
     sentence: str
     files: tuple[str, ...] = ()
     detail: str = ""
+    remedy: Remedy | None = None
 
 
 @dataclass(frozen=True, slots=True)

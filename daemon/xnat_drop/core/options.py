@@ -252,6 +252,11 @@ _REST = (
         an unexpected error) are retried with the same backoff until this many attempts failed;
         then the session goes to failed/ with their history.
     """),
+    Option("report", "time_zone", Kind.TEXT, "", check=Check.TIME_ZONE, comment="""
+        The time zone of the times in the text reports and in `xnat-drop status`, an IANA name
+        such as "Europe/Berlin". "" = the system's (TZ, else /etc/localtime). The JSON reports
+        keep ISO 8601 times in UTC.
+    """),
     Option("log", "level", Kind.TEXT, "info", choices=LOG_LEVELS, comment="""
         "debug", "info", "warning" or "error". Under systemd the journal keeps the log.
     """),

@@ -17,7 +17,7 @@ from typing import Any
 from xnat_drop.adapters.credentials import SecretStamp
 from xnat_drop.core.backoff import backoff
 from xnat_drop.core.config import RetryConfig
-from xnat_drop.core.text import duration
+from xnat_drop.core.text import duration, plural
 
 log = logging.getLogger("xnat_drop.service")
 
@@ -102,7 +102,9 @@ class Availability:
         if self.outage is None:
             return
         lasted = self._monotonic() - self.outage.started
-        log.info("XNAT reachable again after %s; %d session(s) resume", duration(lasted), waiting)
+        log.info(
+            "XNAT reachable again after %s; %s resume", duration(lasted), plural(waiting, "session")
+        )
         self.outage = None
 
     def pause(self, reason: str, stamp: SecretStamp | None) -> None:

@@ -22,7 +22,7 @@ from xnat_drop.adapters.xnat.client import ArchivedRef, PrearchiveRef
 from xnat_drop.adapters.xnat.connection import Body
 from xnat_drop.core.config import XnatConfig
 from xnat_drop.core.errors import XnatRejectedError
-from xnat_drop.core.model import FileFacts, Target, UploadReceipt, Verdict
+from xnat_drop.core.model import FileFacts, Remedy, Target, UploadReceipt, Verdict
 from xnat_drop.core.rules import series_name, unknown_project
 from xnat_drop.service import failpoints
 
@@ -190,6 +190,7 @@ class Delivery:
                     f"After archiving, XNAT does not hold what was sent ({problem}). The session "
                     f"is at {self.config.url}{entry.archive_uri}: ask the XNAT administrator to "
                     "check it.",
+                    remedy=Remedy.ADMIN,  # it is archived: sent again, it would be refused
                 )
             uris = (entry.archive_uri,)
         else:

@@ -36,6 +36,7 @@ from xnat_drop.core.errors import (
 from xnat_drop.core.model import Outcome, Seen
 from xnat_drop.core.policy import Action, AttemptResult
 from xnat_drop.core.shown import shown
+from xnat_drop.core.text import plural
 from xnat_drop.service.attempt import Attempt, Tools, attempt, journal_fields
 from xnat_drop.service.availability import Availability
 from xnat_drop.service.board import Board
@@ -351,11 +352,15 @@ class Service(Outcomes, Upkeep):
         if self._once_finished():
             return 0
         if self.state.xnat.auth is not None:
-            log.error("stopping: uploads are paused; %d session(s) wait", self._open_count())
+            log.error(
+                "stopping: uploads are paused; %s wait", plural(self._open_count(), "session")
+            )
             return EX_TEMPFAIL
         if deadline is not None and self.clock.monotonic() >= deadline:
             log.error(
-                "stopping: %d session(s) still waiting after %.0f s", self._open_count(), timeout
+                "stopping: %s still waiting after %.0f s",
+                plural(self._open_count(), "session"),
+                timeout,
             )
             return EX_TEMPFAIL
         return None
