@@ -132,7 +132,10 @@ def _open_problem(path: Path, exc: OSError) -> str:
             "(README, Install as a service, step 5)"
         )
     if isinstance(exc, FileNotFoundError):
-        return f"{KEY}: {path} does not exist; write the line USER:SECRET into it (chmod 600)"
+        return (
+            f"{KEY}: cannot open {path}: it does not exist; write the line USER:SECRET into it "
+            "(chmod 600)"
+        )
     if exc.errno == errno.ELOOP:
         return f"{KEY}: {path} is a symbolic link; give the file itself"
     return f"{KEY}: cannot open {path}: {exc.strerror}"
