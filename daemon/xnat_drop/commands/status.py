@@ -94,6 +94,16 @@ def render(data: dict[str, Any], now: float, zone: tzinfo = timezone.utc) -> str
         since = f" since {_when(xnat['since'], zone)}" if xnat.get("since") else ""
         version = f" {xnat['server_version']}" if xnat.get("server_version") else ""
         lines.append(f"XNAT{version} at {xnat.get('url', '?')}: {state}{since}{detail}")
+        if xnat.get("next_probe"):
+            lines.append(f"  next probe at {xnat['next_probe']}")
+        if xnat.get("token_warning"):
+            lines.append(f"  {xnat['token_warning']} (at {xnat.get('token_expires')}): renew it")
+        elif xnat.get("token_expires"):
+            lines.append(f"  alias token expires at {xnat['token_expires']}")
+        if xnat.get("last_answer"):
+            checked = f"last answer {xnat['last_answer']}"
+            nxt = f", next check at {xnat['next_check']}" if xnat.get("next_check") else ""
+            lines.append(f"  {checked}{nxt}")
     for title, key in (
         ("Settling (waiting for the copy to finish)", "settling"),
         ("Claimed", "work"),

@@ -75,6 +75,7 @@ class XnatConfig:
     read_timeout: float
     destination: Destination = "prearchive"  # built, verified, left READY; "archive": committed
     on_existing: OnExisting = "reject"  # the session already exists in XNAT
+    check_interval: float = 900.0  # seconds between checks of the account (login, token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +275,7 @@ def _parse_xnat(t: Section, base: Path) -> XnatConfig | None:
         t.seconds("read_timeout_seconds"),
         cast(Destination, t.text("destination")),
         cast(OnExisting, t.text("on_existing")),
+        t.seconds("check_interval_seconds"),
     )
 
 

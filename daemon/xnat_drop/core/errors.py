@@ -43,6 +43,11 @@ class XnatTransientError(XnatError):
         super().__init__(message)
 
 
+class XnatTlsError(XnatTransientError):
+    """XNAT's TLS certificate or handshake was refused. Waited out like an outage by the
+    daemon (a certificate renewal may be under way); a configuration error to check-config."""
+
+
 class XnatServerError(XnatError):
     """A 500 that is not a known refusal: an outage, or this session's fault. The loop probes
     XNAT to tell which: outage (wait) or an attempt spent on this session."""

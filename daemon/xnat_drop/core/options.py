@@ -144,6 +144,10 @@ _XNAT = (
     Option("xnat", "read_timeout_seconds", Kind.SECONDS, 600, minimum=1.0, comment="""
         Seconds to wait for XNAT to answer; XNAT imports while receiving and answers at the end.
     """),
+    Option("xnat", "check_interval_seconds", Kind.SECONDS, 900, minimum=1.0, comment="""
+        Seconds between the daemon's checks of its XNAT account (a fresh login, XNAT's
+        version, and an alias token's expiry, warned of a day ahead). Also checked at start.
+    """),
     Option("xnat", "allow_plain_http", Kind.FLAG, False, comment="""
         http:// is refused for anything but localhost, since it would send the password in clear.
     """),

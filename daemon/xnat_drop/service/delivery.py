@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from xnat_drop.adapters.ledger import Ledger
-from xnat_drop.adapters.xnat.client import ArchivedRef, PrearchiveRef
+from xnat_drop.adapters.xnat.client import Account, ArchivedRef, PrearchiveRef
 from xnat_drop.adapters.xnat.connection import Body
 from xnat_drop.core.config import XnatConfig
 from xnat_drop.core.errors import XnatRejectedError
@@ -35,6 +35,7 @@ class XnatPort(Protocol):
     on_request: Callable[[], None] | None  # called before each request (a sign of life)
 
     def server_version(self) -> str: ...
+    def check(self) -> Account: ...
     def login(self) -> None: ...
     def probe(self) -> None: ...
     def project_exists(self, project: str) -> bool: ...

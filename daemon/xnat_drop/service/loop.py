@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from xnat_drop.adapters.fs import claims, statusfile, trust
+from xnat_drop.adapters import credentials as creds
+from xnat_drop.adapters.fs import claims, startup
 from xnat_drop.adapters.ledger import FILE_NAME as LEDGER_FILE
 from xnat_drop.adapters.ledger import Ledger
 from xnat_drop.adapters.systemd_api import Notifier
@@ -90,6 +91,7 @@ class Service(Outcomes, Upkeep):
 
     def __post_init__(self) -> None:
         xnat = Availability(self.config.retry, self.clock.monotonic, self.clock.wall, self.rng)
+        xnat.check_interval = self.config.xnat.check_interval
         self.state = LoopState(Intake(self.config), xnat)
         self._board = Board(self.config, self.clock)
 
@@ -105,34 +107,36 @@ class Service(Outcomes, Upkeep):
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Prepare folders and the ledger, recover claims from an earlier run, connect to XNAT.
+        """Check and prepare folders and the ledger, recover claims from an earlier run, read
+        the credentials. XNAT itself is first contacted by the first turn (`tick`): an XNAT
+        that is down is an outage, never a reason not to start.
 
         Raises ConfigError for unusable credentials, keywords or folders (exit 78).
         """
         check_keywords(self.config)
         paths = self.config.paths
-        breaches = trust.problems(paths)
-        if breaches:
-            raise ConfigError(breaches, self.config.source)
+        # The same checks as `check-config`, changing nothing, before anything is created.
+        problems = startup.problems(paths, LEDGER_FILE)
+        if problems:
+            raise ConfigError(problems, self.config.source)
         try:
             claims.prepare(paths)
         except OSError as exc:
             raise ConfigError([f"paths: {shown(str(exc))}"], self.config.source) from exc
+        self._client = self._connect()  # the secret is read now: unusable is exit 78
+        self.state.xnat.secret_stamp = creds.stamp(self.config.xnat.secret_file, self.env)
         try:
             self._ledger = Ledger(paths.state / LEDGER_FILE)
             self._ledger.probe()
-            statusfile.write(paths.state, {"schema": statusfile.SCHEMA, "pid": os.getpid()})
             self._heartbeat = Heartbeat(self.clock.monotonic)
             self._work = claims.WorkArea(paths)
             self._board.count_today(self._ledger)
             self._claimer().orphans(self.config, self.clock.monotonic(), self.state.jobs)
+            self._board.publish(self.state, force=True)  # "XNAT not yet contacted"
         except (OSError, StorageError) as exc:
             raise ConfigError([_state_problem(paths.state, exc)], self.config.source) from exc
-        self._client = self._connect()
-        self.state.server_version = self._client.server_version()
         log.info(
-            "XNAT %s at %s; destination %s; watching %s",
-            self.state.server_version or "(version unknown)",
+            "XNAT at %s; destination %s; watching %s",
             self.config.xnat.url,
             self.config.xnat.destination,
             self.config.paths.incoming,
@@ -255,9 +259,9 @@ class Service(Outcomes, Upkeep):
         except StorageError as exc:
             self._pause_storage(str(exc))
             return 0.0
-        self._retry_credentials()
-        if state.xnat.probe_due(now):
-            self._probe()
+        self._watch_secret()
+        if state.xnat.check_due(now):
+            self._check_xnat()
         job = self._next_job(now)
         if job is not None:
             self._step_once(job)
