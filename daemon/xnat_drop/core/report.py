@@ -38,6 +38,7 @@ RULE_TITLES = {
     "phi": "Identifying information left in the headers",
     "no-dicom": "Nothing to upload",
     "bad-label": "Labels XNAT cannot use",
+    "wrong-depth": "Dropped at the wrong folder level",
     "unknown-project": "Unknown XNAT project",
     "session-exists": "Already in XNAT",
     "already-delivered": "Delivered before",
@@ -73,6 +74,8 @@ RULE_ADVICE = {
     "bad-label": "Fix the labels below and drop the session again.",
 }
 RULE_UNITS = {"derived-series": "series"}
+# Rules whose fix is another place for the folder, never a move back to where it was dropped.
+PLACE_RULES = frozenset({"wrong-depth"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +124,11 @@ def render_text(report: Report) -> str:
             f"{report.incoming or session.display} to try again. Nothing in the folder was "
             "changed or deleted by xnat-drop."
         )
+        if any(v.rule in PLACE_RULES for v in rejections):  # back in the same place: no use
+            advice = (
+                f"Move the folder from {report.location} to where the advice above says, then "
+                "drop it again. Nothing in the folder was changed or deleted by xnat-drop."
+            )
         lines += ["What to do:", *_wrap(advice, "  ", "  ")]
     if exclusions:
         lines += ["", f"Left out of the upload by the lab's rules ({len(exclusions)}):", ""]
