@@ -136,6 +136,7 @@ READ_BACK: dict[str, Callable[[Config], str]] = {
     "xnat.on_existing": lambda c: c.xnat.on_existing,
     "log.level": lambda c: c.log_level,
     "rules.phi": lambda c: "reject" if c.rules.phi else "off",
+    "rules.wrong-depth": lambda c: "reject" if c.rules.wrong_depth else "off",
     **{
         f"rules.{rule}": (lambda c, rule=rule: c.rules.policy(rule).value)
         for rule in config_mod.EXCLUDABLE_RULES

@@ -14,6 +14,7 @@ from typing import get_args
 
 import pytest
 
+from xnat_drop.core import depth
 from xnat_drop.core.config import DEFAULT_RULES, RoutingConfig
 from xnat_drop.core.errors import XnatRejectedError
 from xnat_drop.core.model import (
@@ -122,6 +123,22 @@ SAMPLES: list[tuple[str, Violation]] = [
         ),
     ),
     ("unknown-project", unknown_project("P1")),
+    (
+        "wrong-depth",
+        depth.beside(
+            Session("E1", RELPATH, (T1,)),
+            depth.shape_of(Session("E1", RELPATH, (T1,))),
+            [
+                depth.Sibling(
+                    "E2",
+                    "incoming",
+                    frozenset(depth.shape_of(Session("E1", RELPATH, (T1,))).studies),
+                    frozenset({"other"}),
+                )
+            ],
+            ("project", "subject", "session"),
+        ),
+    ),
     (
         "session-exists",
         rejected(

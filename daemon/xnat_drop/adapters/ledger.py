@@ -60,6 +60,15 @@ CREATE TABLE IF NOT EXISTS events (
     detail TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_claim ON events (claim_id, at);
+CREATE TABLE IF NOT EXISTS shapes (
+    claim_id TEXT PRIMARY KEY,
+    parent TEXT NOT NULL,
+    name TEXT NOT NULL,
+    studies TEXT NOT NULL,
+    series TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS shapes_parent ON shapes (parent, at);
 """
 _FIELDS = frozenset(
     {
@@ -105,6 +114,19 @@ class Entry:
     reason: str
     final_path: str
     created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ShapeEntry:
+    """What a judged session held, as keys (core/depth.py: hashes, never a UID), and where it
+    went: `outcome` is "" while it is still claimed, `updated_at` when its row last changed."""
+
+    claim_id: str
+    name: str
+    studies: frozenset[str]
+    series: frozenset[str]
+    outcome: str
     updated_at: float
 
 
@@ -272,6 +294,56 @@ class Ledger:
             (prearchive_uri,),
         ).fetchone()
         return None if row is None else _entry(row)
+
+    @_storage
+    def record_shape(
+        self,
+        claim_id: str,
+        at: float,
+        *,
+        parent: str,
+        name: str,
+        studies: frozenset[str],
+        series: frozenset[str],
+    ) -> None:
+        """Keep the study and series keys of a judged session dropped as `name` in `parent`
+        (paths as shown), so the folders beside it see them after it is filed."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO shapes (claim_id, parent, name, studies, series, at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    claim_id,
+                    shown(parent),
+                    shown(name),
+                    " ".join(sorted(studies)),
+                    " ".join(sorted(series)),
+                    at,
+                ),
+            )
+
+    @_storage
+    def shapes_beside(self, parent: str, since: float, limit: int) -> list[ShapeEntry]:
+        """The sessions judged since `since` that were dropped in `parent`, newest first."""
+        rows = self._db.execute(
+            "SELECT shapes.claim_id, shapes.name, shapes.studies, shapes.series, "
+            "COALESCE(sessions.outcome, '') AS outcome, "
+            "COALESCE(sessions.updated_at, shapes.at) AS updated_at "
+            "FROM shapes LEFT JOIN sessions ON sessions.claim_id = shapes.claim_id "
+            "WHERE shapes.parent = ? AND shapes.at >= ? ORDER BY shapes.at DESC LIMIT ?",
+            (shown(parent), since, limit),
+        )
+        return [
+            ShapeEntry(
+                str(r["claim_id"]),
+                str(r["name"]),
+                frozenset(str(r["studies"]).split()),
+                frozenset(str(r["series"]).split()),
+                str(r["outcome"]),
+                float(r["updated_at"]),
+            )
+            for r in rows
+        ]
 
     @_storage
     def probe(self) -> None:

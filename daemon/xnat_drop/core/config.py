@@ -128,6 +128,7 @@ class RulesConfig:
     phi_tags: tuple[str, ...] = DEFAULT_PHI_TAGS
     max_file_bytes: int = 0  # 0: no limit
     max_session_bytes: int = 0
+    wrong_depth: bool = True  # rules.wrong-depth = "reject": look for wrong-depth drops
 
     def policy(self, rule: str) -> Policy:
         """The policy for `rule`; rules without a setting always reject."""
@@ -390,6 +391,7 @@ def _parse_rules(t: Section) -> RulesConfig:
         t.strings("phi_tags"),
         t.size("max_file_size"),
         t.size("max_session_size"),
+        wrong_depth=t.text("wrong-depth") == "reject",
     )
 
 

@@ -37,6 +37,7 @@ Rule = Literal[
     "size-limit",
     "no-dicom",
     "bad-label",
+    "wrong-depth",
     "unknown-project",
     "session-exists",
     "already-delivered",

@@ -18,12 +18,14 @@ Destination = Literal["prearchive", "archive"]
 OnExisting = Literal["reject", "append", "replace"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 PhiCheck = Literal["off", "reject"]
+DepthCheck = Literal["reject", "off"]
 RoutingSource = Literal["layout", "dicom", "template", "default"]
 OBSERVERS: tuple[Observer, ...] = get_args(Observer)
 DESTINATIONS: tuple[Destination, ...] = get_args(Destination)
 ON_EXISTING: tuple[OnExisting, ...] = get_args(OnExisting)
 LOG_LEVELS: tuple[LogLevel, ...] = get_args(LogLevel)
 PHI_CHECKS: tuple[PhiCheck, ...] = get_args(PhiCheck)
+DEPTH_CHECKS: tuple[DepthCheck, ...] = get_args(DepthCheck)
 ROUTING_SOURCES: tuple[RoutingSource, ...] = get_args(RoutingSource)
 POLICIES = tuple(policy.value for policy in Policy)
 # Rules whose offending files can be left out of an upload instead of rejecting the session.
@@ -242,6 +244,13 @@ _RULES = (
         the subject label in every file; "off" skips it. Reports never repeat the values.
     """),
     Option("rules", "phi_tags", Kind.STRINGS, DEFAULT_PHI_TAGS, check=Check.KEYWORD),
+    Option("rules", "wrong-depth", Kind.TEXT, "reject", choices=DEPTH_CHECKS, comment="""
+        Sessions dropped at the wrong folder level: "reject" sends to failed/ the folders side by
+        side that hold different series of one study (a session dropped one level too high, its
+        series folders taken for sessions), and a session whose folder looks like a date or a
+        series folder when the DICOM routing source or a template names another session (one
+        level too deep). "off" skips both checks.
+    """),
 )  # fmt: skip
 
 _REST = (

@@ -41,6 +41,7 @@ RULE_TITLES = {
     "phi": "Identifying information left in the headers",
     "no-dicom": "Nothing to upload",
     "bad-label": "Labels XNAT cannot use",
+    "wrong-depth": "Dropped at the wrong folder level",
     "unknown-project": "Unknown XNAT project",
     "session-exists": "Already in XNAT",
     "already-delivered": "Delivered before",
@@ -99,6 +100,7 @@ RULE_REMEDIES: dict[str, Remedy] = {
     "xnat-rejected": Remedy.FIX,
     "xnat-empty-answer": Remedy.AGAIN,
     "xnat-unassigned": Remedy.ADMIN,
+    "wrong-depth": Remedy.RENAME,  # move it where the advice says; back as it is: no use
 }
 # The strongest remedy among a report's problems chooses the "What to do" text; the others'
 # fixes are asked for in it (`{fix}`). Fields: {location}, {incoming}, {parent}.

@@ -94,6 +94,32 @@ def route(relpath: tuple[str, ...], session: Session, config: RoutingConfig) -> 
     return Route(Target(labels["project"], labels["subject"], labels["session"]), (), tuple(notes))
 
 
+def derived_labels(label: str, session: Session, config: RoutingConfig) -> list[tuple[str, str]]:
+    """(value, source) for `label` from each source in routing.order that reads the DICOM files
+    (the "dicom" convention, a template), for checking a folder name against them (depth.py).
+
+    The source is named in words that never quote a header value; a source that gives nothing,
+    or on which the files disagree, is left out.
+    """
+    headers = [f.header for f in session.files if f.header is not None and f.is_dicom]
+    found = []
+    for source in config.order:
+        if source == "dicom":
+            value = _from_dicom(label, headers)
+            words = (
+                f"the DICOM headers (“{label.title()}:” in the comments or xnat:// in "
+                "StudyDescription)"
+            )
+        elif source == "template" and config.template(label):
+            value = _from_template(label, config.template(label), headers)
+            words = f"routing.{label}_template “{config.template(label)}”"
+        else:
+            continue
+        if isinstance(value, tuple):
+            found.append((value[0], words))
+    return found
+
+
 def _layout_values(relpath: tuple[str, ...], layout: tuple[str, ...]) -> dict[str, str]:
     """Label values from folder names, matching the layout from the deepest level up."""
     values = {}

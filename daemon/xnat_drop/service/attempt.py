@@ -36,6 +36,7 @@ from xnat_drop.core.shown import shown
 from xnat_drop.core.text import iso
 from xnat_drop.service import failpoints
 from xnat_drop.service.delivery import Delivery, XnatPort, content_key
+from xnat_drop.service.depth import check_siblings
 from xnat_drop.service.judge import judge
 from xnat_drop.service.steps import Heartbeat, Progress
 
@@ -71,6 +72,7 @@ class Attempt:
     verdict: Verdict | None
     forced: bool  # sent back with `retry --force`: upload even if delivered before
     xnat_paused: bool  # an outage or refused credentials: judge, but send nothing
+    others: tuple[claims.Claim, ...] = ()  # the loop's other claims (for service/depth.py)
 
 
 def attempt(tools: Tools, job: Attempt) -> AttemptResult:
@@ -79,7 +81,7 @@ def attempt(tools: Tools, job: Attempt) -> AttemptResult:
     session, verdict = job.session, job.verdict
     try:
         if session is None or verdict is None:
-            session, verdict = _judge(tools, job.claim)
+            session, verdict = _judge(tools, job.claim, job.others)
             failpoints.hit("after-judge")
         if not verdict.accepted:
             # Judged again after it changed mid-upload: what went out must not stay.
@@ -141,7 +143,9 @@ def _judged(
     )
 
 
-def _judge(tools: Tools, claim: claims.Claim) -> tuple[Session, Verdict]:
+def _judge(
+    tools: Tools, claim: claims.Claim, others: tuple[claims.Claim, ...]
+) -> tuple[Session, Verdict]:
     quiet = PROGRESS_QUIET
     judgement = judge(
         claim.folder,
@@ -152,7 +156,10 @@ def _judge(tools: Tools, claim: claims.Claim) -> tuple[Session, Verdict]:
     )
     failpoints.hit("after-inspect")
     _unchanged_since_inspection(claim.folder, judgement.session)
-    session, verdict = judgement.session, judgement.verdict
+    session = judgement.session
+    verdict = check_siblings(
+        tools.config, tools.ledger, claim, others, session, judgement.verdict, tools.wall()
+    )
     rules = ", ".join(sorted({v.rule for v in verdict.violations}))
     dicom = sum(1 for f in session.files if f.is_dicom)
     found = f"inspected {len(session.files)} files ({dicom} DICOM)"
