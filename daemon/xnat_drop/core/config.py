@@ -27,6 +27,7 @@ from xnat_drop.core.options import (
     REJECT_ONLY_RULES,
     ROUTING_SOURCES,
     Destination,
+    IncompleteSeries,
     LogLevel,
     Observer,
     OnExisting,
@@ -127,6 +128,7 @@ class RulesConfig:
     phi_tags: tuple[str, ...] = DEFAULT_PHI_TAGS
     max_file_bytes: int = 0  # 0: no limit
     max_session_bytes: int = 0
+    incomplete_series: IncompleteSeries = "reject"  # "accept": series are not counted
 
     def policy(self, rule: str) -> Policy:
         """The policy for `rule`; rules without a setting always reject."""
@@ -384,6 +386,7 @@ def _parse_rules(t: Section) -> RulesConfig:
         t.strings("phi_tags"),
         t.size("max_file_size"),
         t.size("max_session_size"),
+        cast(IncompleteSeries, t.text("incomplete-series")),
     )
 
 

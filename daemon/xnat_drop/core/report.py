@@ -46,6 +46,8 @@ RULE_TITLES = {
     "xnat-rejected": "Refused by XNAT",
     "xnat-empty-answer": "Nothing imported by XNAT",
     "xnat-unassigned": "Filed under the wrong XNAT project",
+    "incomplete-series": "Series with images missing",
+    "late-files": "Files that arrived after the session was delivered",
 }
 # What to do, said once for a rule broken by several files or series.
 RULE_ADVICE = {
@@ -71,8 +73,12 @@ RULE_ADVICE = {
         "with the lab's anonymisation profile and drop it again."
     ),
     "bad-label": "Fix the labels below and drop the session again.",
+    "incomplete-series": (
+        "The copy was probably interrupted or paused. Copy the missing files into the folder "
+        "in failed/, then move it back to incoming/."
+    ),
 }
-RULE_UNITS = {"derived-series": "series"}
+RULE_UNITS = {"derived-series": "series", "incomplete-series": "series"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -265,7 +265,8 @@ class Service(Outcomes, Upkeep):
         """Take the job's next step on the helper thread and apply what it came back with; a
         decided session is filed at once, in a second step (a stop waits for both)."""
         if job.filing is None:
-            view = Attempt(job.claim, job.session, job.verdict, job.forced, self.state.xnat.blocked)
+            blocked = self.state.xnat.blocked
+            view = Attempt(job.claim, job.session, job.verdict, job.forced, blocked, job.arrived_at)
             tools = self._tools()
             finished, result = self._run(job, lambda: attempt(tools, view))
             if not finished:
