@@ -32,7 +32,10 @@ from xnat_drop.core.shown import shown
 from xnat_drop.core.text import duration, iso
 
 RULE: Rule = "incomplete-series"
-DENSE = 0.75  # share of steps of one InstanceNumber numbering needs for a hole to count
+# InstanceNumber holes count only in numbering that otherwise runs in steps of one: at most
+# HOLES of them, or a quarter of the steps in a long series.
+DENSE = 0.75
+HOLES = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +230,8 @@ def _dense_span(numbers: list[int]) -> int | None:
     if numbers[0] not in (0, 1):
         return None
     steps = [b - a for a, b in itertools.pairwise(numbers)]
-    if steps and (math.gcd(*steps) != 1 or sum(1 for s in steps if s == 1) < DENSE * len(steps)):
+    holes = sum(1 for s in steps if s != 1)
+    if steps and (math.gcd(*steps) != 1 or holes > max(HOLES, (1 - DENSE) * len(steps))):
         return None
     return numbers[-1] - numbers[0] + 1
 
@@ -243,8 +247,9 @@ def late_files(count: int, after: float, delivered_at: float, where: str) -> Vio
         when = "arrived while the session was being delivered"
     sentence = (
         f"{files[:1].upper()}{files[1:]} {when} ({iso(delivered_at)}, {where}); the copy was "
-        "probably still running when xnat-drop took the first part. They are new images of the same "
-        "study, so nothing was sent, and the session needs no other label. To add them to the "
+        "probably still running when xnat-drop took the first part. They are new images of "
+        "the same study, so nothing was sent, and the session needs no other label. To add "
+        "them to the "
         'session XNAT already holds, ask the administrator to set xnat.on_existing = "append" '
         "and then move this folder back to incoming/; XNAT adds them to the same session."
     )

@@ -149,7 +149,8 @@ def evaluate(session: Session, rules: RulesConfig, route: Route) -> Verdict:
         subject = route.target.subject if route.target is not None else ""
         violations.extend(_phi(candidates, rules.phi_tags, subject))
     if rules.incomplete_series == "reject":
-        violations.extend(completeness.violations(completeness.shortfalls(dicoms)))
+        # Series another rule already takes out (derived, conflicting copies) are not counted.
+        violations.extend(completeness.violations(completeness.shortfalls(candidates)))
 
     excluded = {p for v in violations if v.policy is Policy.EXCLUDE for p in v.files}
     upload = tuple(f for f in dicoms if f.path not in excluded and f.path not in copies)
