@@ -137,6 +137,7 @@ READ_BACK: dict[str, Callable[[Config], str]] = {
     "log.level": lambda c: c.log_level,
     "rules.phi": lambda c: "reject" if c.rules.phi else "off",
     "rules.wrong-depth": lambda c: "reject" if c.rules.wrong_depth else "off",
+    "rules.incomplete-series": lambda c: c.rules.incomplete_series,
     **{
         f"rules.{rule}": (lambda c, rule=rule: c.rules.policy(rule).value)
         for rule in config_mod.EXCLUDABLE_RULES
@@ -171,6 +172,7 @@ LITERAL_FIELDS = [
     (config_mod.XnatConfig, "destination", "xnat.destination"),
     (config_mod.XnatConfig, "on_existing", "xnat.on_existing"),
     (Config, "log_level", "log.level"),
+    (config_mod.RulesConfig, "incomplete_series", "rules.incomplete-series"),
 ]
 
 

@@ -24,6 +24,7 @@ from xnat_drop.core.shown import shown
 F = TypeVar("F", bound=Callable[..., Any])
 
 FILE_NAME = "ledger.sqlite3"
+DIGEST_BYTES = 8  # of each SOP instance digest in `delivered`
 # How far a claimed session got; the delivery records each before it runs.
 DeliveryState = Literal[
     "claimed", "checked", "uploading", "uploaded", "verified", "committed", "done", "failed"
@@ -69,6 +70,13 @@ CREATE TABLE IF NOT EXISTS shapes (
     at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS shapes_parent ON shapes (parent, at);
+CREATE TABLE IF NOT EXISTS delivered (
+    claim_id TEXT PRIMARY KEY,
+    study_key TEXT NOT NULL,
+    at REAL NOT NULL,
+    instances BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS delivered_study ON delivered (study_key, at);
 """
 _FIELDS = frozenset(
     {
@@ -128,6 +136,16 @@ class ShapeEntry:
     series: frozenset[str]
     outcome: str
     updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """What a delivered session held: digests of its study and of its SOP instances, never the
+    UIDs themselves (see service/latefiles.py), and when it was delivered."""
+
+    claim_id: str
+    at: float
+    instances: frozenset[bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,6 +301,39 @@ class Ledger:
             (content_key,),
         ).fetchone()
         return None if row is None else _entry(row)
+
+    @_storage
+    def record_delivered(
+        self, claim_id: str, at: float, study_key: str, instances: frozenset[bytes]
+    ) -> None:
+        """Record the study and instance digests (DIGEST_BYTES each) of a delivered session."""
+        blob = b"".join(sorted(instances))
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO delivered (claim_id, study_key, at, instances) "
+                "VALUES (?, ?, ?, ?)",
+                (claim_id, study_key, at, blob),
+            )
+
+    @_storage
+    def delivered_since(self, study_key: str, since: float) -> list[Delivered]:
+        """The sessions of this study delivered at `since` or later, newest first."""
+        rows = self._db.execute(
+            "SELECT claim_id, at, instances FROM delivered WHERE study_key = ? AND at >= ? "
+            "ORDER BY at DESC",
+            (study_key, since),
+        )
+        return [
+            Delivered(
+                str(r["claim_id"]),
+                float(r["at"]),
+                frozenset(
+                    bytes(r["instances"][i : i + DIGEST_BYTES])
+                    for i in range(0, len(r["instances"]), DIGEST_BYTES)
+                ),
+            )
+            for r in rows
+        ]
 
     @_storage
     def own_leftover(self, prearchive_uri: str) -> Entry | None:

@@ -27,6 +27,7 @@ from xnat_drop.core.options import (
     REJECT_ONLY_RULES,
     ROUTING_SOURCES,
     Destination,
+    IncompleteSeries,
     LogLevel,
     Observer,
     OnExisting,
@@ -129,6 +130,7 @@ class RulesConfig:
     max_file_bytes: int = 0  # 0: no limit
     max_session_bytes: int = 0
     wrong_depth: bool = True  # rules.wrong-depth = "reject": look for wrong-depth drops
+    incomplete_series: IncompleteSeries = "reject"  # "accept": series are not counted
 
     def policy(self, rule: str) -> Policy:
         """The policy for `rule`; rules without a setting always reject."""
@@ -392,6 +394,7 @@ def _parse_rules(t: Section) -> RulesConfig:
         t.size("max_file_size"),
         t.size("max_session_size"),
         wrong_depth=t.text("wrong-depth") == "reject",
+        incomplete_series=cast(IncompleteSeries, t.text("incomplete-series")),
     )
 
 

@@ -46,6 +46,8 @@ Rule = Literal[
     "xnat-rejected",
     "xnat-empty-answer",
     "xnat-unassigned",
+    "incomplete-series",
+    "late-files",
 ]
 
 
@@ -104,6 +106,10 @@ class DicomHeader:
     object (shared and per-frame functional groups).
     `values` holds the extra attributes asked for by keyword (routing sources and templates,
     PHI checks) as text; `value()` reads them.
+    The last seven are what core/completeness.py judges a series by: InstanceNumber,
+    AcquisitionNumber, TemporalPositionIdentifier, ImagesInAcquisition,
+    NumberOfTemporalPositions, NumberOfFrames (None when absent or not one integer), and for an
+    enhanced multi-frame object the items of its PerFrameFunctionalGroupsSequence.
     """
 
     sop_class_uid: str
@@ -117,6 +123,13 @@ class DicomHeader:
     photometric_interpretation: str = ""
     frame_types: tuple[tuple[str, ...], ...] = ()
     values: tuple[tuple[str, str], ...] = ()
+    instance_number: int | None = None
+    acquisition_number: int | None = None
+    temporal_position: int | None = None
+    images_in_acquisition: int | None = None
+    temporal_positions: int | None = None
+    frames: int | None = None
+    frame_items: int | None = None
 
     def value(self, keyword: str) -> str:
         """The text of an extra attribute read by keyword; "" when absent or empty."""

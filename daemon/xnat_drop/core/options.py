@@ -19,6 +19,7 @@ OnExisting = Literal["reject", "append", "replace"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 PhiCheck = Literal["off", "reject"]
 DepthCheck = Literal["reject", "off"]
+IncompleteSeries = Literal["reject", "accept"]
 RoutingSource = Literal["layout", "dicom", "template", "default"]
 OBSERVERS: tuple[Observer, ...] = get_args(Observer)
 DESTINATIONS: tuple[Destination, ...] = get_args(Destination)
@@ -26,6 +27,7 @@ ON_EXISTING: tuple[OnExisting, ...] = get_args(OnExisting)
 LOG_LEVELS: tuple[LogLevel, ...] = get_args(LogLevel)
 PHI_CHECKS: tuple[PhiCheck, ...] = get_args(PhiCheck)
 DEPTH_CHECKS: tuple[DepthCheck, ...] = get_args(DepthCheck)
+INCOMPLETE_SERIES: tuple[IncompleteSeries, ...] = get_args(IncompleteSeries)
 ROUTING_SOURCES: tuple[RoutingSource, ...] = get_args(RoutingSource)
 POLICIES = tuple(policy.value for policy in Policy)
 # Rules whose offending files can be left out of an upload instead of rejecting the session.
@@ -112,7 +114,8 @@ _WATCH = (
     """),
     Option("watch", "max_settle_seconds", Kind.SECONDS, 6 * 3600, minimum=1.0, comment="""
         A folder still not taken after this many seconds (6 hours) is reported once in the log
-        and in `xnat-drop status`: is the copy stuck?
+        and in `xnat-drop status`: is the copy stuck? A session held as incomplete (see
+        rules.incomplete-series) waits this long, from when it was first seen.
     """),
 )  # fmt: skip
 
@@ -213,6 +216,15 @@ _RULES = (
            note="any other file that is not DICOM (PDF, text, archives, ...)"),
     Option("rules", "unreadable-dicom", Kind.TEXT, "reject", choices=POLICIES,
            note="truncated or damaged DICOM, or without the UIDs XNAT needs"),
+    Option("rules", "incomplete-series", Kind.TEXT, "reject", choices=INCOMPLETE_SERIES,
+           comment="""
+        A series with fewer images than its headers announce (InstanceNumber holes,
+        ImagesInAcquisition, NumberOfTemporalPositions, NumberOfFrames; see the README) is
+        held in incoming/ while its copy may still be running, and judged again when its files
+        change. "reject": still incomplete after watch.max_settle_seconds, it goes to failed/
+        as incomplete-series; "accept": such series are not checked, sessions are sent as
+        they are.
+    """),
     Option("rules", "extra_derived_markers", Kind.STRINGS, (), comment="""
         More ImageType/FrameType values that mark a derived image at your site.
     """),

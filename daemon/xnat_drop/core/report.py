@@ -50,6 +50,8 @@ RULE_TITLES = {
     "xnat-rejected": "Refused by XNAT",
     "xnat-empty-answer": "Nothing imported by XNAT",
     "xnat-unassigned": "Filed under the wrong XNAT project",
+    "incomplete-series": "Series with images missing",
+    "late-files": "Files that arrived after the session was delivered",
 }
 # What to do, said once for a rule broken by several files or series.
 RULE_ADVICE = {
@@ -75,8 +77,12 @@ RULE_ADVICE = {
         "with the lab's anonymisation profile and drop it again."
     ),
     "bad-label": "Fix the labels below and drop the session again.",
+    "incomplete-series": (
+        "The copy was probably interrupted or paused. Copy the missing files into the folder "
+        "in failed/, then move it back to incoming/."
+    ),
 }
-RULE_UNITS = {"derived-series": "series"}
+RULE_UNITS = {"derived-series": "series", "incomplete-series": "series"}
 # What a lab member does with the folder, by rule (a violation's own `remedy` wins). The
 # "What to do" block follows it: a rule whose advice is to rename is never told "move it back
 # as it is". tests/test_report_advice.py checks every rule of model.Rule is here.
@@ -100,6 +106,8 @@ RULE_REMEDIES: dict[str, Remedy] = {
     "xnat-rejected": Remedy.FIX,
     "xnat-empty-answer": Remedy.AGAIN,
     "xnat-unassigned": Remedy.ADMIN,
+    "incomplete-series": Remedy.FIX,  # copy the missing files in, then move it back
+    "late-files": Remedy.CHOICE,  # append to the delivered session, or leave it
     "wrong-depth": Remedy.RENAME,  # move it where the advice says; back as it is: no use
 }
 # The strongest remedy among a report's problems chooses the "What to do" text; the others'

@@ -275,7 +275,13 @@ class Service(Outcomes, Upkeep):
         if job.filing is None:
             others = tuple(j.claim for j in self.state.jobs if j is not job)
             view = Attempt(
-                job.claim, job.session, job.verdict, job.forced, self.state.xnat.blocked, others
+                job.claim,
+                job.session,
+                job.verdict,
+                job.forced,
+                self.state.xnat.blocked,
+                others=others,
+                arrived_at=job.arrived_at,
             )
             tools = self._tools()
             finished, result = self._run(job, lambda: attempt(tools, view))
