@@ -14,7 +14,7 @@ from typing import get_args
 
 import pytest
 
-from xnat_drop.core import depth
+from xnat_drop.core import completeness, depth
 from xnat_drop.core.config import DEFAULT_RULES, RoutingConfig
 from xnat_drop.core.errors import XnatRejectedError
 from xnat_drop.core.model import (
@@ -124,6 +124,13 @@ SAMPLES: list[tuple[str, Violation]] = [
     ),
     ("unknown-project", unknown_project("P1")),
     (
+        "incomplete-series",
+        completeness.violations(
+            [completeness.Shortfall(5, "05_bold", 88, 176, "ImagesInAcquisition says 176")]
+        )[0],
+    ),
+    ("late-files", completeness.late_files(17, 6.0, 1.8e9, f"{URL}/data/archive/x")),
+    (
         "wrong-depth",
         depth.beside(
             Session("E1", RELPATH, (T1,)),
@@ -199,7 +206,9 @@ SAMPLES: list[tuple[str, Violation]] = [
 
 # What the advice says -> what the "What to do" block must then not say (or must say).
 NEW_NAME = re.compile(r"Rename|another label|in a folder that names|Split|its own session folder")
-CHANGES = re.compile(r"\b([Rr]emove|Delete|[Ee]xport|Fix the value|fix them|Replace|unpack)\b")
+CHANGES = re.compile(
+    r"\b([Rr]emove|Delete|[Cc]opy the missing|[Ee]xport|Fix the value|fix them|Replace|unpack)\b"
+)
 ADMIN_FIRST = re.compile(r"(?i)(ask|tell) the (XNAT )?administrator")
 NOTHING_TO_FIX = re.compile(r"already delivered")
 SAME_NAME_BACK = re.compile(r"move (the folder|it) back to incoming/P1/S1/E1 to try again")

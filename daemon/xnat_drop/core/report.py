@@ -107,7 +107,7 @@ RULE_REMEDIES: dict[str, Remedy] = {
     "xnat-empty-answer": Remedy.AGAIN,
     "xnat-unassigned": Remedy.ADMIN,
     "incomplete-series": Remedy.FIX,  # copy the missing files in, then move it back
-    "late-files": Remedy.CHOICE,  # append to the delivered session, or leave it
+    "late-files": Remedy.ADMIN,  # on_existing = "append" is the administrator's, then back
     "wrong-depth": Remedy.RENAME,  # move it where the advice says; back as it is: no use
 }
 # The strongest remedy among a report's problems chooses the "What to do" text; the others'
