@@ -9,7 +9,7 @@ import itertools
 import logging
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def service(drop: Drop, emulator: Emulator, clock: ManualClock) -> Service:
+def service(drop: Drop, emulator: Emulator, clock: ManualClock) -> Iterator[Service]:
     drop.write_config(emulator.url, settle=SETTLE)
     env = dict(os.environ)
     cfg = configfile.load(drop.config, env)
@@ -60,7 +60,8 @@ def service(drop: Drop, emulator: Emulator, clock: ManualClock) -> Service:
         env=env,
     )
     svc.start()
-    return svc
+    yield svc
+    svc.close()
 
 
 def imports(emulator: Emulator) -> list[int | None]:
@@ -96,18 +97,28 @@ def test_claimed_only_after_settle_seconds_without_change(
     assert emulator.prearchive()[0].file_count == 3
 
 
-def make_service(drop: Drop, clock: ManualClock) -> Service:
-    env = dict(os.environ)
-    cfg = configfile.load(drop.config, env)
-    svc = Service(
-        cfg,
-        connect=lambda: connect(cfg.xnat, env),
-        clock=Clock(clock, clock),
-        rng=random.Random(3),
-        env=env,
-    )
-    svc.start()
-    return svc
+@pytest.fixture
+def make_service(drop: Drop, clock: ManualClock) -> Iterator[Callable[[], Service]]:
+    """Services started from the drop's configuration as it is when called; closed after."""
+    made: list[Service] = []
+
+    def make() -> Service:
+        env = dict(os.environ)
+        cfg = configfile.load(drop.config, env)
+        svc = Service(
+            cfg,
+            connect=lambda: connect(cfg.xnat, env),
+            clock=Clock(clock, clock),
+            rng=random.Random(3),
+            env=env,
+        )
+        made.append(svc)
+        svc.start()
+        return svc
+
+    yield make
+    for svc in made:
+        svc.close()
 
 
 def run_until_idle(service: Service) -> None:
@@ -116,13 +127,17 @@ def run_until_idle(service: Service) -> None:
 
 
 def test_a_30_minute_outage_waits_probes_sparingly_and_resumes(
-    drop: Drop, emulator: Emulator, clock: ManualClock, caplog: pytest.LogCaptureFixture
+    drop: Drop,
+    emulator: Emulator,
+    clock: ManualClock,
+    make_service: Callable[[], Service],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """XNAT answers 503 to everything for 30 simulated minutes while sessions queue up."""
     caplog.set_level(logging.INFO, logger="xnat_drop")
     first, cap = 30.0, 300.0
     drop.write_config(emulator.url, settle=SETTLE, rescan=60, retry=(first, cap, 5))
-    service = make_service(drop, clock)
+    service = make_service()
     emulator.inject(Fault(path="/", status=503, times=0))
     outage_start = clock.now
     sessions = [(PROJECT, f"S0{i}", f"S0{i}_MR1") for i in range(1, 4)]
@@ -218,13 +233,17 @@ def test_work_folder_claims_survive_a_restart(
 
 
 def test_a_folder_that_never_settles_raises_one_alarm(
-    drop: Drop, emulator: Emulator, clock: ManualClock, caplog: pytest.LogCaptureFixture
+    drop: Drop,
+    emulator: Emulator,
+    clock: ManualClock,
+    make_service: Callable[[], Service],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING, logger="xnat_drop")
     drop.config.write_text(
         drop.config.read_text().replace("[watch]\n", "[watch]\nmax_settle_seconds = 60\n")
     )
-    service = make_service(drop, clock)
+    service = make_service()
     folder = drop.incoming.joinpath(*REL)
     write_session(folder, [SeriesSpec(1, "T1", images=1)])
     (folder / "01_T1" / "IM0002.dcm.part").write_bytes(b"stalled copy")
@@ -243,6 +262,7 @@ def test_a_file_vanishing_during_inspection_sends_the_session_back_to_settling(
     drop: Drop,
     emulator: Emulator,
     clock: ManualClock,
+    make_service: Callable[[], Service],
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -252,7 +272,7 @@ def test_a_file_vanishing_during_inspection_sends_the_session_back_to_settling(
     from xnat_drop.adapters.fs.tree import walk
 
     caplog.set_level(logging.INFO, logger="xnat_drop")
-    service = make_service(drop, clock)
+    service = make_service()
     write_session(
         drop.incoming.joinpath(*REL), [SeriesSpec(1, "T1", images=3)], study_uid="1.2.3.9"
     )

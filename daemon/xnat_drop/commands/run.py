@@ -47,6 +47,8 @@ def run_daemon(config_path: Path, *, once: bool, timeout: float | None) -> int:
     except Exception:
         log.exception("xnat-drop stopped by an unexpected error")
         return EX_SOFTWARE
+    finally:
+        signal.set_wakeup_fd(-1)  # the pipe is closed: its number may be reused
 
 
 def install_signals(service: Service) -> None:

@@ -38,13 +38,10 @@ def show_status(config_path: Path, *, as_json: bool) -> int:
             finally:
                 ledger.close()
         except StorageError as exc:
-            raise ConfigError(
-                [
-                    f"paths.state_dir: cannot read {state / FILE_NAME} ({exc}). If the file is "
-                    "damaged, stop the daemon and move it aside; the daemon makes a new one."
-                ],
-                str(config_path),
-            ) from exc
+            if "no such table" in str(exc):  # the daemon is creating it this very moment
+                done, failed = [], []
+            else:
+                raise _unreadable(config_path, state, exc) from exc
     now = time.time()  # noqa: TID251 - the command's own "now", for ages
     data = report(statusfile.read(state), done, failed, now)
     zone = localzone.lab_zone(cfg.time_zone, os.environ)
@@ -136,3 +133,13 @@ def _when(stamp: str | None, zone: tzinfo) -> str:
 def _age(stamp: str | None, now: float) -> str:
     then = from_iso(stamp) if stamp else None
     return "?" if then is None else age(now - then)
+
+
+def _unreadable(config_path: Path, state: Path, exc: StorageError) -> ConfigError:
+    return ConfigError(
+        [
+            f"paths.state_dir: cannot read {state / FILE_NAME} ({exc}). If the file is "
+            "damaged, stop the daemon and move it aside; the daemon makes a new one."
+        ],
+        str(config_path),
+    )

@@ -111,8 +111,16 @@ class Service(Outcomes, Upkeep):
         the credentials. XNAT itself is first contacted by the first turn (`tick`): an XNAT
         that is down is an outage, never a reason not to start.
 
-        Raises ConfigError for unusable credentials, keywords or folders (exit 78).
+        Raises ConfigError for unusable credentials, keywords or folders (exit 78), having
+        closed whatever it opened.
         """
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self) -> None:
         check_keywords(self.config)
         paths = self.config.paths
         # The same checks as `check-config`, changing nothing, before anything is created.

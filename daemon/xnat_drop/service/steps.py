@@ -146,6 +146,9 @@ class Waker:
             woken = True
 
     def close(self) -> None:
+        """Close both ends, once: a second close could hit a number reused by another file."""
         for fd in (self._read, self.write_fd):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._read = self.write_fd = -1
