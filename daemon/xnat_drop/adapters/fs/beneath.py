@@ -252,12 +252,13 @@ def _like(fd: int, parent: os.stat_result) -> None:
 
 def take_group(fd: int, parent: os.stat_result, *, owner: bool = False) -> None:
     """Give the file or folder `fd` the group of its `parent` folder (with `owner`, as root,
-    the parent's owner too). Without root, a group the service is not in is left as it is
-    (the kernel refuses it): a setgid parent has given its group already."""
-    if owner and os.geteuid() == 0:
-        os.fchown(fd, parent.st_uid, parent.st_gid)
-    elif os.fstat(fd).st_gid != parent.st_gid:
-        with contextlib.suppress(PermissionError):
+    the parent's owner too). What the kernel refuses is left as it is: a group the service is
+    not in (a setgid parent has given its group already), or root on a share that maps it to
+    nobody."""
+    with contextlib.suppress(PermissionError):
+        if owner and os.geteuid() == 0:
+            os.fchown(fd, parent.st_uid, parent.st_gid)
+        elif os.fstat(fd).st_gid != parent.st_gid:
             os.fchown(fd, -1, parent.st_gid)
 
 
