@@ -136,6 +136,8 @@ READ_BACK: dict[str, Callable[[Config], str]] = {
     "xnat.on_existing": lambda c: c.xnat.on_existing,
     "log.level": lambda c: c.log_level,
     "rules.phi": lambda c: "reject" if c.rules.phi else "off",
+    "rules.wrong-depth": lambda c: "reject" if c.rules.wrong_depth else "off",
+    "rules.incomplete-series": lambda c: c.rules.incomplete_series,
     **{
         f"rules.{rule}": (lambda c, rule=rule: c.rules.policy(rule).value)
         for rule in config_mod.EXCLUDABLE_RULES
@@ -170,6 +172,7 @@ LITERAL_FIELDS = [
     (config_mod.XnatConfig, "destination", "xnat.destination"),
     (config_mod.XnatConfig, "on_existing", "xnat.on_existing"),
     (Config, "log_level", "log.level"),
+    (config_mod.RulesConfig, "incomplete_series", "rules.incomplete-series"),
 ]
 
 
@@ -199,7 +202,12 @@ def test_a_value_of_the_wrong_type_is_refused_with_the_key_path(option: Option) 
     assert f"{option.key}: expected {option.kind.value}, got dict {{'a': 1}}" in problems
 
 
-BROKEN = {Check.REGEX: "(unclosed", Check.KEYWORD: "Patient Name", Check.FILE_NAME: "a/b"}
+BROKEN = {
+    Check.REGEX: "(unclosed",
+    Check.KEYWORD: "Patient Name",
+    Check.FILE_NAME: "a/b",
+    Check.TIME_ZONE: "Europe/Berln",
+}
 
 
 @pytest.mark.parametrize("option", options(lambda o: o.check is not None))

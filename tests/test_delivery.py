@@ -116,8 +116,13 @@ def test_an_existing_session_is_never_merged_into_under_reject(
     result = run_daemon(drop)
     assert result.returncode == 0, result.stderr
     text, data = report_of(drop.failed, again)
-    assert rules_in(data) == ["session-exists"]
-    assert f"{emulator.url}/data/projects/P1/subjects/S01/experiments/S01_MR1" in text
+    # New instances of the study just delivered under the same labels: the rest of a copy
+    # (issue 13), told as such, with the append route and no advice to relabel.
+    assert rules_in(data) == ["late-files"]
+    flat = " ".join(text.split())
+    assert "arrived" in flat and "after the session was delivered" in flat
+    assert 'xnat.on_existing = "append"' in flat
+    assert "another label" not in flat and "relabel" not in flat
     assert requests_to(emulator, "POST", "/data/services/import") == []  # nothing sent
     assert [a.file_count for a in emulator.archive()] == [7]  # unchanged
 

@@ -163,7 +163,11 @@ def test_a_damaged_ledger_is_a_storage_error_not_a_traceback(tmp_path: Path) -> 
     path = tmp_path / "ledger.sqlite3"
     path.write_bytes(b"SQLite format 3\0" + b"\xff" * 4096)
     with pytest.raises(StorageError, match="ledger cannot be used"):
-        Ledger(path).probe()
+        ledger = Ledger(path)  # the damage may show here already, or in probe()
+        try:
+            ledger.probe()
+        finally:
+            ledger.close()
     assert issubclass(StorageError, Exception) and not issubclass(StorageError, sqlite3.Error)
 
 

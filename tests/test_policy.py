@@ -111,3 +111,21 @@ def test_delivery_failed_names_no_header_value_only_times_and_reasons() -> None:
     violation = delivery_failed((Failure(0.0, "XNAT answered 500"),))
     assert violation.policy is Policy.REJECT and violation.subject == "xnat-drop"
     assert "1970-01-01T00:00:00Z XNAT answered 500" in violation.sentence
+
+
+SHORT = Violation("incomplete-series", Policy.REJECT, "series 5 (folder 05_bold)", "short")
+
+
+@pytest.mark.parametrize(
+    ("hold_until", "expected"),
+    [
+        (NOW + 1, Decision(Action.HOLD, at=NOW + SETTLE, violations=(SHORT,))),  # still waiting
+        (NOW, Decision(Action.FAILED, violations=(SHORT,))),  # the wait is over
+    ],
+)
+def test_an_incomplete_session_is_held_until_its_wait_ends(
+    hold_until: float, expected: Decision
+) -> None:
+    result = AttemptResult(Result.INCOMPLETE, (SHORT,))
+    got = decide(result, (), RETRY, SETTLE, NOW, WALL, 0.5, hold_until=hold_until)
+    assert got == expected

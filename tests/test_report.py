@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
 
 from xnat_drop.core.config import DEFAULT_RULES
 from xnat_drop.core.model import (
@@ -17,6 +23,7 @@ from xnat_drop.core.model import (
 )
 from xnat_drop.core.report import Report, render_json, render_text
 from xnat_drop.core.rules import evaluate
+from xnat_drop.core.text import local, plural
 
 MR = "1.2.840.10008.5.1.4.1.1.4"
 
@@ -98,7 +105,95 @@ def test_done_receipt_lists_uris_and_counts() -> None:
     )
     text = render_text(report)
     assert text.startswith("xnat-drop report: DELIVERED to XNAT")
-    assert f"XNAT URI:  {uri}" in text
+    assert f"In XNAT:   {uri}" in text
     assert "Uploaded:  1 DICOM file, 2.5 MB in 1.2 s" in text
     data = json.loads(render_json(report))
     assert data["xnat"]["uris"] == [uri] and data["uploaded"] == ["1.dcm"]
+
+
+# -- plurals, times, receipts ------------------------------------------------------------------
+
+WINTER = datetime(2026, 12, 3, 16, 2, tzinfo=timezone.utc).timestamp()
+SUMMER = datetime(2026, 7, 3, 15, 2, tzinfo=timezone.utc).timestamp()
+URL = "https://xnat.example.org"
+
+
+@pytest.mark.parametrize(
+    ("n", "words", "said"),
+    [
+        (1, ("problem",), "1 problem"),
+        (0, ("problem",), "0 problems"),
+        (2, ("problem",), "2 problems"),
+        (12_000, ("DICOM file",), "12,000 DICOM files"),
+        (1, ("identical copy", "identical copies"), "1 identical copy"),
+        (3, ("identical copy", "identical copies"), "3 identical copies"),
+    ],
+)
+def test_plural(n: int, words: tuple[str, ...], said: str) -> None:
+    assert plural(n, *words) == said
+
+
+def test_no_report_says_s_in_brackets() -> None:
+    one = dataclasses.replace(
+        failed_report(), violations=failed_report().violations[:1], zone=ZoneInfo("Europe/Berlin")
+    )
+    text = render_text(one)
+    assert "Why it was not uploaded (1 problem):" in text
+    assert "(s)" not in text and "(s)" not in render_text(failed_report())
+
+
+@pytest.mark.parametrize(
+    ("zone", "ts", "said"),
+    [
+        ("Europe/Berlin", WINTER, "2026-12-03 17:02 CET"),
+        ("Europe/Berlin", SUMMER, "2026-07-03 17:02 CEST"),
+        ("America/New_York", WINTER, "2026-12-03 11:02 EST"),
+        ("America/Sao_Paulo", WINTER, "2026-12-03 13:02 UTC-03:00"),  # the zone's name is "-03"
+        ("UTC", WINTER, "2026-12-03 16:02 UTC"),
+    ],
+)
+def test_local_times_name_their_zone(zone: str, ts: float, said: str) -> None:
+    assert local(ts, ZoneInfo(zone)) == said
+
+
+def test_text_reports_use_the_labs_zone_and_json_keeps_utc() -> None:
+    report = dataclasses.replace(failed_report(), decided_at=WINTER, zone=ZoneInfo("Europe/Berlin"))
+    assert "Decided:   2026-12-03 17:02 CET\n" in render_text(report)
+    assert json.loads(render_json(report))["decided_at"] == "2026-12-03T16:02:00.000Z"
+
+
+def receipt_report(destination: str, uri: str) -> Report:
+    session = Session(
+        "E1", ("P1", "S1", "E1"), (FileFacts("1.dcm", 10, FileKind.DICOM, h("1", 1, "T1", ())),)
+    )
+    verdict = evaluate(session, DEFAULT_RULES, Route(Target("P1", "S1", "E1")))
+    receipt = UploadReceipt((uri,), 1, 10, 0.5, "1.8.10", (("1", 1),), destination)
+    return Report(
+        Outcome.DONE,
+        session,
+        "done/P1/S1/E1",
+        WINTER,
+        verdict,
+        verdict.target,
+        (),
+        receipt,
+        xnat_url=URL + "/",
+    )
+
+
+def test_a_prearchive_receipt_links_the_session_and_says_who_must_archive_it() -> None:
+    uri = "/data/prearchive/projects/P1/20261203_170200123/E1"
+    text = render_text(receipt_report("prearchive", uri))
+    assert f"In XNAT:   {URL}{uri}\n" in text
+    assert (
+        "It is in XNAT's prearchive, not yet archived: someone with the project's owner or "
+        f"member role must archive it at {URL}/app/template/XDATScreen_prearchives.vm"
+    ) in " ".join(text.split())
+
+
+def test_an_archive_receipt_links_the_sessions_page_and_asks_for_nothing() -> None:
+    uri = "/data/archive/projects/P1/subjects/S1/experiments/E1"
+    text = render_text(receipt_report("archive", uri))
+    assert f"In XNAT:   {URL}{uri}?format=html\n" in text
+    assert "not yet archived" not in text and "Verified in the archive" in text
+    assert not re.search(r"\(s\)", text)

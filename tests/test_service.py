@@ -170,11 +170,14 @@ def test_sleep_hint_points_at_the_next_settle_time(
 ) -> None:
     drop.write_config(service.config.xnat.url, settle=SETTLE, rescan=60)
     quiet = Service(configfile.load(drop.config, {}), connect=service.connect, clock=service.clock)
-    quiet.start()
-    write_session(drop.incoming.joinpath(*REL), [SeriesSpec(1, "T1", images=1)])
-    quiet.tick()
-    clock.now += 3
-    assert quiet.tick() == pytest.approx(SETTLE - 3)  # no busy polling while it settles
+    try:
+        quiet.start()
+        write_session(drop.incoming.joinpath(*REL), [SeriesSpec(1, "T1", images=1)])
+        quiet.tick()
+        clock.now += 3
+        assert quiet.tick() == pytest.approx(SETTLE - 3)  # no busy polling while it settles
+    finally:
+        quiet.close()
 
 
 def test_work_folder_claims_survive_a_restart(
@@ -199,13 +202,17 @@ def test_work_folder_claims_survive_a_restart(
 
     emulator.clear_faults()
     second = Service(cfg, connect=connect, clock=Clock(clock, clock), env=env)
-    second.start()
-    assert second.jobs == []  # the first daemon still holds its claim
-    first.close()  # stops (or dies): its claim lock goes with it
-    second.waker.wake()
-    clock.now += 5
-    while second.tick() == 0.0:  # adopts the claim, then delivers it
-        pass
+    try:
+        second.start()
+        assert second.jobs == []  # the first daemon still holds its claim
+        first.close()  # stops (or dies): its claim lock goes with it
+        second.waker.wake()
+        clock.now += 5
+        while second.tick() == 0.0:  # adopts the claim, then delivers it
+            pass
+    finally:
+        first.close()
+        second.close()
     assert drop.done.joinpath(*REL).is_dir()
     assert [s.file_count for s in emulator.prearchive()] == [1]
 

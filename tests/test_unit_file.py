@@ -174,7 +174,8 @@ def test_the_unit_speaks_the_daemon_protocol() -> None:
     assert 10 <= watchdog <= 600, "the daemon pings at half of it, also during uploads"
     assert one(unit, "Service", "Restart") == "on-failure"
     assert "78" in one(unit, "Service", "RestartPreventExitStatus").split()
-    assert one(unit, "Service", "ExecStartPre") == f"{PROGRAM} check-config --config {CONFIG}"
+    pre = f"{PROGRAM} check-config --offline --config {CONFIG}"  # run asks XNAT itself
+    assert one(unit, "Service", "ExecStartPre") == pre
     assert one(unit, "Service", "ExecStart") == f"{PROGRAM} run --config {CONFIG}"
     assert one(unit, "Service", "ExecReload") == "/bin/kill -HUP $MAINPID"
     assert one(unit, "Service", "KillMode") == "mixed"

@@ -11,6 +11,7 @@ alias token and its secret. Every file must be readable by its owner only.
 
 from __future__ import annotations
 
+import errno
 import netrc
 import os
 import stat
@@ -43,13 +44,15 @@ class SecretStamp:
 
 def locate(secret_file: Path | None, env: Mapping[str, str]) -> Path:
     """The credential file to use (a `.netrc` last). Raises ConfigError when there is none."""
+    # os.path.exists, not Path.exists: a folder we may not enter is "not there" here, and
+    # the read below says why it cannot be used.
     cred_dir = env.get("CREDENTIALS_DIRECTORY")
-    if cred_dir and (Path(cred_dir) / CREDENTIAL_NAME).exists():
+    if cred_dir and os.path.exists(Path(cred_dir) / CREDENTIAL_NAME):
         return Path(cred_dir) / CREDENTIAL_NAME
     if secret_file is not None:
         return secret_file
     home = env.get("HOME")
-    if home and (Path(home) / ".netrc").exists():
+    if home and os.path.exists(Path(home) / ".netrc"):
         return Path(home) / ".netrc"
     raise ConfigError(
         [
@@ -69,7 +72,14 @@ def load(secret_file: Path | None, env: Mapping[str, str], host: str = "") -> Cr
     if path.name == ".netrc" and secret_file is None:
         return _from_netrc(path, text, host)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    user, sep, secret = (lines[0] if lines else "").partition(":")
+    if not lines:
+        raise ConfigError(
+            [
+                f"{KEY}: {path} is empty; it must hold one line USER:SECRET (user and password, "
+                "or alias token and secret)"
+            ]
+        )
+    user, sep, secret = lines[0].partition(":")
     if not sep or not user or not secret:
         raise ConfigError(
             [
@@ -85,11 +95,16 @@ def _read_private(path: Path, allowed: int = 0) -> str:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
-        raise ConfigError([f"{KEY}: cannot open {path}: {exc.strerror}"]) from exc
+        raise ConfigError([_open_problem(path, exc)]) from exc
+    # Looked at before fdopen, which itself refuses a folder with an exception of its own.
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        what = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise ConfigError(
+            [f"{KEY}: {path} is {what}; give the file that holds the line USER:SECRET"]
+        )
     with os.fdopen(fd, "rb") as fp:
-        st = os.fstat(fp.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise ConfigError([f"{KEY}: {path} is not a regular file"])
         if st.st_mode & 0o077 & ~allowed:
             raise ConfigError(
                 [
@@ -97,11 +112,33 @@ def _read_private(path: Path, allowed: int = 0) -> str:
                     f"(mode {stat.S_IMODE(st.st_mode):04o}); run: chmod 600 {path}"
                 ]
             )
-        raw = fp.read(64 * 1024)
+        try:
+            raw = fp.read(64 * 1024)
+        except OSError as exc:
+            raise ConfigError([f"{KEY}: cannot read {path}: {exc.strerror}"]) from exc
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{KEY}: {path} is not UTF-8 text"]) from exc
+
+
+def _open_problem(path: Path, exc: OSError) -> str:
+    """Why the secret cannot be opened, and the usual fix, in one sentence."""
+    if isinstance(exc, PermissionError):
+        return (
+            f"{KEY}: cannot open {path}: {exc.strerror} for user id {os.geteuid()}. The secret "
+            "stays 0600 root: the service gets it from systemd (LoadCredential=xnat-secret:"
+            f"{path}); check it as root, or through systemd-run with the same LoadCredential= "
+            "(README, Install as a service, step 5)"
+        )
+    if isinstance(exc, FileNotFoundError):
+        return (
+            f"{KEY}: cannot open {path}: it does not exist; write the line USER:SECRET into it "
+            "(chmod 600)"
+        )
+    if exc.errno == errno.ELOOP:
+        return f"{KEY}: {path} is a symbolic link; give the file itself"
+    return f"{KEY}: cannot open {path}: {exc.strerror}"
 
 
 def _from_netrc(path: Path, text: str, host: str) -> Credentials:

@@ -24,6 +24,7 @@ from xnat_drop.core.shown import shown
 F = TypeVar("F", bound=Callable[..., Any])
 
 FILE_NAME = "ledger.sqlite3"
+DIGEST_BYTES = 8  # of each SOP instance digest in `delivered`
 # How far a claimed session got; the delivery records each before it runs.
 DeliveryState = Literal[
     "claimed", "checked", "uploading", "uploaded", "verified", "committed", "done", "failed"
@@ -60,6 +61,22 @@ CREATE TABLE IF NOT EXISTS events (
     detail TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_claim ON events (claim_id, at);
+CREATE TABLE IF NOT EXISTS shapes (
+    claim_id TEXT PRIMARY KEY,
+    parent TEXT NOT NULL,
+    name TEXT NOT NULL,
+    studies TEXT NOT NULL,
+    series TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS shapes_parent ON shapes (parent, at);
+CREATE TABLE IF NOT EXISTS delivered (
+    claim_id TEXT PRIMARY KEY,
+    study_key TEXT NOT NULL,
+    at REAL NOT NULL,
+    instances BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS delivered_study ON delivered (study_key, at);
 """
 _FIELDS = frozenset(
     {
@@ -109,6 +126,29 @@ class Entry:
 
 
 @dataclass(frozen=True, slots=True)
+class ShapeEntry:
+    """What a judged session held, as keys (core/depth.py: hashes, never a UID), and where it
+    went: `outcome` is "" while it is still claimed, `updated_at` when its row last changed."""
+
+    claim_id: str
+    name: str
+    studies: frozenset[str]
+    series: frozenset[str]
+    outcome: str
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """What a delivered session held: digests of its study and of its SOP instances, never the
+    UIDs themselves (see service/latefiles.py), and when it was delivered."""
+
+    claim_id: str
+    at: float
+    instances: frozenset[bytes]
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
     at: float
     kind: str
@@ -148,12 +188,17 @@ class Ledger:
             self._db = sqlite3.connect(
                 path, timeout=30, isolation_level=None, check_same_thread=False
             )
-            # WAL: status readers never block the daemon; synchronous=FULL: a power cut never
-            # loses a state change that was reported done.
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-        self._db.row_factory = sqlite3.Row
+        try:
+            if not readonly:
+                # WAL: status readers never block the daemon; synchronous=FULL: a power cut
+                # never loses a state change that was reported done.
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=FULL")
+                self._db.executescript(_SCHEMA)
+            self._db.row_factory = sqlite3.Row
+        except BaseException:
+            self._db.close()  # a damaged or full file: no connection left behind
+            raise
 
     def close(self) -> None:
         self._db.close()
@@ -258,6 +303,39 @@ class Ledger:
         return None if row is None else _entry(row)
 
     @_storage
+    def record_delivered(
+        self, claim_id: str, at: float, study_key: str, instances: frozenset[bytes]
+    ) -> None:
+        """Record the study and instance digests (DIGEST_BYTES each) of a delivered session."""
+        blob = b"".join(sorted(instances))
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO delivered (claim_id, study_key, at, instances) "
+                "VALUES (?, ?, ?, ?)",
+                (claim_id, study_key, at, blob),
+            )
+
+    @_storage
+    def delivered_since(self, study_key: str, since: float) -> list[Delivered]:
+        """The sessions of this study delivered at `since` or later, newest first."""
+        rows = self._db.execute(
+            "SELECT claim_id, at, instances FROM delivered WHERE study_key = ? AND at >= ? "
+            "ORDER BY at DESC",
+            (study_key, since),
+        )
+        return [
+            Delivered(
+                str(r["claim_id"]),
+                float(r["at"]),
+                frozenset(
+                    bytes(r["instances"][i : i + DIGEST_BYTES])
+                    for i in range(0, len(r["instances"]), DIGEST_BYTES)
+                ),
+            )
+            for r in rows
+        ]
+
+    @_storage
     def own_leftover(self, prearchive_uri: str) -> Entry | None:
         """The failed session of ours that left this prearchive session behind, if any: what
         our own upload created may be deleted before the same data is sent again."""
@@ -267,6 +345,56 @@ class Ledger:
             (prearchive_uri,),
         ).fetchone()
         return None if row is None else _entry(row)
+
+    @_storage
+    def record_shape(
+        self,
+        claim_id: str,
+        at: float,
+        *,
+        parent: str,
+        name: str,
+        studies: frozenset[str],
+        series: frozenset[str],
+    ) -> None:
+        """Keep the study and series keys of a judged session dropped as `name` in `parent`
+        (paths as shown), so the folders beside it see them after it is filed."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO shapes (claim_id, parent, name, studies, series, at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    claim_id,
+                    shown(parent),
+                    shown(name),
+                    " ".join(sorted(studies)),
+                    " ".join(sorted(series)),
+                    at,
+                ),
+            )
+
+    @_storage
+    def shapes_beside(self, parent: str, since: float, limit: int) -> list[ShapeEntry]:
+        """The sessions judged since `since` that were dropped in `parent`, newest first."""
+        rows = self._db.execute(
+            "SELECT shapes.claim_id, shapes.name, shapes.studies, shapes.series, "
+            "COALESCE(sessions.outcome, '') AS outcome, "
+            "COALESCE(sessions.updated_at, shapes.at) AS updated_at "
+            "FROM shapes LEFT JOIN sessions ON sessions.claim_id = shapes.claim_id "
+            "WHERE shapes.parent = ? AND shapes.at >= ? ORDER BY shapes.at DESC LIMIT ?",
+            (shown(parent), since, limit),
+        )
+        return [
+            ShapeEntry(
+                str(r["claim_id"]),
+                str(r["name"]),
+                frozenset(str(r["studies"]).split()),
+                frozenset(str(r["series"]).split()),
+                str(r["outcome"]),
+                float(r["updated_at"]),
+            )
+            for r in rows
+        ]
 
     @_storage
     def probe(self) -> None:

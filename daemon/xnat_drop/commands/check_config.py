@@ -1,40 +1,96 @@
-"""`xnat-drop check-config`: the configuration, the credentials and the folders' ownership;
-exit 0, or 78 with every problem listed (systemd runs it before every start)."""
+"""`xnat-drop check-config [--offline]`: the configuration, the folders as `run` would find
+them, the credentials, and one login to XNAT; exit 0, or 78 with every problem listed
+(systemd runs it, offline, before every start).
+
+What XNAT says decides the exit code: refused credentials, a web page instead of XNAT (a
+proxy or single sign-on, a wrong xnat.url) and a refused TLS certificate are configuration
+errors (78). An XNAT that does not answer is only a warning (0): the daemon waits out
+outages by itself, and an administrator configuring while XNAT is down must not be blocked.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
+import time
+from contextlib import closing
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from xnat_drop.adapters import configfile, credentials
-from xnat_drop.adapters.fs import trust
-from xnat_drop.core.errors import ConfigError
+from xnat_drop.adapters import configfile
+from xnat_drop.adapters.fs import startup
+from xnat_drop.adapters.ledger import FILE_NAME as LEDGER_FILE
+from xnat_drop.adapters.xnat.client import XnatClient, connect
+from xnat_drop.core.config import Config
+from xnat_drop.core.errors import (
+    ConfigError,
+    XnatAuthError,
+    XnatServerError,
+    XnatTlsError,
+    XnatTransientError,
+    XnatUnexpectedAnswerError,
+)
+from xnat_drop.core.text import duration, iso
+from xnat_drop.service.availability import RENEW, TOKEN_WARNING
 from xnat_drop.service.judge import check_keywords
 
 
-def check_config(config_path: Path) -> int:
+def check_config(config_path: Path, *, offline: bool = False) -> int:
     """Print what will be used and return 0; raise ConfigError listing every problem."""
     env = dict(os.environ)
     cfg = configfile.load(config_path, env)
     check_keywords(cfg)
-    problems: list[str] = list(trust.problems(cfg.paths))
+    # Root is not the service user: it cannot tell whose the service's folders should be,
+    # nor test the service user's permissions (systemd-run can: README, step 5).
+    as_root = os.geteuid() == 0
+    problems = startup.problems(cfg.paths, LEDGER_FILE, any_owner=as_root)
+    client: XnatClient | None = None
     try:
-        host = urlsplit(cfg.xnat.url).hostname or ""
-        found = credentials.load(cfg.xnat.secret_file, env, host)
+        client = connect(cfg.xnat, env)
     except ConfigError as exc:
         problems.extend(exc.problems)
-        found = None
-    root_parent = cfg.paths.incoming.parent
-    if not root_parent.is_dir():
-        problems.append(f"paths: {root_parent} does not exist (is the share mounted?)")
-    if problems:
+    if problems or client is None:
         raise ConfigError(problems, str(config_path))
-    assert found is not None
+    with closing(client):
+        xnat = "not contacted (--offline)" if offline else _contact(client, cfg, config_path)
     print(f"{config_path}: OK")
-    print(f"  XNAT      {cfg.xnat.url} as {found.user} (secret from {found.source})")
+    print(f"  XNAT      {cfg.xnat.url} as {client.user} (secret from {client.secret_source})")
+    print(f"            {xnat}")
     print(f"  incoming  {cfg.paths.incoming}  layout {'/'.join(cfg.routing.layout)}")
     print(f"  done      {cfg.paths.done}")
     print(f"  failed    {cfg.paths.failed}")
+    print(f"  state     {cfg.paths.state}")
     print(f"  watching  {cfg.watch.observer}, settle {cfg.watch.settle:g} s")
+    if as_root:
+        print(
+            "  note      checked as root: folder permissions were not tested as the service "
+            "user; run it through systemd-run as the README shows to test those too"
+        )
     return 0
+
+
+def _contact(client: XnatClient, cfg: Config, config_path: Path) -> str:
+    """One login, XNAT's version and the token's expiry, in words. Raises ConfigError when
+    XNAT refuses us or is not XNAT; an XNAT that does not answer is a warning."""
+    try:
+        account = client.check()
+    except XnatAuthError as exc:
+        raise ConfigError([f"xnat: {exc}"], str(config_path)) from exc
+    except (XnatTlsError, XnatUnexpectedAnswerError) as exc:
+        raise ConfigError([f"xnat.url: {exc}"], str(config_path)) from exc
+    except (XnatTransientError, XnatServerError) as exc:
+        _warn(
+            f"XNAT unreachable at {cfg.xnat.url} ({exc}); the credentials were not checked. "
+            "The daemon starts anyway and waits for XNAT: run check-config again once XNAT is up"
+        )
+        return "NOT CHECKED: XNAT did not answer"
+    words = f"logged in; XNAT {account.server_version or '(version unknown)'}"
+    if account.token_expires is not None:
+        left = account.token_expires - time.time()  # noqa: TID251 - the command's own "now"
+        words += f"; alias token expires {iso(account.token_expires)} (in {duration(left)})"
+        if left < TOKEN_WARNING:
+            _warn(f"the XNAT alias token expires in {duration(max(0.0, left))}; renew it: {RENEW}")
+    return words
+
+
+def _warn(message: str) -> None:
+    print(f"xnat-drop: warning: {message}", file=sys.stderr)

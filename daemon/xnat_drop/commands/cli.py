@@ -36,6 +36,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"xnat-drop: configuration error: {exc}", file=sys.stderr)
         return EX_CONFIG
+    except OSError as exc:
+        # The checks name every folder and file they look at; this is the net below them, so
+        # that a permission or configuration mistake never ends in a traceback.
+        where = f" {exc.filename}" if exc.filename else ""
+        print(
+            f"xnat-drop: configuration error: cannot use{where}: {exc.strerror or exc}. Check "
+            "that the service user may read (and where it writes, write) it, and that the "
+            "share is mounted",
+            file=sys.stderr,
+        )
+        return EX_CONFIG
     except KeyboardInterrupt:
         return 130
     return code
@@ -95,8 +106,15 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print the status as JSON")
     status.set_defaults(handler=_cmd_status)
 
-    check_config = add("check-config", "validate the configuration and credentials; exit 0 or 78")
+    check_config = add(
+        "check-config",
+        "validate the configuration, the folders and the credentials, and log in to XNAT once; "
+        "exit 0 or 78",
+    )
     _config_option(check_config)
+    check_config.add_argument(
+        "--offline", action="store_true", help="do not contact XNAT (what systemd runs at start)"
+    )
     check_config.set_defaults(handler=_cmd_check_config)
 
     return parser
@@ -141,7 +159,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_check_config(args: argparse.Namespace) -> int:
     from xnat_drop.commands.check_config import check_config
 
-    return check_config(args.config)
+    return check_config(args.config, offline=args.offline)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,14 +9,15 @@ from __future__ import annotations
 import json
 import os
 import time
+from datetime import timezone, tzinfo
 from pathlib import Path
 from typing import Any
 
-from xnat_drop.adapters import configfile
+from xnat_drop.adapters import configfile, localzone
 from xnat_drop.adapters.fs import statusfile
 from xnat_drop.adapters.ledger import FILE_NAME, Entry, Ledger
 from xnat_drop.core.errors import ConfigError, StorageError
-from xnat_drop.core.text import age, from_iso, iso
+from xnat_drop.core.text import age, from_iso, iso, local
 
 EX_OK = 0
 EX_NOT_RUNNING = 3
@@ -46,7 +47,9 @@ def show_status(config_path: Path, *, as_json: bool) -> int:
             ) from exc
     now = time.time()  # noqa: TID251 - the command's own "now", for ages
     data = report(statusfile.read(state), done, failed, now)
-    print(json.dumps(data, indent=2, ensure_ascii=False) if as_json else render(data, now), end="")
+    zone = localzone.lab_zone(cfg.time_zone, os.environ)
+    text = json.dumps(data, indent=2, ensure_ascii=False) if as_json else render(data, now, zone)
+    print(text, end="")
     return EX_OK if data["running"] else EX_NOT_RUNNING
 
 
@@ -74,12 +77,13 @@ def _finished(entry: Entry) -> dict[str, Any]:
     }
 
 
-def render(data: dict[str, Any], now: float) -> str:
-    """The status for people: one block per kind of session, each with its reason and age."""
+def render(data: dict[str, Any], now: float, zone: tzinfo = timezone.utc) -> str:
+    """The status for people: one block per kind of session, each with its reason and age;
+    times in the lab's zone (`--json` keeps ISO 8601 in UTC)."""
     snap = data.get("snapshot") or {}
     lines = []
     if not data.get("running"):
-        seen = snap.get("updated_at")
+        seen = _when(snap.get("updated_at"), zone)
         lines.append(f"xnat-drop is NOT running{f' (last seen {seen})' if seen else ''}.")
     else:
         lines.append(f"xnat-drop {snap.get('version', '')} is running (pid {snap.get('pid')}).")
@@ -87,9 +91,19 @@ def render(data: dict[str, Any], now: float) -> str:
     if xnat:
         state = xnat.get("state", "unknown")
         detail = f": {xnat['detail']}" if xnat.get("detail") else ""
-        since = f" since {xnat['since']}" if xnat.get("since") else ""
+        since = f" since {_when(xnat['since'], zone)}" if xnat.get("since") else ""
         version = f" {xnat['server_version']}" if xnat.get("server_version") else ""
         lines.append(f"XNAT{version} at {xnat.get('url', '?')}: {state}{since}{detail}")
+        if xnat.get("next_probe"):
+            lines.append(f"  next probe at {xnat['next_probe']}")
+        if xnat.get("token_warning"):
+            lines.append(f"  {xnat['token_warning']} (at {xnat.get('token_expires')}): renew it")
+        elif xnat.get("token_expires"):
+            lines.append(f"  alias token expires at {xnat['token_expires']}")
+        if xnat.get("last_answer"):
+            checked = f"last answer {xnat['last_answer']}"
+            nxt = f", next check at {xnat['next_check']}" if xnat.get("next_check") else ""
+            lines.append(f"  {checked}{nxt}")
     for title, key in (
         ("Settling (waiting for the copy to finish)", "settling"),
         ("Cannot be taken (what is wrong, and the fix)", "not_taken"),
@@ -107,7 +121,7 @@ def render(data: dict[str, Any], now: float) -> str:
         lines += ["", f"{title}: {len(items)}"]
         for item in items:
             extra = item.get("xnat") if key == "last_done" else item.get("reason")
-            lines.append(f"  {item['at']}  {item['session']}  {extra or ''}".rstrip())
+            lines.append(f"  {_when(item['at'], zone)}  {item['session']}  {extra or ''}".rstrip())
     return "\n".join(lines) + "\n"
 
 
@@ -124,6 +138,12 @@ def _item_lines(item: dict[str, Any], now: float) -> list[str]:
     if item.get("last_error"):
         lines.append(f"      last error: {item['last_error']}")
     return lines
+
+
+def _when(stamp: str | None, zone: tzinfo) -> str:
+    """An ISO 8601 time from the snapshot or the ledger, as the lab's clock reads it."""
+    then = from_iso(stamp) if stamp else None
+    return (stamp or "") if then is None else local(then, zone)
 
 
 def _age(stamp: str | None, now: float) -> str:

@@ -27,6 +27,7 @@ from xnat_drop.core.options import (
     REJECT_ONLY_RULES,
     ROUTING_SOURCES,
     Destination,
+    IncompleteSeries,
     LogLevel,
     Observer,
     OnExisting,
@@ -75,6 +76,7 @@ class XnatConfig:
     read_timeout: float
     destination: Destination = "prearchive"  # built, verified, left READY; "archive": committed
     on_existing: OnExisting = "reject"  # the session already exists in XNAT
+    check_interval: float = 900.0  # seconds between checks of the account (login, token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +129,8 @@ class RulesConfig:
     phi_tags: tuple[str, ...] = DEFAULT_PHI_TAGS
     max_file_bytes: int = 0  # 0: no limit
     max_session_bytes: int = 0
+    wrong_depth: bool = True  # rules.wrong-depth = "reject": look for wrong-depth drops
+    incomplete_series: IncompleteSeries = "reject"  # "accept": series are not counted
 
     def policy(self, rule: str) -> Policy:
         """The policy for `rule`; rules without a setting always reject."""
@@ -161,6 +165,7 @@ class Config:
     log_level: LogLevel
     source: str = ""
     stop_timeout: float = 60.0  # SIGTERM: the current step may finish within this, then it is left
+    time_zone: str = ""  # report.time_zone: an IANA name, or "" for the system's
 
     @property
     def dicom_keywords(self) -> tuple[str, ...]:
@@ -197,9 +202,12 @@ def parse(
     retry = _parse_retry(sections["retry"])
     log_level = cast(LogLevel, sections["log"].text("level"))
     stop_timeout = sections["service"].seconds("stop_timeout_seconds")
+    time_zone = sections["report"].text("time_zone")
     if problems or paths is None or xnat is None:
         raise ConfigError(problems or ["configuration incomplete"], source)
-    return Config(paths, watch, xnat, routing, rules, retry, log_level, source, stop_timeout)
+    return Config(
+        paths, watch, xnat, routing, rules, retry, log_level, source, stop_timeout, time_zone
+    )
 
 
 def _parse_paths(t: Section, base: Path, env: Mapping[str, str]) -> PathsConfig | None:
@@ -270,6 +278,7 @@ def _parse_xnat(t: Section, base: Path) -> XnatConfig | None:
         t.seconds("read_timeout_seconds"),
         cast(Destination, t.text("destination")),
         cast(OnExisting, t.text("on_existing")),
+        t.seconds("check_interval_seconds"),
     )
 
 
@@ -384,6 +393,8 @@ def _parse_rules(t: Section) -> RulesConfig:
         t.strings("phi_tags"),
         t.size("max_file_size"),
         t.size("max_session_size"),
+        wrong_depth=t.text("wrong-depth") == "reject",
+        incomplete_series=cast(IncompleteSeries, t.text("incomplete-series")),
     )
 
 

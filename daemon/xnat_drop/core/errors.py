@@ -5,7 +5,8 @@ Rule violations are never exceptions: they are data in a `Verdict`.
 
 from __future__ import annotations
 
-from xnat_drop.core.model import Policy, Rule, Violation
+from xnat_drop.core.model import Policy, Remedy, Rule, Violation
+from xnat_drop.core.text import plural
 
 
 class XnatDropError(Exception):
@@ -23,7 +24,7 @@ class ConfigError(XnatDropError):
         self.source = source
         where = f" in {source}" if source else ""
         lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"{len(problems)} problem(s){where}:\n{lines}")
+        super().__init__(f"{plural(len(problems), 'problem')}{where}:\n{lines}")
 
 
 class SessionChangedError(XnatDropError):
@@ -40,6 +41,11 @@ class XnatTransientError(XnatError):
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         self.retry_after = retry_after
         super().__init__(message)
+
+
+class XnatTlsError(XnatTransientError):
+    """XNAT's TLS certificate or handshake was refused. Waited out like an outage by the
+    daemon (a certificate renewal may be under way); a configuration error to check-config."""
 
 
 class XnatServerError(XnatError):
@@ -59,7 +65,8 @@ class XnatRejectedError(XnatError):
     """XNAT refused this session for good (other 4xx, empty import answer, wrong project).
 
     It carries the violation the session goes to failed/ with: by default the rule and the
-    message, which repeats XNAT's own words; `violation` gives a complete one instead.
+    message, which repeats XNAT's own words (and `remedy`, when the report's "What to do"
+    must differ from the rule's usual one); `violation` gives a complete one instead.
     """
 
     def __init__(
@@ -69,6 +76,7 @@ class XnatRejectedError(XnatError):
         *,
         status: int | None = None,
         violation: Violation | None = None,
+        remedy: Remedy | None = None,
     ) -> None:
         self.status = status
         if violation is None:
@@ -78,7 +86,7 @@ class XnatRejectedError(XnatError):
                     " Check the files named in XNAT's message, fix them, then drop the session"
                     " again."
                 )
-            violation = Violation(rule, Policy.REJECT, "XNAT", sentence)
+            violation = Violation(rule, Policy.REJECT, "XNAT", sentence, remedy=remedy)
         self.violation = violation
         super().__init__(message)
 

@@ -37,6 +37,7 @@ Rule = Literal[
     "size-limit",
     "no-dicom",
     "bad-label",
+    "wrong-depth",
     "unknown-project",
     "session-exists",
     "already-delivered",
@@ -45,6 +46,8 @@ Rule = Literal[
     "xnat-rejected",
     "xnat-empty-answer",
     "xnat-unassigned",
+    "incomplete-series",
+    "late-files",
 ]
 
 
@@ -53,6 +56,19 @@ class Policy(str, Enum):
 
     REJECT = "reject"  # the whole session goes to failed/
     EXCLUDE = "exclude"  # the offending files stay out of the upload; the rest is delivered
+
+
+class Remedy(str, Enum):
+    """What a lab member does with a failed session's folder. The report's "What to do" block
+    follows it, so it never contradicts a rule's own advice (report.py: RULE_REMEDIES)."""
+
+    FIX = "fix"  # change what is inside, then move it back under the same name
+    AGAIN = "again"  # nothing to change: move it back as it is
+    RENAME = "rename"  # move it back under another name or in another place
+    SPLIT = "split"  # make several session folders of it
+    CHOICE = "choice"  # change the folder, or the administrator changes something instead
+    ADMIN = "admin"  # the administrator acts first; then move it back as it is
+    NONE = "none"  # nothing to do: XNAT already has it
 
 
 class Outcome(str, Enum):
@@ -90,6 +106,10 @@ class DicomHeader:
     object (shared and per-frame functional groups).
     `values` holds the extra attributes asked for by keyword (routing sources and templates,
     PHI checks) as text; `value()` reads them.
+    The last seven are what core/completeness.py judges a series by: InstanceNumber,
+    AcquisitionNumber, TemporalPositionIdentifier, ImagesInAcquisition,
+    NumberOfTemporalPositions, NumberOfFrames (None when absent or not one integer), and for an
+    enhanced multi-frame object the items of its PerFrameFunctionalGroupsSequence.
     """
 
     sop_class_uid: str
@@ -103,6 +123,13 @@ class DicomHeader:
     photometric_interpretation: str = ""
     frame_types: tuple[tuple[str, ...], ...] = ()
     values: tuple[tuple[str, str], ...] = ()
+    instance_number: int | None = None
+    acquisition_number: int | None = None
+    temporal_position: int | None = None
+    images_in_acquisition: int | None = None
+    temporal_positions: int | None = None
+    frames: int | None = None
+    frame_items: int | None = None
 
     def value(self, keyword: str) -> str:
         """The text of an extra attribute read by keyword; "" when absent or empty."""
@@ -165,7 +192,8 @@ class Violation:
 
     `subject` names the offending file or series; `sentence` tells a lab member what is wrong and
     what to do; `detail` says briefly what is wrong with this one item (for lists); `files`
-    lists the session-relative paths concerned (what EXCLUDE leaves out).
+    lists the session-relative paths concerned (what EXCLUDE leaves out). `remedy` is set where
+    the sentence asks for another remedy than the rule's usual one (report.RULE_REMEDIES).
     """
 
     rule: Rule
@@ -174,6 +202,7 @@ class Violation:
     sentence: str
     files: tuple[str, ...] = ()
     detail: str = ""
+    remedy: Remedy | None = None
 
 
 @dataclass(frozen=True, slots=True)

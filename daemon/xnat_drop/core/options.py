@@ -18,12 +18,16 @@ Destination = Literal["prearchive", "archive"]
 OnExisting = Literal["reject", "append", "replace"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 PhiCheck = Literal["off", "reject"]
+DepthCheck = Literal["reject", "off"]
+IncompleteSeries = Literal["reject", "accept"]
 RoutingSource = Literal["layout", "dicom", "template", "default"]
 OBSERVERS: tuple[Observer, ...] = get_args(Observer)
 DESTINATIONS: tuple[Destination, ...] = get_args(Destination)
 ON_EXISTING: tuple[OnExisting, ...] = get_args(OnExisting)
 LOG_LEVELS: tuple[LogLevel, ...] = get_args(LogLevel)
 PHI_CHECKS: tuple[PhiCheck, ...] = get_args(PhiCheck)
+DEPTH_CHECKS: tuple[DepthCheck, ...] = get_args(DepthCheck)
+INCOMPLETE_SERIES: tuple[IncompleteSeries, ...] = get_args(IncompleteSeries)
 ROUTING_SOURCES: tuple[RoutingSource, ...] = get_args(RoutingSource)
 POLICIES = tuple(policy.value for policy in Policy)
 # Rules whose offending files can be left out of an upload instead of rejecting the session.
@@ -110,7 +114,8 @@ _WATCH = (
     """),
     Option("watch", "max_settle_seconds", Kind.SECONDS, 6 * 3600, minimum=1.0, comment="""
         A folder still not taken after this many seconds (6 hours) is reported once in the log
-        and in `xnat-drop status`: is the copy stuck?
+        and in `xnat-drop status`: is the copy stuck? A session held as incomplete (see
+        rules.incomplete-series) waits this long, from when it was first seen.
     """),
 )  # fmt: skip
 
@@ -143,6 +148,10 @@ _XNAT = (
     """),
     Option("xnat", "read_timeout_seconds", Kind.SECONDS, 600, minimum=1.0, comment="""
         Seconds to wait for XNAT to answer; XNAT imports while receiving and answers at the end.
+    """),
+    Option("xnat", "check_interval_seconds", Kind.SECONDS, 900, minimum=1.0, comment="""
+        Seconds between the daemon's checks of its XNAT account (a fresh login, XNAT's
+        version, and an alias token's expiry, warned of a day ahead). Also checked at start.
     """),
     Option("xnat", "allow_plain_http", Kind.FLAG, False, comment="""
         http:// is refused for anything but localhost, since it would send the password in clear.
@@ -207,6 +216,15 @@ _RULES = (
            note="any other file that is not DICOM (PDF, text, archives, ...)"),
     Option("rules", "unreadable-dicom", Kind.TEXT, "reject", choices=POLICIES,
            note="truncated or damaged DICOM, or without the UIDs XNAT needs"),
+    Option("rules", "incomplete-series", Kind.TEXT, "reject", choices=INCOMPLETE_SERIES,
+           comment="""
+        A series with fewer images than its headers announce (InstanceNumber holes,
+        ImagesInAcquisition, NumberOfTemporalPositions, NumberOfFrames; see the README) is
+        held in incoming/ while its copy may still be running, and judged again when its files
+        change. "reject": still incomplete after watch.max_settle_seconds, it goes to failed/
+        as incomplete-series; "accept": such series are not checked, sessions are sent as
+        they are.
+    """),
     Option("rules", "extra_derived_markers", Kind.STRINGS, (), comment="""
         More ImageType/FrameType values that mark a derived image at your site.
     """),
@@ -238,6 +256,13 @@ _RULES = (
         the subject label in every file; "off" skips it. Reports never repeat the values.
     """),
     Option("rules", "phi_tags", Kind.STRINGS, DEFAULT_PHI_TAGS, check=Check.KEYWORD),
+    Option("rules", "wrong-depth", Kind.TEXT, "reject", choices=DEPTH_CHECKS, comment="""
+        Sessions dropped at the wrong folder level: "reject" sends to failed/ the folders side by
+        side that hold different series of one study (a session dropped one level too high, its
+        series folders taken for sessions), and a session whose folder looks like a date or a
+        series folder when the DICOM routing source or a template names another session (one
+        level too deep). "off" skips both checks.
+    """),
 )  # fmt: skip
 
 _REST = (
@@ -251,6 +276,11 @@ _REST = (
         Outages never spend attempts. Other failures (a 500 that a probe shows is not an outage,
         an unexpected error) are retried with the same backoff until this many attempts failed;
         then the session goes to failed/ with their history.
+    """),
+    Option("report", "time_zone", Kind.TEXT, "", check=Check.TIME_ZONE, comment="""
+        The time zone of the times in the text reports and in `xnat-drop status`, an IANA name
+        such as "Europe/Berlin". "" = the system's (TZ, else /etc/localtime). The JSON reports
+        keep ISO 8601 times in UTC.
     """),
     Option("log", "level", Kind.TEXT, "info", choices=LOG_LEVELS, comment="""
         "debug", "info", "warning" or "error". Under systemd the journal keeps the log.

@@ -13,6 +13,8 @@ attempts spent so far, the retry settings, the time and a random jitter into a d
   FAILED as delivery-failed once the attempts are used up.
 - STORAGE (the state directory): PAUSE_STORAGE, all work waits.
 - WAITING (judged and accepted while XNAT was paused): WAIT until XNAT is back.
+- INCOMPLETE (a series short of what its headers announce): HOLD it in incoming/ until its
+  files change, up to `hold_until`; then FAILED as incomplete-series.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class Result(str, Enum):
     FAILED_ATTEMPT = "failed-attempt"
     STORAGE = "storage"
     WAITING = "waiting"
+    INCOMPLETE = "incomplete"
 
 
 class Action(str, Enum):
@@ -52,6 +55,7 @@ class Action(str, Enum):
     PAUSE_UPLOADS = "pause-uploads"
     PAUSE_STORAGE = "pause-storage"
     WAIT = "wait"
+    HOLD = "hold"
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,13 +103,20 @@ def decide(
     now: float,
     wall: float,
     jitter: float,
+    *,
+    hold_until: float = float("inf"),
 ) -> Decision:
     """The decision for `outcome`, given the `failures` spent on this session before.
 
     `now` is monotonic (for `at`), `wall` the clock time of the attempt (recorded with a spent
-    attempt), `jitter` a number in [0, 1) for the backoff.
+    attempt), `jitter` a number in [0, 1) for the backoff, `hold_until` (monotonic) the end
+    of the wait for the rest of an incomplete session.
     """
     result, reason = outcome.result, outcome.reason
+    if result is Result.INCOMPLETE:
+        if now < hold_until:
+            return Decision(Action.HOLD, at=now + settle, violations=outcome.violations)
+        return Decision(Action.FAILED, violations=outcome.violations, reason=reason)
     if result is Result.DELIVERED:
         return Decision(Action.DONE, violations=outcome.violations, receipt=outcome.receipt)
     if result in (Result.REJECTED, Result.REFUSED):

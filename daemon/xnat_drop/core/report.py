@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from datetime import timezone, tzinfo
 from typing import Any
 
 from xnat_drop.core.model import (
     FileKind,
     Outcome,
     Policy,
+    Remedy,
     Session,
     Target,
     UploadReceipt,
@@ -18,9 +20,10 @@ from xnat_drop.core.model import (
     Violation,
 )
 from xnat_drop.core.shown import shown
-from xnat_drop.core.text import iso, size
+from xnat_drop.core.text import iso, local, plural, size
 
 SCHEMA = 1
+MARK = "xnat-drop report"  # the JSON report's "report" key: a report the daemon wrote
 LIST_LIMIT = 20  # per rule, in the text report
 # Per rule, in the JSON report: 100,000 bad files must not make a 30 MB report. The count of
 # the rest is given, and every file is still listed in "excluded" or by the rules' `files`.
@@ -38,6 +41,7 @@ RULE_TITLES = {
     "phi": "Identifying information left in the headers",
     "no-dicom": "Nothing to upload",
     "bad-label": "Labels XNAT cannot use",
+    "wrong-depth": "Dropped at the wrong folder level",
     "unknown-project": "Unknown XNAT project",
     "session-exists": "Already in XNAT",
     "already-delivered": "Delivered before",
@@ -46,6 +50,8 @@ RULE_TITLES = {
     "xnat-rejected": "Refused by XNAT",
     "xnat-empty-answer": "Nothing imported by XNAT",
     "xnat-unassigned": "Filed under the wrong XNAT project",
+    "incomplete-series": "Series with images missing",
+    "late-files": "Files that arrived after the session was delivered",
 }
 # What to do, said once for a rule broken by several files or series.
 RULE_ADVICE = {
@@ -71,8 +77,72 @@ RULE_ADVICE = {
         "with the lab's anonymisation profile and drop it again."
     ),
     "bad-label": "Fix the labels below and drop the session again.",
+    "incomplete-series": (
+        "The copy was probably interrupted or paused. Copy the missing files into the folder "
+        "in failed/, then move it back to incoming/."
+    ),
 }
-RULE_UNITS = {"derived-series": "series"}
+RULE_UNITS = {"derived-series": "series", "incomplete-series": "series"}
+# What a lab member does with the folder, by rule (a violation's own `remedy` wins). The
+# "What to do" block follows it: a rule whose advice is to rename is never told "move it back
+# as it is". tests/test_report_advice.py checks every rule of model.Rule is here.
+RULE_REMEDIES: dict[str, Remedy] = {
+    "nifti": Remedy.FIX,
+    "derived-series": Remedy.FIX,
+    "non-dicom": Remedy.FIX,
+    "unreadable-dicom": Remedy.FIX,
+    "unsafe-file": Remedy.FIX,
+    "duplicate-instance": Remedy.FIX,
+    "mixed-studies": Remedy.SPLIT,
+    "phi": Remedy.FIX,
+    "size-limit": Remedy.CHOICE,  # remove the file or split the session, or a higher limit
+    "no-dicom": Remedy.FIX,
+    "bad-label": Remedy.RENAME,  # routing.py sets another by the label's source
+    "unknown-project": Remedy.CHOICE,  # the project folder's name, or XNAT's project
+    "session-exists": Remedy.CHOICE,  # another label, or on_existing = "append"
+    "already-delivered": Remedy.NONE,
+    "count-mismatch": Remedy.AGAIN,  # ADMIN once the session is archived
+    "delivery-failed": Remedy.ADMIN,
+    "xnat-rejected": Remedy.FIX,
+    "xnat-empty-answer": Remedy.AGAIN,
+    "xnat-unassigned": Remedy.ADMIN,
+    "incomplete-series": Remedy.FIX,  # copy the missing files in, then move it back
+    "late-files": Remedy.ADMIN,  # on_existing = "append" is the administrator's, then back
+    "wrong-depth": Remedy.RENAME,  # move it where the advice says; back as it is: no use
+}
+# The strongest remedy among a report's problems chooses the "What to do" text; the others'
+# fixes are asked for in it (`{fix}`). Fields: {location}, {incoming}, {parent}.
+_PRECEDENCE = (
+    Remedy.SPLIT,
+    Remedy.RENAME,
+    Remedy.CHOICE,
+    Remedy.ADMIN,
+    Remedy.FIX,
+    Remedy.AGAIN,
+    Remedy.NONE,
+)
+WHAT_TO_DO = {
+    Remedy.FIX: "Fix the problems above in {location}, then move the folder back to {incoming} "
+    "to try again.",
+    Remedy.AGAIN: "Nothing in the folder needs to change: move it back to {incoming} to try "
+    "again. If it ends here the same way, tell the administrator.",
+    Remedy.RENAME: "{fix}Rename or move the folder as the advice above asks, then put it back "
+    "into incoming/ under its new name to try again. Moved back to {incoming} as it is, it "
+    "would end here again.",
+    Remedy.SPLIT: "{fix}Split the folder as the advice above says, then drop each part into "
+    "{parent}/ as a session folder of its own, each under its own name.",
+    Remedy.CHOICE: "{fix}The advice above offers a choice. If you fix what is in the folder, or "
+    "the administrator makes the change the advice names, move it back to {incoming}; if you "
+    "rename or split it instead, move it back into incoming/ under the new name or in the new "
+    "place.",
+    Remedy.ADMIN: "{fix}Tell the administrator about the problem above that only they can "
+    "solve, and move the folder back to {incoming} once they say it is solved.",
+    Remedy.NONE: "Nothing needs to be done: XNAT already has this session. Moved back, the "
+    "folder would end here again; if it must be sent once more, ask the data manager to run "
+    "`xnat-drop retry --force` on it.",
+}
+_FIX_FIRST = "Fix the other problems above in {location}. "
+UNTOUCHED = "Nothing in the folder was changed or deleted by xnat-drop."
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,11 +161,13 @@ class Report:
     incoming: str = ""  # where the folder was dropped, e.g. "incoming/P1/S1/E1"
     claim_id: str = ""  # ties the report to the ledger
     notes: tuple[str, ...] = ()  # why the folder is not where it was expected (filing.py)
+    zone: tzinfo = timezone.utc  # the lab's time zone, for the text report's times
+    xnat_url: str = ""  # XNAT's base URL: the receipt's addresses are full, clickable URLs
 
 
 def render_text(report: Report) -> str:
     """A report a lab member can read and act on."""
-    when = iso(report.decided_at)
+    when = local(report.decided_at, report.zone)
     session = report.session
     lines = [
         "xnat-drop report: "
@@ -114,55 +186,91 @@ def render_text(report: Report) -> str:
     rejections = [v for v in report.violations if v.policy is Policy.REJECT]
     exclusions = [v for v in report.violations if v.policy is Policy.EXCLUDE]
     if report.outcome is Outcome.FAILED:
-        lines += ["", f"Why it was not uploaded ({len(rejections)} problem{_s(rejections)}):", ""]
+        problems = plural(len(rejections), "problem")
+        lines += ["", f"Why it was not uploaded ({problems}):", ""]
         lines += _grouped(rejections)
-        advice = (
-            f"Fix the problems above in {report.location}, then move the folder back to "
-            f"{report.incoming or session.display} to try again. Nothing in the folder was "
-            "changed or deleted by xnat-drop."
-        )
+        advice = f"{what_to_do(report, rejections)} {UNTOUCHED}"
         lines += ["What to do:", *_wrap(advice, "  ", "  ")]
     if exclusions:
         lines += ["", f"Left out of the upload by the lab's rules ({len(exclusions)}):", ""]
         lines += _grouped(exclusions)
     if report.receipt is not None:
-        r = report.receipt
-        lines += [
-            "",
-            f"Uploaded:  {r.files} DICOM file{'s' if r.files != 1 else ''}, "
-            f"{size(r.bytes_sent)} in {r.seconds:.1f} s",
-        ]
-        lines += [f"XNAT URI:  {uri}" for uri in r.uris]
-        if r.verified:
-            where = (
-                "archive" if r.destination == "archive" else "prearchive (built, ready for review)"
-            )
-            counts = ", ".join(f"{scan}: {n}" for scan, n in r.verified)
-            lines += _wrap(f"Verified in the {where}: files per scan {counts}", "", "           ")
+        lines += _receipt(report.receipt, report.xnat_url)
     verdict = report.verdict
     if verdict is not None and verdict.duplicates:
-        count = len(verdict.duplicates)
-        lines += [
-            "",
-            f"Copies:    {count} identical cop{'ies' if count != 1 else 'y'} "
-            "of other files, sent once",
-        ]
+        copies = plural(len(verdict.duplicates), "identical copy", "identical copies")
+        lines += ["", f"Copies:    {copies} of other files, sent once"]
     if verdict is not None and verdict.ignored:
-        count = len(verdict.ignored)
-        lines += [
-            "",
-            f"Ignored:   {count} operating-system file{'s' if count != 1 else ''} (e.g. .DS_Store)",
-        ]
+        ignored = plural(len(verdict.ignored), "operating-system file")
+        lines += ["", f"Ignored:   {ignored} (e.g. .DS_Store)"]
     if verdict is not None and verdict.notes:
         lines += ["", "Labels:", *[f"  {note}" for note in verdict.notes]]
     # Names are data: whatever a line still holds that is not printable is shown escaped.
     return "\n".join(shown(line) for line in lines).rstrip() + "\n"
 
 
+def remedy(v: Violation) -> Remedy:
+    """What to do with the folder for this violation: its own, else its rule's (FIX for a
+    rule not in the table: its sentence says how, and the folder keeps its name)."""
+    return v.remedy or RULE_REMEDIES.get(v.rule, Remedy.FIX)
+
+
+def what_to_do(report: Report, rejections: list[Violation]) -> str:
+    """The "What to do" sentence for these problems, led by the strongest remedy among them."""
+    remedies = {remedy(v) for v in rejections} or {Remedy.FIX}
+    lead = next(r for r in _PRECEDENCE if r in remedies)
+    incoming = report.incoming or f"incoming/{report.session.display}"
+    fix = _FIX_FIRST if Remedy.FIX in remedies and lead is not Remedy.FIX else ""
+    return (
+        WHAT_TO_DO[lead]
+        .replace("{fix}", fix)
+        .replace("{location}", report.location)
+        .replace("{incoming}", incoming)
+        .replace("{parent}", incoming.rsplit("/", 1)[0] if "/" in incoming else "incoming")
+    )
+
+
+def xnat_page(base: str, uri: str) -> str:
+    """A person's link to what `uri` names in XNAT: an archived session's page (XNAT shows the
+    experiment's report for `?format=html`), or the prearchive session's REST address."""
+    url = base.rstrip("/") + uri
+    return f"{url}?format=html" if "/archive/" in uri or "/experiments/" in uri else url
+
+
+def prearchive_page(base: str) -> str:
+    """XNAT's prearchive page, where a project's owner or member archives a session."""
+    return base.rstrip("/") + "/app/template/XDATScreen_prearchives.vm"
+
+
+def _receipt(r: UploadReceipt, base: str) -> list[str]:
+    lines = [
+        "",
+        f"Uploaded:  {plural(r.files, 'DICOM file')}, {size(r.bytes_sent)} in {r.seconds:.1f} s",
+    ]
+    lines += [f"In XNAT:   {xnat_page(base, uri) if base else uri}" for uri in r.uris]
+    if r.verified:
+        where = "archive" if r.destination == "archive" else "prearchive (built, ready for review)"
+        counts = ", ".join(f"{scan}: {n}" for scan, n in r.verified)
+        lines += _wrap(f"Verified in the {where}: files per scan {counts}", "", "           ")
+    if r.destination == "prearchive":
+        page = prearchive_page(base) if base else "XNAT's prearchive page"
+        lines += [
+            "",
+            *_wrap(
+                "It is in XNAT's prearchive, not yet archived: someone with the project's owner "
+                f"or member role must archive it at {page}",
+                "Next:      ",
+                "           ",
+            ),
+        ]
+    return lines
+
+
 def render_json(report: Report) -> str:
     """The same report for scripts: stable keys, every file listed."""
     verdict = report.verdict
     data = {
+        "report": MARK,
         "schema": SCHEMA,
         "outcome": report.outcome.value,
         "session": report.session.display,
@@ -283,7 +391,7 @@ def _wrap(text: str, first: str, rest: str, width: int = 92) -> list[str]:
 def _contents(session: Session) -> str:
     counts = Counter(f.kind for f in session.files)
     dicom = counts[FileKind.DICOM] + counts[FileKind.DICOM_NO_PREAMBLE]
-    parts = [f"{dicom} DICOM file{'s' if dicom != 1 else ''}"]
+    parts = [plural(dicom, "DICOM file")]
     series = {f.header.series_instance_uid for f in session.files if f.header is not None}
     if series:
         parts[0] += f" in {len(series)} series"
@@ -293,9 +401,5 @@ def _contents(session: Session) -> str:
         if kind not in (FileKind.DICOM, FileKind.DICOM_NO_PREAMBLE, FileKind.JUNK)
     )
     if others:
-        parts.append(f"{others} other file{'s' if others != 1 else ''}")
+        parts.append(plural(others, "other file"))
     return ", ".join(parts)
-
-
-def _s(items: list[Violation]) -> str:
-    return "" if len(items) == 1 else "s"

@@ -20,7 +20,15 @@ import re
 from collections.abc import Iterable
 
 from xnat_drop.core.config import ANY_LEVEL, LABELS, RoutingConfig, template_keywords
-from xnat_drop.core.model import DicomHeader, Policy, Route, Session, Target, Violation
+from xnat_drop.core.model import (
+    DicomHeader,
+    Policy,
+    Remedy,
+    Route,
+    Session,
+    Target,
+    Violation,
+)
 
 # XNAT's own rule for IDs and labels (xnat-api.md §7), limited to 64 like its routing rules.
 LABEL_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -84,6 +92,32 @@ def route(relpath: tuple[str, ...], session: Session, config: RoutingConfig) -> 
     if violations:
         return Route(None, tuple(violations), tuple(notes))
     return Route(Target(labels["project"], labels["subject"], labels["session"]), (), tuple(notes))
+
+
+def derived_labels(label: str, session: Session, config: RoutingConfig) -> list[tuple[str, str]]:
+    """(value, source) for `label` from each source in routing.order that reads the DICOM files
+    (the "dicom" convention, a template), for checking a folder name against them (depth.py).
+
+    The source is named in words that never quote a header value; a source that gives nothing,
+    or on which the files disagree, is left out.
+    """
+    headers = [f.header for f in session.files if f.header is not None and f.is_dicom]
+    found = []
+    for source in config.order:
+        if source == "dicom":
+            value = _from_dicom(label, headers)
+            words = (
+                f"the DICOM headers (“{label.title()}:” in the comments or xnat:// in "
+                "StudyDescription)"
+            )
+        elif source == "template" and config.template(label):
+            value = _from_template(label, config.template(label), headers)
+            words = f"routing.{label}_template “{config.template(label)}”"
+        else:
+            continue
+        if isinstance(value, tuple):
+            found.append((value[0], words))
+    return found
 
 
 def _layout_values(relpath: tuple[str, ...], layout: tuple[str, ...]) -> dict[str, str]:
@@ -182,14 +216,19 @@ def _bad_label(label: str, value: str, source: str) -> Violation:
         shown = ", ".join("a space" if c == " " else f"“{c}”" for c in bad)
         why = f"it contains {shown}"
     rule = "XNAT allows only letters A-Z, digits, “_” and “-”"
+    remedy = Remedy.RENAME
     if source == "the folder name":
         fix = f"Rename the folder (for example to “{suggest_label(value)}”) and drop it again."
     elif source.startswith("the configuration"):
         fix = "Ask the administrator to fix routing in the xnat-drop configuration."
+        remedy = Remedy.ADMIN
     else:
         fix = "Fix the value at the scanner or PACS, or name the session by its folder instead."
+        remedy = Remedy.CHOICE
     sentence = f"“{value}” (from {source}) cannot be the XNAT {what}: {why}. {rule}. {fix}"
-    return Violation("bad-label", Policy.REJECT, f"{label} “{value}”", sentence, detail=f"{why}")
+    return Violation(
+        "bad-label", Policy.REJECT, f"{label} “{value}”", sentence, detail=why, remedy=remedy
+    )
 
 
 def _missing(label: str, config: RoutingConfig) -> Violation:
@@ -199,7 +238,12 @@ def _missing(label: str, config: RoutingConfig) -> Violation:
         f"the {label}, or ask the administrator to configure where the {label} comes from."
     )
     return Violation(
-        "bad-label", Policy.REJECT, f"{label} (missing)", sentence, detail=f"tried {tried}"
+        "bad-label",
+        Policy.REJECT,
+        f"{label} (missing)",
+        sentence,
+        detail=f"tried {tried}",
+        remedy=Remedy.CHOICE,
     )
 
 
@@ -226,5 +270,10 @@ def _disagree(label: str, where: str, values: list[str]) -> Violation:
         "folder must hold one session. Split the folder, or name the label by the folder."
     )
     return Violation(
-        "bad-label", Policy.REJECT, f"{label} (ambiguous)", sentence, detail=f"{where}: {shown}"
+        "bad-label",
+        Policy.REJECT,
+        f"{label} (ambiguous)",
+        sentence,
+        detail=f"{where}: {shown}",
+        remedy=Remedy.SPLIT,
     )

@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from posixpath import dirname
 
+from xnat_drop.core import completeness
 from xnat_drop.core.config import RulesConfig
 from xnat_drop.core.model import (
     DicomHeader,
@@ -147,6 +148,9 @@ def evaluate(session: Session, rules: RulesConfig, route: Route) -> Verdict:
     if rules.phi:
         subject = route.target.subject if route.target is not None else ""
         violations.extend(_phi(candidates, rules.phi_tags, subject))
+    if rules.incomplete_series == "reject":
+        # Series another rule already takes out (derived, conflicting copies) are not counted.
+        violations.extend(completeness.violations(completeness.shortfalls(candidates)))
 
     excluded = {p for v in violations if v.policy is Policy.EXCLUDE for p in v.files}
     upload = tuple(f for f in dicoms if f.path not in excluded and f.path not in copies)

@@ -13,6 +13,7 @@ import json
 import math
 import re
 import textwrap
+import zoneinfo
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -59,6 +60,7 @@ class Check(Enum):
     REGEX = "regex"  # compiles as a Python regular expression
     KEYWORD = "keyword"  # a DICOM keyword such as PatientName
     FILE_NAME = "file name"  # a plain file name: no "/", not "." or ".."
+    TIME_ZONE = "time zone"  # an IANA time zone name such as Europe/Berlin
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,7 +262,18 @@ def _broken(check: Check | None, value: str) -> list[str]:
         return [f"{value!r} is not a DICOM keyword such as PatientName"]
     elif check is Check.FILE_NAME and ("/" in value or value in (".", "..")):
         return [f"must be a plain file name such as READY, got {value!r}"]
+    elif check is Check.TIME_ZONE and not is_time_zone(value):
+        return [f"{value!r} is not a time zone name such as Europe/Berlin (IANA's tz database)"]
     return []
+
+
+def is_time_zone(name: str) -> bool:
+    """Whether the standard library's zoneinfo knows `name` ("Europe/Berlin", "UTC")."""
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):  # ValueError: "../x", "/etc/x"
+        return False
+    return True
 
 
 def _convert(option: Option, value: object) -> object:

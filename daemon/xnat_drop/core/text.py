@@ -1,8 +1,17 @@
-"""Numbers and times in words, the same way everywhere: reports, status, logs. Pure."""
+"""Numbers and times in words, the same way everywhere: reports, status, logs. Pure: the time
+zone is an argument (adapters/localzone.py finds the lab's)."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timezone, tzinfo
+
+
+def plural(n: int, word: str, many: str = "") -> str:
+    """A count and its noun, agreeing: "1 problem", "2 problems", "0 files", "3 copies".
+
+    `many` is the plural when it is not `word` + "s" ("copies", "series").
+    """
+    return f"{n:,} {word if n == 1 else (many or word + 's')}"
 
 
 def size(n: int) -> str:
@@ -42,6 +51,18 @@ def iso(ts: float, timespec: str = "seconds") -> str:
     """Seconds since the epoch as an ISO 8601 UTC time: "2026-12-03T10:15:03Z"."""
     stamp = datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec=timespec)
     return stamp.replace("+00:00", "Z")
+
+
+def local(ts: float, zone: tzinfo) -> str:
+    """Seconds since the epoch as people in `zone` read a clock, the zone named:
+    "2026-12-03 17:02 CET" (or "... UTC+05:30" where the zone has no abbreviation)."""
+    when = datetime.fromtimestamp(ts, tz=zone)
+    name = when.tzname() or ""
+    # Some zones abbreviate by offset only ("+0530", "-03"): say it the way people read it.
+    if not name or name[0] in "+-":
+        offset = when.strftime("%z")
+        name = "UTC" if offset == "+0000" else f"UTC{offset[:3]}:{offset[3:]}"
+    return f"{when:%Y-%m-%d %H:%M} {name}"
 
 
 def from_iso(stamp: str) -> float | None:

@@ -19,6 +19,7 @@ from xnat_drop.adapters.fs.tree import REGULAR, walk
 from xnat_drop.adapters.fs.zipstream import BundleEntry, ZipStream
 from xnat_drop.adapters.ledger import Ledger
 from xnat_drop.adapters.workers import InspectionPool
+from xnat_drop.core.completeness import RULE as INCOMPLETE
 from xnat_drop.core.config import Config
 from xnat_drop.core.errors import (
     SessionChangedError,
@@ -34,8 +35,9 @@ from xnat_drop.core.names import is_junk_path
 from xnat_drop.core.policy import AttemptResult, Result
 from xnat_drop.core.shown import shown
 from xnat_drop.core.text import iso
-from xnat_drop.service import failpoints
+from xnat_drop.service import failpoints, latefiles
 from xnat_drop.service.delivery import Delivery, XnatPort, content_key
+from xnat_drop.service.depth import check_siblings
 from xnat_drop.service.judge import judge
 from xnat_drop.service.steps import Heartbeat, Progress
 
@@ -71,6 +73,8 @@ class Attempt:
     verdict: Verdict | None
     forced: bool  # sent back with `retry --force`: upload even if delivered before
     xnat_paused: bool  # an outage or refused credentials: judge, but send nothing
+    others: tuple[claims.Claim, ...] = ()  # the loop's other claims (for service/depth.py)
+    arrived_at: float | None = None  # wall clock: when its files were first seen in incoming/
 
 
 def attempt(tools: Tools, job: Attempt) -> AttemptResult:
@@ -79,18 +83,26 @@ def attempt(tools: Tools, job: Attempt) -> AttemptResult:
     session, verdict = job.session, job.verdict
     try:
         if session is None or verdict is None:
-            session, verdict = _judge(tools, job.claim)
+            session, verdict = _judge(tools, job.claim, job.others)
             failpoints.hit("after-judge")
         if not verdict.accepted:
             # Judged again after it changed mid-upload: what went out must not stay.
             tools.delivery().withdraw_partial(job.claim.id)
+            if any(v.rule == INCOMPLETE for v in verdict.rejections):
+                return _judged(Result.INCOMPLETE, session, verdict, "")  # held, not split
             return _judged(Result.REJECTED, session, verdict, "")
         earlier = None if job.forced else _delivered_before(tools, job.claim.id, verdict)
+        if earlier is None and not job.forced and tools.config.xnat.on_existing == "reject":
+            arrived = job.arrived_at if job.arrived_at is not None else job.claim.claimed_at
+            earlier = latefiles.late_files(
+                tools.ledger, tools.config, job.claim.id, verdict, arrived, tools.wall()
+            )
         if earlier is not None:
             return _judged(Result.REJECTED, session, verdict, "", also=(earlier,))
         if job.xnat_paused:
             return _judged(Result.WAITING, session, verdict, "")
         receipt = _deliver(tools, job.claim, verdict)
+        latefiles.record(tools.ledger, job.claim.id, verdict, tools.wall())
         return _judged(Result.DELIVERED, session, verdict, "", receipt=receipt)
     except SessionChangedError as exc:
         # A writer kept an open file after the claim: judge again once it is quiet.
@@ -141,7 +153,9 @@ def _judged(
     )
 
 
-def _judge(tools: Tools, claim: claims.Claim) -> tuple[Session, Verdict]:
+def _judge(
+    tools: Tools, claim: claims.Claim, others: tuple[claims.Claim, ...]
+) -> tuple[Session, Verdict]:
     quiet = PROGRESS_QUIET
     judgement = judge(
         claim.folder,
@@ -152,7 +166,10 @@ def _judge(tools: Tools, claim: claims.Claim) -> tuple[Session, Verdict]:
     )
     failpoints.hit("after-inspect")
     _unchanged_since_inspection(claim.folder, judgement.session)
-    session, verdict = judgement.session, judgement.verdict
+    session = judgement.session
+    verdict = check_siblings(
+        tools.config, tools.ledger, claim, others, session, judgement.verdict, tools.wall()
+    )
     rules = ", ".join(sorted({v.rule for v in verdict.violations}))
     dicom = sum(1 for f in session.files if f.is_dicom)
     found = f"inspected {len(session.files)} files ({dicom} DICOM)"

@@ -76,8 +76,12 @@ class Board:
         elif xnat.outage is not None:
             since = datetime.fromtimestamp(xnat.outage.since).strftime("%H:%M")
             parts.append(f"XNAT {xnat.outage.state} since {since}")
+        elif xnat.contact is None:
+            parts.append("XNAT not yet contacted")
         else:
             parts.append("XNAT ok")
+        if xnat.token_warning():
+            parts.append(xnat.token_warning())
         return " · ".join(parts)
 
     def snapshot(self, state: LoopState) -> dict[str, Any]:
@@ -87,7 +91,7 @@ class Board:
         def at(monotonic: float) -> str | None:
             return None if monotonic == float("inf") else iso(wall + monotonic - mono)
 
-        xnat = state.xnat.state(at, iso)
+        xnat = state.xnat.state(at)
         xnat.update(url=self.config.xnat.url, server_version=state.server_version)
         busy = state.progress.read()[0]
         return {

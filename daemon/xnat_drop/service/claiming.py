@@ -45,12 +45,23 @@ class Claimer:
                 problem, gate = access.diagnose(config.paths.incoming, relpath, exc)
                 intake.refused(relpath, problem, gate, now)
                 continue
+            first_seen = intake.first_seen(relpath, now)
             intake.taken(relpath)
             if claim is None:
                 log.info("%s: gone before it could be claimed", shown_path(relpath))
                 continue
             forced = filing.take_force_marker(config.paths.incoming, relpath)
-            jobs.append(Job(claim, next_at=now, forced=forced))
+            arrived_at = self.clock.wall() - (now - first_seen)
+            jobs.append(
+                Job(
+                    claim,
+                    next_at=now,
+                    forced=forced,
+                    first_seen=first_seen,
+                    arrived_at=arrived_at,
+                    fingerprint=seen.fingerprint,
+                )
+            )
             self.ledger.claimed(claim.id, claim.display, self.clock.wall())
             self.ledger.update(
                 claim.id, self.clock.wall(), fingerprint=seen.fingerprint.names_hash, forced=forced

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from xnat_drop.adapters.ledger import Ledger
-from xnat_drop.adapters.xnat.client import ArchivedRef, PrearchiveRef
+from xnat_drop.adapters.xnat.client import Account, ArchivedRef, PrearchiveRef
 from xnat_drop.adapters.xnat.connection import Body
 from xnat_drop.core.config import XnatConfig
 from xnat_drop.core.errors import XnatRejectedError
-from xnat_drop.core.model import FileFacts, Target, UploadReceipt, Verdict
+from xnat_drop.core.model import FileFacts, Remedy, Target, UploadReceipt, Verdict
 from xnat_drop.core.rules import series_name, unknown_project
 from xnat_drop.service import failpoints
 
@@ -35,6 +35,7 @@ class XnatPort(Protocol):
     on_request: Callable[[], None] | None  # called before each request (a sign of life)
 
     def server_version(self) -> str: ...
+    def check(self) -> Account: ...
     def login(self) -> None: ...
     def probe(self) -> None: ...
     def project_exists(self, project: str) -> bool: ...
@@ -190,6 +191,7 @@ class Delivery:
                     f"After archiving, XNAT does not hold what was sent ({problem}). The session "
                     f"is at {self.config.url}{entry.archive_uri}: ask the XNAT administrator to "
                     "check it.",
+                    remedy=Remedy.ADMIN,  # it is archived: sent again, it would be refused
                 )
             uris = (entry.archive_uri,)
         else:

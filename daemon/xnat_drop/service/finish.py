@@ -1,6 +1,7 @@
-"""Filing a decided session, run on the step thread: reports, then the ledger's decision, then
-the move to done/ or failed/. A crash between any two is finished by the next start (the loop's
-recovery), never decided twice.
+"""Filing a decided session, run on the step thread: reports (a delivered session's old failure
+reports to the history first), then the ledger's decision, then the move to done/ or failed/.
+A crash between any two is finished by the next start (the loop's recovery), never decided
+twice.
 
 Raises OSError when the drop tree refuses (a read-only or full failed/, a link that keeps
 reappearing): the session stays in the work folder and the loop tries again later. Raises
@@ -12,8 +13,10 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from datetime import datetime, tzinfo
 from pathlib import Path
 
+from xnat_drop.adapters import localzone
 from xnat_drop.adapters.fs import claims, filing
 from xnat_drop.core.config import PathsConfig
 from xnat_drop.core.model import Outcome, Policy, Session, UploadReceipt, Verdict, Violation
@@ -45,6 +48,9 @@ def file_session(tools: Tools, work: claims.WorkArea, item: Filing) -> Path:
     root = paths.done if item.outcome is Outcome.DONE else paths.failed
     other = paths.failed if item.outcome is Outcome.DONE else paths.done
     filing.discard_own_reports(other, claim.id, claim.relpath)
+    zone = localzone.lab_zone(tools.config.time_zone, os.environ)
+    decided = tools.wall()
+    notes = _retire_stale_reports(paths, claim, decided, zone) if root == paths.done else []
     placement = filing.place(root, claim.id, claim.relpath)
     dest = placement.path
     session = item.session or Session(claim.relpath[-1], claim.relpath, ())
@@ -52,7 +58,7 @@ def file_session(tools: Tools, work: claims.WorkArea, item: Filing) -> Path:
         outcome=item.outcome,
         session=session,
         location=shown_in_tree(paths, dest),
-        decided_at=tools.wall(),
+        decided_at=decided,
         verdict=item.verdict,
         target=item.verdict.target if item.verdict else None,
         violations=item.violations,
@@ -60,7 +66,9 @@ def file_session(tools: Tools, work: claims.WorkArea, item: Filing) -> Path:
         attempts=item.attempts,
         incoming=shown_in_tree(paths, paths.incoming.joinpath(*claim.relpath)),
         claim_id=claim.id,
-        notes=placement.notes,
+        notes=placement.notes + tuple(notes),
+        zone=zone,
+        xnat_url=tools.config.xnat.url,
     )
     filing.write_reports(
         placement, {".report.txt": render_text(report), ".report.json": render_json(report)}
@@ -96,6 +104,28 @@ def file_session(tools: Tools, work: claims.WorkArea, item: Filing) -> Path:
             extra=fields | {"RULE": ", ".join(rules)},
         )
     return dest
+
+
+def _retire_stale_reports(
+    paths: PathsConfig, claim: claims.Claim, now: float, zone: tzinfo
+) -> list[str]:
+    """Move the "NOT uploaded" reports an earlier attempt left for this session to the
+    history; the notes that say so in the receipt. A refusal is logged, never fatal: the
+    delivery is what counts."""
+    stamp = datetime.fromtimestamp(now, tz=zone).strftime("%Y%m%dT%H%M%S")  # as `retry` names
+    try:
+        moved = filing.retire_stale_reports(paths.failed, paths.incoming, claim.relpath, stamp)
+    except OSError as exc:
+        log.warning("%s: old failure reports not moved to the history: %s", claim.display, exc)
+        return []
+    history = shown_in_tree(paths, paths.failed)
+    for where in moved:
+        log.info("%s: old failure report moved to %s/%s", claim.display, history, where)
+    return [
+        f"the earlier “NOT uploaded” report of this session is out of date; it was moved to "
+        f"{history}/{where}"
+        for where in moved
+    ]
 
 
 def shown_in_tree(paths: PathsConfig, path: Path) -> str:

@@ -48,6 +48,16 @@ LINK_REFUSED = (
 
 
 @dataclass(frozen=True, slots=True)
+class Held:
+    """A session put back as incomplete: as it was then, until when it may wait, and what
+    `status` says of it ("series 5 (folder 05_bold): 88 of 176 images")."""
+
+    fingerprint: Fingerprint | None
+    until: float  # monotonic
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
 class _Quiet:
     """A folder whose candidates are all long empty: its stamp, and what they were."""
 
@@ -75,6 +85,7 @@ class Intake:
         self._next_full = 0.0  # polling: when long-empty folders are looked at again
         self._quiet: dict[Relpath, _Quiet] = {}  # folders holding only long-empty candidates
         self.links: tuple[Relpath, ...] = ()  # links in incoming/: refused, never followed
+        self.held: dict[Relpath, Held] = {}  # put back as incomplete: not taken until changed
 
     @property
     def config(self) -> Config:
@@ -159,6 +170,7 @@ class Intake:
         self.seen = current
         self._bare = bare
         self._first_seen = {r: t for r, t in self._first_seen.items() if r in current}
+        self.held = {r: h for r, h in self.held.items() if r in current}
         self.notices.update(now, current, dict(layout.access), layout.files, set(layout.reused))
 
     def _group_quiet(
@@ -230,13 +242,44 @@ class Intake:
             )
 
     def ready(self, now: float) -> list[tuple[Relpath, Seen]]:
-        """Candidates that have settled and may be claimed now."""
+        """Candidates that have settled and may be claimed now (a held one only once it
+        changed, or its wait is over)."""
         settle = self.config.watch.settle
         return [
             (r, s)
             for r, s in self.seen.items()
-            if is_stable(s, now, settle, needs_marker=self._marker) and self.notices.due(r, now)
+            if is_stable(s, now, settle, needs_marker=self._marker)
+            and not self._waits(r, s, now)
+            and self.notices.due(r, now)
         ]
+
+    def _waits(self, relpath: Relpath, seen: Seen, now: float) -> bool:
+        """A held session, unchanged since it was put back, still within its wait."""
+        held = self.held.get(relpath)
+        return held is not None and held.fingerprint == seen.fingerprint and now < held.until
+
+    def first_seen(self, relpath: Relpath, now: float) -> float:
+        """When the candidate was first seen with files in it (`now` if not yet)."""
+        return self._first_seen.get(relpath, now)
+
+    def hold(
+        self,
+        relpath: Relpath,
+        fingerprint: Fingerprint | None,
+        first_seen: float,
+        until: float,
+        why: str,
+        now: float,
+    ) -> None:
+        """A claimed session was put back as incomplete: it waits for its files to change
+        (then it settles and is judged again) or until `until` (then it is judged for good);
+        its first sight stays `first_seen`."""
+        self.held[relpath] = Held(fingerprint, until, why)
+        self._first_seen[relpath] = first_seen
+        if fingerprint is not None:
+            self.seen[relpath] = Seen(fingerprint, now)
+        if self.only is not None:
+            self.only.add(relpath)  # `run --once` waits for it too
 
     def taken(self, relpath: Relpath) -> None:
         """The folder was claimed (or is gone): it is no longer a candidate."""
@@ -246,6 +289,7 @@ class Intake:
             self.only.discard(relpath)
         self._first_seen.pop(relpath, None)
         self._alarmed.discard(relpath)
+        self.held.pop(relpath, None)
 
     def try_later(self, relpath: Relpath, now: float) -> None:
         """The folder changed as it was claimed: wait another settle period."""
@@ -264,6 +308,9 @@ class Intake:
         times = [self.next_scan]
         for relpath, seen in self.seen.items():
             at = settles_at(seen, settle, needs_marker=self._marker)
+            held = self.held.get(relpath)
+            if at is not None and held is not None and held.fingerprint == seen.fingerprint:
+                at = max(at, held.until)  # held unchanged: taken again only when its wait ends
             if at is not None:
                 at = self.notices.wake_at(relpath, at)
             if at is not None:
@@ -288,6 +335,14 @@ class Intake:
                 state += f", taken at {at(ready)} if nothing changes"
             if relpath in self._alarmed:
                 state = f"NOT READY for over {duration(self.config.watch.max_settle)}: {state}"
+            held = self.held.get(relpath)
+            if held is not None and held.fingerprint == fp:
+                state = (
+                    f"held, looks incomplete: {held.why}; waiting for the rest of the copy "
+                    f"until {at(held.until)}"
+                )
+            elif held is not None:
+                state = f"changed since it was held as incomplete ({held.why}): {state}"
             found.append(
                 {
                     "session": shown_path(relpath),

@@ -12,6 +12,7 @@ from pathlib import Path
 from xnat_drop.adapters.dicom.inspection import inspect, unknown_keywords
 from xnat_drop.adapters.workers import InspectionPool
 from xnat_drop.core.config import Config
+from xnat_drop.core.depth import label_check
 from xnat_drop.core.errors import ConfigError
 from xnat_drop.core.model import FileKind, Session, Verdict
 from xnat_drop.core.routing import route
@@ -48,7 +49,14 @@ def judge(
             for f in session.files
         )
         session = replace(session, files=files)
-    verdict = evaluate(session, config.rules, route(relpath, session, config.routing))
+    routed = route(relpath, session, config.routing)
+    verdict = evaluate(session, config.rules, routed)
+    if config.rules.wrong_depth:
+        violation, note = label_check(session, routed, config.routing)
+        if violation is not None:
+            verdict = replace(verdict, violations=(*verdict.violations, violation))
+        if note:
+            verdict = replace(verdict, notes=(*verdict.notes, note))
     return Judgement(session, verdict)
 
 

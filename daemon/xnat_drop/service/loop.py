@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from xnat_drop.adapters.fs import claims, statusfile, trust
+from xnat_drop.adapters import credentials as creds
+from xnat_drop.adapters.fs import claims, startup
 from xnat_drop.adapters.ledger import FILE_NAME as LEDGER_FILE
 from xnat_drop.adapters.ledger import Ledger
 from xnat_drop.adapters.systemd_api import Notifier
@@ -36,6 +37,7 @@ from xnat_drop.core.errors import (
 from xnat_drop.core.model import Outcome, Seen
 from xnat_drop.core.policy import Action, AttemptResult
 from xnat_drop.core.shown import shown
+from xnat_drop.core.text import plural
 from xnat_drop.service.attempt import Attempt, Tools, attempt, journal_fields
 from xnat_drop.service.availability import Availability
 from xnat_drop.service.board import Board
@@ -89,6 +91,7 @@ class Service(Outcomes, Upkeep):
 
     def __post_init__(self) -> None:
         xnat = Availability(self.config.retry, self.clock.monotonic, self.clock.wall, self.rng)
+        xnat.check_interval = self.config.xnat.check_interval
         self.state = LoopState(Intake(self.config), xnat)
         self._board = Board(self.config, self.clock)
 
@@ -104,34 +107,36 @@ class Service(Outcomes, Upkeep):
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Prepare folders and the ledger, recover claims from an earlier run, connect to XNAT.
+        """Check and prepare folders and the ledger, recover claims from an earlier run, read
+        the credentials. XNAT itself is first contacted by the first turn (`tick`): an XNAT
+        that is down is an outage, never a reason not to start.
 
         Raises ConfigError for unusable credentials, keywords or folders (exit 78).
         """
         check_keywords(self.config)
         paths = self.config.paths
-        breaches = trust.problems(paths)
-        if breaches:
-            raise ConfigError(breaches, self.config.source)
+        # The same checks as `check-config`, changing nothing, before anything is created.
+        problems = startup.problems(paths, LEDGER_FILE)
+        if problems:
+            raise ConfigError(problems, self.config.source)
         try:
             claims.prepare(paths)
         except OSError as exc:
             raise ConfigError([f"paths: {shown(str(exc))}"], self.config.source) from exc
+        self._client = self._connect()  # the secret is read now: unusable is exit 78
+        self.state.xnat.secret_stamp = creds.stamp(self.config.xnat.secret_file, self.env)
         try:
             self._ledger = Ledger(paths.state / LEDGER_FILE)
             self._ledger.probe()
-            statusfile.write(paths.state, {"schema": statusfile.SCHEMA, "pid": os.getpid()})
             self._heartbeat = Heartbeat(self.clock.monotonic)
             self._work = claims.WorkArea(paths)
             self._board.count_today(self._ledger)
             self._claimer().orphans(self.config, self.clock.monotonic(), self.state.jobs)
+            self._board.publish(self.state, force=True)  # "XNAT not yet contacted"
         except (OSError, StorageError) as exc:
             raise ConfigError([_state_problem(paths.state, exc)], self.config.source) from exc
-        self._client = self._connect()
-        self.state.server_version = self._client.server_version()
         log.info(
-            "XNAT %s at %s; destination %s; watching %s",
-            self.state.server_version or "(version unknown)",
+            "XNAT at %s; destination %s; watching %s",
             self.config.xnat.url,
             self.config.xnat.destination,
             self.config.paths.incoming,
@@ -184,6 +189,7 @@ class Service(Outcomes, Upkeep):
 
     def close(self) -> None:
         """Release XNAT's connection, our claims and the ledger (also after a failed start).
+        Idempotent.
 
         A step abandoned at shutdown may still be running: then nothing it uses is closed
         under it (no ledger closed, no claim lock released); the process exit does that.
@@ -193,8 +199,10 @@ class Service(Outcomes, Upkeep):
             return
         if self._client is not None:
             self._client.close()
+            self._client = None
         if self._work is not None:
             self._work.close()
+            self._work = None
         self._pool.close()
         if self._ledger is not None:
             try:
@@ -251,9 +259,9 @@ class Service(Outcomes, Upkeep):
         except StorageError as exc:
             self._pause_storage(str(exc))
             return 0.0
-        self._retry_credentials()
-        if state.xnat.probe_due(now):
-            self._probe()
+        self._watch_secret()
+        if state.xnat.check_due(now):
+            self._check_xnat()
         job = self._next_job(now)
         if job is not None:
             self._step_once(job)
@@ -265,7 +273,16 @@ class Service(Outcomes, Upkeep):
         """Take the job's next step on the helper thread and apply what it came back with; a
         decided session is filed at once, in a second step (a stop waits for both)."""
         if job.filing is None:
-            view = Attempt(job.claim, job.session, job.verdict, job.forced, self.state.xnat.blocked)
+            others = tuple(j.claim for j in self.state.jobs if j is not job)
+            view = Attempt(
+                job.claim,
+                job.session,
+                job.verdict,
+                job.forced,
+                self.state.xnat.blocked,
+                others=others,
+                arrived_at=job.arrived_at,
+            )
             tools = self._tools()
             finished, result = self._run(job, lambda: attempt(tools, view))
             if not finished:
@@ -348,11 +365,15 @@ class Service(Outcomes, Upkeep):
         if self._once_finished():
             return 0
         if self.state.xnat.auth is not None:
-            log.error("stopping: uploads are paused; %d session(s) wait", self._open_count())
+            log.error(
+                "stopping: uploads are paused; %s wait", plural(self._open_count(), "session")
+            )
             return EX_TEMPFAIL
         if deadline is not None and self.clock.monotonic() >= deadline:
             log.error(
-                "stopping: %d session(s) still waiting after %.0f s", self._open_count(), timeout
+                "stopping: %s still waiting after %.0f s",
+                plural(self._open_count(), "session"),
+                timeout,
             )
             return EX_TEMPFAIL
         return None

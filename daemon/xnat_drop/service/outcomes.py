@@ -9,13 +9,16 @@ import random
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from xnat_drop.adapters.fs.claims import WorkArea
 from xnat_drop.adapters.ledger import Ledger
 from xnat_drop.core.backoff import backoff
+from xnat_drop.core.completeness import held_text
 from xnat_drop.core.config import Config
 from xnat_drop.core.errors import StorageError
 from xnat_drop.core.model import Outcome
 from xnat_drop.core.policy import Action, AttemptResult, Decision, Result, decide
 from xnat_drop.core.shown import shown
+from xnat_drop.core.text import duration
 from xnat_drop.service.attempt import journal_fields
 from xnat_drop.service.board import Board
 from xnat_drop.service.state import Clock, Job, LoopState
@@ -36,6 +39,8 @@ class Outcomes:
 
         def _ledger_(self) -> Ledger: ...
 
+        def _work_(self) -> WorkArea: ...
+
         def _waiting_for_xnat(self) -> int: ...
 
         def _pause_auth(self, reason: str) -> None: ...
@@ -47,6 +52,7 @@ class Outcomes:
         if result.verdict is not None:
             job.session, job.verdict = result.session, result.verdict
         now, wall = self.clock.monotonic(), self.clock.wall()
+        first_seen = job.first_seen if job.first_seen is not None else now
         decision = decide(
             result,
             job.failures,
@@ -55,6 +61,7 @@ class Outcomes:
             now,
             wall,
             self.rng.random(),
+            hold_until=first_seen + self.config.watch.max_settle,
         )
         if result.reason:
             job.last_error = result.reason
@@ -89,6 +96,8 @@ class Outcomes:
             )
             job.session = job.verdict = None
             job.next_at = decision.at
+        elif action is Action.HOLD:
+            self._hold(job, decision, first_seen)
         elif action is Action.WAIT_FOR_XNAT:
             self.state.xnat.outage_begins(
                 decision.reason,
@@ -99,6 +108,39 @@ class Outcomes:
             self._pause_auth(decision.reason)
         elif action is Action.PAUSE_STORAGE:
             self._pause_storage(decision.reason)
+
+    def _hold(self, job: Job, decision: Decision, first_seen: float) -> None:
+        """An incomplete session goes back to incoming/, where the rest of its copy lands, and
+        waits there for its files to change (or for its wait to end). Should that place be
+        taken again meanwhile, it stays claimed and is judged again after a settle period."""
+        why = held_text(decision.violations)
+        until = first_seen + self.config.watch.max_settle
+        now = self.clock.monotonic()
+        fields = journal_fields(job.claim, job.verdict)
+        self._ledger_().event(job.claim.id, self.clock.wall(), "held", why)
+        if self._work_().give_back(job.claim):
+            self.state.jobs.remove(job)
+            self.state.intake.hold(job.claim.relpath, job.fingerprint, first_seen, until, why, now)
+            log.warning(
+                "%s: looks incomplete (%s); put back into incoming/ to wait for the rest of "
+                "the copy, at most %s more",
+                job.claim.display,
+                why,
+                duration(max(0.0, until - now)),
+                extra=fields,
+            )
+            return
+        assert decision.at is not None
+        job.session = job.verdict = None
+        job.next_at = decision.at
+        job.last_error = f"looks incomplete: {why}"
+        log.warning(
+            "%s: looks incomplete (%s); judged again in %s",
+            job.claim.display,
+            why,
+            duration(decision.at - now),
+            extra=fields,
+        )
 
     def _after_filing(self, job: Job, filing: Decision, result: Path | BaseException) -> None:
         if isinstance(result, StorageError):

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from xnat_drop.adapters.fs.claims import Claim
-from xnat_drop.core.model import Session, Verdict
+from xnat_drop.core.model import Fingerprint, Session, Verdict
 from xnat_drop.core.policy import Decision, Failure
 from xnat_drop.service.availability import Availability
 from xnat_drop.service.intake import Intake
@@ -36,6 +36,10 @@ class Job:
     filing: Decision | None = None  # decided DONE or FAILED: the next step files it
     filing_failures: int = 0  # the drop tree refused the filing this many times
     forced: bool = False  # sent back with `retry --force`: upload even if delivered before
+    first_seen: float | None = None  # monotonic: first seen in incoming/ (held sessions wait
+    # watch.max_settle from then); None for a claim recovered from the work folder
+    arrived_at: float | None = None  # the same, wall clock (late files are timed by it)
+    fingerprint: Fingerprint | None = None  # as it settled: a held session waits for a change
 
     @property
     def attempts(self) -> int:

@@ -1,6 +1,7 @@
-"""The loop's upkeep between sessions: reloading the configuration, probing XNAT while it is
-away, logging in again once the refused secret changed, and the state directory's pause.
-A part of the Service (service/loop.py), kept apart for size: it changes only loop state."""
+"""The loop's upkeep between sessions: reloading the configuration, checking the XNAT account
+(at start, periodically, while XNAT is away, and at once after a reload or a changed secret),
+and the state directory's pause. A part of the Service (service/loop.py), kept apart for
+size: it changes only loop state."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from xnat_drop.core.errors import (
     XnatAuthError,
     XnatServerError,
     XnatTransientError,
+    XnatUnexpectedAnswerError,
 )
 from xnat_drop.core.shown import shown
 from xnat_drop.core.text import duration
@@ -75,72 +77,73 @@ class Upkeep:
         if new.watch.observer != self.config.watch.observer:
             new = replace(new, watch=replace(new.watch, observer=self.config.watch.observer))
             kept.append("watch.observer")
-        reconnect = new.xnat != self.config.xnat
         self.config = new
         self.state.xnat.retry = new.retry
+        self.state.xnat.check_interval = new.xnat.check_interval
         self.state.intake.config = new
         self._board.config = new
         logging.getLogger("xnat_drop").setLevel(new.log_level.upper())
-        if reconnect:
-            try:
-                client = self._connect()
-            except ConfigError as exc:
-                log.error(
-                    "reload: cannot use the new XNAT settings (%s); keeping the old client", exc
-                )
-            else:
-                if self._client is not None:
-                    self._client.close()
-                self._client = client
-                self.state.server_version = client.server_version()
+        # A reload is an operator's action: the account is checked at once, with the new
+        # settings and whatever secret is there now, even while uploads are paused.
+        self.state.xnat.check_now()
         note = f" ({', '.join(kept)} need a restart to change)" if kept else ""
         log.info("reload: configuration reloaded from %s%s", source, note)
         self.notifier.ready(self.status_line())
 
-    def _probe(self) -> None:
-        """One light request while XNAT is unavailable; it ends the outage if it succeeds."""
-        assert self._client is not None
+    def _check_xnat(self) -> None:
+        """Check the account with a new client (the secret read again): a fresh login, the
+        version, an alias token's expiry. Refused: uploads pause; no answer: an outage, probed
+        by this same check on the backoff schedule."""
+        xnat = self.state.xnat
+        xnat.secret_stamp = creds.stamp(self.config.xnat.secret_file, self.env)
         try:
-            self._client.probe()
-        except (XnatTransientError, XnatServerError) as exc:
-            self.state.xnat.probe_failed(exc)
+            client = self._connect()
+        except ConfigError as exc:
+            self._pause_auth(f"the XNAT secret cannot be used: {'; '.join(exc.problems)}")
             return
+        try:
+            account = client.check()
         except XnatAuthError as exc:
+            self._use(client)
             self._pause_auth(str(exc))
             return
-        self.state.xnat.outage_ends(self._waiting_for_xnat())
+        except (XnatTransientError, XnatServerError) as exc:
+            client.close()
+            xnat.forced = False
+            if xnat.outage is None:
+                xnat.outage_begins(
+                    str(exc),
+                    retry_after=getattr(exc, "retry_after", None),
+                    web_pages=isinstance(exc, XnatUnexpectedAnswerError),
+                )
+            else:
+                xnat.probe_failed(exc)
+            return
+        self._use(client)
+        self.state.server_version = account.server_version
+        xnat.checked(account, self._waiting_for_xnat())
+
+    def _use(self, client: XnatPort) -> None:
+        if self._client is not None:
+            self._client.close()
+        self._client = client
 
     def _waiting_for_xnat(self) -> int:
         return sum(1 for j in self.state.jobs if j.verdict is not None)
 
     def _pause_auth(self, reason: str) -> None:
-        self.state.xnat.pause(reason, creds.stamp(self.config.xnat.secret_file, self.env))
+        self.state.xnat.pause(reason)
 
-    def _retry_credentials(self) -> None:
-        """Resume uploads once an operator replaced the refused secret (one login per change)."""
-        auth = self.state.xnat.auth
-        if auth is None:
-            return
+    def _watch_secret(self) -> None:
+        """A changed secret file is checked at once (one login per change: an account locks
+        after 20 refused ones), whether uploads are paused or not."""
+        xnat = self.state.xnat
         current = creds.stamp(self.config.xnat.secret_file, self.env)
-        if current is None or current == auth.stamp:
+        if current is None or current == xnat.secret_stamp:
             return
-        auth.stamp = current
-        log.info("the XNAT secret changed; trying to log in again")
-        try:
-            client = self._connect()
-            client.login()
-        except (ConfigError, XnatAuthError) as exc:
-            auth.reason = str(exc)
-            log.error("UPLOADS STILL PAUSED: %s", exc)
-            return
-        except (XnatTransientError, XnatServerError) as exc:
-            log.warning("cannot check the new secret yet: %s", exc)
-            auth.stamp = None  # try again on the next turn
-            return
-        if self._client is not None:
-            self._client.close()
-        self._client = client
-        self.state.xnat.resume()
+        xnat.secret_stamp = current
+        log.info("the XNAT secret changed; checking it now")
+        xnat.check_now()
 
     def _pause_storage(self, reason: str) -> None:
         """The ledger or status file cannot be written: all work waits, loudly, losing nothing."""

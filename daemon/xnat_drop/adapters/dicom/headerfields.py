@@ -25,6 +25,13 @@ HEADER_TAGS = (
     "Modality",
     "PhotometricInterpretation",
     "Rows",
+    # What completeness.py counts a series by (small integers: cheap to read and keep).
+    "InstanceNumber",
+    "AcquisitionNumber",
+    "TemporalPositionIdentifier",
+    "ImagesInAcquisition",
+    "NumberOfTemporalPositions",
+    "NumberOfFrames",
     # FrameType of enhanced multi-frame objects (one file per series, so the cost is small).
     "SharedFunctionalGroupsSequence",
     "PerFrameFunctionalGroupsSequence",
@@ -32,6 +39,15 @@ HEADER_TAGS = (
 # The tag of each keyword above, as an int, and of two file meta elements.
 TAG = {keyword: int(Tag(keyword)) for keyword in (*HEADER_TAGS, "TransferSyntaxUID")}
 TAG["MediaStorageSOPClassUID"] = 0x00020002
+# The header's counting fields (DicomHeader.instance_number ...) and the keywords they hold.
+COUNT_FIELDS = (
+    ("instance_number", "InstanceNumber"),
+    ("acquisition_number", "AcquisitionNumber"),
+    ("temporal_position", "TemporalPositionIdentifier"),
+    ("images_in_acquisition", "ImagesInAcquisition"),
+    ("temporal_positions", "NumberOfTemporalPositions"),
+    ("frames", "NumberOfFrames"),
+)
 FRAME_GROUPS = (TAG["SharedFunctionalGroupsSequence"], TAG["PerFrameFunctionalGroupsSequence"])
 CHARSET = 0x00080005  # Specific Character Set
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # a DICOMDIR, whatever its file name

@@ -19,7 +19,10 @@ _HEADER_FIELDS = tuple(f.name for f in fields(DicomHeader) if f.init)
 _HEADER_AT = _FACTS_FIELDS.index("header")
 _SIZE_AT = _FACTS_FIELDS.index("size")
 _PATH_AT = _FACTS_FIELDS.index("path")
-_OWN = _HEADER_FIELDS.index("sop_instance_uid")  # unique per file: not worth sharing
+# Unique per file, not worth sharing: the SOP Instance UID and the InstanceNumber.
+_OWN = _HEADER_FIELDS.index("sop_instance_uid")
+_NUMBER = _HEADER_FIELDS.index("instance_number")
+assert _OWN < _NUMBER
 _facts_values = operator.attrgetter(*_FACTS_FIELDS)
 _header_values = operator.attrgetter(*_HEADER_FIELDS)
 
@@ -60,9 +63,12 @@ class Unpacker:
         header = parts[_HEADER_AT]
         if header is None:
             return FileFacts(*parts)
-        key = header[:_OWN] + header[_OWN + 1 :]
+        key = header[:_OWN] + header[_OWN + 1 : _NUMBER] + header[_NUMBER + 1 :]
         common = self._common.get(key)
         if common is None:
             common = self._common[key] = tuple(self._values.setdefault(v, v) for v in key)
-        parts[_HEADER_AT] = DicomHeader(*[*common[:_OWN], header[_OWN], *common[_OWN:]])
+        number = _NUMBER - 1  # where the InstanceNumber goes back in `common`
+        parts[_HEADER_AT] = DicomHeader(
+            *[*common[:_OWN], header[_OWN], *common[_OWN:number], header[_NUMBER], *common[number:]]
+        )
         return FileFacts(*parts)

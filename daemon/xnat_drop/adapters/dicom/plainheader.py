@@ -17,6 +17,7 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from xnat_drop.adapters.dicom import dicomscan
 from xnat_drop.adapters.dicom.headerfields import (
     CHARSET,
+    COUNT_FIELDS,
     FRAME_GROUPS,
     HEADER_TAGS,
     MEDIA_STORAGE_DIRECTORY,
@@ -43,6 +44,8 @@ _CACHED_BYTES = 256  # longer values (comments) are rarely repeated: converted, 
 _SOP_INSTANCE_UID = TAG["SOPInstanceUID"]
 _SERIES_NUMBER = TAG["SeriesNumber"]
 _IMAGE_TYPE = TAG["ImageType"]
+_INSTANCE_NUMBER = TAG["InstanceNumber"]
+_COUNTS = tuple((name, TAG[k]) for name, k in COUNT_FIELDS if k != "InstanceNumber")
 
 V = TypeVar("V")
 
@@ -109,6 +112,12 @@ class PlainHeaderReader:
         number = get(_SERIES_NUMBER)
         image_type = get(_IMAGE_TYPE)
         converted = self._converted_value
+        instance = get(_INSTANCE_NUMBER)
+        # The other counting fields are the same in many files of a series: converted once.
+        count = {
+            name: converted(dicomscan.integer, raw, b"IS") if raw else None
+            for name, raw in ((n, get(tag)) for n, tag in _COUNTS)
+        }
         return DicomHeader(
             sop_class_uid=text_of(get(TAG["SOPClassUID"]), b"UI"),
             # Different in every file: converted, never kept.
@@ -123,6 +132,13 @@ class PlainHeaderReader:
             values=kept(
                 self._keyword_values, tuple((k, text_of(get(tag), vr)) for k, tag, vr in keywords)
             ),
+            # Different in every file: converted, never kept.
+            instance_number=dicomscan.integer(*_checked(instance, b"IS")) if instance else None,
+            acquisition_number=count["acquisition_number"],
+            temporal_position=count["temporal_position"],
+            images_in_acquisition=count["images_in_acquisition"],
+            temporal_positions=count["temporal_positions"],
+            frames=count["frames"],
         )
 
     def _text_of(self, raw: dicomscan.Raw | None, vr: bytes) -> str:

@@ -24,6 +24,7 @@ from pydicom.filereader import read_dataset, read_partial
 from pydicom.tag import Tag
 
 from xnat_drop.adapters.dicom.headerfields import (
+    COUNT_FIELDS,
     FRAME_GROUPS,
     HEADER_TAGS,
     TABLE_LIMIT,
@@ -45,7 +46,7 @@ from xnat_drop.core.model import DicomHeader, FileFacts, FileKind
 _HEAD_STEP = 16 * 1024  # a learned first read is a multiple of this
 _FIRST_INFLATE = 256 * 1024  # inflated bytes of a deflated data set parsed first (then 8x more)
 _PIXEL_TAG_INTS = frozenset({0x7FE00010, 0x7FE00009, 0x7FE00008})
-_NOT_KEPT = frozenset({TAG["SOPInstanceUID"]})  # different in every file
+_NOT_KEPT = frozenset({TAG["SOPInstanceUID"], TAG["InstanceNumber"]})  # different in every file
 
 V = TypeVar("V")
 
@@ -159,6 +160,8 @@ class PydicomHeaderReader:
             photometric_interpretation=field(ds, TAG["PhotometricInterpretation"], _text, ""),
             frame_types=_frame_types(ds) if any(t in ds for t in FRAME_GROUPS) else (),
             values=tuple((k, self._keyword_text(ds, k)) for k in keywords),
+            frame_items=_frame_items(ds),
+            **{name: field(ds, TAG[keyword], _count, None) for name, keyword in COUNT_FIELDS},
         )
 
     def _keyword_text(self, ds: Any, keyword: str) -> str:
@@ -299,6 +302,22 @@ def _keepable(tag: int) -> bool:
 
 def _series_number(raw_number: Any) -> int | None:
     return int(raw_number) if raw_number not in (None, "") else None
+
+
+def _count(raw: Any) -> int | None:
+    """A counting field (IS) as one integer; None when absent, empty or anything else."""
+    if raw in (None, ""):
+        return None
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        return None
+
+
+def _frame_items(ds: Any) -> int | None:
+    """The items of the PerFrameFunctionalGroupsSequence (one per frame), or None."""
+    groups = ds.get("PerFrameFunctionalGroupsSequence", None)
+    return None if groups is None else len(groups)
 
 
 def _frame_types(ds: Any) -> tuple[tuple[str, ...], ...]:

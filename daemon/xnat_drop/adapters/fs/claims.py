@@ -268,6 +268,23 @@ class WorkArea:
         self._discard(item.id)
         return root.joinpath(*relpath)
 
+    def give_back(self, item: Claim) -> bool:
+        """Put a claimed session back where it was dropped in incoming/ (a session held while
+        its copy may still be running) and drop the claim. Returns False, keeping the claim,
+        when that place is gone or taken again, or the move is refused."""
+        try:
+            with (
+                Dir.open(self.paths.incoming) as incoming,
+                incoming.descend(item.relpath[:-1]) as parent,
+                self._work.child(item.id) as claim_dir,
+            ):
+                claim_dir.move(item.relpath[-1], parent, item.relpath[-1])
+        except OSError as exc:
+            log.warning("%s: could not put it back into incoming/ (%s)", item.display, exc)
+            return False
+        self._discard(item.id)
+        return True
+
     def release(self, item: Claim) -> None:
         """Give a claim back without finishing it (it stays for the next recovery)."""
         fd = self._locks.pop(item.id, None)

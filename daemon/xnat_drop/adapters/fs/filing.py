@@ -1,5 +1,6 @@
-"""Where finished sessions go: done/ and failed/, the reports beside each folder, force markers
-beside a session sent back, and the empty folders left in incoming/.
+"""Where finished sessions go: done/ and failed/, the reports beside each folder, stale failure
+reports moved to the history, force markers beside a session sent back, and the empty folders
+left in incoming/.
 
 done/ and failed/ are the lab's to read and take back, so lab members can write in them: a
 folder there may have been swapped for a link to anywhere. Nothing here follows one. Each step
@@ -28,6 +29,11 @@ _HASH_MARK = "~"  # between a shortened name and the hash of the whole one
 _CLAIM_IN_REPORT = re.compile(rb'"claim": "([0-9A-Za-z-]{1,64})"')
 _REPORT_HEAD = 64 * 1024  # the claim id is near the top of a JSON report
 FORCE_SUFFIX = ".xnat-drop-force"
+HISTORY = ".history"  # failed/.history/<relpath>/<time>.report.*: reports no folder needs
+# A failure report of ours, at its top (json.dumps with indent=2 keeps this order).
+_FAILED_REPORT = re.compile(
+    rb'\A\{\s*(?:"report": "xnat-drop report",\s*)?"schema": \d+,\s*"outcome": "failed",'
+)
 _MAX_TRIES = 100
 
 
@@ -191,6 +197,59 @@ def _existing(top: Dir, parts: tuple[str, ...]) -> Dir | None:
         return top.descend(parts)
     except OSError:
         return None
+
+
+# -- stale failure reports: a session delivered after it failed --------------------------------
+
+
+def retire_stale_reports(
+    failed: Path, incoming: Path, relpath: tuple[str, ...], stamp: str
+) -> list[str]:
+    """Move the "NOT uploaded" reports of a session now delivered into
+    `failed/.history/<relpath>/<stamp>.report.*`, as `xnat-drop retry` does.
+
+    A lab member who moved the folder back by hand left them in failed/ (or carried them
+    into incoming/, beside the folder); they now say the opposite of the receipt. Only reports
+    the daemon wrote for a failure (the JSON report's first keys) move, only where no folder
+    of that name is beside them (then they are that folder's), never through a link; the
+    text report moves with its JSON report. Returns where each moved pair went, for people.
+    Raises OSError when failed/ or the history refuses.
+    """
+    name = fitted(relpath[-1])
+    moved: list[str] = []
+    with Dir.open(failed) as top:
+        for root in (failed, incoming):
+            with contextlib.suppress(FileNotFoundError, UnsafePathError), Dir.open(root) as base:
+                parent = _existing(base, relpath[:-1])
+                if parent is None:
+                    continue
+                with parent:
+                    if parent.exists(name) or not _is_failure_report(parent, name):
+                        continue
+                    with top.descend((HISTORY, *relpath), create=True) as history:
+                        kept = _free(history, stamp, REPORT_SUFFIXES)
+                        for suffix in (".report.txt", ".report.json"):  # the JSON last
+                            st = parent.lstat(name + suffix)
+                            if st is not None and stat.S_ISREG(st.st_mode):
+                                parent.move(name + suffix, history, kept + suffix)
+                    moved.append(shown_path((HISTORY, *relpath, kept + ".report.txt")))
+    return moved
+
+
+def _is_failure_report(parent: Dir, name: str) -> bool:
+    try:
+        fd = parent.open_file(name + ".report.json")
+    except OSError:  # absent, or a link: never ours
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        head = os.read(fd, 256)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return _FAILED_REPORT.match(head) is not None
 
 
 # -- force markers: `xnat-drop retry --force` -------------------------------------------------

@@ -21,12 +21,18 @@ from pathlib import Path
 from xnat_drop.core.config import PathsConfig
 
 
-def problems(paths: PathsConfig, uid: int | None = None) -> list[str]:
+def problems(paths: PathsConfig, uid: int | None = None, *, any_owner: bool = False) -> list[str]:
     """What is wrong with the ownership and modes of the service's own folders, as sentences
     that end in the fix. Folders that do not exist yet are judged by the folder that will
-    hold them."""
-    uid = os.geteuid() if uid is None else uid
+    hold them.
+
+    `uid` is the service user's (default: this process's). `any_owner` is for an
+    administrator checking as root, who does not know it: then the service's folders may
+    belong to any one user besides root.
+    """
+    uid = None if any_owner else os.geteuid() if uid is None else uid
     found: list[str] = []
+    owners: dict[int, Path] = {}
     own = {
         "the drop tree's root": {paths.incoming.parent, paths.done.parent, paths.failed.parent},
         "the work folder": {paths.work, paths.work.parent},
@@ -39,7 +45,13 @@ def problems(paths: PathsConfig, uid: int | None = None) -> list[str]:
             if folder in seen:
                 continue
             seen.add(folder)
-            found.extend(_owned(folder, role, uid))
+            found.extend(_owned(folder, role, uid, owners))
+    if uid is None and len(owners) > 1:
+        which = ", ".join(f"{path} (user id {owner})" for owner, path in sorted(owners.items()))
+        found.append(
+            "paths: the drop tree's root, the work folder and the state directory must all "
+            f"belong to the service user (or root); they belong to different users: {which}"
+        )
     for name, folder in (
         ("incoming", paths.incoming),
         ("done", paths.done),
@@ -57,13 +69,15 @@ def _existing(folder: Path) -> Path:
     return folder
 
 
-def _owned(folder: Path, role: str, uid: int) -> list[str]:
+def _owned(folder: Path, role: str, uid: int | None, owners: dict[int, Path]) -> list[str]:
     try:
         st = os.stat(folder)  # the administrator's own path: links above it are theirs
     except OSError as exc:
         return [f"paths: cannot look at {folder} ({role}): {exc.strerror}"]
     found = []
-    if st.st_uid not in (uid, 0):
+    if st.st_uid != 0:
+        owners.setdefault(st.st_uid, folder)
+    if uid is not None and st.st_uid not in (uid, 0):
         found.append(
             f"paths: {folder} ({role}) belongs to user id {st.st_uid}, not to the service "
             f"(user id {uid}) or root. Fix: chown {uid} {folder}"

@@ -7,6 +7,7 @@ and `prevent_auto_commit=true` (../shared/xnat-api.md).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
@@ -15,7 +16,12 @@ from xnat_drop.adapters import credentials as creds
 from xnat_drop.adapters.xnat.answers import data_uri, media_type
 from xnat_drop.adapters.xnat.connection import Body, Connection
 from xnat_drop.core.config import XnatConfig
-from xnat_drop.core.errors import XnatRejectedError, XnatServerError, XnatTransientError
+from xnat_drop.core.errors import (
+    XnatAuthError,
+    XnatRejectedError,
+    XnatServerError,
+    XnatTransientError,
+)
 from xnat_drop.core.model import Target
 
 # How XNAT says "I refuse to archive this" from action=commit (xnat-api.md §6.1, the
@@ -25,6 +31,17 @@ COMMIT_REFUSALS = ("FAILED: Unable to archive", "did not return a valid data URI
 XNAT_URI_PREFIXES = ("/data/", "/archive/", "/prearchive/")
 # An empty 200 of this type (or of none) is XNAT saying "nothing imported" (§3.6).
 URI_LIST_TYPES = ("text/uri-list", "")
+# A user name of this shape is an alias token (XNAT's AliasToken.isAliasFormat, a UUID).
+ALIAS_FORMAT = re.compile(r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """What a check of the account found: XNAT took the credentials of `user`."""
+
+    user: str
+    server_version: str  # "" when XNAT would not say
+    token_expires: float | None  # epoch seconds: an alias token's expiry, when XNAT says
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,11 +71,41 @@ class XnatClient(Connection):
     def server_version(self) -> str:
         """XNAT's version from the open `/xapi/siteConfig/buildInfo`, or "" if it won't say."""
         try:
-            response = self.send("GET", "/xapi/siteConfig/buildInfo", auth=False)
+            response = self.send("GET", "/xapi/siteConfig/buildInfo", auth=False, quick=True)
             data = response.json()
         except (XnatTransientError, XnatRejectedError, ValueError):
             return ""
         return str(data.get("version", "")) if isinstance(data, dict) else ""
+
+    def check(self) -> Account:
+        """A fresh login with the configured secret (a cookie would hide a changed password),
+        XNAT's version, and when an alias token expires.
+
+        Raises XnatAuthError when the credentials are refused, XnatTransientError (and its
+        TLS and unexpected-answer kinds) or XnatServerError when XNAT cannot say.
+        """
+        self.login()
+        return Account(self.user, self.server_version(), self._token_expiry())
+
+    def _token_expiry(self) -> float | None:
+        """`/data/services/tokens/show` lists the user's alias tokens with their
+        `estimatedExpirationTime` in epoch milliseconds (xnat-api.md §2.3; `validate` says only
+        whose a token is). None for a user name that is not an alias, or when XNAT won't say."""
+        if not ALIAS_FORMAT.fullmatch(self.user):
+            return None
+        try:
+            response = self.call("GET", "/data/services/tokens/show", quick=True)
+            tokens = response.json()
+        except (XnatTransientError, XnatServerError, XnatRejectedError, XnatAuthError, ValueError):
+            return None
+        for token in tokens if isinstance(tokens, list) else ():
+            if isinstance(token, dict) and token.get("alias") == self.user:
+                expires = token.get("estimatedExpirationTime")
+                if isinstance(expires, (int, float)) or (
+                    isinstance(expires, str) and expires.isdigit()
+                ):
+                    return int(expires) / 1000
+        return None
 
     def project_exists(self, project: str) -> bool:
         """True when `project` exists and this user can see it, False on XNAT's 404.

@@ -32,6 +32,7 @@ from xnat_drop.core.errors import (
     XnatAuthError,
     XnatRejectedError,
     XnatServerError,
+    XnatTlsError,
     XnatTransientError,
     XnatUnexpectedAnswerError,
 )
@@ -40,6 +41,9 @@ log = logging.getLogger(__name__)
 
 USER_AGENT = f"xnat-drop/{__version__}"
 SEND_BLOCK = 1 << 20
+# Seconds to wait for the answer to a login or a check: they are cheap for XNAT, and the loop
+# waits for them (the watchdog allows 60 s).
+QUICK_READ_TIMEOUT = 30.0
 # Outages: the session waits and the queue pauses. A plain 500 is not among them: it may be
 # this session's fault, so it is XnatServerError and the loop asks a probe which it is.
 TRANSIENT_STATUS = frozenset({408, 429, 502, 503, 504})
@@ -83,6 +87,7 @@ class Connection:
         self.base = config.url.rstrip("/")
         self._credentials = credentials
         self._timeout = (config.connect_timeout, config.read_timeout)
+        self._quick = (config.connect_timeout, min(config.read_timeout, QUICK_READ_TIMEOUT))
         self._session = requests.Session()
         # trust_env would also apply ~/.netrc to every request, defeating the cookie; keep
         # the proxy variables, which labs behind a proxy rely on.
@@ -103,6 +108,16 @@ class Connection:
         self.answers = Answers(credentials.secret)
         self.on_request: Callable[[], None] | None = None  # called before every request
 
+    @property
+    def user(self) -> str:
+        """The user name (or alias token) this connection logs in as."""
+        return self._credentials.user
+
+    @property
+    def secret_source(self) -> str:
+        """Where the secret was read from (a path), for messages."""
+        return self._credentials.source
+
     def close(self) -> None:
         self._session.close()
 
@@ -116,11 +131,12 @@ class Connection:
         self._session.cookies.clear()
         self._logged_in = False
         try:
-            response = self.send("GET", "/data/JSESSION", auth=True, missing_ok=True)
+            response = self.send("GET", "/data/JSESSION", auth=True, missing_ok=True, quick=True)
         except _UnauthorizedError as exc:
             raise XnatAuthError(
-                f"XNAT refused the credentials of user {self._credentials.user!r} from "
-                f"{self._credentials.source} (401). Uploads are paused until the secret is fixed."
+                f"XNAT refused user {self._credentials.user!r} (401): the password or alias "
+                f"token in {self._credentials.source} is wrong or has expired (an alias token "
+                "lasts XNAT's aliasTokenTimeout, two days by default)"
             ) from exc
         self._expect_session_id(response)
         self._logged_in = True
@@ -130,7 +146,7 @@ class Connection:
 
         Raises XnatTransientError, XnatServerError or XnatAuthError like any other call.
         """
-        self._expect_session_id(self.call("GET", "/data/JSESSION", missing_ok=True))
+        self._expect_session_id(self.call("GET", "/data/JSESSION", missing_ok=True, quick=True))
 
     def call(
         self,
@@ -142,11 +158,12 @@ class Connection:
         headers: dict[str, str] | None = None,
         missing_ok: bool = False,
         archive_301: bool = False,
+        quick: bool = False,
     ) -> requests.Response:
         """One authenticated call: log in if needed, and once more if the cookie expired.
 
         `missing_ok` returns a 404 instead of raising; `archive_301` accepts action=commit's
-        documented 301 whose body is the archive URI.
+        documented 301 whose body is the archive URI; `quick` waits QUICK_READ_TIMEOUT at most.
         """
         if not self._logged_in:
             self.login()
@@ -156,6 +173,7 @@ class Connection:
             "headers": headers,
             "missing_ok": missing_ok,
             "archive_301": archive_301,
+            "quick": quick,
         }
         try:
             return self.send(method, path, **options)
@@ -181,11 +199,12 @@ class Connection:
         headers: dict[str, str] | None = None,
         missing_ok: bool = False,
         archive_301: bool = False,
+        quick: bool = False,
     ) -> requests.Response:
         kwargs: dict[str, Any] = {
             "params": params,
             "headers": headers,
-            "timeout": self._timeout,
+            "timeout": self._quick if quick else self._timeout,
             # XNAT answers a commit with 301 and the archive URI in the body: keep it. A POST
             # must not be replayed elsewhere anyway; a GET that ends on a login page is caught
             # by the checks of its answer.
@@ -200,8 +219,9 @@ class Connection:
         try:
             response = self._session.request(method, self.base + path, **kwargs)
         except requests.exceptions.SSLError as exc:
-            raise XnatTransientError(
-                f"TLS problem talking to {self.base}: {first_line(exc)}"
+            raise XnatTlsError(
+                f"TLS problem talking to {self.base}: {first_line(exc)}. If XNAT's certificate "
+                "comes from an in-house CA, set xnat.ca_bundle to that CA's PEM file"
             ) from exc
         except requests.TooManyRedirects as exc:
             raise XnatUnexpectedAnswerError(

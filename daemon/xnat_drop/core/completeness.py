@@ -1,0 +1,258 @@
+"""Does each series of a session look complete? Judged from what its headers say. Pure.
+
+A copy that paused (Windows Explorer waiting on a "replace or skip?" question) or broke off
+looks settled while part of a series is missing. Each series (by SeriesInstanceUID) is held to
+the counts its own headers give, and to none where they give none:
+
+- ImagesInAcquisition (0020,1002): the images of one acquisition (of the series when it has
+  one AcquisitionNumber; per acquisition only where one acquisition holds exactly that many);
+- NumberOfTemporalPositions (0020,0105) × the images at one TemporalPositionIdentifier
+  (0020,0100);
+- NumberOfFrames (0028,0008) of an enhanced multi-frame object against the items of its
+  PerFrameFunctionalGroupsSequence;
+- InstanceNumber (0020,0013) holes, only where numbering starts at 0 or 1 and runs in steps of
+  one apart from them (numbering that restarts per acquisition or time point is judged per
+  AcquisitionNumber and TemporalPositionIdentifier, or not at all).
+
+Mosaics (ImageType MOSAIC: many slices in one file) are judged by InstanceNumber only. A
+shortfall names the series by SeriesNumber and folder, never by a header text or UID.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from posixpath import dirname
+
+from xnat_drop.core.model import DicomHeader, FileFacts, Policy, Rule, Violation
+from xnat_drop.core.shown import shown
+from xnat_drop.core.text import duration, iso
+
+RULE: Rule = "incomplete-series"
+# InstanceNumber holes count only in numbering that otherwise runs in steps of one: at most
+# HOLES of them, or a quarter of the steps in a long series.
+DENSE = 0.75
+HOLES = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Shortfall:
+    """A series with fewer images than its headers announce.
+
+    `found` and `expected` count images (files) or, for `unit` "frames", frames; `at_least`
+    says `expected` is a lower bound (an InstanceNumber range: more may be missing at its end);
+    `signal` names the attribute that said so, in words.
+    """
+
+    number: int | None  # SeriesNumber
+    folder: str  # the series' folder in the session ("" for the session folder itself)
+    found: int
+    expected: int
+    signal: str
+    unit: str = "images"
+    at_least: bool = False
+
+    @property
+    def name(self) -> str:
+        """`series 5 (folder 05_bold)`: how status, logs and reports name the series."""
+        which = f"series {self.number}" if self.number is not None else "a series"
+        where = f"folder {shown(self.folder)}" if self.folder else "the session folder itself"
+        return f"{which} ({where})"
+
+    @property
+    def summary(self) -> str:
+        """`88 of 176 images`."""
+        bound = "at least " if self.at_least else ""
+        return f"{self.found} of {bound}{self.expected} {self.unit}"
+
+
+def shortfalls(files: Iterable[FileFacts]) -> tuple[Shortfall, ...]:
+    """The series of `files` (DICOM with a header) that look incomplete, by SeriesNumber."""
+    series: dict[str, list[FileFacts]] = defaultdict(list)
+    for facts in files:
+        if facts.is_dicom and facts.header is not None:
+            series[facts.header.series_instance_uid].append(facts)
+    found = [s for members in series.values() if (s := _judged(members)) is not None]
+    return tuple(sorted(found, key=lambda s: (s.number is None, s.number or 0, s.folder)))
+
+
+def violations(found: Sequence[Shortfall]) -> tuple[Violation, ...]:
+    """One incomplete-series violation per shortfall, with a sentence a lab member can act on."""
+    return tuple(
+        Violation(
+            RULE,
+            Policy.REJECT,
+            s.name,
+            f"{s.name[:1].upper()}{s.name[1:]} holds {s.summary}: {s.signal}. The copy was "
+            "probably interrupted or paused (for example by a “replace or skip?” question) "
+            "and the rest never arrived. Copy the missing files of this series into its "
+            "folder, then move the session folder back to incoming/ to try again.",
+            detail=s.summary,
+        )
+        for s in found
+    )
+
+
+def held_text(found: Sequence[Violation]) -> str:
+    """What `status` says of a session held back as incomplete: `series 5 (...): 88 of 176
+    images` for each series, from its violations."""
+    return "; ".join(f"{v.subject}: {v.detail}" for v in found if v.rule == RULE)
+
+
+def _judged(members: list[FileFacts]) -> Shortfall | None:
+    """The shortfall of one series (the largest any signal gives), or None."""
+    members.sort(key=lambda f: f.path)
+    headers = [f.header for f in members if f.header is not None]
+    first = headers[0]
+    mosaic = "MOSAIC" in (t.upper() for t in first.image_type)  # many slices in one file
+    signals = [_frames(headers), _numbering(headers)]
+    if not mosaic:
+        signals += [_per_acquisition(headers), _temporal(headers)]
+    found = [s for s in signals if s is not None]
+    if not found:
+        return None
+    found_n, expected, signal, unit, at_least = max(found, key=lambda s: (s[1] - s[0], not s[4]))
+    return Shortfall(
+        first.series_number,
+        dirname(members[0].path),
+        found_n,
+        expected,
+        signal,
+        unit,
+        at_least,
+    )
+
+
+_Signal = tuple[int, int, str, str, bool]  # found, expected, signal, unit, at least
+
+
+def _one(values: Iterable[int | None]) -> int | None:
+    """The one value every file gives (positive), or None."""
+    distinct = set(values)
+    if len(distinct) != 1:
+        return None
+    value = distinct.pop()
+    return value if value is not None and value > 0 else None
+
+
+def _frames(headers: list[DicomHeader]) -> _Signal | None:
+    """Enhanced multi-frame objects whose per-frame descriptions are fewer than their frames."""
+    short = [
+        h
+        for h in headers
+        if h.frames is not None and h.frame_items is not None and h.frame_items < h.frames
+    ]
+    if not short:
+        return None
+    have = sum(h.frame_items or 0 for h in short)
+    want = sum(h.frames or 0 for h in short)
+    signal = (
+        f"NumberOfFrames (0028,0008) says {want}, but the per-frame descriptions "
+        f"(PerFrameFunctionalGroupsSequence) cover {have}"
+    )
+    return have, want, signal, "frames", False
+
+
+def _per_acquisition(headers: list[DicomHeader]) -> _Signal | None:
+    """Fewer images than ImagesInAcquisition: in the series when it is one acquisition, else
+    per acquisition, but only where one acquisition holds exactly that many (GE gives the
+    series' total, Siemens often the images of one acquisition)."""
+    count = _one(h.images_in_acquisition for h in headers)
+    if count is None:
+        return None
+    total = len(headers)
+    groups = Counter(h.acquisition_number for h in headers)
+    said = f"ImagesInAcquisition (0020,1002) says {count}"
+    if total < count:  # short in either reading
+        return total, count, said, "images", False
+    if len(groups) < 2 or count not in groups.values() or max(groups.values()) > count:
+        return None
+    expected = count * len(groups)
+    if total >= expected:
+        return None
+    signal = f"{said} for each of its {len(groups)} acquisitions (AcquisitionNumber)"
+    return total, expected, signal, "images", False
+
+
+def _temporal(headers: list[DicomHeader]) -> _Signal | None:
+    """Fewer images than NumberOfTemporalPositions × the images of the fullest time point."""
+    points = _one(h.temporal_positions for h in headers)
+    if points is None or points < 2:
+        return None
+    positions = [h.temporal_position for h in headers]
+    if any(p is None or not 1 <= p <= points for p in positions):
+        return None  # time points numbered otherwise: nothing to count by
+    per_point = max(Counter(positions).values())
+    expected = points * per_point
+    if len(headers) >= expected:
+        return None
+    signal = (
+        f"NumberOfTemporalPositions (0020,0105) says {points} time points of {per_point} "
+        "images (TemporalPositionIdentifier)"
+    )
+    return len(headers), expected, signal, "images", False
+
+
+def _numbering(headers: list[DicomHeader]) -> _Signal | None:
+    """Holes in InstanceNumber, where numbering is otherwise dense (see the module doc)."""
+    numbers = [h.instance_number for h in headers]
+    if any(n is None for n in numbers):
+        return None
+    if len(set(numbers)) == len(numbers):
+        groups = [[n for n in numbers if n is not None]]
+    else:  # restarted per acquisition or time point: each must then number on its own
+        by_key: dict[tuple[int | None, int | None], list[int]] = defaultdict(list)
+        for h in headers:
+            assert h.instance_number is not None
+            by_key[(h.acquisition_number, h.temporal_position)].append(h.instance_number)
+        groups = list(by_key.values())
+        if len(groups) < 2 or any(len(set(g)) != len(g) for g in groups):
+            return None
+    missing = spans = 0
+    for group in groups:
+        span = _dense_span(sorted(group))
+        if span is None:
+            return None
+        spans += span
+        missing += span - len(group)
+    if not missing:
+        return None
+    signal = f"InstanceNumber (0020,0013) skips {missing} numbers"
+    return len(headers), spans, signal, "images", True
+
+
+def _dense_span(numbers: list[int]) -> int | None:
+    """How many numbers `numbers` (sorted, distinct) should have from its first to its last,
+    or None when they start elsewhere than 0 or 1 or run in steps other than one."""
+    if numbers[0] not in (0, 1):
+        return None
+    steps = [b - a for a, b in itertools.pairwise(numbers)]
+    holes = sum(1 for s in steps if s != 1)
+    if steps and (math.gcd(*steps) != 1 or holes > max(HOLES, (1 - DENSE) * len(steps))):
+        return None
+    return numbers[-1] - numbers[0] + 1
+
+
+def late_files(count: int, after: float, delivered_at: float, where: str) -> Violation:
+    """The late-files violation: `count` files of a study this daemon delivered `after`
+    seconds earlier (negative: while it was being delivered), at `delivered_at` (wall clock),
+    to `where` (XNAT's URL of it)."""
+    files = "this file" if count == 1 else f"these {count} files"
+    if after >= 0:
+        when = f"arrived {duration(after)} after the session was delivered"
+    else:
+        when = "arrived while the session was being delivered"
+    sentence = (
+        f"{files[:1].upper()}{files[1:]} {when} ({iso(delivered_at)}, {where}); the copy was "
+        "probably still running when xnat-drop took the first part. They are new images of "
+        "the same study, so nothing was sent, and the session needs no other label. To add "
+        "them to the "
+        'session XNAT already holds, ask the administrator to set xnat.on_existing = "append" '
+        "and then move this folder back to incoming/; XNAT adds them to the same session."
+    )
+    return Violation(
+        "late-files", Policy.REJECT, "the whole session", sentence, detail=f"{count} files"
+    )
