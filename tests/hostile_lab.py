@@ -77,13 +77,16 @@ class LabTree(Drop):
         )
         self.config.chmod(0o644)
 
-    def lab_drop(self, relpath: tuple[str, ...], scans: list[SeriesSpec] = SCANS) -> Path:
-        """A lab member copies a finished export in with `cp -r` (umask 0002)."""
+    def lab_drop(
+        self, relpath: tuple[str, ...], scans: list[SeriesSpec] = SCANS, *, writable: bool = True
+    ) -> Path:
+        """A lab member copies a finished export in with `cp -r` (umask 0002). With `writable`
+        False the export is 0755 (from a USB stick, say), and so is the copy: the service may
+        not move it (test_hostile_blocked.py)."""
         export = self.base / "exports" / secrets.token_hex(4)
         write_session(export, scans, patient_id=relpath[-2] if len(relpath) > 1 else "X")
-        # Exported by the lab member at umask 0002 (cp -r keeps the source's modes; a 0755
-        # export from a USB stick cannot be claimed: see the intake tests).
-        subprocess.run(["chmod", "-R", "g+w", str(export)], check=True)
+        # Exported by the lab member at umask 0002 (cp -r keeps the source's modes).
+        subprocess.run(["chmod", "-R", "g+w" if writable else "go-w", str(export)], check=True)
         subprocess.run(["chown", "-R", f"{LAB_UID}:{LAB_GID}", str(export.parent)], check=True)
         target = self.incoming.joinpath(*relpath)
         self.as_lab("mkdir", "-p", str(target.parent))
@@ -130,8 +133,16 @@ def lab_tree(url: str) -> Iterator[LabTree]:
 class Daemon:
     """The real daemon process, running as the service user, its log read as it comes."""
 
-    def __init__(self, tree: LabTree, *args: str, env: dict[str, str] | None = None) -> None:
-        cmd = [*as_user(SERVICE_UID, SERVICE_GID, (LAB_GID,)), sys.executable, "-m"]
+    def __init__(
+        self,
+        tree: LabTree,
+        *args: str,
+        env: dict[str, str] | None = None,
+        max_files: int | None = None,
+    ) -> None:
+        # max_files: RLIMIT_NOFILE, set by prlimit(1), which then execs setpriv and the daemon.
+        limit = [] if max_files is None else ["prlimit", f"--nofile={max_files}:{max_files}"]
+        cmd = [*limit, *as_user(SERVICE_UID, SERVICE_GID, (LAB_GID,)), sys.executable, "-m"]
         cmd += ["xnat_drop", "run", "--config", str(tree.config), *args]
         environment = (env or daemon_env()) | {"HOME": "/nonexistent"}
         self.proc = subprocess.Popen(

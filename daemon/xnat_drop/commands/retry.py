@@ -7,8 +7,9 @@ same session was delivered before (XNAT's own `on_existing` check still applies)
 
 Data managers often run this as root, in folders lab members can write: every step goes
 through open directories and follows no link (beneath.py). A link anywhere on the way is
-refused with a sentence, never followed. Folders it has to make in incoming/ get the owner,
-group and mode of the folder they are made in, so lab members can still drop there.
+refused with a sentence, never followed. Folders it has to make (in incoming/ and in
+failed/.history/) get the owner, group and mode of the folder they are made in (beneath.py),
+so lab members can still drop there, whoever runs it.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def _send_back(
         history_parts = (HISTORY, *relpath)
         with (
             Dir.open(incoming) as incoming_dir,
-            incoming_dir.descend(back[:-1], create=True, like_parent=True) as target,
+            incoming_dir.descend(back[:-1], create=True) as target,
             failed_dir.descend(history_parts, create=True) as history,
         ):
             # Everything that can refuse is checked before anything moves.

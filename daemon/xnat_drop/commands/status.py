@@ -103,16 +103,14 @@ def render(data: dict[str, Any], now: float, zone: tzinfo = timezone.utc) -> str
             lines.append(f"  {checked}{nxt}")
     for title, key in (
         ("Settling (waiting for the copy to finish)", "settling"),
+        ("Cannot be taken (what is wrong, and the fix)", "not_taken"),
         ("Claimed", "work"),
     ):
         items = snap.get(key) or []
         more = int(snap.get(f"{key}_more") or 0)
         lines += ["", f"{title}: {len(items) + more}"]
         for item in items:
-            age = _age(item.get("since"), now)
-            lines.append(f"  {item.get('session')}  {item.get('state', '')}  ({age})")
-            if item.get("last_error"):
-                lines.append(f"      last error: {item['last_error']}")
+            lines += _item_lines(item, now)
         if more:
             lines.append(f"  ... and {more:,} more")
     for title, key in (("Last delivered", "last_done"), ("Last failed", "last_failed")):
@@ -122,6 +120,21 @@ def render(data: dict[str, Any], now: float, zone: tzinfo = timezone.utc) -> str
             extra = item.get("xnat") if key == "last_done" else item.get("reason")
             lines.append(f"  {_when(item['at'], zone)}  {item['session']}  {extra or ''}".rstrip())
     return "\n".join(lines) + "\n"
+
+
+def _item_lines(item: dict[str, Any], now: float) -> list[str]:
+    """A settling, claimed or blocked session (or a file where folders belong), for people."""
+    age = _age(item.get("since"), now)
+    if "reason" in item:  # cannot be taken
+        lines = [f"  {item.get('path')}  {item.get('reason')}  ({age})"]
+        lines.append(f"      fix: {item.get('fix')}")
+        if item.get("note"):
+            lines.append(f"      a note for the lab beside it: incoming/{item['note']}")
+        return lines
+    lines = [f"  {item.get('session')}  {item.get('state', '')}  ({age})"]
+    if item.get("last_error"):
+        lines.append(f"      last error: {item['last_error']}")
+    return lines
 
 
 def _when(stamp: str | None, zone: tzinfo) -> str:

@@ -55,8 +55,12 @@ class Board:
         if state.storage is not None:
             parts.append(f"PAUSED: {state.storage.reason}")
         busy, done, total = state.progress.read()
-        waiting = len(state.intake.seen) + sum(1 for j in state.jobs if j.claim.id != busy)
+        notices = state.intake.notices
+        waiting = len(state.intake.seen) - len(notices.blocked)
+        waiting += sum(1 for j in state.jobs if j.claim.id != busy)
         parts.append(f"{waiting} waiting")
+        if notices.count:
+            parts.append(f"{notices.count} cannot be taken")
         job = next((j for j in state.jobs if j.claim.id == busy), None) if busy else None
         if job is not None:
             percent = f" {100 * done // total}%" if total else ""
@@ -98,6 +102,8 @@ class Board:
             "xnat": xnat,
             "settling": state.intake.settling(at),
             "settling_more": state.intake.unlisted,
+            "not_taken": state.intake.notices.listed(at),
+            "not_taken_more": state.intake.notices.unlisted,
             "work": [self._job(job, state, busy, at) for job in state.jobs[:LISTED]],
             "work_more": max(0, len(state.jobs) - LISTED),
             "storage": None

@@ -7,8 +7,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from xnat_drop.adapters.fs import claims, filing
-from xnat_drop.adapters.fs.beneath import UnsafePathError
+from xnat_drop.adapters.fs import access, claims, filing
 from xnat_drop.adapters.ledger import Ledger
 from xnat_drop.core.config import Config
 from xnat_drop.core.errors import SessionChangedError
@@ -42,8 +41,9 @@ class Claimer:
                 intake.try_later(relpath, now)
                 log.info("%s: not taken: %s", shown_path(relpath), exc)
                 continue
-            except OSError as exc:  # nothing moved: tried again after another settle period
-                self._not_claimed(config, intake, relpath, now, exc)
+            except OSError as exc:  # nothing moved: said once, with the fix; tried again later
+                problem, gate = access.diagnose(config.paths.incoming, relpath, exc)
+                intake.refused(relpath, problem, gate, now)
                 continue
             first_seen = intake.first_seen(relpath, now)
             intake.taken(relpath)
@@ -76,28 +76,7 @@ class Claimer:
                 extra=journal_fields(claim, None),
             )
             failpoints.hit("after-claim")
-
-    @staticmethod
-    def _not_claimed(
-        config: Config, intake: Intake, relpath: tuple[str, ...], now: float, exc: OSError
-    ) -> None:
-        """A settled folder could not be taken: say why once, try again after a settle."""
-        if isinstance(exc, UnsafePathError):
-            why = f"{exc.strerror}"
-        elif isinstance(exc, PermissionError):
-            # Moving a folder to another parent needs write permission on the folder itself.
-            why = "not writable by xnat-drop (the session folder itself must be group-writable)"
-        else:
-            why = f"cannot take it into the work folder ({shown(str(exc))})"
-        said = intake.blocked.get(relpath)
-        intake.try_later(relpath, now, why)
-        if said != why:
-            log.error(
-                "%s: %s; it stays in incoming/ and is tried again every %.0f s",
-                shown_path(relpath),
-                why,
-                config.watch.settle,
-            )
+        intake.notices.flush()
 
     def orphans(self, config: Config, now: float, jobs: list[Job]) -> None:
         """Take over claims nobody holds, appending a job for each (a session decided and

@@ -3,8 +3,9 @@ ready to be claimed, and the empty folders left behind.
 
 Rescans walk incoming/ only (never done/ or failed/), at most every few seconds however many
 watcher events arrive. A folder is ready when consecutive looks find the same fingerprint for
-`settle_seconds` (and, in marker mode, its ready marker). A folder that is not ready within
-`max_settle_seconds` is reported once.
+`settle_seconds` (and, in marker mode, its ready marker), everything in it can be read, and it
+is not blocked (notices.py: a folder the service may not move is tried again only now and
+then). A folder that is not ready within `max_settle_seconds` is reported once.
 """
 
 from __future__ import annotations
@@ -16,13 +17,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xnat_drop.adapters.fs.access import Gate, diagnose_unreadable
 from xnat_drop.adapters.fs.filing import remove_empty_parents
-from xnat_drop.adapters.fs.tree import Layout, Stamp, find_sessions, folder_stamp, walk
+from xnat_drop.adapters.fs.tree import (
+    UNREADABLE,
+    Layout,
+    Stamp,
+    find_sessions,
+    folder_stamp,
+    walk,
+)
+from xnat_drop.core.blocked import Problem
 from xnat_drop.core.config import Config
 from xnat_drop.core.model import Fingerprint, Seen
 from xnat_drop.core.shown import shown_path
 from xnat_drop.core.stability import fingerprint, is_stable, observe, settles_at, waiting_for
 from xnat_drop.core.text import duration
+from xnat_drop.service.notices import Notices
 
 log = logging.getLogger("xnat_drop.service")
 
@@ -59,6 +70,7 @@ class Intake:
     """The session candidates below incoming/ and their settling, for one daemon."""
 
     def __init__(self, config: Config) -> None:
+        self.notices = Notices(config)  # blocked folders, stray files: status, log, notes
         self.config = config
         self.seen: dict[Relpath, Seen] = {}
         self.only: set[Relpath] | None = None  # `run --once`: only what was there at the start
@@ -72,9 +84,16 @@ class Intake:
         self._bare: dict[Relpath, Stamp] = {}
         self._next_full = 0.0  # polling: when long-empty folders are looked at again
         self._quiet: dict[Relpath, _Quiet] = {}  # folders holding only long-empty candidates
-        self.blocked: dict[Relpath, str] = {}  # could not be claimed: why (for status)
         self.links: tuple[Relpath, ...] = ()  # links in incoming/: refused, never followed
         self.held: dict[Relpath, Held] = {}  # put back as incomplete: not taken until changed
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    @config.setter
+    def config(self, config: Config) -> None:  # a reload reaches the notices too
+        self._config = self.notices.config = config
 
     @property
     def _marker(self) -> bool:
@@ -94,6 +113,7 @@ class Intake:
             self.next_scan = self._last_scan + gap  # come back as soon as allowed
             return
         self._last_scan = now
+        self.notices.begin()
         # Polling mode has no watcher: this rescan, every poll interval, is the one walk.
         polling = watch.observer == "polling"
         self.next_scan = now + (watch.poll_interval if polling else watch.rescan_interval)
@@ -106,7 +126,8 @@ class Intake:
         if full:
             self._next_full = now + watch.rescan_interval
         quiet = {} if full else {p: group.stamp for p, group in self._quiet.items()}
-        layout = find_sessions(incoming, len(self.config.routing.layout), quiet)
+        watched = self.notices.watched()
+        layout = find_sessions(incoming, len(self.config.routing.layout), quiet, watched)
         self._tidy(layout.empty, now)
         current: dict[Relpath, Seen] = {}
         bare: dict[Relpath, Stamp] = {}
@@ -129,7 +150,7 @@ class Intake:
                     current[relpath], bare[relpath] = previous, known  # still nothing in it
                     continue
             folder_stamp = _folder_stamp(incoming, relpath)
-            found = self._fingerprint(incoming, relpath)
+            found, unreadable = self._fingerprint(incoming, relpath)
             if found is None:  # nothing at all in it: cheap from now on
                 if folder_stamp is not None:
                     bare[relpath] = folder_stamp
@@ -137,7 +158,8 @@ class Intake:
             current[relpath] = observe(previous, found, now)
             if previous is None:
                 new.append(relpath)
-            if found.count:  # an empty folder is not stuck, only empty
+            self._readable(relpath, unreadable, now)
+            if found.count and relpath not in self.notices.blocked:  # empty is not stuck
                 self._alarm_if_stuck(relpath, current[relpath], now)
         self._log_new(new)
         self._quiet = {p: self._quiet[p] for p in layout.reused}
@@ -148,8 +170,8 @@ class Intake:
         self.seen = current
         self._bare = bare
         self._first_seen = {r: t for r, t in self._first_seen.items() if r in current}
-        self.blocked = {r: why for r, why in self.blocked.items() if r in current}
         self.held = {r: h for r, h in self.held.items() if r in current}
+        self.notices.update(now, current, dict(layout.access), layout.files, set(layout.reused))
 
     def _group_quiet(
         self,
@@ -172,12 +194,33 @@ class Intake:
                     stamp, {r: current[r] for r in group}, {r: bare[r] for r in group}
                 )
 
-    def _fingerprint(self, incoming: Path, relpath: Relpath) -> Fingerprint | None:
-        """The candidate's fingerprint, or None when it holds nothing at all."""
-        entries = [(e.relpath, e.size, e.mtime_ns) for e in walk(incoming.joinpath(*relpath))]
+    def _fingerprint(
+        self, incoming: Path, relpath: Relpath
+    ) -> tuple[Fingerprint | None, tuple[str, int] | None]:
+        """The candidate's fingerprint (None when it holds nothing at all), and the first entry
+        below it the service cannot read with how many there are (None when there is none)."""
+        entries = []
+        first, denied = "", 0
+        for e in walk(incoming.joinpath(*relpath)):
+            entries.append((e.relpath, e.size, e.mtime_ns))
+            if e.kind == UNREADABLE or not e.readable:
+                first, denied = first or e.relpath, denied + 1
+        unreadable = (first, denied) if denied else None
         if not entries and not _has_anything(incoming.joinpath(*relpath)):
-            return None
-        return fingerprint(entries, self.config.watch.ready_marker)
+            return None, None
+        return fingerprint(entries, self.config.watch.ready_marker), unreadable
+
+    def _readable(self, relpath: Relpath, unreadable: tuple[str, int] | None, now: float) -> None:
+        """A candidate holding what the service cannot read is blocked until it can."""
+        if unreadable is None:
+            self.notices.readable(relpath)
+            return
+        first, count = unreadable
+        cause = (first, "many" if count > 1 else "one")
+        incoming = self.config.paths.incoming
+        self.notices.unreadable(
+            relpath, cause, lambda: diagnose_unreadable(incoming, relpath, first, count), now
+        )
 
     def _refuse_links(self, links: tuple[Relpath, ...]) -> None:
         """Say once per link found in incoming/ that it is not followed (and what to do)."""
@@ -205,7 +248,9 @@ class Intake:
         return [
             (r, s)
             for r, s in self.seen.items()
-            if is_stable(s, now, settle, needs_marker=self._marker) and not self._waits(r, s, now)
+            if is_stable(s, now, settle, needs_marker=self._marker)
+            and not self._waits(r, s, now)
+            and self.notices.due(r, now)
         ]
 
     def _waits(self, relpath: Relpath, seen: Seen, now: float) -> bool:
@@ -239,23 +284,23 @@ class Intake:
     def taken(self, relpath: Relpath) -> None:
         """The folder was claimed (or is gone): it is no longer a candidate."""
         self.seen.pop(relpath, None)
-        self.blocked.pop(relpath, None)
+        self.notices.clear(relpath)
         if self.only is not None:
             self.only.discard(relpath)
         self._first_seen.pop(relpath, None)
         self._alarmed.discard(relpath)
         self.held.pop(relpath, None)
 
-    def try_later(self, relpath: Relpath, now: float, why: str = "") -> None:
-        """Claiming failed (a full disk, ...): wait another settle period before trying again.
-
-        `why` is shown by `status` until the folder is taken or gone.
-        """
+    def try_later(self, relpath: Relpath, now: float) -> None:
+        """The folder changed as it was claimed: wait another settle period."""
         seen = self.seen.get(relpath)
         if seen is not None:
             self.seen[relpath] = Seen(seen.fingerprint, now)
-        if why:
-            self.blocked[relpath] = why
+
+    def refused(self, relpath: Relpath, problem: Problem, gate: Gate, now: float) -> None:
+        """The folder could not be taken: `status`, the log and a note beside it say why and
+        what to do; it is tried again later (at once when its permissions change)."""
+        self.notices.refused(relpath, problem, gate, now)
 
     def next_wake(self) -> float:
         """The next time the loop must look: a rescan, or a candidate that will have settled."""
@@ -267,6 +312,8 @@ class Intake:
             if at is not None and held is not None and held.fingerprint == seen.fingerprint:
                 at = max(at, held.until)  # held unchanged: taken again only when its wait ends
             if at is not None:
+                at = self.notices.wake_at(relpath, at)
+            if at is not None:
                 times.append(at)
         return min(times)
 
@@ -275,8 +322,10 @@ class Intake:
         when unchanged, what each waits for. Folders with something in them come first."""
         settle = self.config.watch.settle
         found = []
+        blocked = self.notices.blocked  # listed by the notices, with their fixes
         ordered = sorted(
-            self.seen.items(), key=lambda item: (not item[1].fingerprint.count, item[0])
+            ((r, s) for r, s in self.seen.items() if r not in blocked),
+            key=lambda item: (not item[1].fingerprint.count, item[0]),
         )
         for relpath, seen in ordered[:LISTED]:
             fp = seen.fingerprint
@@ -294,8 +343,6 @@ class Intake:
                 )
             elif held is not None:
                 state = f"changed since it was held as incomplete ({held.why}): {state}"
-            if relpath in self.blocked:
-                state = f"blocked: {self.blocked[relpath]}"
             found.append(
                 {
                     "session": shown_path(relpath),
@@ -345,7 +392,8 @@ class Intake:
     @property
     def unlisted(self) -> int:
         """Candidates (and links) `settling` leaves out."""
-        return max(0, len(self.seen) - LISTED) + max(0, len(self.links) - LISTED)
+        settling = len(self.seen) - len(self.notices.blocked)
+        return max(0, settling - LISTED) + max(0, len(self.links) - LISTED)
 
 
 def _folder_stamp(incoming: Path, relpath: Relpath) -> Stamp | None:

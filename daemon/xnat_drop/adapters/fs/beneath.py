@@ -104,14 +104,21 @@ class Dir:
 
     # -- folders ------------------------------------------------------------------------------
 
-    def child(self, name: str, *, create: bool = False, mode: int = 0o777) -> Dir:
+    def child(self, name: str, *, create: bool = False) -> Dir:
         """Open the folder `name` in this one, never through a link; with `create`, make it
-        first when missing. Raises UnsafePathError when `name` is anything but a folder,
+        first when missing, like this one: the same mode (setgid bit included) and group, and
+        the same owner too when running as root. Whoever runs it (the service, or a data
+        manager's `sudo`), the folders it leaves in the drop tree are the lab's, like those
+        around them. Raises UnsafePathError when `name` is anything but a folder,
         FileNotFoundError when it is missing (and not created)."""
         check_name(name)
+        made = False
         if create:
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(name, mode, dir_fd=self.fd)
+            try:
+                os.mkdir(name, 0o700, dir_fd=self.fd)  # nobody else's until it is like this one
+                made = True
+            except FileExistsError:
+                pass
         try:
             fd = os.open(name, DIR_FLAGS, dir_fd=self.fd)
         except OSError as exc:
@@ -120,44 +127,28 @@ class Dir:
                 if st is not None:
                     raise UnsafePathError(self.shown(name), _not_a_folder(st)) from exc
             raise
+        if made:
+            try:
+                _like(fd, os.fstat(self.fd))
+            except BaseException:
+                os.close(fd)
+                raise
         return Dir(fd, self.path / name)
 
-    def descend(
-        self,
-        parts: tuple[str, ...],
-        *,
-        create: bool = False,
-        mode: int = 0o777,
-        like_parent: bool = False,
-    ) -> Dir:
-        """Open the folder `parts` below this one, one component at a time (see `child`).
-        The returned Dir is new (the caller closes it), even for no parts.
-
-        With `like_parent`, each folder made gets the mode of the folder it is made in, and
-        its owner and group too when running as root (a data manager's `sudo` must not leave
-        root's folders where lab members drop sessions).
-        """
+    def descend(self, parts: tuple[str, ...], *, create: bool = False) -> Dir:
+        """Open the folder `parts` below this one, one component at a time (see `child`: with
+        `create`, each folder made is like the one it is made in). The returned Dir is new (the
+        caller closes it), even for no parts."""
         current = Dir(os.dup(self.fd), self.path)
         try:
             for name in parts:
-                if like_parent and create and not current.exists(name):
-                    current._make_like_self(name)
-                nxt = current.child(name, create=create, mode=mode)
+                nxt = current.child(name, create=create)
                 current.close()
                 current = nxt
         except BaseException:
             current.close()
             raise
         return current
-
-    def _make_like_self(self, name: str) -> None:
-        parent = os.fstat(self.fd)
-        with contextlib.suppress(FileExistsError):
-            self.mkdir(name, 0o700)  # nobody else's until it is like its parent
-        with self.child(name) as made:
-            if os.geteuid() == 0:
-                os.fchown(made.fd, parent.st_uid, parent.st_gid)
-            os.fchmod(made.fd, stat.S_IMODE(parent.st_mode))
 
     def mkdir(self, name: str, mode: int = 0o777) -> None:
         os.mkdir(check_name(name), mode, dir_fd=self.fd)
@@ -247,6 +238,28 @@ class Dir:
         if dest.exists(dest_name):
             raise FileExistsError(errno.EEXIST, "already exists", dest.shown(dest_name))
         os.rename(name, dest_name, src_dir_fd=self.fd, dst_dir_fd=dest.fd)
+
+
+def _like(fd: int, parent: os.stat_result) -> None:
+    """Make the folder just made (open as `fd`) like the `parent` it was made in: its group (its
+    owner too, as root), then its mode. A folder found not to be ours (someone replaced it
+    between our mkdir and our open) is left as it is."""
+    if os.fstat(fd).st_uid != os.geteuid():
+        return
+    take_group(fd, parent, owner=True)
+    os.fchmod(fd, stat.S_IMODE(parent.st_mode))
+
+
+def take_group(fd: int, parent: os.stat_result, *, owner: bool = False) -> None:
+    """Give the file or folder `fd` the group of its `parent` folder (with `owner`, as root,
+    the parent's owner too). What the kernel refuses is left as it is: a group the service is
+    not in (a setgid parent has given its group already), or root on a share that maps it to
+    nobody."""
+    with contextlib.suppress(PermissionError):
+        if owner and os.geteuid() == 0:
+            os.fchown(fd, parent.st_uid, parent.st_gid)
+        elif os.fstat(fd).st_gid != parent.st_gid:
+            os.fchown(fd, -1, parent.st_gid)
 
 
 def _not_a_folder(st: os.stat_result) -> str:

@@ -9,13 +9,16 @@ at MAX_DEPTH: a `mkdir` loop costs a line in a report, not the daemon's file des
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Collection, Generator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from xnat_drop.adapters.fs.access import may_read
 from xnat_drop.adapters.fs.beneath import Dir, UnsafePathError, stamp
+from xnat_drop.core.blocked import Access
 from xnat_drop.core.names import is_hidden_dir
 
 # What a non-directory entry is, by its lstat mode.
@@ -41,6 +44,7 @@ class Entry:
     size: int
     mtime_ns: int
     stamp: int = 0  # beneath.stamp of the entry's lstat (0 when there was none)
+    readable: bool = True  # False: a regular file the service may not read (access.may_read)
 
 
 def kind_of(mode: int) -> str:
@@ -57,9 +61,10 @@ def walk(root: Path | Dir) -> Iterator[Entry]:
     """Yield every non-directory entry below `root`, never following links.
 
     Files of a folder come in name order, before those of its subfolders. A folder that
-    cannot be opened or listed is yielded as one entry of kind UNREADABLE (size 0), a folder
-    deeper than MAX_DEPTH as one of kind TOO_DEEP, so the caller sees them instead of silently
-    missing their files. A folder that turned into a link is yielded as a "symlink".
+    cannot be opened or listed, or whose entries cannot be looked at, is yielded as one entry
+    of kind UNREADABLE (size 0), a folder deeper than MAX_DEPTH as one of kind TOO_DEEP, so the
+    caller sees them instead of silently missing their files. A folder that turned into a link
+    is yielded as a "symlink". A regular file the service may not read has `readable` False.
     """
     try:
         top = _opened(root)
@@ -118,15 +123,20 @@ def _list(folder: Dir, prefix: str) -> Generator[Entry, None, list[str]]:
         return []
     subfolders = []
     for name in names:
+        rel = f"{prefix}/{name}" if prefix else name
         try:
             st = os.stat(name, dir_fd=folder.fd, follow_symlinks=False)
-        except OSError:  # vanished between listing and stat: a writer is still busy
+        except FileNotFoundError:  # vanished between listing and stat: a writer is still busy
             continue
+        except OSError:  # a folder that may be listed but not searched (mode r--): its files
+            yield Entry(prefix or ".", UNREADABLE, 0, 0)  # cannot be looked at, nor read
+            return []
         if stat.S_ISDIR(st.st_mode):
             subfolders.append(name)
         else:
-            rel = f"{prefix}/{name}" if prefix else name
-            yield Entry(rel, kind_of(st.st_mode), st.st_size, st.st_mtime_ns, stamp(st))
+            kind = kind_of(st.st_mode)
+            readable = kind != REGULAR or may_read(st, folder.fd, name)
+            yield Entry(rel, kind, st.st_size, st.st_mtime_ns, stamp(st), readable)
     return subfolders
 
 
@@ -144,7 +154,11 @@ class Layout:
 
     `parents` gives the stamp of each folder that holds candidates, taken before it was
     listed; `reused` names the ones not listed again because their stamp was the one given in
-    `unchanged` (the caller still knows their candidates).
+    `unchanged` (the caller still knows their candidates). `files` names, for each folder
+    above the session level that has any, the entries that are neither folders nor links
+    (hidden ones included: the caller judges names), with the folder's stamp taken before it
+    was listed (unchanged, so are they). `access` gives, for each candidate named in `look`,
+    the owner, group and mode of the folder holding it and of itself.
     """
 
     sessions: tuple[tuple[str, ...], ...]
@@ -152,31 +166,42 @@ class Layout:
     links: tuple[tuple[str, ...], ...] = ()  # links where a folder could be: never followed
     parents: tuple[tuple[tuple[str, ...], Stamp], ...] = ()
     reused: tuple[tuple[str, ...], ...] = ()
+    files: tuple[tuple[tuple[str, ...], Stamp, tuple[str, ...]], ...] = ()
+    access: tuple[tuple[tuple[str, ...], tuple[Access, Access]], ...] = ()
 
 
 def find_sessions(
-    incoming: Path | Dir, depth: int, unchanged: Mapping[tuple[str, ...], Stamp] | None = None
+    incoming: Path | Dir,
+    depth: int,
+    unchanged: Mapping[tuple[str, ...], Stamp] | None = None,
+    look: Collection[tuple[str, ...]] = (),
 ) -> Layout:
     """Folders exactly `depth` levels below `incoming`: the session candidates.
 
     Hidden and OS-clutter folders are skipped at every level. Links are never followed: they
     are listed as `links`, for people to hear about. Folders above the session level that hold
-    nothing at all are listed as `empty`. A folder of candidates whose stamp is still the one
-    `unchanged` gives is not listed (see Layout).
+    nothing at all are listed as `empty`, other entries there as `files`. A folder of
+    candidates whose stamp is still the one `unchanged` gives is not listed (see Layout). The
+    candidates in `look` get their `access` (one lstat each, relative to the open folder).
     """
     found: list[tuple[str, ...]] = []
     empty: list[tuple[str, ...]] = []
     links: list[tuple[str, ...]] = []
     parents: list[tuple[tuple[str, ...], Stamp]] = []
     reused: list[tuple[str, ...]] = []
+    files: list[tuple[tuple[str, ...], Stamp, tuple[str, ...]]] = []
+    access: list[tuple[tuple[str, ...], tuple[Access, Access]]] = []
 
     def descend(folder: Dir, parts: tuple[str, ...]) -> None:
+        here = None
+        st = os.fstat(folder.fd)
+        now = folder_stamp(st)  # before the listing: a later change shows
         if len(parts) + 1 == depth:
-            now = folder_stamp(os.fstat(folder.fd))  # before the listing: a later change shows
             if unchanged is not None and unchanged.get(parts) == now:
                 reused.append(parts)
                 return
             parents.append((parts, now))
+            here = Access(st.st_uid, st.st_gid, st.st_mode)
         try:
             entries = list(folder.scandir())
         except OSError:
@@ -184,15 +209,29 @@ def find_sessions(
         if parts and not entries:
             empty.append(parts)
             return
-        children = sorted(
-            e.name for e in entries if e.is_dir(follow_symlinks=False) and not is_hidden_dir(e.name)
-        )
-        links.extend(
-            (*parts, e.name) for e in entries if e.is_symlink() and not is_hidden_dir(e.name)
-        )
+        children = []
+        names = []
+        for e in entries:
+            if e.is_dir(follow_symlinks=False):
+                if not is_hidden_dir(e.name):
+                    children.append(e.name)
+            elif e.is_symlink():
+                if not is_hidden_dir(e.name):
+                    links.append((*parts, e.name))
+            else:
+                names.append(e.name)
+        if names:
+            files.append((parts, now, tuple(names)))
+        children.sort()
         for name in children:
             if len(parts) + 1 == depth:
-                found.append((*parts, name))  # a folder, by its type in the listing
+                relpath = (*parts, name)
+                found.append(relpath)  # a folder, by its type in the listing
+                if here is not None and relpath in look:
+                    with contextlib.suppress(OSError):
+                        own = os.stat(name, dir_fd=folder.fd, follow_symlinks=False)
+                        itself = Access(own.st_uid, own.st_gid, own.st_mode)
+                        access.append((relpath, (here, itself)))
                 continue
             try:
                 child = folder.child(name)
@@ -207,4 +246,12 @@ def find_sessions(
         return Layout((), ())
     with top:
         descend(top, ())
-    return Layout(tuple(found), tuple(empty), tuple(sorted(links)), tuple(parents), tuple(reused))
+    return Layout(
+        tuple(found),
+        tuple(empty),
+        tuple(sorted(links)),
+        tuple(parents),
+        tuple(reused),
+        tuple(files),
+        tuple(access),
+    )
