@@ -189,7 +189,7 @@ class Service(Outcomes, Upkeep):
                     interval = self.notifier.watchdog_interval
                     self.waker.wait(min(wait, interval) if interval else wait)
             self.notifier.stopping("stopping")
-            return EX_TEMPFAIL if once and not self._once_finished() else 0
+            return EX_TEMPFAIL if once and not self.state.once_finished() else 0
         finally:
             if watcher is not None:
                 watcher.stop()
@@ -270,12 +270,12 @@ class Service(Outcomes, Upkeep):
         self._watch_secret()
         if state.xnat.check_due(now):
             self._check_xnat()
-        job = self._next_job(now)
+        job = self.state.next_job(now)
         if job is not None:
             self._step_once(job)
             return 0.0
         self._publish()
-        return max(0.0, self._next_wake(now) - self.clock.monotonic())
+        return max(0.0, self.state.next_wake() - self.clock.monotonic())
 
     def _step_once(self, job: Job) -> None:
         """Take the job's next step on the helper thread and apply what it came back with; a
@@ -344,53 +344,23 @@ class Service(Outcomes, Upkeep):
         self._step = None
         return True, result
 
-    def _next_job(self, now: float) -> Job | None:
-        blocked = self.state.xnat.blocked
-        for job in self.state.jobs:
-            # A session already judged needs XNAT next (filing does not); one not yet judged
-            # can go on without it.
-            waits = blocked and job.verdict is not None and job.filing is None
-            if job.next_at <= now and not waits:
-                return job
-        return None
-
-    def _next_wake(self, now: float) -> float:
-        state = self.state
-        times = [state.intake.next_wake()]
-        probe = state.xnat.next_probe()
-        if probe is not None:
-            times.append(probe)
-        blocked = state.xnat.blocked
-        times += [
-            job.next_at
-            for job in state.jobs
-            if not (blocked and job.verdict is not None and job.filing is None)
-        ]
-        return min(times)
-
     def _once_result(self, deadline: float | None, timeout: float | None) -> int | None:
         """For `run --once`: the exit code once it is time to stop, else None."""
-        if self._once_finished():
+        if self.state.once_finished():
             return 0
         if self.state.xnat.auth is not None:
             log.error(
-                "stopping: uploads are paused; %s wait", plural(self._open_count(), "session")
+                "stopping: uploads are paused; %s wait", plural(self.state.open_count(), "session")
             )
             return EX_TEMPFAIL
         if deadline is not None and self.clock.monotonic() >= deadline:
             log.error(
                 "stopping: %s still waiting after %.0f s",
-                plural(self._open_count(), "session"),
+                plural(self.state.open_count(), "session"),
                 timeout,
             )
             return EX_TEMPFAIL
         return None
-
-    def _once_finished(self) -> bool:
-        return not self.state.jobs and not self.state.intake.only
-
-    def _open_count(self) -> int:
-        return len(self.state.jobs) + len(self.state.intake.only or ())
 
     # -- the pieces a turn uses ---------------------------------------------------------------
 

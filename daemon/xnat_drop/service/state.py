@@ -66,3 +66,32 @@ class LoopState:
     progress: Progress = field(default_factory=Progress)
     storage: StoragePause | None = None
     server_version: str = ""
+
+    def next_job(self, now: float) -> Job | None:
+        """The first job whose time has come and that may go on (monotonic `now`)."""
+        for job in self.jobs:
+            if job.next_at <= now and not self._waits_for_xnat(job):
+                return job
+        return None
+
+    def next_wake(self) -> float:
+        """When the loop must look next: intake, XNAT's probe, or a job's time."""
+        times = [self.intake.next_wake()]
+        probe = self.xnat.next_probe()
+        if probe is not None:
+            times.append(probe)
+        times += [job.next_at for job in self.jobs if not self._waits_for_xnat(job)]
+        return min(times)
+
+    def once_finished(self) -> bool:
+        """`run --once`: every session present at the start is done with."""
+        return not self.jobs and not self.intake.only
+
+    def open_count(self) -> int:
+        """Sessions still to finish, claimed or not yet taken."""
+        return len(self.jobs) + len(self.intake.only or ())
+
+    def _waits_for_xnat(self, job: Job) -> bool:
+        # A session already judged needs XNAT next (filing does not); one not yet judged can
+        # go on without it.
+        return self.xnat.blocked and job.verdict is not None and job.filing is None
