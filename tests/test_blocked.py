@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from test_service import ManualClock, make_service, run_until_idle
+from test_service import ManualClock, run_until_idle, start_service
 from xnat_drop.adapters.fs import access, claims, notes
 from xnat_drop.adapters.fs.beneath import Dir, UnsafePathError
 from xnat_drop.core import blocked
@@ -340,7 +340,7 @@ def _blocked_service(
     # Running as root, the modes allow everything: say what a lab member would be told.
     problem = Problem("the folder is not group-writable", f"chmod -R g+w '{folder}'")
     monkeypatch.setattr(access, "diagnose", lambda i, r, e: (problem, access._look(i, r)[1]))
-    return make_service(drop, clock), folder, tries
+    return start_service(drop, clock), folder, tries
 
 
 def _turn(service: Service, clock: ManualClock, seconds: float) -> None:
@@ -414,7 +414,7 @@ def test_a_stray_file_flood_costs_a_few_lines_a_few_notes_and_a_bounded_status(
     for n in range(500):
         (subject / f"IM{n:04d}.dcm").write_bytes(b"x")
     (drop.incoming / "P1" / "SUBJ24_MR1.zip").write_bytes(b"PK")
-    service = make_service(drop, clock)
+    service = start_service(drop, clock)
     try:
         _flood(drop, service, clock, subject, caplog)
     finally:

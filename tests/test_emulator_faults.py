@@ -114,7 +114,14 @@ def test_delay_after_processing_trips_a_client_timeout_but_the_work_is_done(
             headers={"Content-Type": "application/zip"},
             timeout=0.4,
         )
-    assert emulator.prearchive()[0].file_count == 2
+    # The client gave up; the import goes on (on a loaded machine it may not have finished yet).
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        found = emulator.prearchive()
+        if found and found[0].file_count == 2:
+            break
+        time.sleep(0.05)
+    assert [s.file_count for s in emulator.prearchive()] == [2]
 
 
 def test_drop_mid_body_resets_and_keeps_what_was_imported(

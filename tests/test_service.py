@@ -97,24 +97,29 @@ def test_claimed_only_after_settle_seconds_without_change(
     assert emulator.prearchive()[0].file_count == 3
 
 
+def start_service(drop: Drop, clock: ManualClock) -> Service:
+    """A service started from the drop's configuration as it is now; the caller closes it."""
+    env = dict(os.environ)
+    cfg = configfile.load(drop.config, env)
+    svc = Service(
+        cfg,
+        connect=lambda: connect(cfg.xnat, env),
+        clock=Clock(clock, clock),
+        rng=random.Random(3),
+        env=env,
+    )
+    svc.start()  # closes what it opened if it fails
+    return svc
+
+
 @pytest.fixture
 def make_service(drop: Drop, clock: ManualClock) -> Iterator[Callable[[], Service]]:
-    """Services started from the drop's configuration as it is when called; closed after."""
+    """`start_service` for a test, closed after it."""
     made: list[Service] = []
 
     def make() -> Service:
-        env = dict(os.environ)
-        cfg = configfile.load(drop.config, env)
-        svc = Service(
-            cfg,
-            connect=lambda: connect(cfg.xnat, env),
-            clock=Clock(clock, clock),
-            rng=random.Random(3),
-            env=env,
-        )
-        made.append(svc)
-        svc.start()
-        return svc
+        made.append(start_service(drop, clock))
+        return made[-1]
 
     yield make
     for svc in made:
