@@ -14,6 +14,7 @@ Most sessions are built once (module fixture `lib`) and judged by a few `check` 
 from __future__ import annotations
 
 import ctypes
+import gc
 import gzip
 import hashlib
 import json
@@ -23,6 +24,7 @@ import stat
 import struct
 import subprocess
 import sys
+import warnings
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -207,6 +209,12 @@ def highdicom_objects(folder: Path) -> list[Path]:
     )
     sc.save_as(folder / "screenshot.dcm")
     seg.save_as(folder / "lesion_seg.dcm")
+    # highdicom keeps an in-memory SQLite database per image and never closes it: collect it
+    # here, where its ResourceWarning is known and harmless, not in some later test.
+    del seg, sc
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
     return [folder / "screenshot.dcm", folder / "lesion_seg.dcm"]
 
 
