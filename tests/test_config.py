@@ -178,7 +178,7 @@ def test_state_directory_from_systemd() -> None:
 
 def check_config(path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "xnat_drop", "check-config", "--config", str(path)],
+        [sys.executable, "-m", "xnat_drop", "check-config", "--offline", "--config", str(path)],
         capture_output=True,
         text=True,
         check=False,

@@ -24,10 +24,9 @@ from pathlib import Path
 
 from xnat_drop.adapters import configfile
 from xnat_drop.adapters.fs.beneath import Dir, UnsafePathError
-from xnat_drop.adapters.fs.filing import REPORT_SUFFIXES, leave_force_marker
+from xnat_drop.adapters.fs.filing import HISTORY, REPORT_SUFFIXES, leave_force_marker
 from xnat_drop.core.shown import shown, shown_path
 
-HISTORY = ".history"
 _SUFFIX = re.compile(r"__\d+$")  # added to a name already taken in done/ or failed/
 MAX_LEVELS = 16
 

@@ -28,7 +28,7 @@ from xnat_drop.core.config import ANY_LEVEL, RoutingConfig
 from xnat_drop.core.model import Policy, Route, Session, Violation
 from xnat_drop.core.routing import derived_labels, xnat_clean
 from xnat_drop.core.shown import shown, shown_path
-from xnat_drop.core.text import iso
+from xnat_drop.core.text import iso, plural
 
 # Where a folder beside the session is now.
 Place = Literal["incoming", "work", "done", "failed"]
@@ -152,8 +152,8 @@ def beside(
     sentence += (
         " None of the folders still waiting is uploaded: each goes to failed/ with this advice."
     )
-    others = len(kin)
-    detail = f"{others} other folder{'s' if others != 1 else ''} beside it hold the same study"
+    holds = "holds" if len(kin) == 1 else "hold"
+    detail = f"{plural(len(kin), 'other folder')} beside it {holds} the same study"
     return Violation(
         "wrong-depth", Policy.REJECT, f"incoming/{session.display}", sentence, detail=detail
     )
