@@ -248,3 +248,11 @@ def test_a_systemd_credential_may_be_group_readable_but_a_secret_file_may_not(
     plain.chmod(0o440)
     with pytest.raises(ConfigError, match="chmod 600"):
         credentials.load(plain, {})
+
+
+def test_a_time_zone_the_tz_database_does_not_know_is_exit_78(tmp_path: Path) -> None:
+    known = check_config(write(tmp_path, '[report]\ntime_zone = "Europe/Berlin"\n'))
+    assert known.returncode == 0, known.stderr
+    typo = check_config(write(tmp_path, '[report]\ntime_zone = "Europe/Berln"\n'))
+    assert typo.returncode == 78
+    assert "report.time_zone: 'Europe/Berln' is not a time zone name" in typo.stderr

@@ -285,12 +285,21 @@ class Ledger:
 
     @_storage
     def recent(self, outcome: str, limit: int = 10) -> list[Entry]:
-        """The last finished sessions with this outcome ("done" or "failed"), newest first."""
+        """The last finished sessions with this outcome ("done" or "failed"), newest first;
+        none while the daemon is still creating the file (a reader may open it just then)."""
+        if not self._has_sessions():
+            return []
         rows = self._db.execute(
             "SELECT * FROM sessions WHERE outcome = ? ORDER BY updated_at DESC LIMIT ?",
             (outcome, limit),
         )
         return [_entry(r) for r in rows]
+
+    def _has_sessions(self) -> bool:
+        found = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sessions'"
+        ).fetchone()
+        return found is not None
 
     @_storage
     def delivered(self, content_key: str) -> Entry | None:

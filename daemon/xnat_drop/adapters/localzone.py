@@ -20,7 +20,7 @@ _MARK = "zoneinfo/"  # /etc/localtime -> /usr/share/zoneinfo/Europe/Berlin
 def lab_zone(configured: str, env: Mapping[str, str], localtime: Path = LOCALTIME) -> tzinfo:
     """The zone named by report.time_zone, else the system's. Never raises: a zone that
     cannot be found (no tz database installed) gives the system's offset, or UTC."""
-    return _named(configured) or system_zone(env, localtime)
+    return named(configured) or system_zone(env, localtime)
 
 
 def system_zone(env: Mapping[str, str], localtime: Path = LOCALTIME) -> tzinfo:
@@ -28,19 +28,20 @@ def system_zone(env: Mapping[str, str], localtime: Path = LOCALTIME) -> tzinfo:
     /etc/localtime (by the name its link points to, else its content), else UTC."""
     tz = env.get("TZ", "").removeprefix(":")
     if tz:
-        return _named(tz) or _from_file(Path(tz)) or _offset_now()
+        return named(tz) or _from_file(Path(tz)) or _offset_now()
     try:
         target = os.readlink(localtime)
     except OSError:  # not a link (a copy of the zone file), or absent
         target = ""
     if _MARK in target:
-        found = _named(target.rsplit(_MARK, 1)[1])
+        found = named(target.rsplit(_MARK, 1)[1])
         if found is not None:
             return found
     return _from_file(localtime) or timezone.utc
 
 
-def _named(name: str) -> tzinfo | None:
+def named(name: str) -> tzinfo | None:
+    """The zone the tz database knows by `name`, else None."""
     if not name or name.startswith("/"):
         return None
     try:

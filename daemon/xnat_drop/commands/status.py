@@ -38,10 +38,7 @@ def show_status(config_path: Path, *, as_json: bool) -> int:
             finally:
                 ledger.close()
         except StorageError as exc:
-            if "no such table" in str(exc):  # the daemon is creating it this very moment
-                done, failed = [], []
-            else:
-                raise _unreadable(config_path, state, exc) from exc
+            raise _unreadable(config_path, state, exc) from exc
     now = time.time()  # noqa: TID251 - the command's own "now", for ages
     data = report(statusfile.read(state), done, failed, now)
     zone = localzone.lab_zone(cfg.time_zone, os.environ)
