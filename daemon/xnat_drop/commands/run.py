@@ -48,19 +48,19 @@ def run_daemon(config_path: Path, *, once: bool, timeout: float | None) -> int:
         log.exception("xnat-drop stopped by an unexpected error")
         return EX_SOFTWARE
     finally:
-        signal.set_wakeup_fd(-1)  # the pipe is closed: its number may be reused
+        service.close()  # idempotent; unroutes signals before it closes the pipe
 
 
 def install_signals(service: Service) -> None:
     """SIGTERM and SIGINT stop the service, SIGHUP reloads it: flags and a wake-up only."""
 
     def stop(signum: int, _frame: FrameType | None) -> None:
-        service.stop(signum)
+        service.note_stop(signum)
 
     def reload(_signum: int, _frame: FrameType | None) -> None:
-        service.request_reload()
+        service.note_reload()
 
-    signal.set_wakeup_fd(service.waker.write_fd, warn_on_full_buffer=False)
+    service.waker.route_signals()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGHUP, reload)

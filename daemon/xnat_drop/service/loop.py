@@ -224,15 +224,24 @@ class Service(Outcomes, Upkeep):
     # -- signals: flags only ------------------------------------------------------------------
 
     def stop(self, signum: int = signal.SIGTERM) -> None:
-        """Ask the loop to stop after the current step. Safe in a signal handler: it sets a
-        flag and writes to a pipe, nothing else (no lock, no logging)."""
-        self._stop_signal = signum
+        """Ask the loop to stop after the current step (from any thread)."""
+        self.note_stop(signum)
         self.waker.wake()
 
+    def note_stop(self, signum: int) -> None:
+        """`stop` for a signal handler: one store, no call, no lock, no logging. The waker's
+        routed signal fd wakes the loop; and a handler that does next to nothing cannot nest
+        deeper and deeper under a storm of signals."""
+        self._stop_signal = signum
+
     def request_reload(self) -> None:
-        """Ask the loop to reload its configuration at its next turn (SIGHUP); as `stop`."""
-        self._reload_signal = True
+        """Ask the loop to reload its configuration at its next turn (from any thread)."""
+        self.note_reload()
         self.waker.wake()
+
+    def note_reload(self) -> None:
+        """`request_reload` for a SIGHUP handler; as `note_stop`."""
+        self._reload_signal = True
 
     def _take_signals(self) -> None:
         """The loop's side of the flags, between turns: log, then act."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -122,6 +123,13 @@ class Waker:
 
     def __init__(self) -> None:
         self._read, self.write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._routes_signals = False
+
+    def route_signals(self) -> None:
+        """Have the interpreter's C-level signal handler write to this pipe (main thread only),
+        so a signal wakes `wait()` without any Python code in the handler."""
+        signal.set_wakeup_fd(self.write_fd, warn_on_full_buffer=False)
+        self._routes_signals = True
 
     def wake(self) -> None:
         # Full: a wake-up is pending anyway. Closed: the loop is gone.
@@ -146,7 +154,12 @@ class Waker:
             woken = True
 
     def close(self) -> None:
-        """Close both ends, once: a second close could hit a number reused by another file."""
+        """Close both ends, once: a second close could hit a number reused by another file.
+        Signals are unrouted first: a signal arriving later must not write to a closed (or
+        reused) descriptor."""
+        if self._routes_signals:
+            signal.set_wakeup_fd(-1)
+            self._routes_signals = False
         for fd in (self._read, self.write_fd):
             if fd >= 0:
                 with contextlib.suppress(OSError):
