@@ -77,6 +77,11 @@ CREATE TABLE IF NOT EXISTS delivered (
     instances BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS delivered_study ON delivered (study_key, at);
+CREATE TABLE IF NOT EXISTS filter_plans (
+    claim_id TEXT PRIMARY KEY,
+    plan TEXT NOT NULL,
+    at REAL NOT NULL
+);
 """
 _FIELDS = frozenset(
     {
@@ -267,6 +272,23 @@ class Ledger:
                 "SELECT attempts FROM sessions WHERE claim_id = ?", (claim_id,)
             ).fetchone()
         return int(row[0]) if row else 0
+
+    @_storage
+    def record_filter_plan(self, claim_id: str, at: float, plan: str) -> None:
+        """What XNAT's series filter made of this claim (core/importfilter.py, as JSON): kept
+        so that a resumed delivery sends exactly the same files."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO filter_plans (claim_id, plan, at) VALUES (?, ?, ?)",
+                (claim_id, plan, at),
+            )
+
+    @_storage
+    def filter_plan(self, claim_id: str) -> str | None:
+        row = self._db.execute(
+            "SELECT plan FROM filter_plans WHERE claim_id = ?", (claim_id,)
+        ).fetchone()
+        return None if row is None else str(row["plan"])
 
     @_storage
     def event(self, claim_id: str, at: float, kind: str, detail: str) -> None:

@@ -32,6 +32,7 @@ from xnat_drop.core.options import (
     Observer,
     OnExisting,
     RoutingSource,
+    SeriesFilterPolicy,
 )
 from xnat_drop.core.schema import KEYWORD, Section, read
 
@@ -131,6 +132,7 @@ class RulesConfig:
     max_session_bytes: int = 0
     wrong_depth: bool = True  # rules.wrong-depth = "reject": look for wrong-depth drops
     incomplete_series: IncompleteSeries = "reject"  # "accept": series are not counted
+    series_import_filter: SeriesFilterPolicy = "exclude"  # XNAT's filter: exclude, reject, off
 
     def policy(self, rule: str) -> Policy:
         """The policy for `rule`; rules without a setting always reject."""
@@ -395,6 +397,7 @@ def _parse_rules(t: Section) -> RulesConfig:
         t.size("max_session_size"),
         wrong_depth=t.text("wrong-depth") == "reject",
         incomplete_series=cast(IncompleteSeries, t.text("incomplete-series")),
+        series_import_filter=cast(SeriesFilterPolicy, t.text("series-import-filter")),
     )
 
 

@@ -48,6 +48,7 @@ Rule = Literal[
     "xnat-unassigned",
     "incomplete-series",
     "late-files",
+    "series-import-filter",
 ]
 
 
@@ -251,3 +252,4 @@ class UploadReceipt:
     server_version: str = ""
     verified: tuple[tuple[str, int], ...] = ()  # (scan ID, DICOM files) as XNAT lists them
     destination: str = ""  # "archive" or "prearchive"
+    notes: tuple[str, ...] = ()  # what verification tolerated, and why (XNAT's series filter)

@@ -20,6 +20,7 @@ LogLevel = Literal["debug", "info", "warning", "error"]
 PhiCheck = Literal["off", "reject"]
 DepthCheck = Literal["reject", "off"]
 IncompleteSeries = Literal["reject", "accept"]
+SeriesFilterPolicy = Literal["exclude", "reject", "off"]
 RoutingSource = Literal["layout", "dicom", "template", "default"]
 OBSERVERS: tuple[Observer, ...] = get_args(Observer)
 DESTINATIONS: tuple[Destination, ...] = get_args(Destination)
@@ -28,6 +29,7 @@ LOG_LEVELS: tuple[LogLevel, ...] = get_args(LogLevel)
 PHI_CHECKS: tuple[PhiCheck, ...] = get_args(PhiCheck)
 DEPTH_CHECKS: tuple[DepthCheck, ...] = get_args(DepthCheck)
 INCOMPLETE_SERIES: tuple[IncompleteSeries, ...] = get_args(IncompleteSeries)
+SERIES_FILTER_POLICIES: tuple[SeriesFilterPolicy, ...] = get_args(SeriesFilterPolicy)
 ROUTING_SOURCES: tuple[RoutingSource, ...] = get_args(RoutingSource)
 POLICIES = tuple(policy.value for policy in Policy)
 # Rules whose offending files can be left out of an upload instead of rejecting the session.
@@ -224,6 +226,14 @@ _RULES = (
         change. "reject": still incomplete after watch.max_settle_seconds, it goes to failed/
         as incomplete-series; "accept": such series are not checked, sessions are sent as
         they are.
+    """),
+    Option("rules", "series-import-filter", Kind.TEXT, "exclude", choices=SERIES_FILTER_POLICIES,
+           comment="""
+        XNAT's own series import filter (the project's and the site's, read from XNAT before each
+        upload): XNAT silently drops the DICOM objects it matches. "exclude" leaves out exactly
+        what XNAT would drop, names it in the report, and verifies the rest; "reject" sends the
+        session to failed/ listing those series; "off" does not read the filter (a dropped
+        series then fails verification as count-mismatch).
     """),
     Option("rules", "extra_derived_markers", Kind.STRINGS, (), comment="""
         More ImageType/FrameType values that mark a derived image at your site.

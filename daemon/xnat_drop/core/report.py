@@ -52,6 +52,7 @@ RULE_TITLES = {
     "xnat-unassigned": "Filed under the wrong XNAT project",
     "incomplete-series": "Series with images missing",
     "late-files": "Files that arrived after the session was delivered",
+    "series-import-filter": "Series XNAT's series import filter drops",
 }
 # What to do, said once for a rule broken by several files or series.
 RULE_ADVICE = {
@@ -82,7 +83,11 @@ RULE_ADVICE = {
         "in failed/, then move it back to incoming/."
     ),
 }
-RULE_UNITS = {"derived-series": "series", "incomplete-series": "series"}
+RULE_UNITS = {
+    "derived-series": "series",
+    "incomplete-series": "series",
+    "series-import-filter": "series",
+}
 # What a lab member does with the folder, by rule (a violation's own `remedy` wins). The
 # "What to do" block follows it: a rule whose advice is to rename is never told "move it back
 # as it is". tests/test_report_advice.py checks every rule of model.Rule is here.
@@ -109,6 +114,7 @@ RULE_REMEDIES: dict[str, Remedy] = {
     "incomplete-series": Remedy.FIX,  # copy the missing files in, then move it back
     "late-files": Remedy.ADMIN,  # on_existing = "append" is the administrator's, then back
     "wrong-depth": Remedy.RENAME,  # move it where the advice says; back as it is: no use
+    "series-import-filter": Remedy.CHOICE,  # remove the series, or XNAT's filter changes
 }
 # The strongest remedy among a report's problems chooses the "What to do" text; the others'
 # fixes are asked for in it (`{fix}`). Fields: {location}, {incoming}, {parent}.
@@ -192,7 +198,10 @@ def render_text(report: Report) -> str:
         advice = f"{what_to_do(report, rejections)} {UNTOUCHED}"
         lines += ["What to do:", *_wrap(advice, "  ", "  ")]
     if exclusions:
-        lines += ["", f"Left out of the upload by the lab's rules ({len(exclusions)}):", ""]
+        by = "the lab's rules"
+        if any(v.rule == "series-import-filter" for v in exclusions):
+            by += " and XNAT's series import filter"
+        lines += ["", f"Left out of the upload by {by} ({len(exclusions)}):", ""]
         lines += _grouped(exclusions)
     if report.receipt is not None:
         lines += _receipt(report.receipt, report.xnat_url)
@@ -252,6 +261,8 @@ def _receipt(r: UploadReceipt, base: str) -> list[str]:
         where = "archive" if r.destination == "archive" else "prearchive (built, ready for review)"
         counts = ", ".join(f"{scan}: {n}" for scan, n in r.verified)
         lines += _wrap(f"Verified in the {where}: files per scan {counts}", "", "           ")
+    for note in r.notes:
+        lines += _wrap(f"Note: {note}.", "", "           ")
     if r.destination == "prearchive":
         page = prearchive_page(base) if base else "XNAT's prearchive page"
         lines += [
@@ -307,6 +318,7 @@ def render_json(report: Report) -> str:
             "server_version": report.receipt.server_version,
             "destination": report.receipt.destination,
             "verified": dict(report.receipt.verified),
+            "notes": list(report.receipt.notes),
         },
     }
     return json.dumps(_escaped(data), indent=2, ensure_ascii=False) + "\n"

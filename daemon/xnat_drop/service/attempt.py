@@ -8,6 +8,7 @@ keeps the watchdog fed through the Heartbeat and the status line through Progres
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from xnat_drop.core.errors import (
     XnatTransientError,
     XnatUnexpectedAnswerError,
 )
+from xnat_drop.core.importfilter import NO_PLAN, FilterPlan, applied
 from xnat_drop.core.model import FileKind, Policy, Session, UploadReceipt, Verdict, Violation
 from xnat_drop.core.names import is_junk_path
 from xnat_drop.core.policy import AttemptResult, Result
@@ -40,6 +42,7 @@ from xnat_drop.service.delivery import Delivery, XnatPort, content_key
 from xnat_drop.service.depth import check_siblings
 from xnat_drop.service.judge import judge
 from xnat_drop.service.steps import Heartbeat, Progress
+from xnat_drop.service.xnatfilter import FilterCache, mismatch_note, planned
 
 log = logging.getLogger("xnat_drop.service")
 
@@ -58,6 +61,7 @@ class Tools:
     progress: Progress
     monotonic: Callable[[], float]
     wall: Callable[[], float]
+    filters: FilterCache
     server_version: str = ""
 
     def delivery(self) -> Delivery:
@@ -81,6 +85,7 @@ def attempt(tools: Tools, job: Attempt) -> AttemptResult:
     """Take the session one step further. Never raises for anything a session, XNAT or the
     state directory can do: each ends as a Result."""
     session, verdict = job.session, job.verdict
+    filter_plan: FilterPlan | None = None
     try:
         if session is None or verdict is None:
             session, verdict = _judge(tools, job.claim, job.others)
@@ -101,9 +106,14 @@ def attempt(tools: Tools, job: Attempt) -> AttemptResult:
             return _judged(Result.REJECTED, session, verdict, "", also=(earlier,))
         if job.xnat_paused:
             return _judged(Result.WAITING, session, verdict, "")
-        receipt = _deliver(tools, job.claim, verdict)
-        latefiles.record(tools.ledger, job.claim.id, verdict, tools.wall())
-        return _judged(Result.DELIVERED, session, verdict, "", receipt=receipt)
+        filter_plan = _filter_plan(tools, job.claim, verdict)
+        failpoints.hit("after-filter")
+        filtered = applied(verdict, filter_plan)
+        if not filtered.accepted:
+            return _judged(Result.REJECTED, session, filtered, "")
+        receipt = _deliver(tools, job.claim, filtered, filter_plan)
+        latefiles.record(tools.ledger, job.claim.id, filtered, tools.wall())
+        return _judged(Result.DELIVERED, session, filtered, "", receipt=receipt)
     except SessionChangedError as exc:
         # A writer kept an open file after the claim: judge again once it is quiet.
         return AttemptResult(Result.CHANGED, reason=shown(str(exc)))
@@ -120,7 +130,8 @@ def attempt(tools: Tools, job: Attempt) -> AttemptResult:
     except XnatAuthError as exc:
         return _judged(Result.CREDENTIALS, session, verdict, str(exc))
     except XnatRejectedError as exc:
-        return _judged(Result.REFUSED, session, verdict, str(exc), also=(exc.violation,))
+        violation = _with_filter_note(tools, verdict, filter_plan, exc.violation)
+        return _judged(Result.REFUSED, session, verdict, str(exc), also=(violation,))
     except StorageError as exc:
         return _judged(Result.STORAGE, session, verdict, str(exc))
     except Exception as exc:
@@ -228,7 +239,40 @@ def _delivered_before(tools: Tools, claim_id: str, verdict: Verdict) -> Violatio
     )
 
 
-def _deliver(tools: Tools, claim: claims.Claim, verdict: Verdict) -> UploadReceipt:
+def _filter_plan(tools: Tools, claim: claims.Claim, verdict: Verdict) -> FilterPlan:
+    """What XNAT's series import filter makes of the session (recorded in the ledger)."""
+    quiet = PROGRESS_QUIET
+    return planned(
+        tools.filters,
+        tools.client,
+        tools.ledger,
+        claim.id,
+        claim.folder,
+        verdict,
+        policy=tools.config.rules.series_import_filter,
+        wall=tools.wall(),
+        progress=lambda: tools.heartbeat.beat(quiet),
+    )
+
+
+def _with_filter_note(
+    tools: Tools, verdict: Verdict | None, filter_plan: FilterPlan | None, violation: Violation
+) -> Violation:
+    """A count mismatch or an empty import, with XNAT's series filter named when it may be
+    why (it changed since the check, or its decisions could not be predicted)."""
+    if violation.rule not in ("count-mismatch", "xnat-empty-answer"):
+        return violation
+    if verdict is None or verdict.target is None or filter_plan is None:
+        return violation
+    if tools.config.rules.series_import_filter == "off":
+        return violation
+    note = mismatch_note(tools.filters, tools.client, verdict.target.project, filter_plan)
+    return dataclasses.replace(violation, sentence=violation.sentence + note) if note else violation
+
+
+def _deliver(
+    tools: Tools, claim: claims.Claim, verdict: Verdict, filter_plan: FilterPlan = NO_PLAN
+) -> UploadReceipt:
     """Stream the zip to XNAT and see it verified there. Raises the Xnat*Error types."""
     target = verdict.target
     assert target is not None
@@ -275,6 +319,7 @@ def _deliver(tools: Tools, claim: claims.Claim, verdict: Verdict) -> UploadRecei
             started=started,
             monotonic=tools.monotonic,
             server_version=tools.server_version,
+            filter_plan=filter_plan,
         )
     finally:
         for stream in streams:

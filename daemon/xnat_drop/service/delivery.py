@@ -18,11 +18,20 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from xnat_drop.adapters.ledger import Ledger
-from xnat_drop.adapters.xnat.client import Account, ArchivedRef, PrearchiveRef
+from xnat_drop.adapters.xnat.client import Account, ArchivedRef, FilterRow, PrearchiveRef
 from xnat_drop.adapters.xnat.connection import Body
 from xnat_drop.core.config import XnatConfig
 from xnat_drop.core.errors import XnatRejectedError
-from xnat_drop.core.model import FileFacts, Remedy, Target, UploadReceipt, Verdict
+from xnat_drop.core.importfilter import NO_PLAN, FilterPlan
+from xnat_drop.core.model import (
+    FileFacts,
+    Policy,
+    Remedy,
+    Target,
+    UploadReceipt,
+    Verdict,
+    Violation,
+)
 from xnat_drop.core.rules import series_name, unknown_project
 from xnat_drop.service import failpoints
 
@@ -39,6 +48,8 @@ class XnatPort(Protocol):
     def login(self) -> None: ...
     def probe(self) -> None: ...
     def project_exists(self, project: str) -> bool: ...
+    def series_filter(self, project: str | None) -> FilterRow | None: ...
+    def site_filter_preferences(self) -> tuple[bool, str, str]: ...
     def find_archived(self, project: str, label: str, study_uid: str) -> list[ArchivedRef]: ...
     def find_prearchive(self, project: str, study_uid: str) -> list[PrearchiveRef]: ...
     def delete_prearchive(self, uri: str) -> None: ...
@@ -95,6 +106,31 @@ def content_key(target: Target, upload: tuple[FileFacts, ...]) -> str:
     return digest.hexdigest()
 
 
+def without_dropped(
+    sent: Expected, held: dict[str, int], maybe_dropped: frozenset[str]
+) -> tuple[Expected, tuple[str, ...]]:
+    """`sent` without the series XNAT may have dropped (its filter could not be predicted) and
+    does not hold, and their names. Matched by SeriesNumber when the numbers are distinct, else
+    by file count; a series XNAT holds in part is never tolerated."""
+    if not maybe_dropped:
+        return sent, ()
+    numbers = [s.number for s in sent.series]
+    distinct = None not in numbers and len(set(numbers)) == len(numbers)
+    left = Counter(held.values())
+    gone = []
+    for s in sent.series:
+        if s.series_uid not in maybe_dropped:
+            continue
+        if (distinct and str(s.number) not in held) or (not distinct and left[s.files] == 0):
+            gone.append(s)
+    if not distinct:
+        wanted = Counter(s.files for s in sent.series if s not in gone)
+        if wanted != left:  # counts do not add up: tolerate nothing, let the check say why
+            return sent, ()
+    kept = tuple(s for s in sent.series if s not in gone)
+    return Expected(sent.study_uid, kept), tuple(s.name for s in gone)
+
+
 def count_problem(sent: Expected, held: dict[str, int], *, merged: bool) -> str:
     """Why XNAT's scan counts do not match what was sent, or "" when they do.
 
@@ -145,11 +181,14 @@ class Delivery:
         started: float = 0.0,
         monotonic: Callable[[], float] = lambda: 0.0,
         server_version: str = "",
+        filter_plan: FilterPlan = NO_PLAN,
     ) -> UploadReceipt:
         """Take an accepted session as far as XNAT goes; returns the receipt once verified.
 
         The receipt says how many bytes `bytes_sent()` counted and how long it took since `started`
-        (by `monotonic`), and which XNAT version held it.
+        (by `monotonic`), and which XNAT version held it. `filter_plan` is what XNAT's series
+        filter made of the session: `verdict` is already without what it drops; the series it
+        names as unpredictable may be missing in XNAT, and the receipt says so.
 
         Raises XnatRejectedError (failed/), XnatTransientError / XnatServerError (retry) or
         XnatAuthError (pause).
@@ -157,6 +196,7 @@ class Delivery:
         assert verdict.target is not None
         target = verdict.target
         sent = expected(verdict.upload)
+        maybe_dropped = frozenset(filter_plan.unsure_series)
         entry = self.ledger.entry(claim_id)
         assert entry is not None, "a claim is in the ledger before it is judged"
         state = entry.state
@@ -172,7 +212,7 @@ class Delivery:
         merged = bool(entry.existing)
         if state == "uploaded":
             self._verify_prearchive(
-                claim_id, entry.prearchive_uri, sent, merged, entry.owns_prearchive
+                claim_id, entry.prearchive_uri, sent, merged, entry.owns_prearchive, maybe_dropped
             )
             failpoints.hit("after-verify")
             state = "verified"
@@ -184,7 +224,9 @@ class Delivery:
         assert entry is not None
         if self.config.destination == "archive":
             held = self.client.scan_counts(entry.archive_uri)
-            problem = count_problem(sent, held, merged=merged)
+            problem = count_problem(
+                without_dropped(sent, held, maybe_dropped)[0], held, merged=merged
+            )
             if problem:
                 raise XnatRejectedError(
                     "count-mismatch",
@@ -197,6 +239,13 @@ class Delivery:
         else:
             held = self.client.scan_counts(entry.prearchive_uri)
             uris = (entry.prearchive_uri,)
+        _, tolerated = without_dropped(sent, held, maybe_dropped)
+        notes = list(filter_plan.notes)
+        if tolerated:
+            notes.append(
+                f"XNAT dropped {', '.join(tolerated)}: its series import filter may drop these, "
+                "so their absence was accepted"
+            )
         return UploadReceipt(
             uris=uris,
             files=len(verdict.upload),
@@ -205,6 +254,7 @@ class Delivery:
             server_version=server_version,
             verified=tuple(sorted(held.items())),
             destination=self.config.destination,
+            notes=tuple(notes),
         )
 
     # -- the steps --------------------------------------------------------------------------
@@ -218,16 +268,9 @@ class Delivery:
         staged = self._without_own_leftovers(
             claim_id, self.client.find_prearchive(target.project, sent.study_uid)
         )
-        existing = [a.uri for a in archived] + [p.uri for p in staged]
-        if existing and self.config.on_existing == "reject":
-            where = "; ".join(_describe(a, p, self.config.url) for a, p in _pairs(archived, staged))
-            raise XnatRejectedError(
-                "session-exists",
-                f"XNAT already holds this session ({where}). Uploading would merge into it, so "
-                "nothing was sent. If the new files belong to it, ask the administrator to set "
-                'xnat.on_existing = "append" (or "replace"); otherwise give the session '
-                "another label and drop it again.",
-            )
+        refused = session_exists(archived, staged, self.config)
+        if refused is not None:
+            raise XnatRejectedError(refused.rule, refused.sentence, violation=refused)
         if staged and self.config.on_existing == "replace":
             for row in staged:  # the operator asked: the prearchive copy gives way to this one
                 log.info("%s: replacing prearchive session %s", target.session, row.uri)
@@ -329,11 +372,17 @@ class Delivery:
             self.client.delete_prearchive(row.uri)
 
     def _verify_prearchive(
-        self, claim_id: str, uri: str, sent: Expected, merged: bool, owned: bool
+        self,
+        claim_id: str,
+        uri: str,
+        sent: Expected,
+        merged: bool,
+        owned: bool,
+        maybe_dropped: frozenset[str],
     ) -> None:
         self.client.build(uri)
         held = self.client.scan_counts(uri)
-        problem = count_problem(sent, held, merged=merged)
+        problem = count_problem(without_dropped(sent, held, maybe_dropped)[0], held, merged=merged)
         if problem:
             note = ""
             if owned:
@@ -365,6 +414,22 @@ class Delivery:
                 raise
             archive_uri = found[0].uri
         self.ledger.update(claim_id, self.wall(), state="committed", archive_uri=archive_uri)
+
+
+def session_exists(
+    archived: list[ArchivedRef], staged: list[PrearchiveRef], config: XnatConfig
+) -> Violation | None:
+    """The refusal when XNAT already holds the session and on_existing is "reject"."""
+    if not (archived or staged) or config.on_existing != "reject":
+        return None
+    where = "; ".join(_describe(a, p, config.url) for a, p in _pairs(archived, staged))
+    sentence = (
+        f"XNAT already holds this session ({where}). Uploading would merge into it, so "
+        "nothing was sent. If the new files belong to it, ask the administrator to set "
+        'xnat.on_existing = "append" (or "replace"); otherwise give the session '
+        "another label and drop it again."
+    )
+    return Violation("session-exists", Policy.REJECT, "XNAT", sentence)
 
 
 def _pairs(

@@ -20,6 +20,7 @@ NAMES = (
     "after-claim",  # the folder is in .work, nothing judged yet
     "after-inspect",  # every file read, the verdict not yet trusted (see service._judge)
     "after-judge",  # judged, nothing sent
+    "after-filter",  # XNAT's series filter read and the plan recorded, nothing sent
     "mid-upload",  # half of the zip is on the wire
     "after-upload",  # XNAT answered the import, nothing verified
     "after-verify",  # prearchive counts verified, not committed

@@ -50,6 +50,7 @@ from xnat_drop.service.outcomes import Outcomes
 from xnat_drop.service.state import Clock, Job, LoopState
 from xnat_drop.service.steps import Heartbeat, Step, Waker
 from xnat_drop.service.upkeep import Upkeep
+from xnat_drop.service.xnatfilter import FilterCache
 
 log = logging.getLogger("xnat_drop.service")
 
@@ -81,6 +82,7 @@ class Service(Outcomes, Upkeep):
     _pool: InspectionPool = field(init=False, default_factory=InspectionPool)
     _heartbeat: Heartbeat = field(init=False, default_factory=Heartbeat)
     _step: Step[object] | None = field(init=False, default=None)  # the one that may still run
+    _filters: FilterCache = field(init=False)  # XNAT's series filters, read a few minutes ago
     # Set by signal handlers (an assignment, nothing else) and read by the loop.
     _stop_signal: int = field(init=False, default=0)
     _reload_signal: bool = field(init=False, default=False)
@@ -94,6 +96,7 @@ class Service(Outcomes, Upkeep):
         xnat.check_interval = self.config.xnat.check_interval
         self.state = LoopState(Intake(self.config), xnat)
         self._board = Board(self.config, self.clock)
+        self._filters = FilterCache(self.clock.monotonic)
 
     @property
     def jobs(self) -> list[Job]:
@@ -395,6 +398,7 @@ class Service(Outcomes, Upkeep):
             self.state.progress,
             self.clock.monotonic,
             self.clock.wall,
+            self._filters,
             self.state.server_version,
         )
 

@@ -31,6 +31,7 @@ from xnat_drop.service.board import Board
 from xnat_drop.service.delivery import XnatPort
 from xnat_drop.service.judge import check_keywords
 from xnat_drop.service.state import Clock, LoopState, StoragePause
+from xnat_drop.service.xnatfilter import FilterCache
 
 log = logging.getLogger("xnat_drop.service")
 
@@ -48,6 +49,7 @@ class Upkeep:
     state: LoopState
     _board: Board
     _client: XnatPort | None
+    _filters: FilterCache
 
     if TYPE_CHECKING:  # provided by the Service (or the other part of it)
 
@@ -82,6 +84,7 @@ class Upkeep:
         self.state.xnat.check_interval = new.xnat.check_interval
         self.state.intake.config = new
         self._board.config = new
+        self._filters.clear()  # an operator who changed XNAT's filter may reload to see it now
         logging.getLogger("xnat_drop").setLevel(new.log_level.upper())
         # A reload is an operator's action: the account is checked at once, with the new
         # settings and whatever secret is there now, even while uploads are paused.

@@ -65,6 +65,23 @@ class PrearchiveRef:
     uri: str  # /data/prearchive/projects/P/TIMESTAMP/FOLDER
 
 
+@dataclass(frozen=True, slots=True)
+class FilterRow:
+    """A series import filter as XNAT's config service holds it (xnat-api-round2.md §2): the
+    row's status decides whether it applies; contents is a JSON string."""
+
+    status: str
+    contents: str
+
+
+# The site preferences XNAT copies into the site filter's config row, readable by any user.
+SITE_FILTER_PREFERENCES = (
+    "enableSitewideSeriesImportFilter",
+    "sitewideSeriesImportFilterMode",
+    "sitewideSeriesImportFilter",
+)
+
+
 class XnatClient(Connection):
     """The calls xnat-drop makes to one XNAT server, on one connection."""
 
@@ -124,6 +141,37 @@ class XnatClient(Connection):
         if response.status_code != 200 or not isinstance(items, list) or not items:
             raise self.answers.unexpected(response, what, f"that is not {shape}")
         return True
+
+    def series_filter(self, project: str | None) -> FilterRow | None:
+        """The project's (or, for None, the site's) series import filter; None when XNAT has
+        none (404, or 204 with an empty table).
+
+        A 403 raises XnatAuthError (uploads pause: the filter cannot be known), 5xx and timeouts
+        the transient errors, like every call.
+        """
+        if project is None:
+            path = "/data/config/seriesImportFilter/config"
+        else:
+            path = f"/data/projects/{quote(project, safe='')}/config/seriesImportFilter/config"
+        response = self.call("GET", path, params={"format": "json"}, missing_ok=True)
+        if response.status_code in (204, 404):
+            return None
+        rows = self.answers.rows(response, f"GET {path}")
+        if not rows:
+            return None
+        return FilterRow(rows[0].get("status", ""), rows[0].get("contents", ""))
+
+    def site_filter_preferences(self) -> tuple[bool, str, str]:
+        """The site filter from the site preferences any user may read (the fallback when
+        `/data/config` is refused): (enabled, mode, list)."""
+        path = "/xapi/siteConfig/values/" + ",".join(SITE_FILTER_PREFERENCES)
+        what = f"GET {path}"
+        response = self.call("GET", path)
+        data = self.answers.json(response, what, "XNAT's site preferences")
+        if not isinstance(data, dict):
+            raise self.answers.unexpected(response, what, "instead of a JSON map")
+        enabled, mode, text = (data.get(name) for name in SITE_FILTER_PREFERENCES)
+        return str(enabled).lower() == "true", str(mode or ""), str(text or "")
 
     def find_archived(self, project: str, label: str, study_uid: str) -> list[ArchivedRef]:
         """Archived sessions of `project` with this label or this StudyInstanceUID.

@@ -1,0 +1,99 @@
+"""`xnat-drop check --server`: the server-side checks a delivery makes, asked read-only.
+
+The same checks, in the same order, as service/delivery.py and service/xnatfilter.py: the
+project exists, the session is not in XNAT already (under on_existing = "reject"), and what
+XNAT's series import filter would drop. Nothing is written to XNAT or to the ledger.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xnat_drop.adapters.dicom.filtervalues import read_values
+from xnat_drop.core import importfilter
+from xnat_drop.core.config import Config
+from xnat_drop.core.importfilter import NO_PLAN, FilterPlan
+from xnat_drop.core.model import Verdict, Violation
+from xnat_drop.core.rules import series_name, unknown_project
+from xnat_drop.core.seriesfilter import Decision, decide, described
+from xnat_drop.service.delivery import XnatPort, expected, session_exists
+from xnat_drop.service.xnatfilter import FilterCache, filter_key
+
+
+@dataclass(frozen=True, slots=True)
+class ServerAnswer:
+    """What XNAT would make of a judged folder: the verdict with its filter applied, the
+    refusals a delivery would meet, and per series what the filter would drop."""
+
+    verdict: Verdict
+    refusals: tuple[Violation, ...] = ()
+    series: tuple[dict[str, Any], ...] = ()
+    filters: str = ""  # the filters in words ("" = none)
+
+
+def ask(client: XnatPort, config: Config, folder: Path, verdict: Verdict) -> ServerAnswer:
+    """The server-side checks for `verdict` (judged from `folder`). Raises Xnat*Error."""
+    target = verdict.target
+    if target is None or not verdict.accepted:
+        return ServerAnswer(verdict)
+    if not client.project_exists(target.project):
+        return ServerAnswer(verdict, (unknown_project(target.project),))
+    study = expected(verdict.upload).study_uid
+    archived = client.find_archived(target.project, target.session, study)
+    staged = client.find_prearchive(target.project, study)
+    refused = session_exists(archived, staged, config.xnat)
+    refusals = (refused,) if refused is not None else ()
+    if config.rules.series_import_filter == "off":
+        return ServerAnswer(verdict, refusals)
+    filters = FilterCache(time.monotonic).filters(client, target.project)
+    if not filters:
+        return ServerAnswer(verdict, refusals)
+    tags = frozenset(t for f in filters if not f.unpredictable for t in f.tags)
+    paths = [f.path for f in verdict.upload]
+    values = read_values(folder, paths, tags) if tags else {}
+    decisions = {path: decide(filters, values.get(path, {})) for path in paths}
+    plan = importfilter.plan(verdict.upload, decisions, filters, config.rules.series_import_filter)
+    plan = importfilter.with_filters(plan, filter_key(filters), filters)
+    return ServerAnswer(
+        importfilter.applied(verdict, plan),
+        refusals,
+        _per_series(verdict, decisions, plan),
+        plan.words,
+    )
+
+
+def _per_series(
+    verdict: Verdict, decisions: dict[str, Decision], plan: FilterPlan = NO_PLAN
+) -> tuple[dict[str, Any], ...]:
+    """Per series of the upload: its files, how many XNAT's filter drops, and why."""
+    files: Counter[str] = Counter()
+    dropped: Counter[str] = Counter()
+    why: dict[str, set[str]] = defaultdict(set)
+    names: dict[str, str] = {}
+    for facts in verdict.upload:
+        if facts.header is None:
+            continue
+        uid = facts.header.series_instance_uid
+        names.setdefault(uid, series_name(facts.header))
+        files[uid] += 1
+        decision = decisions[facts.path]
+        if decision.unsure:
+            why[uid].add(f"unpredictable: {decision.unsure}")
+        elif not decision.keep:
+            dropped[uid] += 1
+            why[uid].add(described(decision))
+    unsure = set(plan.unsure_series)
+    return tuple(
+        {
+            "series": names[uid],
+            "files": files[uid],
+            "xnat_drops": dropped[uid],
+            "unpredictable": uid in unsure,
+            "why": sorted(why[uid]),
+        }
+        for uid in files
+    )
