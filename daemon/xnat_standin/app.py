@@ -15,6 +15,7 @@ from typing import Any
 from . import pages
 from .auth import Auth
 from .faults import Fault, FaultBook
+from .filterconfig import SeriesFilters
 from .pages import Reply
 from .records import ArchivedSession, PrearchiveSession, RequestRecord
 from .resources import DataApi
@@ -83,6 +84,7 @@ class Emulator:
             token_lifetime=token_lifetime,
         )
         self.faults = FaultBook(self._lock)
+        self.filters = SeriesFilters(self._lock)
         if keep_uploads is not None:
             Path(keep_uploads).mkdir(parents=True, exist_ok=True)
         self.api = DataApi(
@@ -93,6 +95,7 @@ class Emulator:
             None if keep_uploads is None else Path(keep_uploads),
             fast=fast,
             headers_only=fast and headers_only,
+            filters=self.filters,
         )
         self.fast = fast
         self._requests: list[RequestRecord] = []
@@ -209,6 +212,45 @@ class Emulator:
     def invalidate_token(self, alias: str) -> None:
         self.auth.invalidate_token(alias)
 
+    def set_series_filter(
+        self,
+        project: str | None,
+        *,
+        mode: str = "blacklist",
+        list_text: str = "localizer",
+        status: str = "enabled",
+        contents: str | None = None,
+    ) -> None:
+        """Store a series import filter: the site's (``project=None``) or a project's (by ID).
+
+        As XNAT commits one, the contents are ``{"mode", "enabled", "projectId", "list"}``;
+        ``contents`` replaces that string whole (broken or odd filters). The row's ``status``
+        ("enabled"/"disabled") decides whether it filters, never the ``enabled`` key. The site
+        preferences ``enableSitewideSeriesImportFilter``, ``sitewideSeriesImportFilterMode``
+        and ``sitewideSeriesImportFilter`` follow the site filter.
+        """
+        if project is not None:
+            found = self.store.project(project)
+            if found is None or found.id != project:
+                raise ValueError(f"no project with the ID {project!r}")
+        self.filters.set(project, mode=mode, list_text=list_text, status=status, contents=contents)
+
+    def clear_series_filter(self, project: str | None) -> None:
+        """Remove the site's (``None``) or a project's series import filter."""
+        self.filters.clear(project)
+
+    def set_project_readers(self, project: str, users: Iterable[str] | None) -> None:
+        """Only ``users`` (and admins) may read ``project`` (None: everyone). Checked by the
+        project config resource only; other resources do not check permissions."""
+        self.filters.set_readers(project, users)
+
+    def set_site_config_admin_only(
+        self, on: bool = True, *, admins: Iterable[str] | None = None
+    ) -> None:
+        """Make ``/data/config/...`` (site scope) answer 403 to non-admins (default admin:
+        the user "admin"), the case XNAT's source leaves open; ``admins`` replaces the list."""
+        self.filters.set_site_admin_only(on, admins)
+
     def inject(self, fault: Fault) -> None:
         self.faults.add(fault)
 
@@ -273,6 +315,8 @@ class Emulator:
                     aliases=[str(a) for a in data.get("aliases", [])],
                 )
                 return pages.json_reply({"projects": self._project_states()})
+            if action in ("series-filters", "project-readers", "site-config-admin-only"):
+                return self._filter_control(method, action, data)
             if (method, action) == ("POST", "users"):
                 if not isinstance(data, dict) or not {"name", "password"} <= set(data):
                     raise ValueError('expected {"name": "u", "password": "p"}')
@@ -281,6 +325,36 @@ class Emulator:
         except (TypeError, ValueError) as error:
             return pages.json_reply({"error": str(error)}, 400)
         return pages.json_reply({"error": f"no control endpoint {method} {path}"}, 404)
+
+    def _filter_control(self, method: str, action: str, data: Any) -> Reply:
+        """POST/DELETE series-filters, POST project-readers, POST site-config-admin-only."""
+        if not isinstance(data, dict):
+            raise ValueError("expected a JSON object")
+        project = data.get("project")
+        if project is not None and not isinstance(project, str):
+            raise ValueError('"project" is a project ID or null (the site)')
+        if (method, action) == ("POST", "series-filters"):
+            self.set_series_filter(
+                project,
+                mode=str(data.get("mode", "blacklist")),
+                list_text=str(data.get("list", "localizer")),
+                status=str(data.get("status", "enabled")),
+                contents=None if data.get("contents") is None else str(data["contents"]),
+            )
+        elif (method, action) == ("DELETE", "series-filters"):
+            self.clear_series_filter(project)
+        elif (method, action) == ("POST", "project-readers") and project is not None:
+            users = data.get("users")
+            self.set_project_readers(project, None if users is None else map(str, users))
+        elif (method, action) == ("POST", "site-config-admin-only"):
+            admins = data.get("admins")
+            self.set_site_config_admin_only(
+                bool(data.get("admin_only", True)),
+                admins=None if admins is None else map(str, admins),
+            )
+        else:
+            return pages.json_reply({"error": f"no control endpoint {method} {action}"}, 404)
+        return pages.json_reply({"series_filters": self.filters.as_json()})
 
     def state(self) -> dict[str, Any]:
         """Everything a test may want to look at, as JSON-ready data."""
@@ -327,6 +401,8 @@ class Emulator:
                 for r in self.requests()
             ],
             "faults": [fault.as_json() for fault in self.faults.pending()],
+            "series_filters": self.filters.as_json(),
+            "site_preferences": self.filters.site_preferences(),
             "http_sessions": self.auth.session_count(),
         }
 

@@ -15,8 +15,8 @@ from pydicom.dataset import Dataset
 # pydicom reports odd values through `warnings`, whose filters are process-global: under a test
 # runner that turns warnings into errors a lenient read would fail. dcm4che (XNAT) is lenient,
 # so warnings are silenced, and the lock keeps concurrent catch_warnings() blocks from
-# restoring each other's filter lists out of order.
-_PARSE_LOCK = threading.Lock()
+# restoring each other's filter lists out of order (the series filters' reader shares it).
+PARSE_LOCK = threading.Lock()
 
 # Groups a bare dataset (no preamble, no "DICM") may start with: file meta or identifying group.
 _BARE_DATASET_GROUPS = frozenset({0x0002, 0x0008})
@@ -53,18 +53,34 @@ def read_header(path: Path) -> DicomHeader:
     Like dcm4che, a dataset without the 128-byte preamble is accepted when its first tag is
     plausible (group 0002 or 0008, either byte order).
     """
-    with path.open("rb") as stream:
-        head = stream.read(132)
-    has_preamble = len(head) == 132 and head[128:132] == b"DICM"
-    if not has_preamble and not _looks_like_bare_dataset(head):
-        raise NotDicomError("not a DICOM stream")
-    with _PARSE_LOCK, warnings.catch_warnings():
+    has_preamble = _has_preamble(path)
+    with PARSE_LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             dataset = pydicom.dcmread(path, stop_before_pixels=True, force=not has_preamble)
             return _header_of(dataset)
         except Exception as error:  # pydicom raises many types for broken data
             raise NotDicomError(str(error)) from error
+
+
+def read_dataset(path: Path, *, pixels: bool = False) -> Dataset:
+    """The whole dataset, up to the pixel data unless ``pixels``, read as leniently as
+    ``read_header``. Values stay raw (undecoded) until used: call with PARSE_LOCK held and
+    warnings silenced, and use them under the same lock. Raises NotDicomError."""
+    has_preamble = _has_preamble(path)
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=not pixels, force=not has_preamble)
+    except Exception as error:  # pydicom raises many types for broken data
+        raise NotDicomError(str(error)) from error
+
+
+def _has_preamble(path: Path) -> bool:
+    with path.open("rb") as stream:
+        head = stream.read(132)
+    has_preamble = len(head) == 132 and head[128:132] == b"DICM"
+    if not has_preamble and not _looks_like_bare_dataset(head):
+        raise NotDicomError("not a DICOM stream")
+    return has_preamble
 
 
 def _looks_like_bare_dataset(head: bytes) -> bool:

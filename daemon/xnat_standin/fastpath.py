@@ -31,7 +31,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
-from .dicomheader import _PARSE_LOCK, DicomHeader, NotDicomError, _header_of
+from .dicomheader import PARSE_LOCK, DicomHeader, NotDicomError, _header_of
 
 # The attributes DicomHeader holds, and SpecificCharacterSet to decode them.
 _WANTED = frozenset(
@@ -136,7 +136,7 @@ def scan(data: bytes | memoryview) -> tuple[DicomHeader, int] | None:
             for tag, (vr, value, offset) in found.items()
         }
     )
-    with _PARSE_LOCK, warnings.catch_warnings():
+    with PARSE_LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             return _header_of(dataset), end

@@ -6,10 +6,13 @@ prearchive at once, so a failure or a dropped connection leaves the entries befo
 ``gradual-DICOM`` takes one DICOM object. ``SI`` spools the whole upload first, skips what it
 cannot parse and builds at once (a sketch of XNAT's external PrearcImporter). With
 ``Emulator(fast=True)`` (benchmarks only) DICOM-zip entries take the shortcut in ``fastpath``.
+In every handler each object passes the series import filters (``filterconfig``) or is
+dropped, silently.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import tarfile
 import zlib
@@ -19,7 +22,9 @@ from pathlib import Path
 
 from .dicomheader import DicomHeader, NotDicomError, read_header
 from .fastpath import scan
+from .filterconfig import FilterGate, SeriesFilters
 from .labels import contained_value, to_label_chars
+from .seriesfilter import JavaError
 from .store import (
     ArchiveError,
     ArchiveRequest,
@@ -31,6 +36,8 @@ from .store import (
 )
 from .versions import XnatVersion
 from .zipreader import EntryDataError, Readable, ZipReadError, ZipStreamReader
+
+log = logging.getLogger("xnat_standin")
 
 CHUNK = 1 << 20
 FAST_ENTRY_LIMIT = 64 << 20  # fast path: larger entries are spooled to disk as usual
@@ -53,12 +60,14 @@ _ARCHIVE_READ_ERRORS = (ZipReadError, tarfile.TarError, EOFError, zlib.error)
 
 
 class ImportRefusedError(Exception):
-    """The request fails with this status and message (an HTML status page)."""
+    """The request fails with this status and message (an HTML status page); ``uncaught``:
+    the Java exception escapes the Importer, so ``format=html`` does not turn it into a page."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, uncaught: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.uncaught = uncaught
 
 
 class EntryError(Exception):
@@ -91,6 +100,7 @@ class ImportJob:
     file_name: str
     fast: bool = False  # benchmark-only shortcut for DICOM-zip entries (fastpath.py)
     headers_only: bool = False  # with fast: store each object only up to its header
+    filters: SeriesFilters | None = None  # the series import filters (filterconfig.py)
     uris: list[str] = field(default_factory=list)
     rows: list[tuple[str, str, str]] = field(default_factory=list)
 
@@ -355,8 +365,10 @@ def _archive_entries(
 
 def _import_object(
     job: ImportJob, name: str, reader: Readable, timestamp: str, options: UploadOptions
-) -> PrearcRow:
-    """Write one object to disk, parse it, file it into the prearchive (GradualDicomImporter)."""
+) -> PrearcRow | None:
+    """Write one object to disk, parse it, file it into the prearchive (GradualDicomImporter).
+    None: a series import filter dropped it, silently."""
+    gate = _filter_gate(job)
     temp = job.store.temp_path()
     try:
         try:
@@ -368,11 +380,13 @@ def _import_object(
             header = read_header(temp)
         except NotDicomError:
             raise EntryError(f"unable to read DICOM object {name}", decode=True) from None
+        placement = route(job, header)
+        if gate is not None and not _filter_keeps(gate, temp, placement.project, name):
+            return None  # before the SOP UID checks, as in XNAT
         if not header.sop_class_uid:
             raise EntryError(f"object {name} contains no SOP Class UID")
         if not header.sop_instance_uid:
             raise EntryError(f"object {name} contains no SOP Instance UID")
-        placement = route(job, header)
         try:
             row = job.store.place(
                 placement,
@@ -393,12 +407,14 @@ def _import_object(
 
 def _import_object_fast(
     job: ImportJob, name: str, reader: Readable, timestamp: str, options: UploadOptions
-) -> PrearcRow:
+) -> PrearcRow | None:
     """``_import_object`` for ``Emulator(fast=True)``: the entry is read into memory, its
     attributes picked out by ``fastpath.scan`` and its bytes (or, with ``headers_only``, their
     start) written straight to their place in the prearchive. Whatever ``scan`` does not vouch
     for (and entries over FAST_ENTRY_LIMIT) goes the faithful way, so refusals are worded
-    exactly as there."""
+    exactly as there; so does every entry while a series import filter is configured."""
+    if job.filters is not None and job.filters.active():
+        return _import_object(job, name, reader, timestamp, options)
     chunks: list[bytes] = []
     size = 0
     try:
@@ -428,6 +444,31 @@ def _import_object_fast(
         raise EntryError(f"unable to read DICOM object {name}") from error
     _note_row(job, row)
     return row
+
+
+def _filter_gate(job: ImportJob) -> FilterGate | None:
+    """The site filter, built before the object is read. XNAT builds it outside the importer's
+    catch-all, so a failure escapes: an IllegalArgumentException is the Importer's 400, any
+    other exception an uncaught 500 (xnat-api-round2.md §2)."""
+    if job.filters is None or not job.filters.active():
+        return None
+    try:
+        return job.filters.gate()
+    except JavaError as error:
+        log.warning("the site's series import filter cannot be built: %s", error)
+        if error.illegal_argument:
+            raise ImportRefusedError(400, error.message or "") from None
+        raise ImportRefusedError(500, error.message or "", uncaught=True) from None
+
+
+def _filter_keeps(gate: FilterGate, path: Path, project: str | None, name: str) -> bool:
+    """The project filter is built, and both are evaluated, inside the importer's catch-all:
+    a failure is that object's 400 "unable to read DICOM object"."""
+    try:
+        return gate.keeps(path, project)
+    except JavaError as error:
+        log.warning("series import filter failed on %s (project %s): %s", name, project, error)
+        raise EntryError(f"unable to read DICOM object {name}") from None
 
 
 def _note_row(job: ImportJob, row: PrearcRow) -> None:

@@ -18,6 +18,8 @@ from pathlib import Path
 from . import pages
 from .auth import Auth, Outcome
 from .call import Call, flag, media_params, media_type, read_form
+from .configapi import ConfigResources
+from .filterconfig import SeriesFilters
 from .httpbody import BadBodyError, FormPart, TeeBody, parse_multipart
 from .importer import (
     HANDLERS,
@@ -99,6 +101,7 @@ class DataApi:
         keep_uploads: Path | None = None,
         fast: bool = False,
         headers_only: bool = False,
+        filters: SeriesFilters | None = None,
     ) -> None:
         self.keep_uploads = keep_uploads  # tests read the exact bytes a client sent
         self.fast = fast  # benchmark-only DICOM-zip shortcut (fastpath.py)
@@ -109,6 +112,8 @@ class DataApi:
         self.version = version
         self.site_id = site_id
         self.sessions = SessionResources(store, version)
+        self.filters = filters if filters is not None else SeriesFilters(store.lock)
+        self.configs = ConfigResources(self.filters, store)
 
     def handle(self, call: Call) -> Reply:
         segments = call.segments
@@ -185,6 +190,8 @@ class DataApi:
         refused = self._authenticate(call)
         if refused is not None:
             return refused
+        if rest[:1] == ["siteConfig"]:
+            return self.configs.site_config(call, rest[1:])
         return pages.servlet_error_page(404, "Not Found")
 
     # -- /data routing ------------------------------------------------------------------
@@ -210,6 +217,10 @@ class DataApi:
             return self._services_archive(call)
         if rest[:2] == ["services", "tokens"]:
             return self._tokens(call, rest[2:])
+        if head == ["config"]:
+            return self.configs.site(call, rest[1:])
+        if head == ["projects"] and rest[2:3] == ["config"]:
+            return self.configs.project(call, rest[1], rest[3:])
         if head == ["projects"]:
             return self.sessions.projects(call, rest[1:])
         if rest == ["experiments"]:
@@ -404,6 +415,7 @@ class DataApi:
             file_name,
             fast=self.fast,
             headers_only=self.headers_only,
+            filters=self.filters,
         )
         run = {
             "DICOM-zip": run_dicom_zip,
@@ -425,6 +437,8 @@ class DataApi:
                 uris = run(job, call.body)
         except ImportRefusedError as error:
             log.info("import refused (%s): %s", error.status, error.message)
+            if error.uncaught:  # escaped the Importer: no format=html page for it
+                return pages.status_page(error.status, error.message)
             return failure(error.status, error.message)
         return pages.uri_list(uris, response_format)
 
