@@ -138,6 +138,7 @@ READ_BACK: dict[str, Callable[[Config], str]] = {
     "rules.phi": lambda c: "reject" if c.rules.phi else "off",
     "rules.wrong-depth": lambda c: "reject" if c.rules.wrong_depth else "off",
     "rules.incomplete-series": lambda c: c.rules.incomplete_series,
+    "rules.series-import-filter": lambda c: c.rules.series_import_filter,
     **{
         f"rules.{rule}": (lambda c, rule=rule: c.rules.policy(rule).value)
         for rule in config_mod.EXCLUDABLE_RULES
@@ -173,6 +174,7 @@ LITERAL_FIELDS = [
     (config_mod.XnatConfig, "on_existing", "xnat.on_existing"),
     (Config, "log_level", "log.level"),
     (config_mod.RulesConfig, "incomplete_series", "rules.incomplete-series"),
+    (config_mod.RulesConfig, "series_import_filter", "rules.series-import-filter"),
 ]
 
 

@@ -14,7 +14,7 @@ from typing import get_args
 
 import pytest
 
-from xnat_drop.core import completeness, depth
+from xnat_drop.core import completeness, depth, importfilter
 from xnat_drop.core.config import DEFAULT_RULES, RoutingConfig
 from xnat_drop.core.errors import XnatRejectedError
 from xnat_drop.core.model import (
@@ -34,6 +34,7 @@ from xnat_drop.core.policy import Failure, delivery_failed
 from xnat_drop.core.report import RULE_REMEDIES, Report, render_text
 from xnat_drop.core.routing import route
 from xnat_drop.core.rules import evaluate, unknown_project
+from xnat_drop.core.seriesfilter import DEFAULT_TAG, decide, from_config
 
 MR = "1.2.840.10008.5.1.4.1.1.4"
 TARGET = Target("P1", "S1", "E1")
@@ -71,7 +72,18 @@ def rejected(rule: Rule, message: str, **kw: object) -> Violation:
 T1 = dicom("t1/1.dcm", 1)
 LAYOUT = RoutingConfig(("project", "subject", "session"))
 
+
 # (name, violation): every rule at least once, each way a rule words its advice.
+def _filtered(policy: str, pattern: str) -> tuple[Violation, ...]:
+    """What XNAT's series import filter (a project blacklist of `pattern`) makes of T1."""
+    found = from_config(
+        "project P1", "enabled", f'{{"mode": "blacklist", "list": "{pattern}"}}', {}.get
+    )
+    assert found is not None
+    decision = decide([found], {DEFAULT_TAG: "T1"})
+    return importfilter.plan([T1], {T1.path: decision}, [found], policy).violations
+
+
 SAMPLES: list[tuple[str, Violation]] = [
     ("nifti", judged(T1, FileFacts("a.nii", 10, FileKind.NIFTI, note="NIfTI-1"))[0]),
     ("non-dicom", judged(T1, FileFacts("a.pdf", 10, FileKind.OTHER))[0]),
@@ -130,6 +142,8 @@ SAMPLES: list[tuple[str, Violation]] = [
         )[0],
     ),
     ("late-files", completeness.late_files(17, 6.0, 1.8e9, f"{URL}/data/archive/x")),
+    ("filter-reject", _filtered("reject", "T1")[0]),
+    ("filter-nothing-left", _filtered("exclude", ".")[-1]),
     (
         "wrong-depth",
         depth.beside(

@@ -83,6 +83,8 @@ def plan(
             continue
         if decision.unsure:
             unsure[facts.header.series_instance_uid] = None
+            if decision.filter is not None and decision.filter.unpredictable:
+                continue  # said once for the whole filter, above
             note = (
                 f"XNAT's decision on some objects cannot be predicted here ({decision.unsure}); "
                 "they were uploaded, and their series is not counted as missing if XNAT dropped it"
@@ -93,12 +95,13 @@ def plan(
             groups[(facts.header.series_instance_uid, described(decision))].append(facts)
     if any(f.unpredictable for f in filters):
         unsure.update(dict.fromkeys(f.header.series_instance_uid for f in upload if f.header))
-    reject = policy == "reject"
-    violations = [
-        _series_violation(files, why, reject) for (_, why), files in sorted(groups.items())
-    ]
     dropped = tuple(sorted(f.path for files in groups.values() for f in files))
-    if len(dropped) == len(upload) and upload and not reject:
+    # Nothing left: one rejection explains the filter; the series are listed, not advised on.
+    nothing_left = len(dropped) == len(upload) and bool(upload)
+    how = "reject" if policy == "reject" else "listed" if nothing_left else "exclude"
+    ordered = sorted(groups.items(), key=lambda item: (_series_order(item[1][0]), item[0][1]))
+    violations = [_series_violation(files, why, how) for (_, why), files in ordered]
+    if nothing_left and how != "reject":
         violations.append(_nothing_left(len(groups), filters))
     return FilterPlan(tuple(violations), dropped, tuple(unsure), tuple(notes))
 
@@ -169,11 +172,24 @@ def from_json(text: str) -> FilterPlan:
     )
 
 
-def _series_violation(files: list[FileFacts], why: str, reject: bool) -> Violation:
+def _series_order(facts: FileFacts) -> tuple[int, str]:
+    header = facts.header
+    if header is None:
+        return (1 << 31, "")
+    number = header.series_number
+    return (number if number is not None else 1 << 31, header.series_instance_uid)
+
+
+def _series_violation(files: list[FileFacts], why: str, how: str) -> Violation:
+    """One series XNAT drops: `how` is "reject", "exclude" or "listed" (nothing is left of
+    the session: the rejection beside it says what to do)."""
     header: DicomHeader | None = files[0].header
     name = series_name(header)
     count = plural(len(files), "file")
-    if reject:
+    policy = Policy.EXCLUDE
+    if how == "listed":
+        sentence = f"{name[0].upper()}{name[1:]} ({count}): {why}."
+    elif how == "reject":
         sentence = (
             f"XNAT would silently drop {name} ({count}): {why}. Remove the series from the "
             "folder and drop the session again, or ask the XNAT administrator to change the "
@@ -186,7 +202,6 @@ def _series_violation(files: list[FileFacts], why: str, reject: bool) -> Violati
             f"series import filter drops it: {why}. Nothing needs to be done unless XNAT should "
             "keep it: then ask the XNAT administrator to change the filter."
         )
-        policy = Policy.EXCLUDE
     return Violation(
         RULE,
         policy,

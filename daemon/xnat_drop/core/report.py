@@ -198,9 +198,10 @@ def render_text(report: Report) -> str:
         advice = f"{what_to_do(report, rejections)} {UNTOUCHED}"
         lines += ["What to do:", *_wrap(advice, "  ", "  ")]
     if exclusions:
-        by = "the lab's rules"
-        if any(v.rule == "series-import-filter" for v in exclusions):
-            by += " and XNAT's series import filter"
+        xnat = sum(v.rule == "series-import-filter" for v in exclusions)
+        by = "the lab's rules" if not xnat else "XNAT's series import filter"
+        if 0 < xnat < len(exclusions):
+            by = "the lab's rules and XNAT's series import filter"
         lines += ["", f"Left out of the upload by {by} ({len(exclusions)}):", ""]
         lines += _grouped(exclusions)
     if report.receipt is not None:
@@ -262,7 +263,7 @@ def _receipt(r: UploadReceipt, base: str) -> list[str]:
         counts = ", ".join(f"{scan}: {n}" for scan, n in r.verified)
         lines += _wrap(f"Verified in the {where}: files per scan {counts}", "", "           ")
     for note in r.notes:
-        lines += _wrap(f"Note: {note}.", "", "           ")
+        lines += _wrap(f"{note}.", "Note:      ", "           ")
     if r.destination == "prearchive":
         page = prearchive_page(base) if base else "XNAT's prearchive page"
         lines += [
