@@ -51,6 +51,7 @@ from data import (
     copy_study,
     dcm2niix,
     pydicom_file,
+    write_non_image_objects,
 )
 
 XNAT_DROP = [sys.executable, "-m", "xnat_drop"]
@@ -252,7 +253,6 @@ DERIVED_REAL = {
     "csa_mip.dcm": "ImageType (0008,0008) value 1 is DERIVED",  # Siemens CSA MIP (nibabel)
     "eCT_Supplemental.dcm": "ImageType (0008,0008) value 1 is DERIVED",  # CT perfusion rCBF
     "liver.dcm": "SOP Class UID (0008,0016) is Segmentation",
-    "reportsi.dcm": "Structured Report",
     "SC_rgb.dcm": "Secondary Capture",
     "OT-PAL-8-face.dcm": "Secondary Capture",
     "examples_palette.dcm": "PhotometricInterpretation (0028,0004) is PALETTE COLOR",  # US
@@ -297,6 +297,9 @@ def build_library(root: Path) -> dict[str, Path]:
     (case("philips-enhanced") / "IM_0001").write_bytes(
         gzip.decompress((NICOM_DATA / "philips_mprage.dcm.gz").read_bytes())
     )
+    # Non-image objects a scanner exports with a session, in the real Siemens DTI study
+    copy_siemens_dti(d := case("non-image"))
+    write_non_image_objects(d / "other", d / "dti_0.dcm")
     d = case("compressed-whole")
     shutil.copyfile(pydicom_file("emri_small_jpeg_2k_lossless.dcm"), d / "emri_j2k.dcm")
     d = case("bare-dataset")  # one file written without preamble and file meta: DICOM to XNAT
@@ -365,6 +368,7 @@ def build_library(root: Path) -> dict[str, Path]:
     too_short = "emri_small_jpeg_2k_lossless_too_short.dcm"
     shutil.copyfile(pydicom_file(too_short), d / too_short)
     shutil.copyfile(pydicom_file("meta_missing_tsyntax.dcm"), d / "meta_missing_tsyntax.dcm")
+    (d / "IM0005.dcm").write_bytes(b"")  # an interrupted copy leaves an empty file
     whole = (MR_SERIES / "MR2" / "6273").read_bytes()
     (d / "tail_cut.dcm").write_bytes(whole[:-100])
     (d / "header_cut.dcm").write_bytes((MR_SERIES / "MR2" / "6605").read_bytes()[:1000])
@@ -444,6 +448,7 @@ ACCEPTED = (
     "mr-clean",
     "ct-clean",
     "siemens-dti",
+    "non-image",
     "philips-enhanced",
     "compressed-whole",
     "bare-dataset",
@@ -466,10 +471,14 @@ def test_json_has_exactly_the_promised_shape(lib: Library, default_run: Run) -> 
             "target",
             "violations",
             "upload_files",
+            "would_upload_files",
             "excluded_files",
         ]
         assert isinstance(item["accepted"], bool)
-        assert type(item["upload_files"]) is int and type(item["excluded_files"]) is int
+        counts = (item["upload_files"], item["would_upload_files"], item["excluded_files"])
+        assert all(type(n) is int for n in counts)
+        # nothing is uploaded from a rejected folder; what would be, once fixed, has its key
+        assert item["upload_files"] == (item["would_upload_files"] if item["accepted"] else 0)
         target = item["target"]
         assert target is None or (
             list(target) == ["project", "subject", "session"]
@@ -483,7 +492,7 @@ def test_json_has_exactly_the_promised_shape(lib: Library, default_run: Run) -> 
             assert isinstance(violation["message"], str) and violation["message"].endswith(".")
         assert item["accepted"] == (
             target is not None
-            and item["upload_files"] > 0
+            and item["would_upload_files"] > 0
             and all(v["policy"] == "exclude" for v in item["violations"])
         )
     assert default_run.result.returncode == 1  # some folders are rejected
@@ -495,6 +504,7 @@ def test_clean_real_sessions_are_accepted_with_their_target(default_run: Run) ->
         "mr-clean": 4,  # DICOMDIR, .DS_Store, Thumbs.db and __MACOSX are ignored
         "ct-clean": 7,
         "siemens-dti": 4,
+        "non-image": 9,  # 4 images, 2 SRs, a PDF, a PhoenixZIPReport and raw data
         "philips-enhanced": 1,  # one enhanced multi-frame file, 176 frames
         "compressed-whole": 1,
         "bare-dataset": 4,
@@ -568,7 +578,7 @@ def test_text_output_is_one_readable_block_per_folder(lib: Library) -> None:
     )
     assert lines[1] == (
         f"{lib['nifti-dcm2niix']}: REJECTED -> XNAT P1/S01/nifti-dcm2niix: "
-        "4 files to upload, 0 left out"
+        "nothing to upload; 4 files once fixed, 0 left out"
     )
     assert lines[2].startswith("  [nifti] (rejects) “nifti/dwi.bval” is converted data")
     assert len(lines) == 2 + len(dcm2niix_paths(lib))
@@ -633,7 +643,8 @@ def assert_files_rejected(verdict: Verdict, rule: str, paths: set[str]) -> None:
     for violation in verdict["violations"]:
         assert violation["policy"] == "reject"
         assert f"“{violation['subject']}”" in violation["message"]
-    assert verdict["upload_files"] == BASE_FILES and verdict["excluded_files"] == 0
+    assert verdict["upload_files"] == 0 and verdict["excluded_files"] == 0
+    assert verdict["would_upload_files"] == BASE_FILES
 
 
 def assert_files_excluded(verdict: Verdict, rule: str, paths: set[str], upload: int) -> None:
@@ -720,7 +731,8 @@ def test_derived_series_rejects_real_derived_objects(default_run: Run) -> None:
         assert violation["policy"] == "reject"
         assert violation["subject"].startswith("series"), violation
         assert words in violation["message"], (name, violation["message"])
-    assert verdict["upload_files"] == BASE_FILES + len(DERIVED_REAL)
+    assert verdict["upload_files"] == 0
+    assert verdict["would_upload_files"] == BASE_FILES + len(DERIVED_REAL)
 
 
 def test_derived_series_rejects_mr700_projection_of_its_own_study(default_run: Run) -> None:
@@ -763,6 +775,20 @@ def test_derived_series_accepts_mp2rage_uni_and_acquired_diffusion(default_run: 
     assert default_run["siemens-dti"]["accepted"]  # ORIGINAL\PRIMARY\DIFFUSION\NONE\ND\MOSAIC
 
 
+def test_derived_series_accepts_the_non_image_objects_of_a_session(
+    lib: Library, default_run: Run
+) -> None:
+    # An SR without InstanceNumber, a dose report, an encapsulated PDF, a PhoenixZIPReport
+    # (Siemens CSA Non-Image) and raw data, in the real Siemens DTI study: all go to XNAT.
+    verdict = default_run["non-image"]
+    assert verdict["accepted"] and verdict["violations"] == [] and verdict["upload_files"] == 9
+    # The PhoenixZIPReport carries markers that make an image derived; its SOP class wins.
+    phoenix = pydicom.dcmread(lib["non-image"] / "other" / "PhoenixZIPReport.dcm")
+    assert phoenix.SOPClassUID == "1.3.12.2.1107.5.9.1"
+    assert list(phoenix.ImageType)[:2] == ["DERIVED", "SECONDARY"]
+    assert "Rows" in phoenix and "PixelData" not in phoenix  # not an image cut short either
+
+
 def test_derived_series_exclude_leaves_out_whole_series(exclude_run: Run) -> None:
     real = exclude_run["derived-real"]
     assert real["accepted"] and real["excluded_files"] == len(DERIVED_REAL)
@@ -793,7 +819,12 @@ def test_non_dicom_rejects_every_other_file(default_run: Run) -> None:
     assert_files_rejected(verdict, "non-dicom", NON_DICOM_PATHS)
     details = {v["subject"]: v["message"] for v in verdict["violations"]}
     assert "unpack it" in details["series.zip"] and "zip archive" in details["series.zip"]
-    assert "gzip-compressed" in details["philips_mprage.dcm.gz"]
+    for gzipped in ("philips_mprage.dcm.gz", "zipMR.gz"):  # real gzip-compressed DICOM files
+        assert details[gzipped] == (
+            f"“{gzipped}” is a gzip-compressed DICOM file, which XNAT cannot read: decompress "
+            "it (e.g. with 7-Zip or `gunzip`), delete the compressed file, and drop the "
+            "session again."
+        )
     assert "a text file" in details["scan notes.txt"]
 
 
@@ -807,6 +838,7 @@ def test_non_dicom_exclude(exclude_run: Run) -> None:
 
 
 UNREADABLE_PATHS = {
+    "IM0005.dcm",
     "MR_truncated.dcm",
     "emri_small_jpeg_2k_lossless_too_short.dcm",
     "meta_missing_tsyntax.dcm",
@@ -824,6 +856,10 @@ def test_unreadable_dicom_rejects_truncated_and_incomplete_files(default_run: Ru
     assert "cut short by 100 bytes" in details["tail_cut.dcm"]
     assert "compressed image data" in details["j2k_cut.dcm"]
     assert "which XNAT requires" in details["meta_missing_tsyntax.dcm"]
+    assert details["IM0005.dcm"] == (
+        "“IM0005.dcm” is empty: the copy was probably interrupted. Copy the series again from "
+        "the scanner export, then drop the session again."
+    )
 
 
 def test_unreadable_dicom_accepts_compressed_and_bare_datasets(
@@ -877,7 +913,7 @@ def test_no_dicom_rejects_converted_only_and_junk_only(
     assert rules(converted) == ["nifti"] * written + ["no-dicom"]
     no_dicom = converted["violations"][-1]
     assert no_dicom["subject"] == "P1/S01/converted-only" and no_dicom["policy"] == "reject"
-    assert "no DICOM images" in no_dicom["message"]
+    assert "no DICOM files" in no_dicom["message"]
     junk_only = default_run["junk-only"]
     assert rules(junk_only) == ["no-dicom"] and junk_only["upload_files"] == 0
     # excluding the converted files leaves nothing: still rejected, and said why
@@ -1216,7 +1252,7 @@ def test_unsafe_file_links_and_fifos_are_reported_and_never_followed_or_opened(
     assert target.stat().st_atime_ns == atime
     assert "OUTSIDE" not in result.stdout + result.stderr
     [verdict] = verdicts(result).values()
-    assert not verdict["accepted"] and verdict["upload_files"] == BASE_FILES
+    assert not verdict["accepted"] and verdict["would_upload_files"] == BASE_FILES
     unsafe = {v["subject"]: v for v in verdict["violations"]}
     assert set(unsafe) == {"link.dcm", "pipe.dcm", "series", "same.dcm", "IM0099.dcm"}
     assert rules(verdict) == ["unsafe-file"] * 5
@@ -1266,7 +1302,8 @@ def test_unknown_project_from_the_server_and_nothing_for_a_known_one(
     found = verdicts(result)
     assert found[str(known)]["accepted"] and found[str(known)]["violations"] == []
     bad = found[str(unknown)]
-    assert not bad["accepted"] and bad["upload_files"] == BASE_FILES
+    assert not bad["accepted"] and bad["upload_files"] == 0
+    assert bad["would_upload_files"] == BASE_FILES
     [violation] = bad["violations"]
     assert (violation["rule"], violation["policy"], violation["subject"]) == (
         "unknown-project",
@@ -1333,3 +1370,31 @@ def test_daemon_and_check_agree_on_a_rejected_session(
     ]
     assert report["target"] == verdict["target"]
     assert emulator.prearchive() == []
+
+
+def test_the_daemon_delivers_non_image_objects_and_xnat_holds_them(
+    lib: Library, drop: Drop, emulator: Emulator, tmp_path: Path
+) -> None:
+    relpath = (PROJECT, "S01", "S01_MR1")
+    staging = tmp_path / "staging" / "S01_MR1"
+    shutil.copytree(lib["non-image"], staging)
+    folder = drop.incoming.joinpath(*relpath)
+    folder.parent.mkdir(parents=True)
+    os.rename(staging, folder)
+    [verdict] = verdicts(check(drop.config, folder)).values()
+    assert verdict["accepted"] and verdict["upload_files"] == 9
+
+    daemon = run_daemon(drop)
+    assert daemon.returncode == 0, daemon.stderr
+    assert drop.done.joinpath(*relpath).is_dir(), daemon.stderr
+    [session] = emulator.prearchive()
+    assert session.scans == {  # each object a scan of its own, as XNAT files them
+        "12": ("dti_0.dcm", "dti_1.dcm", "siemens_dwi_0.dcm", "siemens_dwi_1000.dcm"),
+        "90": ("report_sr.dcm",),
+        "91": ("dose_sr.dcm",),
+        "92": ("protocol_pdf.dcm",),
+        "93": ("raw_data.dcm",),
+        "99": ("PhoenixZIPReport.dcm",),
+    }
+    report = json.loads(drop.done.joinpath(*relpath[:-1], "S01_MR1.report.json").read_text())
+    assert report["outcome"] == "done" and report["xnat"]["files"] == 9

@@ -152,3 +152,29 @@ def test_the_held_text_and_the_late_files_sentence() -> None:
     )
     early = completeness.late_files(1, -2.0, 1_790_000_000.0, "u")
     assert early.sentence.startswith("This file arrived while the session was being delivered")
+
+
+def as_class(facts: FileFacts, sop_class: str, **changes: object) -> FileFacts:
+    """`facts` with another SOP class (and header `changes`)."""
+    assert facts.header is not None
+    return replace(facts, header=replace(facts.header, sop_class_uid=sop_class, **changes))  # type: ignore[arg-type]
+
+
+def test_non_image_objects_are_not_counted() -> None:
+    # Siemens CSA Non-Image objects (one physiological log per run, say) numbered 1, 2, 4: as
+    # MR images that numbering would be a hole; they are no images of any announced count.
+    logs = series(3, numbers=[1, 2, 4], folder="99_physio", uid="1.2.3.99", number=99)
+    assert summaries(logs) == ["series 99 (folder 99_physio): 3 of at least 4 images"]
+    assert completeness.shortfalls([as_class(f, "1.3.12.2.1107.5.9.1") for f in logs]) == ()
+    # An SR without InstanceNumber, in a series of its own or inside an image series: it
+    # neither makes a series incomplete nor fills a gap in one.
+    sr = as_class(
+        series(1, folder="90_sr", uid="1.2.3.90", number=90)[0],
+        "1.2.840.10008.5.1.4.1.1.88.11",
+        instance_number=None,
+    )
+    assert completeness.shortfalls([*series(4, images_in_acquisition=4), sr]) == ()
+    inside = as_class(sr, "1.2.840.10008.5.1.4.1.1.88.11", series_instance_uid="1.2.3.5")
+    assert summaries([*series(3, images_in_acquisition=4), inside]) == [
+        "series 5 (folder 05_bold): 3 of 4 images"
+    ]

@@ -40,7 +40,7 @@ from xnat_drop.adapters.fs.beneath import Beneath, Dir
 from xnat_drop.core.model import FileFacts, FileKind
 from xnat_standin.demo.samples import SECONDARY_CAPTURE, SeriesSpec, write_session
 
-from data import NICOM_DATA, PYDICOM_FILES
+from data import NICOM_DATA, PYDICOM_FILES, write_non_image_objects
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 # Routing sources, PHI tags and templates read these; a few have VRs dicomscan leaves to
@@ -112,7 +112,10 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
             target.write_bytes(gzip.decompress(path.read_bytes()))
             result.append(target)
         result.append(path)
-    return result
+    # Non-image objects (SRs, an encapsulated PDF, Siemens CSA Non-Image, Raw Data) built from
+    # real files: no pixel data, some with image attributes left.
+    objects = write_non_image_objects(tmp_path_factory.mktemp("nonimage"), NICOM_DATA / "0.dcm")
+    return result + sorted(objects.values())
 
 
 @pytest.mark.parametrize("mode", ["error", "ignore"])

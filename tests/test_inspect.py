@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
 
+import pydicom
 import pydicom.config
 import pytest
 
@@ -29,11 +30,19 @@ from xnat_drop.adapters.dicom import inspection
 from xnat_drop.adapters.dicom.fileclassifier import FileClassifier
 from xnat_drop.adapters.dicom.inspection import classify, classify_chunk, inspect
 from xnat_drop.adapters.dicom.pydicomsettings import lenient_reading
+from xnat_drop.core import formats
 from xnat_drop.core.errors import SessionChangedError
 from xnat_drop.core.model import DicomHeader, FileFacts, FileKind
 from xnat_standin.demo.samples import SeriesSpec, write_nifti, write_session
 
-from data import MR_SERIES, NIBABEL_DATA, NICOM_DATA, copy_series, pydicom_file
+from data import (
+    MR_SERIES,
+    NIBABEL_DATA,
+    NICOM_DATA,
+    copy_series,
+    pydicom_file,
+    write_non_image_objects,
+)
 
 
 def kinds(folder: Path) -> dict[str, FileKind]:
@@ -179,7 +188,7 @@ def test_dcm2niix_output_is_caught(tmp_path: Path) -> None:
 def test_siemens_and_philips_real_files(tmp_path: Path) -> None:
     assert classify(NICOM_DATA / "0.dcm", "0.dcm").kind is FileKind.DICOM
     facts = classify(NICOM_DATA / "philips_mprage.dcm.gz", "philips_mprage.dcm.gz")
-    assert facts.kind is FileKind.ARCHIVE and "gzip" in facts.note
+    assert (facts.kind, facts.note) == (FileKind.COMPRESSED_DICOM, "a gzip-compressed DICOM file")
     unpacked = tmp_path / "philips_mprage.dcm"
     unpacked.write_bytes(gzip.decompress(facts_bytes(NICOM_DATA / "philips_mprage.dcm.gz")))
     enhanced = classify(unpacked, "philips_mprage.dcm")
@@ -231,14 +240,69 @@ def test_archives_are_archives(tmp_path: Path) -> None:
     with tarfile.open(tmp_path / "series.tar", "w") as tf:
         tf.add(source, "IM1.dcm")
     (tmp_path / "IM1.dcm.gz").write_bytes(gzip.compress(source.read_bytes()))
+    (tmp_path / "notes.txt.gz").write_bytes(gzip.compress(b"subject moved in run 2\n"))
     shutil.rmtree(tmp_path / "src")
     found = {f.path: (f.kind, f.note) for f in inspect(tmp_path, ("s",)).files}
     assert found == {
         "series.zip": (FileKind.ARCHIVE, "a zip archive"),
         "series.tar.gz": (FileKind.ARCHIVE, "a tar archive (gzip-compressed)"),
         "series.tar": (FileKind.ARCHIVE, "a tar archive"),
-        "IM1.dcm.gz": (FileKind.ARCHIVE, "a gzip-compressed file"),
+        "IM1.dcm.gz": (FileKind.COMPRESSED_DICOM, "a gzip-compressed DICOM file"),
+        "notes.txt.gz": (FileKind.ARCHIVE, "a gzip-compressed file"),
     }
+
+
+def test_a_siemens_preamble_that_reads_as_analyze_348_is_still_dicom(tmp_path: Path) -> None:
+    # Real Siemens files (nibabel's) begin their 128-byte preamble with 5C 01 00 00: the int32
+    # 348, Analyze's header size. "DICM" at byte 128 is checked first, plain and inside gzip.
+    data = (NICOM_DATA / "0.dcm").read_bytes()
+    assert data[:4] == b"\x5c\x01\x00\x00" and data[128:132] == b"DICM"
+    facts = classify(NICOM_DATA / "0.dcm", "0.dcm")
+    assert facts.kind is FileKind.DICOM and facts.header is not None
+    assert formats.content_format(data[:1024]) is None  # not converted data
+    (tmp_path / "IM0001.dcm.gz").write_bytes(gzip.compress(data))
+    for path in (tmp_path / "IM0001.dcm.gz", NICOM_DATA / "siemens_dwi_0.dcm.gz"):
+        assert gzip.decompress(path.read_bytes())[:4] == b"\x5c\x01\x00\x00"
+        facts = classify(path, path.name)
+        assert (facts.kind, facts.note) == (
+            FileKind.COMPRESSED_DICOM,
+            "a gzip-compressed DICOM file",
+        ), path
+    facts = classify(pydicom_file("zipMR.gz"), "zipMR.gz")  # pydicom's gzipped MR image
+    assert facts.kind is FileKind.COMPRESSED_DICOM
+
+
+@pytest.mark.parametrize(
+    ("source", "kind", "note"),
+    [
+        ("example4d.nii.gz", FileKind.NIFTI, "a gzip-compressed NIfTI-1 image, magic “n+1”"),
+        ("example_nifti2.nii.gz", FileKind.NIFTI, "a gzip-compressed NIfTI-2 image"),
+        ("analyze.hdr", FileKind.ANALYZE, "a gzip-compressed Analyze 7.5 header"),
+        ("nifti1.hdr", FileKind.ANALYZE, "a gzip-compressed NIfTI-1 header of an .hdr/.img pair"),
+        ("test.mgz", FileKind.CONVERTED, "a gzip-compressed FreeSurfer MGH volume (.mgz)"),
+        ("ExplVR_LitEndNoMeta.dcm", FileKind.COMPRESSED_DICOM, "a gzip-compressed DICOM file"),
+    ],
+)
+def test_what_gzip_holds_is_named_by_its_own_magic(
+    tmp_path: Path, source: str, kind: FileKind, note: str
+) -> None:
+    path = NIBABEL_DATA / source if (NIBABEL_DATA / source).exists() else pydicom_file(source)
+    data = path.read_bytes()
+    if not data.startswith(formats.GZIP_MAGIC):
+        data = gzip.compress(data)
+    (tmp_path / "renamed").write_bytes(data)  # by content: the name says nothing
+    facts = classify(tmp_path / "renamed", "renamed")
+    assert facts.kind is kind and facts.note.startswith(note), facts.note
+
+
+def test_non_image_objects_are_dicom_with_their_sop_class(tmp_path: Path) -> None:
+    objects = write_non_image_objects(tmp_path / "s", NICOM_DATA / "0.dcm")
+    for name, path in objects.items():
+        facts = classify(path, path.name)
+        assert facts.kind is FileKind.DICOM and facts.header is not None, (name, facts.note)
+        assert facts.header.sop_class_uid == pydicom.dcmread(path).SOPClassUID
+    report = classify(objects["sr"], "report_sr.dcm").header
+    assert report is not None and report.instance_number is None and report.image_type == ()
 
 
 def test_extra_keywords_are_read_for_routing_and_phi(tmp_path: Path) -> None:
@@ -274,11 +338,17 @@ def test_other_files_say_what_they_are(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("scan notes: subject moved, ünïcode\n")
     (tmp_path / "report.pdf").write_bytes(b"%PDF-1.7\n")
     (tmp_path / "empty.dcm").write_bytes(b"")
+    (tmp_path / "empty").write_bytes(b"")
+    (tmp_path / "empty.nii").write_bytes(b"")  # converted data, named so: remove it
+    (tmp_path / "pair.hdr").write_bytes((NIBABEL_DATA / "analyze.hdr").read_bytes())
+    (tmp_path / "pair.img").write_bytes(b"")  # the empty half of an Analyze pair
     session = inspect(tmp_path, ("s",))
     notes = {f.path: (f.kind, f.note) for f in session.files}
     assert notes["notes.txt"] == (FileKind.OTHER, "a text file")
     assert notes["report.pdf"] == (FileKind.OTHER, "a PDF document")
-    assert notes["empty.dcm"] == (FileKind.OTHER, "an empty file")
+    assert notes["empty.dcm"] == notes["empty"] == (FileKind.EMPTY, "an empty file")
+    assert notes["empty.nii"][0] is FileKind.NIFTI
+    assert notes["pair.img"][0] is notes["pair.hdr"][0] is FileKind.ANALYZE
 
 
 def test_symlinks_are_never_followed(tmp_path: Path) -> None:

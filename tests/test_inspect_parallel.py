@@ -59,6 +59,8 @@ def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (extra / "notes.txt").write_text("subject moved in run 2\n")
     (extra / "series.dcm.gz").write_bytes(gzip.compress(images[7].read_bytes()))
     (extra / "empty.dcm").write_bytes(b"")
+    (extra / "empty_pair.hdr").write_bytes((NIBABEL_DATA / "analyze.hdr").read_bytes())
+    (extra / "empty_pair.img").write_bytes(b"")  # empty, but half of a pair: after the walk
     (extra / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
     (extra / "link.dcm").symlink_to(images[8])
     os.mkfifo(extra / "pipe.dcm")  # opening it would block: it must never be opened
@@ -85,7 +87,9 @@ def test_parallel_session_is_the_serial_session(session_dir: Path, pool: Inspect
     assert kinds["pair.hdr"] is kinds["pair.img"] is FileKind.ANALYZE
     assert kinds["lonely.img"] is FileKind.OTHER
     assert kinds["t1.json"] is FileKind.CONVERTED
-    assert kinds["series.dcm.gz"] is FileKind.ARCHIVE
+    assert kinds["series.dcm.gz"] is FileKind.COMPRESSED_DICOM
+    assert kinds["empty.dcm"] is FileKind.EMPTY
+    assert kinds["empty_pair.hdr"] is kinds["empty_pair.img"] is FileKind.ANALYZE
     assert kinds["link.dcm"] is kinds["pipe.dcm"] is FileKind.UNSAFE
     assert sum(1 for f in serial.files if f.digest) == 2
     assert serial.files[-1].header is None or serial.files[-1].header.value("PatientID")

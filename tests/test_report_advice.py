@@ -88,7 +88,12 @@ SAMPLES: list[tuple[str, Violation]] = [
     ("nifti", judged(T1, FileFacts("a.nii", 10, FileKind.NIFTI, note="NIfTI-1"))[0]),
     ("non-dicom", judged(T1, FileFacts("a.pdf", 10, FileKind.OTHER))[0]),
     ("archive", judged(T1, FileFacts("a.zip", 10, FileKind.ARCHIVE, note="zip"))[0]),
+    (
+        "compressed-dicom",
+        judged(T1, FileFacts("a.dcm.gz", 10, FileKind.COMPRESSED_DICOM, note="gzip DICOM"))[0],
+    ),
     ("unreadable", judged(T1, FileFacts("b.dcm", 10, FileKind.UNREADABLE_DICOM))[0]),
+    ("empty", judged(T1, FileFacts("t1/2.dcm", 0, FileKind.EMPTY, note="an empty file"))[0]),
     ("unsafe", judged(T1, FileFacts("l", 0, FileKind.UNSAFE, note="a symbolic link"))[0]),
     (
         "derived",
@@ -221,7 +226,8 @@ SAMPLES: list[tuple[str, Violation]] = [
 # What the advice says -> what the "What to do" block must then not say (or must say).
 NEW_NAME = re.compile(r"Rename|another label|in a folder that names|Split|its own session folder")
 CHANGES = re.compile(
-    r"\b([Rr]emove|Delete|[Cc]opy the missing|[Ee]xport|Fix the value|fix them|Replace|unpack)\b"
+    r"\b([Rr]emove|Delete|[Cc]opy the (missing|series)|[Ee]xport|Fix the value|fix them|Replace"
+    r"|unpack|decompress)\b"
 )
 ADMIN_FIRST = re.compile(r"(?i)(ask|tell) the (XNAT )?administrator")
 NOTHING_TO_FIX = re.compile(r"already delivered")

@@ -3,10 +3,12 @@ both breaking and passing; exclude is shown where it applies."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import pytest
 
+from xnat_drop.core import sopclasses
 from xnat_drop.core.config import DEFAULT_RULES, RulesConfig
 from xnat_drop.core.model import (
     DicomHeader,
@@ -110,9 +112,22 @@ CLEAN = [dicom("t1/1.dcm"), dicom("t1/2.dcm")]
         ({"sop_class": "1.2.840.10008.5.1.4.1.1.7"}, "Secondary Capture"),
         ({"sop_class": "1.2.840.10008.5.1.4.1.1.7.4"}, "Secondary Capture"),
         ({"sop_class": "1.2.840.10008.5.1.4.1.1.66.4"}, "Segmentation"),
-        ({"sop_class": "1.2.840.10008.5.1.4.1.1.66"}, "Raw Data"),
+        ({"sop_class": "1.2.840.10008.5.1.4.1.1.66.1"}, "Spatial Registration"),
+        ({"sop_class": "1.2.840.10008.5.1.4.1.1.66.5"}, "Surface Segmentation"),
+        ({"sop_class": "1.2.840.10008.5.1.4.1.1.66.7"}, "segmentation or registration"),  # later
         ({"sop_class": "1.2.840.10008.5.1.4.1.1.11.1"}, "Presentation State"),
-        ({"sop_class": "1.2.840.10008.5.1.4.1.1.88.22"}, "Structured Report"),
+        ({"sop_class": "1.2.840.10008.5.1.4.1.1.11.12"}, "Presentation State"),
+        ({"sop_class": "1.2.840.10008.5.1.4.1.1.30"}, "Parametric Map"),
+        ({"sop_class": "1.2.840.10008.5.1.4.1.1.67"}, "Real World Value Mapping"),
+        ({"sop_class": "1.2.840.10008.5.1.4.1.1.104.3"}, "Encapsulated STL"),
+        # Non-image objects a session carries: never derived.
+        ({"sop_class": "1.2.840.10008.5.1.4.1.1.66"}, None),  # Raw Data
+        ({"sop_class": "1.2.840.10008.5.1.4.1.1.88.22"}, None),  # Enhanced SR
+        ({"sop_class": "1.2.840.10008.5.1.4.1.1.88.67"}, None),  # X-Ray Radiation Dose SR
+        ({"sop_class": "1.2.840.10008.5.1.4.1.1.88.99"}, None),  # an SR class to come
+        ({"sop_class": "1.2.840.10008.5.1.4.1.1.104.1"}, None),  # Encapsulated PDF
+        ({"sop_class": "1.2.840.10008.5.1.4.1.1.4.2"}, None),  # MR Spectroscopy
+        ({"sop_class": "1.2.840.10008.5.1.4.1.1.9.1.1"}, None),  # 12-lead ECG waveform
         ({"photometric": "PALETTE COLOR"}, "PALETTE COLOR"),
         ({"description": "ep2d_diff_ADC"}, "matches the derived pattern “_ADC$”"),
         ({"description": "T1_MPR_cor"}, "_MPR_(cor|sag|tra)$"),
@@ -129,6 +144,60 @@ def test_derived_signal(changes: dict[str, object], expected: str | None) -> Non
         assert signal is None
     else:
         assert signal is not None and expected in signal
+
+
+@pytest.mark.parametrize(
+    "sop_class",
+    ["1.3.12.2.1107.5.9.1", "1.2.840.10008.5.1.4.1.1.88.22", "1.2.840.10008.5.1.4.1.1.66"],
+)
+def test_a_non_image_sop_class_wins_over_every_image_marker(sop_class: str) -> None:
+    # Markers that each make an image derived: DERIVED\SECONDARY, TENSOR, a description
+    # pattern, PALETTE COLOR, FrameType, and a marker the lab configured.
+    odd = header(
+        sop_class=sop_class,
+        image_type=("DERIVED", "SECONDARY", "TENSOR", "MYRECON"),
+        frame_types=(("DERIVED", "PRIMARY", "MOCO"),),
+        description="PhoenixZIPReport_ADC",
+        photometric="PALETTE COLOR",
+    )
+    assert derived_signal(odd, DEFAULT_RULES) is None
+    assert derived_signal(odd, replace(DEFAULT_RULES, extra_derived_markers=("MYRECON",))) is None
+    assert derived_signal(replace(odd, sop_class_uid=MR), DEFAULT_RULES) is not None  # control
+
+
+@pytest.mark.parametrize(
+    ("uid", "expected"),
+    [
+        ("1.2.840.10008.5.1.4.1.1.66", ("non-image", "Raw Data")),  # exact, not the 66. family
+        ("1.2.840.10008.5.1.4.1.1.66.4", ("derived", "Segmentation")),
+        ("1.2.840.10008.5.1.4.1.1.66.8", ("derived", "segmentation or registration")),
+        ("1.2.840.10008.5.1.4.1.1.88.67", ("non-image", "dose report")),  # exact over family
+        ("1.2.840.10008.5.1.4.1.1.88.40", ("non-image", "Structured Report")),  # family
+        ("1.2.840.10008.5.1.4.1.1.104.1", ("non-image", "Encapsulated PDF")),
+        ("1.2.840.10008.5.1.4.1.1.104.4", ("derived", "3D model")),
+        ("1.3.12.2.1107.5.9.1", ("non-image", "Siemens CSA Non-Image")),
+        ("1.2.840.10008.5.1.4.1.1.4", None),  # MR Image: an image, judged by its markers
+        ("1.2.840.10008.5.1.4.1.1.4.1", None),  # Enhanced MR Image
+        ("1.2.840.10008.5.1.4.1.1.1.1", None),  # Digital X-Ray, not the 11. family
+        ("1.2.840.10008.5.1.4.1.1.88", None),  # a family's stem is no member of it
+        ("1.2.840.10008.5.1.4.1.1.88.", None),
+        ("", None),
+    ],
+)
+def test_the_sop_class_table(uid: str, expected: tuple[str, str] | None) -> None:
+    found = sopclasses.sop_class(uid)
+    if expected is None:
+        assert found is None
+    else:
+        assert found is not None and found[0] == expected[0] and expected[1] in found[1], found
+    assert sopclasses.is_non_image(uid) == (expected is not None and expected[0] == "non-image")
+
+
+def test_the_sop_class_table_is_well_formed() -> None:
+    uid = re.compile(r"^[12](\.(0|[1-9][0-9]*))+\.?$")
+    for key, (kind, words) in sopclasses.SOP_CLASSES.items():
+        assert uid.match(key) and len(key.rstrip(".")) <= 64, key
+        assert kind in ("non-image", "derived") and words, key
 
 
 def test_keep_list_never_passes_a_secondary_capture() -> None:
@@ -175,6 +244,8 @@ def test_junk_is_ignored_not_a_violation() -> None:
         (FileKind.CONVERTED, "nifti", "converted data"),
         (FileKind.OTHER, "non-dicom", "not a DICOM file"),
         (FileKind.ARCHIVE, "non-dicom", "unpack it"),
+        (FileKind.COMPRESSED_DICOM, "non-dicom", "decompress it (e.g. with 7-Zip or `gunzip`)"),
+        (FileKind.EMPTY, "unreadable-dicom", "is empty: the copy was probably interrupted"),
         (FileKind.UNREADABLE_DICOM, "unreadable-dicom", "export this series again"),
         (FileKind.UNSAFE, "unsafe-file", "never follows or opens"),
     ],
@@ -192,6 +263,64 @@ def test_each_bad_file_kind_rejects_and_names_the_file(
         ("sub/bad.file",),
     )
     assert "“sub/bad.file”" in violation.sentence and words in violation.sentence
+
+
+SR = "1.2.840.10008.5.1.4.1.1.88.11"  # Basic Text SR
+CSA_NON_IMAGE = "1.3.12.2.1107.5.9.1"
+PDF = "1.2.840.10008.5.1.4.1.1.104.1"
+
+
+def test_non_image_objects_go_with_the_session() -> None:
+    report = header(sop_class=SR, series="1.2.3.90", number=90, image_type=(), sop="r")
+    phoenix = header(
+        sop_class=CSA_NON_IMAGE,
+        series="1.2.3.99",
+        number=99,
+        image_type=("DERIVED", "SECONDARY", "TENSOR"),
+        description="PhoenixZIPReport",
+        sop="p",
+    )
+    pdf = header(sop_class=PDF, series="1.2.3.92", number=92, image_type=(), sop="d")
+    files = [*CLEAN, dicom("sr/1.dcm", report), dicom("99/1.dcm", phoenix), dicom("p.dcm", pdf)]
+    assert report.instance_number is None  # an SR without InstanceNumber: never incomplete
+    verdict = evaluate(session(*files), DEFAULT_RULES, ROUTE)
+    assert verdict.accepted and verdict.violations == ()
+    assert [f.path for f in verdict.upload] == [f.path for f in files]
+
+
+def test_a_non_image_object_is_not_taken_out_with_the_derived_series_it_shares() -> None:
+    sc = header(sop_class="1.2.840.10008.5.1.4.1.1.7", series="9", number=9, sop="sc")
+    report = header(sop_class=SR, series="9", number=9, image_type=(), sop="sr")
+    files = [*CLEAN, dicom("9/sc.dcm", sc), dicom("9/sr.dcm", report)]
+    [violation] = evaluate(session(*files), DEFAULT_RULES, ROUTE).violations
+    assert violation.rule == "derived-series" and violation.files == ("9/sc.dcm",)
+    assert "Delete “9/sc.dcm”" in violation.sentence  # not the folder: the report stays
+    verdict = evaluate(session(*files), policies(derived_series=Policy.EXCLUDE), ROUTE)
+    assert verdict.accepted and verdict.excluded == ("9/sc.dcm",)
+    assert "9/sr.dcm" in [f.path for f in verdict.upload]
+
+
+def test_an_empty_file_follows_the_unreadable_dicom_policy() -> None:
+    empty = FileFacts("t1/3.dcm", 0, FileKind.EMPTY, note="an empty file")
+    [violation] = evaluate(session(*CLEAN, empty), DEFAULT_RULES, ROUTE).violations
+    assert violation.sentence == (
+        "“t1/3.dcm” is empty: the copy was probably interrupted. Copy the series again from the "
+        "scanner export, then drop the session again."
+    )
+    verdict = evaluate(session(*CLEAN, empty), policies(unreadable_dicom=Policy.EXCLUDE), ROUTE)
+    assert verdict.accepted and verdict.excluded == ("t1/3.dcm",)
+
+
+def test_a_gzip_compressed_dicom_file_says_how_to_decompress_it() -> None:
+    gz = FileFacts(
+        "t1/3.dcm.gz", 500, FileKind.COMPRESSED_DICOM, note="a gzip-compressed DICOM file"
+    )
+    [violation] = evaluate(session(*CLEAN, gz), DEFAULT_RULES, ROUTE).violations
+    assert (violation.rule, violation.detail) == ("non-dicom", "a gzip-compressed DICOM file")
+    assert violation.sentence == (
+        "“t1/3.dcm.gz” is a gzip-compressed DICOM file, which XNAT cannot read: decompress it "
+        "(e.g. with 7-Zip or `gunzip`), delete the compressed file, and drop the session again."
+    )
 
 
 def test_derived_series_decided_per_series_uid_not_number() -> None:
@@ -302,6 +431,8 @@ def test_mixed_studies() -> None:
     assert "2 different studies" in violation.sentence and "9.9.9 (2 files" in violation.sentence
     assert "1.2.3 (2 files" in violation.sentence
     assert rules_of(CLEAN) == []
+    [one] = evaluate(session(*CLEAN, other[0]), DEFAULT_RULES, ROUTE).violations
+    assert "9.9.9 (1 file, e.g. “b/0.dcm”" in one.sentence
 
 
 def test_a_derived_series_from_another_study_is_one_problem_not_two() -> None:

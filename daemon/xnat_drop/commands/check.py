@@ -20,6 +20,7 @@ from xnat_drop.core.errors import ConfigError, SessionChangedError, XnatError
 from xnat_drop.core.model import Policy, Violation
 from xnat_drop.core.report import violation_json
 from xnat_drop.core.rules import unknown_project
+from xnat_drop.core.text import plural
 from xnat_drop.service.judge import Judgement, check_keywords, judge, relpath_for
 
 EX_ACCEPTED = 0
@@ -98,18 +99,25 @@ def _ask_server(
 
 
 def _verdict(folder: str, judgement: Judgement, extra: list[Violation]) -> dict[str, Any]:
-    """One folder in exactly the shape `check --json` promises."""
+    """One folder in exactly the shape `check --json` promises.
+
+    `upload_files` is what the daemon would send now: none for a rejected folder.
+    `would_upload_files` is what it would send once the rejections are fixed (the files no
+    rule leaves out), whatever the verdict.
+    """
     verdict = judgement.verdict
     violations = [*verdict.violations, *extra]
     target = verdict.target
+    accepted = verdict.accepted and not extra
     return {
         "folder": folder,
-        "accepted": verdict.accepted and not extra,
+        "accepted": accepted,
         "target": None
         if target is None
         else {"project": target.project, "subject": target.subject, "session": target.session},
         "violations": [violation_json(v) for v in violations],
-        "upload_files": len(verdict.upload),
+        "upload_files": len(verdict.upload) if accepted else 0,
+        "would_upload_files": len(verdict.upload),
         "excluded_files": len(verdict.excluded),
     }
 
@@ -122,7 +130,13 @@ def _text(item: dict[str, Any]) -> str:
         else "no XNAT target"
     )
     head = "ACCEPTED" if item["accepted"] else "REJECTED"
-    counts = f"{item['upload_files']} files to upload, {item['excluded_files']} left out"
+    if item["accepted"]:
+        counts = f"{plural(item['upload_files'], 'file')} to upload"
+    elif item["would_upload_files"]:
+        counts = f"nothing to upload; {plural(item['would_upload_files'], 'file')} once fixed"
+    else:
+        counts = "nothing to upload"
+    counts += f", {item['excluded_files']:,} left out"
     lines = [f"{item['folder']}: {head} -> {where}: {counts}"]
     for v in item["violations"]:
         mark = "excluded" if v["policy"] == Policy.EXCLUDE.value else "rejects"

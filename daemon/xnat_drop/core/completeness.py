@@ -14,8 +14,11 @@ the counts its own headers give, and to none where they give none:
   one apart from them (numbering that restarts per acquisition or time point is judged per
   AcquisitionNumber and TemporalPositionIdentifier, or not at all).
 
-Mosaics (ImageType MOSAIC: many slices in one file) are judged by InstanceNumber only. A
-shortfall names the series by SeriesNumber and folder, never by a header text or UID.
+Mosaics (ImageType MOSAIC: many slices in one file) are judged by InstanceNumber only.
+Non-image objects (sopclasses.py: reports, documents, spectra, raw data, Siemens CSA
+Non-Image) are not counted at all: they are none of the images these counts announce, often
+carry no InstanceNumber, and a series of them follows no image numbering. A shortfall names
+the series by SeriesNumber and folder, never by a header text or UID.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from posixpath import dirname
 
 from xnat_drop.core.model import DicomHeader, FileFacts, Policy, Rule, Violation
 from xnat_drop.core.shown import shown
+from xnat_drop.core.sopclasses import is_non_image
 from xnat_drop.core.text import duration, iso
 
 RULE: Rule = "incomplete-series"
@@ -70,11 +74,13 @@ class Shortfall:
 
 
 def shortfalls(files: Iterable[FileFacts]) -> tuple[Shortfall, ...]:
-    """The series of `files` (DICOM with a header) that look incomplete, by SeriesNumber."""
+    """The series of `files` (DICOM with a header) that look incomplete, by SeriesNumber;
+    non-image objects are left out (see the module doc)."""
     series: dict[str, list[FileFacts]] = defaultdict(list)
     for facts in files:
-        if facts.is_dicom and facts.header is not None:
-            series[facts.header.series_instance_uid].append(facts)
+        header = facts.header
+        if facts.is_dicom and header is not None and not is_non_image(header.sop_class_uid):
+            series[header.series_instance_uid].append(facts)
     found = [s for members in series.values() if (s := _judged(members)) is not None]
     return tuple(sorted(found, key=lambda s: (s.number is None, s.number or 0, s.folder)))
 

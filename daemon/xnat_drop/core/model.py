@@ -19,6 +19,8 @@ class FileKind(str, Enum):
     ANALYZE = "analyze"  # .hdr/.img pairs (Analyze 7.5 or NIfTI pair)
     CONVERTED = "converted"  # MINC, MGH/MGZ, NRRD, dcm2niix/BIDS side-cars, .bval/.bvec
     ARCHIVE = "archive"  # gzip, zip, tar, 7-Zip, RAR: unpack it before dropping
+    COMPRESSED_DICOM = "compressed-dicom"  # a gzip-compressed DICOM file (IM0001.dcm.gz)
+    EMPTY = "empty"  # zero bytes: what an interrupted copy leaves
     OTHER = "other"  # anything else that is not junk
     JUNK = "junk"  # OS clutter and DICOMDIR: ignored, never uploaded
     UNSAFE = "unsafe"  # symlink, FIFO, socket, device: never opened

@@ -215,9 +215,9 @@ _RULES = (
     Option("rules", "derived-series", Kind.TEXT, "reject", choices=POLICIES,
            note="scanner-derived series: MoCo, ADC/FA/TRACEW maps, MPR, MIP, SC, SEG"),
     Option("rules", "non-dicom", Kind.TEXT, "reject", choices=POLICIES,
-           note="any other file that is not DICOM (PDF, text, archives, ...)"),
+           note="any other file that is not DICOM (PDF, text, archives, .dcm.gz, ...)"),
     Option("rules", "unreadable-dicom", Kind.TEXT, "reject", choices=POLICIES,
-           note="truncated or damaged DICOM, or without the UIDs XNAT needs"),
+           note="truncated, damaged or empty, or DICOM without the UIDs XNAT needs"),
     Option("rules", "incomplete-series", Kind.TEXT, "reject", choices=INCOMPLETE_SERIES,
            comment="""
         A series with fewer images than its headers announce (InstanceNumber holes,

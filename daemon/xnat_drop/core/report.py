@@ -64,10 +64,14 @@ RULE_ADVICE = {
         "These series were derived by the scanner, not acquired. Leave them out of the export "
         "and drop the session again."
     ),
-    "non-dicom": "Only DICOM images may be in the session: remove these files and drop it again.",
+    "non-dicom": (
+        "Only DICOM files may be in the session: remove these files (unpack an archive and "
+        "decompress a compressed DICOM file first, if it holds the session's images) and drop "
+        "it again."
+    ),
     "unreadable-dicom": (
-        "The copy is probably incomplete or damaged: export these files again from the scanner "
-        "or PACS and drop the session again."
+        "The copy is probably incomplete or damaged (an empty file is what an interrupted copy "
+        "leaves): export these files again from the scanner or PACS and drop the session again."
     ),
     "unsafe-file": (
         "xnat-drop never follows or opens links and special files: replace them with the real "

@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from posixpath import dirname
 
-from xnat_drop.core import completeness
+from xnat_drop.core import completeness, sopclasses
 from xnat_drop.core.config import RulesConfig
 from xnat_drop.core.model import (
     DicomHeader,
@@ -26,7 +26,7 @@ from xnat_drop.core.model import (
     Verdict,
     Violation,
 )
-from xnat_drop.core.text import size
+from xnat_drop.core.text import plural, size
 
 # ImageType (0008,0008) / FrameType (0008,9007) tokens that mark scanner-derived images even
 # when value 1 says ORIGINAL (older Siemens label diffusion maps and MoCo that way).
@@ -51,42 +51,31 @@ DERIVED_TOKENS: dict[str, str] = {
     "PERFUSION": "a perfusion map",
     "RCBF": "a cerebral blood flow map",
 }
-_SC = "Secondary Capture (a screenshot or rendered image)"
-DERIVED_SOP_CLASSES: dict[str, str] = {
-    "1.2.840.10008.5.1.4.1.1.7": _SC,
-    "1.2.840.10008.5.1.4.1.1.7.1": _SC,
-    "1.2.840.10008.5.1.4.1.1.7.2": _SC,
-    "1.2.840.10008.5.1.4.1.1.7.3": _SC,
-    "1.2.840.10008.5.1.4.1.1.7.4": _SC,
-    "1.2.840.10008.5.1.4.1.1.66": "Raw Data (not an image)",
-    "1.2.840.10008.5.1.4.1.1.66.1": "Spatial Registration (computed, not acquired)",
-    "1.2.840.10008.5.1.4.1.1.66.2": "Spatial Fiducials (computed, not acquired)",
-    "1.2.840.10008.5.1.4.1.1.66.3": "Deformable Spatial Registration (computed, not acquired)",
-    "1.2.840.10008.5.1.4.1.1.66.4": "Segmentation (computed, not acquired)",
-    "1.2.840.10008.5.1.4.1.1.66.5": "Surface Segmentation (computed, not acquired)",
-}
-# Whole families by UID prefix: presentation states, structured reports, encapsulated documents.
-DERIVED_SOP_PREFIXES: tuple[tuple[str, str], ...] = (
-    ("1.2.840.10008.5.1.4.1.1.11.", "a Presentation State (display settings, not an image)"),
-    ("1.2.840.10008.5.1.4.1.1.88.", "a Structured Report (a document, not an image)"),
-    ("1.2.840.10008.5.1.4.1.1.104.", "an Encapsulated Document (PDF or similar, not an image)"),
-)
 KIND_RULES: dict[FileKind, Rule] = {
     FileKind.NIFTI: "nifti",
     FileKind.ANALYZE: "nifti",
     FileKind.CONVERTED: "nifti",
     FileKind.ARCHIVE: "non-dicom",
+    FileKind.COMPRESSED_DICOM: "non-dicom",
     FileKind.OTHER: "non-dicom",
     FileKind.UNREADABLE_DICOM: "unreadable-dicom",
+    # An empty file is what an interrupted copy leaves: the same cause and fix as a DICOM file
+    # cut short, so the same rule (and the lab's policy for it), not "remove it" (non-dicom).
+    FileKind.EMPTY: "unreadable-dicom",
     FileKind.UNSAFE: "unsafe-file",
 }
 
 
 def derived_signal(header: DicomHeader, rules: RulesConfig) -> str | None:
-    """Why an image is scanner-derived, in words naming the attribute, or None if acquired."""
-    sop = _sop_class_signal(header.sop_class_uid)
-    if sop:
-        return f"SOP Class UID (0008,0016) is {sop}"
+    """Why an image is scanner-derived, in words naming the attribute, or None if acquired.
+
+    The SOP class table (sopclasses.py) decides first: a derived class is derived whatever its
+    markers say, a non-image object (report, document, spectra, raw data) is never derived.
+    """
+    known = sopclasses.sop_class(header.sop_class_uid)
+    if known is not None:
+        kind, words = known
+        return f"SOP Class UID (0008,0016) is {words}" if kind == sopclasses.DERIVED else None
     types = [("ImageType (0008,0008)", tuple(v.upper() for v in header.image_type))]
     types += [("FrameType (0008,9007)", tuple(v.upper() for v in ft)) for ft in header.frame_types]
     description = header.series_description
@@ -118,12 +107,6 @@ def derived_signal(header: DicomHeader, rules: RulesConfig) -> str | None:
     if header.photometric_interpretation.upper() == "PALETTE COLOR":
         return "PhotometricInterpretation (0028,0004) is PALETTE COLOR"
     return None
-
-
-def _sop_class_signal(uid: str) -> str:
-    if uid in DERIVED_SOP_CLASSES:
-        return DERIVED_SOP_CLASSES[uid]
-    return next((words for prefix, words in DERIVED_SOP_PREFIXES if uid.startswith(prefix)), "")
 
 
 def evaluate(session: Session, rules: RulesConfig, route: Route) -> Verdict:
@@ -180,6 +163,11 @@ def _file_violation(rule: Rule, policy: Policy, facts: FileFacts) -> Violation:
             "may go to XNAT. Remove the converted files (keep them elsewhere) and drop the "
             "session again."
         )
+    elif facts.kind is FileKind.EMPTY:
+        sentence = (
+            f"“{path}” is empty: the copy was probably interrupted. Copy the series again from "
+            "the scanner export, then drop the session again."
+        )
     elif rule == "unreadable-dicom":
         sentence = (
             f"“{path}” looks like DICOM but cannot be used{detail}. The copy is probably "
@@ -190,6 +178,12 @@ def _file_violation(rule: Rule, policy: Policy, facts: FileFacts) -> Violation:
             f"“{path}” is {note or 'not a regular file'}; xnat-drop never follows or opens such "
             "entries. Replace it with the real file and drop the session again."
         )
+    elif facts.kind is FileKind.COMPRESSED_DICOM:
+        sentence = (
+            f"“{path}” is {note or 'a compressed DICOM file'}, which XNAT cannot read: decompress "
+            "it (e.g. with 7-Zip or `gunzip`), delete the compressed file, and drop the session "
+            "again."
+        )
     elif facts.kind is FileKind.ARCHIVE:
         sentence = (
             f"“{path}” is an archive{detail}. xnat-drop does not open archives: unpack it, "
@@ -197,7 +191,7 @@ def _file_violation(rule: Rule, policy: Policy, facts: FileFacts) -> Violation:
         )
     else:
         sentence = (
-            f"“{path}” is not a DICOM file{detail}. Only DICOM images may be in the session: "
+            f"“{path}” is not a DICOM file{detail}. Only DICOM files may be in the session: "
             "remove it and drop the session again."
         )
     return Violation(rule, policy, path, sentence, (path,), note or facts.kind.value)
@@ -206,11 +200,16 @@ def _file_violation(rule: Rule, policy: Policy, facts: FileFacts) -> Violation:
 def _derived_series(
     dicoms: list[FileFacts], session: Session, rules: RulesConfig
 ) -> list[Violation]:
-    """One violation per derived SeriesInstanceUID (derived images may share SeriesNumber)."""
+    """One violation per derived SeriesInstanceUID (derived images may share SeriesNumber).
+
+    Non-image objects (sopclasses.py) are judged by their SOP class alone: one that shares a
+    series with derived images is not taken out with them.
+    """
     by_series: dict[str, list[FileFacts]] = defaultdict(list)
     for facts in dicoms:
         assert facts.header is not None
-        by_series[facts.header.series_instance_uid].append(facts)
+        if not sopclasses.is_non_image(facts.header.sop_class_uid):
+            by_series[facts.header.series_instance_uid].append(facts)
     policy = rules.policy("derived-series")
     found = []
     for members in by_series.values():
@@ -333,7 +332,9 @@ def _mixed_studies(dicoms: list[FileFacts]) -> list[Violation]:
     for uid, members in sorted(by_study.items(), key=lambda item: -len(item[1])):
         series = sorted({series_name(f.header) for f in members})
         example = min(f.path for f in members)
-        parts.append(f"{uid} ({len(members)} files, e.g. “{example}”; {', '.join(series[:3])})")
+        parts.append(
+            f"{uid} ({plural(len(members), 'file')}, e.g. “{example}”; {', '.join(series[:3])})"
+        )
     sentence = (
         f"The folder holds {len(by_study)} different studies (StudyInstanceUID (0020,000D)): "
         f"{'; '.join(parts)}. One session folder must hold exactly one study, or XNAT splits "
@@ -404,7 +405,7 @@ def _no_dicom(session: Session, excluded: Iterable[str]) -> Violation:
         )
     else:
         sentence = (
-            "The folder holds no DICOM images that could be uploaded. Check that the export "
+            "The folder holds no DICOM files that could be uploaded. Check that the export "
             "from the scanner or PACS wrote DICOM files into this folder."
         )
     return Violation("no-dicom", Policy.REJECT, session.display, sentence)

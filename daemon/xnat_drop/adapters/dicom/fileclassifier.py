@@ -25,7 +25,7 @@ from xnat_drop.core.errors import SessionChangedError
 from xnat_drop.core.model import FileFacts, FileKind
 
 HEAD_BYTES = 1024  # what the magic-number checks look at
-GZIP_PEEK = 64 * 1024  # compressed bytes read to find a NIfTI/MGH header inside gzip
+GZIP_PEEK = 64 * 1024  # compressed bytes read to find a DICOM/NIfTI/MGH header inside gzip
 SIDECAR_LIMIT = 1024 * 1024  # JSON/bval/bvec files read whole up to this size
 
 
@@ -96,17 +96,12 @@ class FileClassifier:
     ) -> FileFacts:
         head, size = source.head[:HEAD_BYTES], source.size
         lowered = relpath.lower()
-        if head[128:132] == b"DICM":
+        # DICOM's magic first: its preamble may hold anything, even Analyze's 348 (formats.py).
+        if formats.is_part10(head):
             return self._read_dicom(source, relpath, FileKind.DICOM, keywords)
         if head.startswith(formats.GZIP_MAGIC):
-            inner = formats.gunzip_head(source.read_at(0, GZIP_PEEK))
-            found = formats.content_format(inner, compressed=True)
-            if found is None:
-                archive = "a tar archive (gzip-compressed)" if inner[257:262] == b"ustar" else None
-                return FileFacts(
-                    relpath, size, FileKind.ARCHIVE, note=archive or "a gzip-compressed file"
-                )
-            return FileFacts(relpath, size, found[0], note=found[1])
+            kind, note = formats.gzip_format(formats.gunzip_head(source.read_at(0, GZIP_PEEK)))
+            return FileFacts(relpath, size, kind, note=note)
         found = formats.content_format(head)
         if found is not None:
             return FileFacts(relpath, size, found[0], note=found[1])
@@ -125,6 +120,8 @@ class FileClassifier:
             return FileFacts(relpath, size, named[0], note=named[1])
         if lowered.endswith(ANALYZE_SUFFIXES) and has_pair(lowered, siblings):
             return FileFacts(relpath, size, FileKind.ANALYZE, note=PAIR_NOTE)
+        if size == 0:  # after the names: an empty `x.nii` is still converted data to remove
+            return FileFacts(relpath, size, FileKind.EMPTY, note=formats.EMPTY_NOTE)
         return FileFacts(relpath, size, FileKind.OTHER, note=formats.describe(head, size))
 
     def _read_dicom(

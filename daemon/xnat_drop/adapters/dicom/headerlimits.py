@@ -24,6 +24,8 @@ import zlib
 from collections.abc import Callable
 from typing import Protocol
 
+from xnat_drop.core.sopclasses import is_non_image
+
 KiB, MiB, GiB = 1024, 1024 * 1024, 1024 * 1024 * 1024
 
 # No single value pydicom reads for a header may be larger: the largest real ones (a Philips
@@ -89,6 +91,13 @@ class Readable(Protocol):
     def size(self) -> int: ...
 
     def read_at(self, offset: int, length: int) -> bytes: ...
+
+
+def has_image_header(has_rows: bool, sop_class_uid: str) -> bool:
+    """True when a data set with (`has_rows`) or without Rows (0028,0010) must carry pixel data
+    (ending_problem): not for a non-image object (core/sopclasses.py), which may keep Rows, e.g.
+    for the grid of a spectroscopy object, and hold its data in another element."""
+    return has_rows and not is_non_image(sop_class_uid)
 
 
 def ending_problem(source: Readable, start: int, is_image: bool) -> str:

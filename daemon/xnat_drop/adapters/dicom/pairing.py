@@ -36,7 +36,7 @@ def paired(read: list[FileFacts], names: set[str]) -> list[FileFacts]:
     file, and each .raw beside an .nhdr the data of that NRRD image.
 
     Without siblings, such a file can only have come out as OTHER (or ARCHIVE, for a
-    compressed .raw): the pair check is the last test before that answer.
+    compressed .raw, or EMPTY): the pair check is the last test before that answer.
     """
     if not names:
         return read
@@ -47,12 +47,14 @@ def paired(read: list[FileFacts], names: set[str]) -> list[FileFacts]:
 def _pair(facts: FileFacts, names: frozenset[str]) -> FileFacts:
     lowered = facts.path.lower()
     if (
-        facts.kind is FileKind.OTHER
+        facts.kind in (FileKind.OTHER, FileKind.EMPTY)
         and lowered.endswith(ANALYZE_SUFFIXES)
         and has_pair(lowered, names)
     ):
         return replace(facts, kind=FileKind.ANALYZE, note=PAIR_NOTE)
-    if facts.kind in (FileKind.OTHER, FileKind.ARCHIVE) and lowered.endswith(NRRD_DATA):
+    if facts.kind in (FileKind.OTHER, FileKind.ARCHIVE, FileKind.EMPTY) and lowered.endswith(
+        NRRD_DATA
+    ):
         stem = lowered[: lowered.rindex(".raw")]
         if f"{stem}.nhdr" in names:
             header = facts.path[: len(stem)].rsplit("/", 1)[-1] + ".nhdr"

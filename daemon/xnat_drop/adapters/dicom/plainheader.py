@@ -26,7 +26,7 @@ from xnat_drop.adapters.dicom.headerfields import (
     judged,
     kept,
 )
-from xnat_drop.adapters.dicom.headerlimits import ending_problem
+from xnat_drop.adapters.dicom.headerlimits import ending_problem, has_image_header
 from xnat_drop.adapters.dicom.openfile import OpenFile
 from xnat_drop.core.model import DicomHeader, FileFacts, FileKind
 
@@ -93,7 +93,8 @@ class PlainHeaderReader:
             header = self._header(elements, plan.keywords)
             if MEDIA_STORAGE_DIRECTORY in (header.sop_class_uid, media_class):
                 return None
-            problem = ending_problem(source, found.stop, TAG["Rows"] in elements)
+            is_image = has_image_header(TAG["Rows"] in elements, header.sop_class_uid)
+            problem = ending_problem(source, found.stop, is_image)
         except Exception:  # dicomscan.UnsureError, or anything else: pydicom decides
             return None
         return judged(relpath, source.size, FileKind.DICOM, header, problem, media_class)

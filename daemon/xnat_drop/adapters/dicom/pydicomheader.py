@@ -38,6 +38,7 @@ from xnat_drop.adapters.dicom.headerlimits import (
     HeaderLimitError,
     InflatedSource,
     ending_problem,
+    has_image_header,
 )
 from xnat_drop.adapters.dicom.openfile import HEAD_READ, MAX_HEAD_READ, OpenFile
 from xnat_drop.adapters.dicom.pydicomsettings import lenient_reading
@@ -78,12 +79,12 @@ class PydicomHeaderReader:
                 no_preamble = kind is FileKind.DICOM_NO_PREAMBLE
                 ds, stop, inflated = self._parse(source, no_preamble, keywords)
                 meta: Any = getattr(ds, "file_meta", None) or None
-                is_image = TAG["Rows"] in ds
+                header = self._header(ds, keywords)
+                is_image = has_image_header(TAG["Rows"] in ds, header.sop_class_uid)
                 if inflated is None:
                     problem = ending_problem(source, stop, is_image)
                 else:  # the end of a deflated data set is checked in it, then in the file
                     problem = ending_problem(inflated, stop, is_image) or inflated.problem()
-                header = self._header(ds, keywords)
             except HeaderLimitError as exc:
                 return FileFacts(relpath, size, FileKind.UNREADABLE_DICOM, note=str(exc))
             except zlib.error:
