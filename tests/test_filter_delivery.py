@@ -9,9 +9,12 @@ cannot predict.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from test_check import check, verdicts
 from test_delivery import drop_study, report_of, requests_to, rules_in
 from xnat_standin import Emulator
-from xnat_standin.demo.samples import SeriesSpec
+from xnat_standin.demo.samples import SeriesSpec, write_session
 
 from conftest import PROJECT, Drop, daemon_env, run_daemon, start_daemon, stop_daemon, wait_until
 
@@ -197,3 +200,63 @@ def test_the_filter_is_read_once_per_few_minutes_and_again_after_a_reload(
         assert len(reads) == 2  # the site's and the project's, once each
     finally:
         stop_daemon(proc)
+
+
+def test_check_server_runs_every_server_side_check_of_a_delivery(
+    drop: Drop, emulator: Emulator, tmp_path: Path
+) -> None:
+    emulator.set_series_filter(PROJECT, mode="blacklist", list_text="localizer")
+    drop.write_config(emulator.url)
+    drop_study(drop, scans=SCANS)
+    assert run_daemon(drop).returncode == 0
+    delivered = drop.done.joinpath(*REL)
+    fresh = tmp_path / "lib" / PROJECT / "S02" / "S02_MR1"
+    write_session(fresh, SCANS, patient_id="S02", study_uid="1.2.826.0.1.3680043.8.498.3001")
+    before = len(emulator.requests())
+    found = verdicts(check(drop.config, delivered, fresh, server=True))
+    # Already in XNAT: refused as a delivery would be, and nothing to upload.
+    again = found[str(delivered)]
+    assert not again["accepted"] and again["upload_files"] == 0
+    assert "session-exists" in [v["rule"] for v in again["violations"]]
+    # New: what XNAT's filter drops is left out, per series, as the delivery would.
+    new = found[str(fresh)]
+    assert new["accepted"] and new["upload_files"] == 6
+    series = {s["series"]: s for s in new["server"]["series"]}
+    assert series["series 1 “localizer”"]["xnat_drops"] == 3
+    assert series["series 2 “T1_MPRAGE”"]["xnat_drops"] == 0
+    assert "“localizer”" in new["server"]["series_import_filter"]
+    assert [v["rule"] for v in new["violations"]] == ["series-import-filter"]
+    # Only looked.
+    asked = emulator.requests()[before:]
+    assert {r.method for r in asked} <= {"GET", "POST"}
+    assert not [r for r in asked if "/services/import" in r.path]
+
+
+def test_a_site_filter_closed_to_non_admins_is_read_from_the_site_preferences(
+    drop: Drop, emulator: Emulator
+) -> None:
+    emulator.set_series_filter(None, mode="blacklist", list_text="localizer")
+    emulator.set_site_config_admin_only(True)
+    drop.write_config(emulator.url)
+    drop_study(drop, scans=SCANS)
+    result = run_daemon(drop)
+    assert result.returncode == 0, result.stderr
+    _, data = report_of(drop.done)
+    assert held_scans(emulator) == {"2": 4, "3": 2}
+    [dropped] = violations(data, "series-import-filter")
+    assert "the site's blacklist" in str(dropped["message"])
+    assert any(r.path.startswith("/xapi/siteConfig/values/") for r in emulator.requests())
+
+
+def test_a_project_filter_xnat_will_not_show_pauses_and_sends_nothing(
+    drop: Drop, emulator: Emulator
+) -> None:
+    emulator.set_series_filter(PROJECT, mode="blacklist", list_text="localizer")
+    emulator.set_project_readers(PROJECT, ["someone-else"])
+    drop.write_config(emulator.url)
+    drop_study(drop, scans=SCANS)
+    result = run_daemon(drop, timeout=20)
+    assert result.returncode != 0  # left waiting, not failed
+    assert "403" in result.stderr
+    assert not drop.failed.joinpath(*REL).exists()
+    assert requests_to(emulator, "POST", IMPORT) == []

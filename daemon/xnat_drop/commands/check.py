@@ -17,11 +17,12 @@ from xnat_drop.adapters.workers import InspectionPool
 from xnat_drop.adapters.xnat.client import connect
 from xnat_drop.core import config as config_mod
 from xnat_drop.core.errors import ConfigError, SessionChangedError, XnatError
-from xnat_drop.core.model import Policy, Violation
+from xnat_drop.core.model import Policy
 from xnat_drop.core.report import violation_json
-from xnat_drop.core.rules import unknown_project
 from xnat_drop.core.text import plural
+from xnat_drop.service import servercheck
 from xnat_drop.service.judge import Judgement, check_keywords, judge, relpath_for
+from xnat_drop.service.servercheck import ServerAnswer
 
 EX_ACCEPTED = 0
 EX_REJECTED = 1
@@ -42,7 +43,7 @@ def run_check(config_path: Path, folders: Sequence[str], *, as_json: bool, serve
     if missing:
         print(f"xnat-drop check: not a folder: {', '.join(missing)}", file=sys.stderr)
         return EX_USAGE
-    results: list[tuple[str, Judgement, list[Violation]]] = []
+    results: list[tuple[str, Judgement, ServerAnswer | None]] = []
     # Worker processes start in about 0.35 s: worth it from a couple of thousand files.
     with InspectionPool(min_files=2000) as pool:
         for folder in folders:
@@ -55,14 +56,14 @@ def run_check(config_path: Path, folders: Sequence[str], *, as_json: bool, serve
                     file=sys.stderr,
                 )
                 return EX_USAGE
-            results.append((folder, judgement, []))
+            results.append((folder, judgement, None))
     if server:
         try:
-            _ask_server(cfg, env, results)
+            results = _ask_server(cfg, env, results)
         except (ConfigError, XnatError) as exc:
             print(f"xnat-drop check: cannot ask XNAT: {exc}", file=sys.stderr)
             return EX_USAGE
-    verdicts = [_verdict(folder, j, extra) for folder, j, extra in results]
+    verdicts = [_verdict(folder, j, answer) for folder, j, answer in results]
     if as_json:
         _emit(json.dumps({"folders": verdicts}, indent=2, ensure_ascii=False))
     else:
@@ -86,29 +87,37 @@ def _emit(text: str) -> None:
 def _ask_server(
     cfg: config_mod.Config,
     env: dict[str, str],
-    results: list[tuple[str, Judgement, list[Violation]]],
-) -> None:
+    results: list[tuple[str, Judgement, ServerAnswer | None]],
+) -> list[tuple[str, Judgement, ServerAnswer | None]]:
+    """Each judged folder with the answers of the server-side checks a delivery makes."""
     client = connect(cfg.xnat, env)
     try:
-        for _folder, judgement, extra in results:
-            target = judgement.verdict.target
-            if target is not None and not client.project_exists(target.project):
-                extra.append(unknown_project(target.project))
+        return [
+            (folder, judgement, servercheck.ask(client, cfg, Path(folder), judgement.verdict))
+            for folder, judgement, _ in results
+        ]
     finally:
         client.close()
 
 
-def _verdict(folder: str, judgement: Judgement, extra: list[Violation]) -> dict[str, Any]:
+def _verdict(folder: str, judgement: Judgement, answer: ServerAnswer | None) -> dict[str, Any]:
     """One folder in exactly the shape `check --json` promises.
 
     `upload_files` is what the daemon would send now: none for a rejected folder.
     `would_upload_files` is what it would send once the rejections are fixed (the files no
-    rule leaves out), whatever the verdict.
+    rule leaves out), whatever the verdict. With `--server`, the verdict is the one after
+    XNAT's series import filter, and `server` says per series what that filter drops.
     """
-    verdict = judgement.verdict
+    verdict = judgement.verdict if answer is None else answer.verdict
+    extra = [] if answer is None else list(answer.refusals)
     violations = [*verdict.violations, *extra]
     target = verdict.target
     accepted = verdict.accepted and not extra
+    server = (
+        None
+        if answer is None
+        else {"series_import_filter": answer.filters, "series": list(answer.series)}
+    )
     return {
         "folder": folder,
         "accepted": accepted,
@@ -119,6 +128,7 @@ def _verdict(folder: str, judgement: Judgement, extra: list[Violation]) -> dict[
         "upload_files": len(verdict.upload) if accepted else 0,
         "would_upload_files": len(verdict.upload),
         "excluded_files": len(verdict.excluded),
+        **({} if server is None else {"server": server}),
     }
 
 
@@ -138,6 +148,9 @@ def _text(item: dict[str, Any]) -> str:
         counts = "nothing to upload"
     counts += f", {item['excluded_files']:,} left out"
     lines = [f"{item['folder']}: {head} -> {where}: {counts}"]
+    server = item.get("server")
+    if server is not None:
+        lines.append(f"  XNAT's series import filter: {server['series_import_filter'] or 'none'}")
     for v in item["violations"]:
         mark = "excluded" if v["policy"] == Policy.EXCLUDE.value else "rejects"
         lines.append(f"  [{v['rule']}] ({mark}) {v['message']}")
