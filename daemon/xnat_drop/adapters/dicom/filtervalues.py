@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import pydicom
 from pydicom.datadict import tag_for_keyword
+from pydicom.filereader import read_partial
 from pydicom.multival import MultiValue
 
 from xnat_drop.adapters.dicom.pydicomsettings import lenient_reading
@@ -29,6 +29,7 @@ _TEXT_VRS = frozenset(
     "AE AS CS DA DS DT IS LO LT PN SH ST TM UC UI UR UT".split()  # noqa: SIM905 - a VR table
 )
 _INTEGER_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV"})
+PIXEL_DATA = 0x7FE00010
 
 Values = dict[int, object]  # tag -> rendered text, None (absent) or UNRENDERABLE
 
@@ -63,9 +64,16 @@ def read_values(
 
 
 def _values(handle: Any, tags: list[int]) -> Values:
+    last = min(max(tags), PIXEL_DATA - 1)
+
+    def past_them(tag: int, _vr: str | None, _length: int) -> bool:
+        # Elements come in tag order: the rest of the header (a Siemens CSA header is most of
+        # its 95 KB) need not even be parsed.
+        return tag > last
+
     try:
         with lenient_reading:
-            ds = pydicom.dcmread(handle, stop_before_pixels=True, specific_tags=tags, force=True)
+            ds = read_partial(handle, past_them, force=True, specific_tags=list(tags))
             return {tag: _rendered(ds, tag) for tag in tags}
     except Exception:
         return dict.fromkeys(tags, UNRENDERABLE)
