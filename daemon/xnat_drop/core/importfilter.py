@@ -120,6 +120,7 @@ def applied(verdict: Verdict, filter_plan: FilterPlan) -> Verdict:
         ignored=verdict.ignored,
         duplicates=verdict.duplicates,
         notes=verdict.notes,
+        resources=verdict.resources,
     )
 
 

@@ -219,11 +219,23 @@ class Route:
 
 
 @dataclass(frozen=True, slots=True)
+class ResourceFile:
+    """A file to deliver as a session resource (resources/<label>/<name> in the session)."""
+
+    label: str  # the resource label, e.g. "physio"
+    name: str  # its path inside the resource, "/"-separated, e.g. "run1/ecg.tsv"
+    path: str  # its path in the session folder, e.g. "resources/physio/run1/ecg.tsv"
+    size: int
+    stamp: int = 0  # beneath.stamp as inspected: only judged bytes leave
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
     """The judgement on a session: what to upload where, and what is wrong with it.
 
     `duplicates` are exact copies of files already in `upload` (same SOP Instance UID, same
-    bytes): sent once. `notes` say where the labels came from.
+    bytes): sent once. `notes` say where the labels came from. `resources` are delivered as
+    session resources once the images are verified.
     """
 
     target: Target | None
@@ -233,6 +245,7 @@ class Verdict:
     ignored: tuple[str, ...]
     duplicates: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    resources: tuple[ResourceFile, ...] = ()
 
     @property
     def rejections(self) -> tuple[Violation, ...]:
