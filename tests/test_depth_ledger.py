@@ -6,8 +6,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from xnat_drop.adapters import ledger as ledger_module
 from xnat_drop.adapters.ledger import Ledger
+from xnat_drop.adapters.ledger import rows as ledgerrows
 from xnat_drop.core.depth import series_key, study_key
 
 STUDY = "1.2.826.0.1.3680043.8.498.4242"
@@ -43,7 +43,7 @@ def test_shapes_are_found_by_parent_and_age_and_never_hold_a_uid(tmp_path: Path)
 def test_a_ledger_from_before_gains_the_table(tmp_path: Path) -> None:
     path = tmp_path / "ledger.sqlite3"
     old = sqlite3.connect(path)
-    old.executescript(ledger_module._SCHEMA.split("CREATE TABLE IF NOT EXISTS shapes")[0])
+    old.executescript(ledgerrows.SCHEMA.split("CREATE TABLE IF NOT EXISTS shapes")[0])
     old.close()
     assert "shapes" not in _tables(path)
     ledger = Ledger(path)

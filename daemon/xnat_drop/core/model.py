@@ -51,6 +51,9 @@ Rule = Literal[
     "incomplete-series",
     "late-files",
     "series-import-filter",
+    "resource-conflict",
+    "resource-mismatch",
+    "resources-unsupported",
 ]
 
 
@@ -257,6 +260,20 @@ class Verdict:
 
 
 @dataclass(frozen=True, slots=True)
+class ResourceReceipt:
+    """One session resource as XNAT holds it, verified: its files (path in the resource, size,
+    MD5 of what was sent) and how XNAT's copy was checked ("MD5", or "size (why)")."""
+
+    label: str
+    files: tuple[tuple[str, int, str], ...]
+    verified_by: str
+
+    @property
+    def bytes(self) -> int:
+        return sum(size for _, size, _ in self.files)
+
+
+@dataclass(frozen=True, slots=True)
 class UploadReceipt:
     """What XNAT holds of a delivered session: where, and the counts verified there."""
 
@@ -268,3 +285,4 @@ class UploadReceipt:
     verified: tuple[tuple[str, int], ...] = ()  # (scan ID, DICOM files) as XNAT lists them
     destination: str = ""  # "archive" or "prearchive"
     notes: tuple[str, ...] = ()  # what verification tolerated, and why (XNAT's series filter)
+    resources: tuple[ResourceReceipt, ...] = ()  # session resources delivered after the images

@@ -53,6 +53,9 @@ RULE_TITLES = {
     "incomplete-series": "Series with images missing",
     "late-files": "Files that arrived after the session was delivered",
     "series-import-filter": "Series XNAT's series import filter drops",
+    "resource-conflict": "Resource files XNAT holds differently",
+    "resource-mismatch": "Resource files that did not arrive intact",
+    "resources-unsupported": "Resources this XNAT cannot take",
 }
 # What to do, said once for a rule broken by several files or series.
 RULE_ADVICE = {
@@ -119,6 +122,9 @@ RULE_REMEDIES: dict[str, Remedy] = {
     "late-files": Remedy.ADMIN,  # on_existing = "append" is the administrator's, then back
     "wrong-depth": Remedy.RENAME,  # move it where the advice says; back as it is: no use
     "series-import-filter": Remedy.CHOICE,  # remove the series, or XNAT's filter changes
+    "resource-conflict": Remedy.CHOICE,  # rename the file, or on_conflict = "overwrite"
+    "resource-mismatch": Remedy.AGAIN,  # back as it is: the resources resume
+    "resources-unsupported": Remedy.CHOICE,  # destination = "archive", or without resources/
 }
 # The strongest remedy among a report's problems chooses the "What to do" text; the others'
 # fixes are asked for in it (`{fix}`). Fields: {location}, {incoming}, {parent}.
@@ -266,6 +272,11 @@ def _receipt(r: UploadReceipt, base: str) -> list[str]:
         where = "archive" if r.destination == "archive" else "prearchive (built, ready for review)"
         counts = ", ".join(f"{scan}: {n}" for scan, n in r.verified)
         lines += _wrap(f"Verified in the {where}: files per scan {counts}", "", "           ")
+    for resource in r.resources:
+        files = plural(len(resource.files), "file")
+        verified = f"{resource.verified_by} verified"
+        text = f"{resource.label}: {files}, {size(resource.bytes)}, {verified}"
+        lines += _wrap(text, "Resource:  ", "           ")
     for note in r.notes:
         lines += _wrap(f"{note}.", "Note:      ", "           ")
     if r.destination == "prearchive":
@@ -324,6 +335,17 @@ def render_json(report: Report) -> str:
             "destination": report.receipt.destination,
             "verified": dict(report.receipt.verified),
             "notes": list(report.receipt.notes),
+            "resources": [
+                {
+                    "label": resource.label,
+                    "verified_by": resource.verified_by,
+                    "files": [
+                        {"name": name, "size": length, "md5": md5}
+                        for name, length, md5 in resource.files
+                    ],
+                }
+                for resource in report.receipt.resources
+            ],
         },
     }
     return json.dumps(_escaped(data), indent=2, ensure_ascii=False) + "\n"

@@ -35,12 +35,14 @@ from xnat_drop.core.importfilter import NO_PLAN, FilterPlan, applied
 from xnat_drop.core.model import FileKind, Policy, Session, UploadReceipt, Verdict, Violation
 from xnat_drop.core.names import is_junk_path
 from xnat_drop.core.policy import AttemptResult, Result
+from xnat_drop.core.report import xnat_page
 from xnat_drop.core.shown import shown
 from xnat_drop.core.text import iso
 from xnat_drop.service import failpoints, latefiles
 from xnat_drop.service.delivery import Delivery, XnatPort, content_key
 from xnat_drop.service.depth import check_siblings
 from xnat_drop.service.judge import judge
+from xnat_drop.service.resourcestep import ResourceStep, Where, resources_unsupported
 from xnat_drop.service.steps import Heartbeat, Progress
 from xnat_drop.service.xnatfilter import FilterCache, mismatch_note, planned
 
@@ -106,6 +108,10 @@ def attempt(tools: Tools, job: Attempt) -> AttemptResult:
             return _judged(Result.REJECTED, session, verdict, "", also=(earlier,))
         if job.xnat_paused:
             return _judged(Result.WAITING, session, verdict, "")
+        unsupported = resources_unsupported(tools.config.xnat, tools.server_version, verdict)
+        if unsupported is not None:
+            return _judged(Result.REJECTED, session, verdict, "", also=(unsupported,))
+        _resume_after_resources(tools, job.claim, verdict)
         filter_plan = _filter_plan(tools, job.claim, verdict)
         failpoints.hit("after-filter")
         filtered = applied(verdict, filter_plan)
@@ -311,7 +317,7 @@ def _deliver(
 
     started = tools.monotonic()
     try:
-        return tools.delivery().deliver(
+        receipt = tools.delivery().deliver(
             claim.id,
             verdict,
             make_body,
@@ -325,6 +331,48 @@ def _deliver(
         for stream in streams:
             stream.close()
         tools.progress.clear()
+    if not verdict.resources:
+        return receipt
+    where = Where(
+        receipt.uris[0],
+        xnat_page(tools.config.xnat.url, receipt.uris[0]),
+        prearchive=tools.config.xnat.destination == "prearchive",
+    )
+    log.info(
+        "%s: sending %d resource files",
+        claim.display,
+        len(verdict.resources),
+        extra=journal_fields(claim, verdict),
+    )
+    step = ResourceStep(
+        tools.client,
+        tools.ledger,
+        claim.folder,
+        where,
+        overwrite=tools.config.resources.on_conflict == "overwrite",
+        wall=tools.wall,
+        beat=lambda: tools.heartbeat.beat(quiet),
+    )
+    return dataclasses.replace(receipt, resources=step.run(verdict.resources))
+
+
+def _resume_after_resources(tools: Tools, claim: claims.Claim, verdict: Verdict) -> None:
+    """A session sent back after its resources failed: XNAT holds its images, verified (the
+    ledger says so): this claim carries on from there, at the resources, and never sends the
+    images again."""
+    entry = tools.ledger.entry(claim.id)
+    if entry is None or entry.state != "claimed" or verdict.target is None:
+        return
+    earlier = tools.ledger.images_in_xnat(content_key(verdict.target, verdict.upload))
+    if earlier is None or earlier.claim_id == claim.id:
+        return
+    log.info(
+        "%s: XNAT holds its images since claim %s (%s); resuming at the resource files",
+        claim.display,
+        earlier.claim_id,
+        earlier.archive_uri or earlier.prearchive_uri,
+    )
+    tools.ledger.adopt(claim.id, earlier, tools.wall())
 
 
 def _xnat_is_down(client: XnatPort) -> bool:

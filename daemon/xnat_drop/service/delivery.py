@@ -17,9 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from xnat_drop.adapters.ledger import Ledger
+from xnat_drop.adapters.ledger import IMAGES_VERIFIED, Ledger
 from xnat_drop.adapters.xnat.client import Account, ArchivedRef, FilterRow, PrearchiveRef
 from xnat_drop.adapters.xnat.connection import Body
+from xnat_drop.adapters.xnat.resourcecalls import RemoteFile
 from xnat_drop.core.config import XnatConfig
 from xnat_drop.core.errors import XnatRejectedError
 from xnat_drop.core.importfilter import NO_PLAN, FilterPlan
@@ -57,6 +58,19 @@ class XnatPort(Protocol):
     def build(self, uri: str) -> None: ...
     def commit(self, uri: str, *, overwrite: bool = False) -> str: ...
     def scan_counts(self, uri: str) -> dict[str, int]: ...
+    def create_resource(self, session_uri: str, label: str) -> None: ...
+    def put_resource_file(
+        self,
+        session_uri: str,
+        label: str,
+        name: str,
+        body: Callable[[], Body],
+        size: int,
+        *,
+        overwrite: bool,
+    ) -> bool: ...
+    def resource_files(self, session_uri: str, label: str) -> list[RemoteFile]: ...
+    def checksums_enabled(self) -> bool: ...
     def close(self) -> None: ...
 
 
@@ -239,6 +253,8 @@ class Delivery:
         else:
             held = self.client.scan_counts(entry.prearchive_uri)
             uris = (entry.prearchive_uri,)
+        # A retry after the resources failed carries on from here (ledger.images_in_xnat).
+        self.ledger.event(claim_id, self.wall(), IMAGES_VERIFIED, uris[0])
         _, tolerated = without_dropped(sent, held, maybe_dropped)
         notes = list(filter_plan.notes)
         if tolerated:

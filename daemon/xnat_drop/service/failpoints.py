@@ -25,6 +25,9 @@ NAMES = (
     "after-upload",  # XNAT answered the import, nothing verified
     "after-verify",  # prearchive counts verified, not committed
     "after-commit",  # archived, not verified again
+    "before-resources",  # images verified, no resource file sent
+    "between-resource-files",  # the first resource file sent, the others not
+    "after-resources",  # every resource file sent, none verified
     "after-reports",  # reports written beside the destination, not recorded in the ledger
     "before-move",  # decision recorded in the ledger, folder not yet moved
 )

@@ -14,7 +14,8 @@ from urllib.parse import quote, urlsplit
 
 from xnat_drop.adapters import credentials as creds
 from xnat_drop.adapters.xnat.answers import data_uri, media_type
-from xnat_drop.adapters.xnat.connection import Body, Connection
+from xnat_drop.adapters.xnat.connection import Body
+from xnat_drop.adapters.xnat.resourcecalls import ResourceCalls
 from xnat_drop.core.config import XnatConfig
 from xnat_drop.core.errors import (
     XnatAuthError,
@@ -82,7 +83,7 @@ SITE_FILTER_PREFERENCES = (
 )
 
 
-class XnatClient(Connection):
+class XnatClient(ResourceCalls):
     """The calls xnat-drop makes to one XNAT server, on one connection."""
 
     def server_version(self) -> str:

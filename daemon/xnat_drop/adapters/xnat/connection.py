@@ -159,11 +159,14 @@ class Connection:
         missing_ok: bool = False,
         archive_301: bool = False,
         quick: bool = False,
+        html_ok: bool = False,
     ) -> requests.Response:
         """One authenticated call: log in if needed, and once more if the cookie expired.
 
         `missing_ok` returns a 404 instead of raising; `archive_301` accepts action=commit's
-        documented 301 whose body is the archive URI; `quick` waits QUICK_READ_TIMEOUT at most.
+        documented 301 whose body is the archive URI; `quick` waits QUICK_READ_TIMEOUT at most;
+        `html_ok` takes a 2xx labelled HTML (XNAT's duplicates answer to a file upload is JSON
+        sent as text/html).
         """
         if not self._logged_in:
             self.login()
@@ -174,6 +177,7 @@ class Connection:
             "missing_ok": missing_ok,
             "archive_301": archive_301,
             "quick": quick,
+            "html_ok": html_ok,
         }
         try:
             return self.send(method, path, **options)
@@ -200,6 +204,7 @@ class Connection:
         missing_ok: bool = False,
         archive_301: bool = False,
         quick: bool = False,
+        html_ok: bool = False,
     ) -> requests.Response:
         kwargs: dict[str, Any] = {
             "params": params,
@@ -234,7 +239,7 @@ class Connection:
             ) from exc
         except requests.RequestException as exc:
             raise XnatTransientError(f"{method} {path} failed: {first_line(exc)}") from exc
-        return self._check(response, method, path, missing_ok, archive_301)
+        return self._check(response, method, path, missing_ok, archive_301, html_ok)
 
     def _check(
         self,
@@ -243,12 +248,15 @@ class Connection:
         path: str,
         missing_ok: bool,
         archive_301: bool,
+        html_ok: bool = False,
     ) -> requests.Response:
         status = response.status_code
         what = f"{method} {path}"
         if status < 300:
             # No call of ours is answered with HTML by XNAT: this is a proxy or a login page.
-            if is_html(response):
+            # (With `html_ok`, a body that is not markup is taken as the answer.)
+            markup = response.content.lstrip()[:1] == b"<"
+            if is_html(response) and (markup or not html_ok):
                 raise self.answers.unexpected(response, what, "instead of data")
             return response
         if status == 404 and missing_ok:

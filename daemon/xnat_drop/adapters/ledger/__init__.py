@@ -8,81 +8,42 @@ Written by the service loop only; `xnat-drop status` opens it read-only.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast
+from typing import Any
 
-from xnat_drop.core.errors import StorageError
+from xnat_drop.adapters.ledger.resourcefiles import RESOURCE_SCHEMA, ResourceRows
+from xnat_drop.adapters.ledger.resourcefiles import storage_errors as _storage
+from xnat_drop.adapters.ledger.rows import (
+    SCHEMA,
+    Delivered,
+    DeliveryState,
+    Entry,
+    Event,
+    ShapeEntry,
+    entry_of,
+)
 from xnat_drop.core.shown import shown
 
-F = TypeVar("F", bound=Callable[..., Any])
+__all__ = [
+    "DIGEST_BYTES",
+    "FILE_NAME",
+    "IMAGES_VERIFIED",
+    "Delivered",
+    "DeliveryState",
+    "Entry",
+    "Event",
+    "Ledger",
+    "ShapeEntry",
+]
 
 FILE_NAME = "ledger.sqlite3"
+IMAGES_VERIFIED = "images-verified"  # the event: XNAT holds the images, verified
 DIGEST_BYTES = 8  # of each SOP instance digest in `delivered`
-# How far a claimed session got; the delivery records each before it runs.
-DeliveryState = Literal[
-    "claimed", "checked", "uploading", "uploaded", "verified", "committed", "done", "failed"
-]
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS sessions (
-    claim_id TEXT PRIMARY KEY,
-    relpath TEXT NOT NULL,
-    fingerprint TEXT NOT NULL DEFAULT '',
-    content_key TEXT NOT NULL DEFAULT '',
-    forced INTEGER NOT NULL DEFAULT 0,
-    state TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    study_uid TEXT NOT NULL DEFAULT '',
-    project TEXT NOT NULL DEFAULT '',
-    subject TEXT NOT NULL DEFAULT '',
-    label TEXT NOT NULL DEFAULT '',
-    owns_prearchive INTEGER NOT NULL DEFAULT 0,
-    prearchive_uri TEXT NOT NULL DEFAULT '',
-    archive_uri TEXT NOT NULL DEFAULT '',
-    existing TEXT NOT NULL DEFAULT '[]',
-    outcome TEXT NOT NULL DEFAULT '',
-    reason TEXT NOT NULL DEFAULT '',
-    final_path TEXT NOT NULL DEFAULT '',
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS sessions_outcome ON sessions (outcome, updated_at);
-CREATE INDEX IF NOT EXISTS sessions_content ON sessions (content_key, outcome);
-CREATE TABLE IF NOT EXISTS events (
-    claim_id TEXT NOT NULL,
-    at REAL NOT NULL,
-    kind TEXT NOT NULL,
-    detail TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_claim ON events (claim_id, at);
-CREATE TABLE IF NOT EXISTS shapes (
-    claim_id TEXT PRIMARY KEY,
-    parent TEXT NOT NULL,
-    name TEXT NOT NULL,
-    studies TEXT NOT NULL,
-    series TEXT NOT NULL,
-    at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS shapes_parent ON shapes (parent, at);
-CREATE TABLE IF NOT EXISTS delivered (
-    claim_id TEXT PRIMARY KEY,
-    study_key TEXT NOT NULL,
-    at REAL NOT NULL,
-    instances BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS delivered_study ON delivered (study_key, at);
-CREATE TABLE IF NOT EXISTS filter_plans (
-    claim_id TEXT PRIMARY KEY,
-    plan TEXT NOT NULL,
-    at REAL NOT NULL
-);
-"""
 _FIELDS = frozenset(
     {
         "state",
@@ -104,76 +65,7 @@ _FIELDS = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One session's row. `existing` lists what XNAT already held before our first upload."""
-
-    claim_id: str
-    relpath: str
-    fingerprint: str
-    content_key: str
-    forced: bool
-    state: DeliveryState
-    attempts: int
-    study_uid: str
-    project: str
-    subject: str
-    label: str
-    owns_prearchive: bool
-    prearchive_uri: str
-    archive_uri: str
-    existing: tuple[str, ...]
-    outcome: str
-    reason: str
-    final_path: str
-    created_at: float
-    updated_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class ShapeEntry:
-    """What a judged session held, as keys (core/depth.py: hashes, never a UID), and where it
-    went: `outcome` is "" while it is still claimed, `updated_at` when its row last changed."""
-
-    claim_id: str
-    name: str
-    studies: frozenset[str]
-    series: frozenset[str]
-    outcome: str
-    updated_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class Delivered:
-    """What a delivered session held: digests of its study and of its SOP instances, never the
-    UIDs themselves (see service/latefiles.py), and when it was delivered."""
-
-    claim_id: str
-    at: float
-    instances: frozenset[bytes]
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    at: float
-    kind: str
-    detail: str
-
-
-def _storage(method: F) -> F:
-    """SQLite's errors (a full disk, a read-only or damaged file) as StorageError."""
-
-    @functools.wraps(method)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(*args, **kwargs)
-        except sqlite3.Error as exc:
-            raise StorageError(f"the ledger cannot be used: {exc}") from exc
-
-    return cast(F, wrapper)
-
-
-class Ledger:
+class Ledger(ResourceRows):
     """The state directory's SQLite ledger; every write is its own transaction.
 
     Text from outside (session paths, error messages) is stored escaped (shown.py): SQLite
@@ -199,7 +91,7 @@ class Ledger:
                 # never loses a state change that was reported done.
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=FULL")
-                self._db.executescript(_SCHEMA)
+                self._db.executescript(SCHEMA + RESOURCE_SCHEMA)
             self._db.row_factory = sqlite3.Row
         except BaseException:
             self._db.close()  # a damaged or full file: no connection left behind
@@ -231,7 +123,7 @@ class Ledger:
     @_storage
     def entry(self, claim_id: str) -> Entry | None:
         row = self._db.execute("SELECT * FROM sessions WHERE claim_id = ?", (claim_id,)).fetchone()
-        return None if row is None else _entry(row)
+        return None if row is None else entry_of(row)
 
     @_storage
     def update(self, claim_id: str, at: float, **fields: Any) -> None:
@@ -272,6 +164,48 @@ class Ledger:
                 "SELECT attempts FROM sessions WHERE claim_id = ?", (claim_id,)
             ).fetchone()
         return int(row[0]) if row else 0
+
+    @_storage
+    def images_in_xnat(self, content_key: str) -> Entry | None:
+        """The latest failed claim of the same content whose images XNAT holds, verified (its
+        resources failed after them): a `retry` of it resumes at the resources."""
+        row = self._db.execute(
+            "SELECT * FROM sessions s WHERE content_key = ? AND outcome = 'failed' AND EXISTS "
+            "(SELECT 1 FROM events e WHERE e.claim_id = s.claim_id AND e.kind = ?) "
+            "ORDER BY updated_at DESC LIMIT 1",
+            (content_key, IMAGES_VERIFIED),
+        ).fetchone()
+        return None if row is None else entry_of(row)
+
+    @_storage
+    def adopt(self, claim_id: str, earlier: Entry, at: float) -> None:
+        """Make `claim_id` carry on where `earlier` stopped: its XNAT session and filter plan."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE sessions SET state = 'committed', study_uid = ?, project = ?, "
+                "subject = ?, label = ?, owns_prearchive = 0, prearchive_uri = ?, "
+                "archive_uri = ?, existing = ?, updated_at = ? WHERE claim_id = ?",
+                (
+                    earlier.study_uid,
+                    earlier.project,
+                    earlier.subject,
+                    earlier.label,
+                    earlier.prearchive_uri,
+                    earlier.archive_uri,
+                    json.dumps(list(earlier.existing)),
+                    at,
+                    claim_id,
+                ),
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO filter_plans (claim_id, plan, at) "
+                "SELECT ?, plan, ? FROM filter_plans WHERE claim_id = ?",
+                (claim_id, at, earlier.claim_id),
+            )
+            db.execute(
+                "INSERT INTO events (claim_id, at, kind, detail) VALUES (?, ?, ?, ?)",
+                (claim_id, at, "adopted", earlier.claim_id),
+            )
 
     @_storage
     def record_filter_plan(self, claim_id: str, at: float, plan: str) -> None:
@@ -315,7 +249,7 @@ class Ledger:
             "SELECT * FROM sessions WHERE outcome = ? ORDER BY updated_at DESC LIMIT ?",
             (outcome, limit),
         )
-        return [_entry(r) for r in rows]
+        return [entry_of(r) for r in rows]
 
     def _has_sessions(self) -> bool:
         found = self._db.execute(
@@ -331,7 +265,7 @@ class Ledger:
             "ORDER BY updated_at DESC LIMIT 1",
             (content_key,),
         ).fetchone()
-        return None if row is None else _entry(row)
+        return None if row is None else entry_of(row)
 
     @_storage
     def record_delivered(
@@ -375,7 +309,7 @@ class Ledger:
             "AND outcome = 'failed' ORDER BY updated_at DESC LIMIT 1",
             (prearchive_uri,),
         ).fetchone()
-        return None if row is None else _entry(row)
+        return None if row is None else entry_of(row)
 
     @_storage
     def record_shape(
@@ -447,33 +381,3 @@ class Ledger:
             "SELECT COUNT(*) FROM sessions WHERE outcome = ? AND updated_at >= ?", (outcome, since)
         ).fetchone()
         return int(row[0])
-
-
-def _entry(row: sqlite3.Row) -> Entry:
-    return Entry(
-        claim_id=row["claim_id"],
-        relpath=row["relpath"],
-        fingerprint=row["fingerprint"],
-        content_key=row["content_key"],
-        forced=bool(row["forced"]),
-        state=row["state"],
-        attempts=int(row["attempts"]),
-        study_uid=row["study_uid"],
-        project=row["project"],
-        subject=row["subject"],
-        label=row["label"],
-        owns_prearchive=bool(row["owns_prearchive"]),
-        prearchive_uri=row["prearchive_uri"],
-        archive_uri=row["archive_uri"],
-        existing=tuple(json.loads(row["existing"] or "[]")),
-        outcome=row["outcome"],
-        reason=row["reason"],
-        final_path=_path_text(row["final_path"]),
-        created_at=float(row["created_at"]),
-        updated_at=float(row["updated_at"]),
-    )
-
-
-def _path_text(value: bytes | str) -> str:
-    """A stored final path as a str (bytes since names may be any bytes; text in old rows)."""
-    return os.fsdecode(value) if isinstance(value, bytes) else value
