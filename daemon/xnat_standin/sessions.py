@@ -121,7 +121,7 @@ class SessionResources:
     # -- projects, subjects, experiments ------------------------------------------------
 
     def projects(self, call: Call, rest: list[str]) -> Reply:
-        if call.method != "GET":
+        if call.method != "GET" and "resources" not in rest:  # session resources take writes
             return pages.status_page(405)
         if not rest:
             rows = [
