@@ -251,6 +251,46 @@ class Emulator:
         the user "admin"), the case XNAT's source leaves open; ``admins`` replaces the list."""
         self.filters.set_site_admin_only(on, admins)
 
+    def set_checksums(self, on: bool) -> None:
+        """The site preference ``checksums`` (default true): whether archive resource catalogs
+        get MD5 digests as files are recorded (``/xapi/siteConfig/checksums`` answers it)."""
+        self.api.catalogs.set_checksums(on)
+
+    def session_resources(self, label: str) -> dict[str, dict[str, bytes]]:
+        """The session resources of the archived session labelled ``label`` (else of the
+        prearchive session in folder ``label``): resource label -> {relative path: bytes} of
+        every file on disk, catalogued or not (a file cut off mid-upload is there, partial).
+        Raises KeyError when there is no such session."""
+        directory, _ = self._session_dir(label)
+        return self.api.catalogs.files(directory)
+
+    def put_resource_file(
+        self, label: str, resource: str, relpath: str, data: bytes, *, catalogued: bool = True
+    ) -> None:
+        """Write a resource file of session ``label`` directly (the resource is created if
+        missing), e.g. a different file where a client will upload; ``catalogued=False`` puts
+        it on disk only, as a cut upload leaves one. Raises KeyError for an unknown session."""
+        directory, archived = self._session_dir(label)
+        catalogs = self.api.catalogs
+        found = catalogs.find(directory, resource)
+        folder = found[0] if found else catalogs.create(directory, resource)
+        path = folder / relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        if catalogued:
+            catalogs.record(folder, [relpath], digests=archived)
+
+    def _session_dir(self, label: str) -> tuple[Path, bool]:
+        """(session folder, archived?) of the archived session ``label``, else the prearchive
+        session in folder ``label``."""
+        for experiment in self.store.experiments():
+            if experiment.label == label:
+                return self.store.experiment_dir(experiment), True
+        for row in self.store.rows():
+            if row.folder == label:
+                return self.store.row_dir(row), False
+        raise KeyError(f"no archived or prearchive session labelled {label!r}")
+
     def inject(self, fault: Fault) -> None:
         self.faults.add(fault)
 
@@ -317,6 +357,11 @@ class Emulator:
                 return pages.json_reply({"projects": self._project_states()})
             if action in ("series-filters", "project-readers", "site-config-admin-only"):
                 return self._filter_control(method, action, data)
+            if (method, action) == ("POST", "checksums"):
+                if not isinstance(data, dict) or not isinstance(data.get("on"), bool):
+                    raise ValueError('expected {"on": true|false}')
+                self.set_checksums(data["on"])
+                return pages.json_reply({"checksums": data["on"]})
             if (method, action) == ("POST", "users"):
                 if not isinstance(data, dict) or not {"name", "password"} <= set(data):
                     raise ValueError('expected {"name": "u", "password": "p"}')
@@ -402,7 +447,7 @@ class Emulator:
             ],
             "faults": [fault.as_json() for fault in self.faults.pending()],
             "series_filters": self.filters.as_json(),
-            "site_preferences": self.filters.site_preferences(),
+            "site_preferences": self.api.configs.site_preferences(),
             "http_sessions": self.auth.session_count(),
         }
 

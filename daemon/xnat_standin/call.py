@@ -11,6 +11,38 @@ from pathlib import Path
 from .httpbody import RequestBody
 from .pages import Reply
 
+# RequestUtil.supported_upload_types, compared exactly (Restlet MediaType.equals).
+SUPPORTED_UPLOAD_TYPES = frozenset(
+    {
+        "text/*",
+        "text/plain",
+        "text/xml",
+        "text/csv",
+        "application/*",
+        "application/dicom",
+        "application/zip",
+        "application/xar",
+        "application/x-gtar",
+        "application/x-gzip",
+        "application/octet-stream",
+        "application/pdf",
+        "application/vnd.ms-excel",
+        "application/vnd.ms-powerpoint",
+        "application/x-tar",
+        "application/msword",
+        "image/*",
+        "image/gif",
+        "image/jpeg",
+        "image/png",
+        "image/tiff",
+        "image/bmp",
+        "video/*",
+        "video/mpeg",
+        "video/mp4",
+        "video/quicktime",
+    }
+)
+
 
 @dataclass
 class Call:
@@ -25,6 +57,7 @@ class Call:
     user: str | None = None
     session_id: str | None = None
     response_headers: list[tuple[str, str]] = field(default_factory=list)
+    raw_segments: list[str] = field(default_factory=list)  # as sent, aligned with segments
 
     @property
     def user_agent(self) -> str:
@@ -82,3 +115,11 @@ def read_form(call: Call) -> dict[str, str]:
     ):
         form.setdefault(key, value)
     return form
+
+
+def no_length_message(size: int) -> str:
+    return (
+        "In-body File posts must include the file directly as the body of the message. In this "
+        f"case, the request entity size is {size} but the media type is not application/zip "
+        "(i.e. streaming compressed upload)."
+    )

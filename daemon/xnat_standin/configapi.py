@@ -8,10 +8,14 @@ disabled); ``meta=true`` the row without contents; 404s worded as XNAT words the
 checked. The stand-in keeps no configs but ``seriesImportFilter/config``.
 
 ``GET /xapi/siteConfig/values/{names}`` and ``/xapi/siteConfig/{name}`` answer the site
-filter's three preferences (the only preferences the stand-in keeps besides the open ones).
+filter's three preferences and ``checksums`` (the only ones the stand-in keeps besides the open
+ones).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 from . import pages
 from .call import Call
@@ -36,9 +40,20 @@ COLUMNS = (
 class ConfigResources:
     """``ConfigResource`` for the filter entries, and the site preferences copied from them."""
 
-    def __init__(self, filters: SeriesFilters, store: Store) -> None:
+    def __init__(
+        self,
+        filters: SeriesFilters,
+        store: Store,
+        other_preferences: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
         self.filters = filters
         self.store = store
+        self._other_preferences = other_preferences  # e.g. checksums (catalog.py)
+
+    def site_preferences(self) -> dict[str, Any]:
+        """Every site preference the stand-in keeps (besides the open ones)."""
+        other = self._other_preferences() if self._other_preferences is not None else {}
+        return {**self.filters.site_preferences(), **other}
 
     def site(self, call: Call, rest: list[str]) -> Reply:
         """``/data/config/...``: no permission check in XNAT's resource itself; the stand-in
@@ -67,7 +82,7 @@ class ConfigResources:
         ``/xapi/siteConfig/{name}`` (a boolean as JSON, a string as its bare text)."""
         if call.method != "GET":
             return pages.servlet_error_page(405, "Method Not Allowed")
-        preferences = self.filters.site_preferences()
+        preferences = self.site_preferences()
         if len(rest) == 2 and rest[0] == "values":
             names = {name.strip() for name in rest[1].split(",")}
             return pages.json_reply({k: v for k, v in preferences.items() if k in names})

@@ -17,7 +17,16 @@ from pathlib import Path
 
 from . import pages
 from .auth import Auth, Outcome
-from .call import Call, flag, media_params, media_type, read_form
+from .call import (
+    SUPPORTED_UPLOAD_TYPES,
+    Call,
+    flag,
+    media_params,
+    media_type,
+    no_length_message,
+    read_form,
+)
+from .catalog import ResourceCatalogs
 from .configapi import ConfigResources
 from .filterconfig import SeriesFilters
 from .httpbody import BadBodyError, FormPart, TeeBody, parse_multipart
@@ -32,6 +41,7 @@ from .importer import (
     run_session_importer,
 )
 from .pages import Reply
+from .sessionres import ResourceRoutes
 from .sessions import NO_EXPERIMENT, SessionResources, archive_request
 from .store import (
     ArchiveError,
@@ -47,37 +57,6 @@ BROWSER_AGENTS = re.compile(r".*MSIE.*|.*Mozilla.*|.*AppleWebKit.*|.*Opera.*", r
 LOGIN_FAILED = "Login attempt failed. Please try again."
 NEEDS_AUTH = "Full authentication is required to access this resource"
 
-# RequestUtil.supported_upload_types, compared exactly (Restlet MediaType.equals).
-SUPPORTED_UPLOAD_TYPES = frozenset(
-    {
-        "text/*",
-        "text/plain",
-        "text/xml",
-        "text/csv",
-        "application/*",
-        "application/dicom",
-        "application/zip",
-        "application/xar",
-        "application/x-gtar",
-        "application/x-gzip",
-        "application/octet-stream",
-        "application/pdf",
-        "application/vnd.ms-excel",
-        "application/vnd.ms-powerpoint",
-        "application/x-tar",
-        "application/msword",
-        "image/*",
-        "image/gif",
-        "image/jpeg",
-        "image/png",
-        "image/tiff",
-        "image/bmp",
-        "video/*",
-        "video/mpeg",
-        "video/mp4",
-        "video/quicktime",
-    }
-)
 _UPLOAD_EXTENSIONS = {
     "application/zip": ".zip",
     "application/x-gtar": ".tar.gz",
@@ -111,9 +90,14 @@ class DataApi:
         self.auth = auth
         self.version = version
         self.site_id = site_id
-        self.sessions = SessionResources(store, version)
         self.filters = filters if filters is not None else SeriesFilters(store.lock)
-        self.configs = ConfigResources(self.filters, store)
+        self.catalogs = ResourceCatalogs(store.lock)
+        store.on_archive = self.catalogs.carry
+        routes = ResourceRoutes(store, self.catalogs, version, self.filters)
+        self.sessions = SessionResources(store, version, routes)
+        self.configs = ConfigResources(
+            self.filters, store, lambda: {"checksums": self.catalogs.checksums}
+        )
 
     def handle(self, call: Call) -> Reply:
         segments = call.segments
@@ -296,7 +280,7 @@ class DataApi:
                 if size < 1 and not (
                     self.version.accepts_chunked_zip and exact == "application/zip"
                 ):
-                    return pages.status_page(400, _no_length_message(size))
+                    return pages.status_page(400, no_length_message(size))
                 file_name = "/".join(remainder) or "upload" + _UPLOAD_EXTENSIONS.get(
                     exact, ".unsupported"
                 )
@@ -473,14 +457,6 @@ class DataApi:
         except ArchiveError as error:
             return pages.status_page(409 if error.conflict else 400, error.message)
         return pages.uri_list(["/data" + uri], None)
-
-
-def _no_length_message(size: int) -> str:
-    return (
-        "In-body File posts must include the file directly as the body of the message. In this "
-        f"case, the request entity size is {size} but the media type is not application/zip "
-        "(i.e. streaming compressed upload)."
-    )
 
 
 def _session_cookie(session_id: str) -> str:

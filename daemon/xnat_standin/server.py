@@ -130,7 +130,8 @@ class RequestHandler(BaseHTTPRequestHandler):
     def _serve(self) -> None:
         site = self.server.site
         split = urllib.parse.urlsplit(self.path)
-        segments = [urllib.parse.unquote(part) for part in split.path.split("/") if part]
+        raw_segments = [part for part in split.path.split("/") if part]
+        segments = [urllib.parse.unquote(part) for part in raw_segments]
         path = "/" + "/".join(segments)
         query: dict[str, str] = {}
         for key, value in urllib.parse.parse_qsl(split.query, keep_blank_values=True):
@@ -147,6 +148,7 @@ class RequestHandler(BaseHTTPRequestHandler):
             self._send(pages.status_page(400, "Bad Content-Length"))
             return
         call = Call(method, segments, query, self.headers, body, site.new_temp_file)
+        call.raw_segments = raw_segments
         reply: Reply | None = None
         try:
             reply = self._answer(site, call, fault)

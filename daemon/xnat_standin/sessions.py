@@ -14,6 +14,7 @@ from typing import Any
 from . import pages
 from .call import Call, flag, read_form
 from .pages import Reply
+from .sessionres import ResourceRoutes
 from .store import (
     AUTO_ARCHIVE_CODES,
     UNASSIGNED,
@@ -112,14 +113,15 @@ _FILE_COLUMNS = (
 class SessionResources:
     """GET on projects, subjects, experiments and the prearchive; prearchive actions."""
 
-    def __init__(self, store: Store, version: XnatVersion) -> None:
+    def __init__(self, store: Store, version: XnatVersion, resources: ResourceRoutes) -> None:
         self.store = store
         self.version = version
+        self.resources = resources
 
     # -- projects, subjects, experiments ------------------------------------------------
 
     def projects(self, call: Call, rest: list[str]) -> Reply:
-        if call.method != "GET":
+        if call.method != "GET" and "resources" not in rest:  # session resources take writes
             return pages.status_page(405)
         if not rest:
             rows = [
@@ -237,6 +239,8 @@ class SessionResources:
         }
 
     def experiment(self, call: Call, experiment: Experiment, rest: list[str]) -> Reply:
+        if rest[:1] == ["resources"]:
+            return self.resources.archive(call, experiment, rest[1:])
         if call.method != "GET":
             return pages.status_page(405)
         if not rest:
@@ -338,6 +342,8 @@ class SessionResources:
                 self.store.delete(project, timestamp, folder)
                 return pages.text(200, "")
             return pages.status_page(405)
+        if tail[:1] == ["resources"] and len(tail) >= 2:
+            return self.resources.prearchive(call, row, tail[1:])
         if call.method != "GET":
             return pages.status_page(405)
         if row.built_scans is None:
@@ -365,6 +371,7 @@ class SessionResources:
                 }
                 for s in built.values()
             ]
+            rows += self.resources.prearchive_rows(row)
             return pages.table(
                 ("category", "cat_id", "label", "file_count", "file_size"), rows, call.format
             )

@@ -18,7 +18,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -236,6 +236,9 @@ class Store:
         self._next_subject = 1
         self._next_experiment = 1
         self._last_timestamp = ""
+        # Called with (prearchive session folder, archive session folder) as a session is
+        # archived, before the prearchive folder goes: session resources move then (catalog.py).
+        self.on_archive: Callable[[Path, Path], None] | None = None
 
     # -- projects ---------------------------------------------------------------------------
 
@@ -566,6 +569,8 @@ class Store:
             for name, stored in source_scan.files.items():
                 os.replace(source_dir / name, target_dir / name)
                 target.files[name] = stored
+        if self.on_archive is not None:
+            self.on_archive(self.row_dir(row), session_dir)
         del self._rows[row.key]
         doomed = self._set_aside(self.row_dir(row))
         if doomed is not None:

@@ -65,3 +65,8 @@ class XnatVersion:
     def commit_failure_detailed(self) -> bool:
         """>= 1.8.3: a failed commit answers "FAILED: Unable to archive ..." (else a vaguer 500)."""
         return self.at_least(1, 8, 3)
+
+    @property
+    def has_prearchive_resources(self) -> bool:
+        """>= 1.8.4 (XNAT-6883): session resources can be written in the prearchive."""
+        return self.at_least(1, 8, 4)
