@@ -28,6 +28,13 @@ PROJECT = "DEMO"
 CLEAN = ("DEMO", "SUBJ01", "SUBJ01_MR1")
 WITH_NIFTI = ("DEMO", "SUBJ02", "SUBJ02_MR1")
 WITH_DERIVED = ("DEMO", "SUBJ03", "SUBJ03_MR1")
+DEMO_RESOURCES = {
+    "physio/rest_BOLD_ecg.tsv": b"time\tecg\n"
+    + b"".join(f"{t / 400:.4f}\t{512 + (t * 37) % 90}\n".encode() for t in range(2000)),
+    "physio/rest_BOLD_resp.tsv": b"time\tresp\n"
+    + b"".join(f"{t / 50:.2f}\t{60 + (t * 7) % 30}\n".encode() for t in range(250)),
+    "behav/rest_BOLD_events.csv": b"onset,duration,trial_type\n0.0,300.0,rest\n",
+}
 
 
 def run_demo(keep: Path | None = None) -> int:
@@ -68,9 +75,13 @@ def _demo(base: Path) -> int:
 
         code = Service(cfg, connect=connect_xnat, env=env).run(once=True, timeout=120)
         prearchive = emu.prearchive()
+        resources = emu.session_resources(CLEAN[-1]) if prearchive else {}
 
     print("\n=== The drop tree afterwards ===")
     print(_tree(drop))
+    for report in sorted((drop / "done").rglob("*.report.txt")):
+        print(f"=== {report.relative_to(drop)} ===")
+        print(report.read_text())
     for report in sorted((drop / "failed").rglob("*.report.txt")):
         print(f"=== {report.relative_to(drop)} ===")
         print(report.read_text())
@@ -80,13 +91,24 @@ def _demo(base: Path) -> int:
             f"  {s.project}/{s.subject}/{s.name}: {s.file_count} files, status {s.status}, {s.uri}"
         )
 
-    clean_ok = (drop / "done").joinpath(*CLEAN).is_dir() and any(
-        (s.project, s.subject, s.name) == CLEAN and s.file_count == 14 for s in prearchive
+    held = {
+        f"{label}/{name}": data
+        for label, files in resources.items()
+        for name, data in files.items()
+    }
+    print("=== The session resources XNAT holds for the clean session ===")
+    for name, data in sorted(held.items()):
+        print(f"  {name}: {len(data)} bytes")
+    clean_ok = (
+        (drop / "done").joinpath(*CLEAN).is_dir()
+        and any((s.project, s.subject, s.name) == CLEAN and s.file_count == 14 for s in prearchive)
+        and held == DEMO_RESOURCES
     )
     failed_ok = all((drop / "failed").joinpath(*r).is_dir() for r in (WITH_NIFTI, WITH_DERIVED))
     if code == 0 and clean_ok and failed_ok:
         print(
-            "\nDemo finished as expected: the clean session is in XNAT, the other two in failed/."
+            "\nDemo finished as expected: the clean session and its physio and behavioural "
+            "files are in XNAT, the other two sessions in failed/."
         )
         return 0
     print("\nDemo did NOT end as expected (see the log above).")
@@ -101,6 +123,11 @@ def _stage_sessions(staging: Path, incoming: Path) -> None:
         SeriesSpec(3, "rest_BOLD", ("ORIGINAL", "PRIMARY", "M", "ND", "MOSAIC"), images=5),
     ]
     write_session(staging.joinpath(*CLEAN), scans, patient_id="SUBJ01")
+    # Physiological recordings and behavioural files go with the session as XNAT resources.
+    for name, data in DEMO_RESOURCES.items():
+        path = staging.joinpath(*CLEAN, "resources", name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
 
     write_session(staging.joinpath(*WITH_NIFTI), scans[:2], patient_id="SUBJ02")
     write_nifti(staging.joinpath(*WITH_NIFTI) / "T1_MPRAGE.nii.gz")
