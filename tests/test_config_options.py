@@ -139,6 +139,7 @@ READ_BACK: dict[str, Callable[[Config], str]] = {
     "rules.wrong-depth": lambda c: "reject" if c.rules.wrong_depth else "off",
     "rules.incomplete-series": lambda c: c.rules.incomplete_series,
     "rules.series-import-filter": lambda c: c.rules.series_import_filter,
+    "resources.on_conflict": lambda c: c.resources.on_conflict,
     **{
         f"rules.{rule}": (lambda c, rule=rule: c.rules.policy(rule).value)
         for rule in config_mod.EXCLUDABLE_RULES
@@ -175,6 +176,7 @@ LITERAL_FIELDS = [
     (Config, "log_level", "log.level"),
     (config_mod.RulesConfig, "incomplete_series", "rules.incomplete-series"),
     (config_mod.RulesConfig, "series_import_filter", "rules.series-import-filter"),
+    (config_mod.ResourcesConfig, "on_conflict", "resources.on_conflict"),
 ]
 
 
@@ -269,7 +271,7 @@ def test_max_attempts_is_a_whole_number(value: float, result: int | str) -> None
 def test_the_dataclass_defaults_are_the_tables() -> None:
     """Code and tests build configs without parse: their defaults must be the file's."""
     cfg = parsed(MINIMAL)
-    for part in (cfg.watch, cfg.xnat, cfg.routing, cfg.rules, cfg.retry, cfg):
+    for part in (cfg.watch, cfg.xnat, cfg.routing, cfg.rules, cfg.retry, cfg.resources, cfg):
         required = {
             f.name: getattr(part, f.name)
             for f in dataclasses.fields(part)

@@ -15,7 +15,12 @@ from typing import get_args
 import pytest
 
 from xnat_drop.core import completeness, depth, importfilter
-from xnat_drop.core.config import DEFAULT_RULES, RoutingConfig
+from xnat_drop.core.config import (
+    DEFAULT_RESOURCES,
+    DEFAULT_RULES,
+    ResourcesConfig,
+    RoutingConfig,
+)
 from xnat_drop.core.errors import XnatRejectedError
 from xnat_drop.core.model import (
     DicomHeader,
@@ -53,10 +58,16 @@ def dicom(path: str, n: int, size: int = 10, **kw: str) -> FileFacts:
     return FileFacts(path, size, FileKind.DICOM, header(n, **kw), digest=f"d{n}")
 
 
-def judged(*files: FileFacts, **rules: object) -> list[Violation]:
+def judged(
+    *files: FileFacts, resources: ResourcesConfig = DEFAULT_RESOURCES, **rules: object
+) -> list[Violation]:
     session = Session("E1", RELPATH, files)
     config = dataclasses.replace(DEFAULT_RULES, **rules)  # type: ignore[arg-type]
-    return list(evaluate(session, config, Route(TARGET)).rejections)
+    return list(evaluate(session, config, Route(TARGET), resources).rejections)
+
+
+def other(path: str, size: int = 10) -> FileFacts:
+    return FileFacts(path, size, FileKind.OTHER)
 
 
 def routed(relpath: tuple[str, ...], routing: RoutingConfig, *files: FileFacts) -> Violation:
@@ -116,6 +127,23 @@ SAMPLES: list[tuple[str, Violation]] = [
     ("size-file", judged(dicom("t1/1.dcm", 1, size=500), max_file_bytes=100)[0]),
     ("size-session", judged(dicom("t1/1.dcm", 1, size=500), max_session_bytes=100)[0]),
     ("no-dicom", judged(FileFacts("x.txt", 1, FileKind.OTHER))[-1]),
+    ("no-dicom-resources-only", judged(other("resources/logs/a.log"))[-1]),
+    ("resource-layout", judged(T1, other("resources/ecg.tsv"))[0]),
+    ("resource-two-folders", judged(T1, other("resources/logs/a"), other("Resources/logs/b"))[0]),
+    ("resource-label", judged(T1, other("resources/my physio/ecg.tsv"))[0]),
+    ("resource-label-reserved", judged(T1, other("resources/DICOM/ecg.tsv"))[0]),
+    (
+        "resource-label-not-listed",
+        judged(T1, other("resources/misc/a.txt"), resources=ResourcesConfig(labels=("physio",)))[0],
+    ),
+    ("resource-name", judged(T1, other("resources/logs/run#1.log"))[0]),
+    ("resource-name-catalog", judged(T1, other("resources/logs/x_catalog.xml"))[0]),
+    ("dicom-in-resources", judged(T1, dicom("resources/extra/1.dcm", 2))[0]),
+    (
+        "compressed-dicom-in-resources",
+        judged(T1, FileFacts("resources/x/a.dcm.gz", 10, FileKind.COMPRESSED_DICOM))[0],
+    ),
+    ("nifti-in-resources", judged(T1, FileFacts("resources/nii/a.nii", 10, FileKind.NIFTI))[0]),
     ("label-folder", routed(("P1", "S1", "E 1"), LAYOUT, T1)),
     ("label-missing", routed(("P1", "E1"), RoutingConfig(("project", "*", "session")), T1)),
     (
@@ -227,7 +255,7 @@ SAMPLES: list[tuple[str, Violation]] = [
 NEW_NAME = re.compile(r"Rename|another label|in a folder that names|Split|its own session folder")
 CHANGES = re.compile(
     r"\b([Rr]emove|Delete|[Cc]opy the (missing|series)|[Ee]xport|Fix the value|fix them|Replace"
-    r"|unpack|decompress)\b"
+    r"|unpack|decompress|[Mm]ove (it|these files|the files)( out of it)? into)\b"
 )
 ADMIN_FIRST = re.compile(r"(?i)(ask|tell) the (XNAT )?administrator")
 NOTHING_TO_FIX = re.compile(r"already delivered")

@@ -17,9 +17,9 @@ from xnat_drop.adapters.workers import InspectionPool
 from xnat_drop.adapters.xnat.client import connect
 from xnat_drop.core import config as config_mod
 from xnat_drop.core.errors import ConfigError, SessionChangedError, XnatError
-from xnat_drop.core.model import Policy
+from xnat_drop.core.model import Policy, Verdict
 from xnat_drop.core.report import violation_json
-from xnat_drop.core.text import plural
+from xnat_drop.core.text import plural, size
 from xnat_drop.service import servercheck
 from xnat_drop.service.judge import Judgement, check_keywords, judge, relpath_for
 from xnat_drop.service.servercheck import ServerAnswer
@@ -107,6 +107,8 @@ def _verdict(folder: str, judgement: Judgement, answer: ServerAnswer | None) -> 
     `would_upload_files` is what it would send once the rejections are fixed (the files no
     rule leaves out), whatever the verdict. With `--server`, the verdict is the one after
     XNAT's series import filter, and `server` says per series what that filter drops.
+    `resources` lists per resource label the files and bytes that would go as session
+    resources (those no rule leaves out), whatever the verdict.
     """
     verdict = judgement.verdict if answer is None else answer.verdict
     extra = [] if answer is None else list(answer.refusals)
@@ -128,8 +130,19 @@ def _verdict(folder: str, judgement: Judgement, answer: ServerAnswer | None) -> 
         "upload_files": len(verdict.upload) if accepted else 0,
         "would_upload_files": len(verdict.upload),
         "excluded_files": len(verdict.excluded),
+        "resources": _resources(verdict),
         **({} if server is None else {"server": server}),
     }
+
+
+def _resources(verdict: Verdict) -> list[dict[str, Any]]:
+    """Per resource label, in order: its files and bytes."""
+    labels: dict[str, dict[str, Any]] = {}
+    for r in verdict.resources:
+        entry = labels.setdefault(r.label, {"label": r.label, "files": 0, "bytes": 0})
+        entry["files"] += 1
+        entry["bytes"] += r.size
+    return list(labels.values())
 
 
 def _text(item: dict[str, Any]) -> str:
@@ -148,6 +161,12 @@ def _text(item: dict[str, Any]) -> str:
         counts = "nothing to upload"
     counts += f", {item['excluded_files']:,} left out"
     lines = [f"{item['folder']}: {head} -> {where}: {counts}"]
+    if item["resources"]:
+        each = [
+            f"{r['label']} ({plural(r['files'], 'file')}, {size(r['bytes'])})"
+            for r in item["resources"]
+        ]
+        lines.append(f"  session resources: {', '.join(each)}")
     server = item.get("server")
     if server is not None:
         lines.append(f"  XNAT's series import filter: {server['series_import_filter'] or 'none'}")

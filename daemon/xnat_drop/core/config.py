@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from xnat_drop.core.errors import ConfigError
 from xnat_drop.core.model import Policy
+from xnat_drop.core.names import resource_label_problem
 from xnat_drop.core.options import (
     DEFAULT_DESCRIPTION_PATTERNS,
     DEFAULT_KEEP_PATTERNS,
@@ -30,6 +31,7 @@ from xnat_drop.core.options import (
     IncompleteSeries,
     LogLevel,
     Observer,
+    OnConflict,
     OnExisting,
     RoutingSource,
     SeriesFilterPolicy,
@@ -150,6 +152,16 @@ def template_keywords(template: str) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True, slots=True)
+class ResourcesConfig:
+    """The [resources] table: session resources in a reserved folder of the session."""
+
+    folder: str = "resources"  # matched ignoring case, directly in the session; "": none
+    labels: tuple[str, ...] = ()  # the labels allowed; (): any label XNAT can use
+    allow_converted: bool = False  # converted data (NIfTI, ...) may be a resource file
+    on_conflict: OnConflict = "reject"  # XNAT holds another file of that name: or "overwrite"
+
+
+@dataclass(frozen=True, slots=True)
 class RetryConfig:
     first_delay: float
     max_delay: float
@@ -168,6 +180,7 @@ class Config:
     source: str = ""
     stop_timeout: float = 60.0  # SIGTERM: the current step may finish within this, then it is left
     time_zone: str = ""  # report.time_zone: an IANA name, or "" for the system's
+    resources: ResourcesConfig = ResourcesConfig()
 
     @property
     def dicom_keywords(self) -> tuple[str, ...]:
@@ -177,6 +190,7 @@ class Config:
 
 DEFAULT_RULES = RulesConfig(tuple((rule, Policy.REJECT) for rule in EXCLUDABLE_RULES))
 DEFAULT_ROUTING = RoutingConfig(("project", "subject", "session"))
+DEFAULT_RESOURCES = ResourcesConfig()
 
 
 # Known keys that may not be set: a policy for a rule that can only reject.
@@ -202,13 +216,24 @@ def parse(
     routing = _parse_routing(sections["routing"])
     rules = _parse_rules(sections["rules"])
     retry = _parse_retry(sections["retry"])
+    resources = _parse_resources(sections["resources"])
     log_level = cast(LogLevel, sections["log"].text("level"))
     stop_timeout = sections["service"].seconds("stop_timeout_seconds")
     time_zone = sections["report"].text("time_zone")
     if problems or paths is None or xnat is None:
         raise ConfigError(problems or ["configuration incomplete"], source)
     return Config(
-        paths, watch, xnat, routing, rules, retry, log_level, source, stop_timeout, time_zone
+        paths,
+        watch,
+        xnat,
+        routing,
+        rules,
+        retry,
+        log_level,
+        source,
+        stop_timeout,
+        time_zone,
+        resources,
     )
 
 
@@ -407,3 +432,17 @@ def _parse_retry(t: Section) -> RetryConfig:
     if most < first:
         t.problem("max_delay_seconds", "must not be smaller than first_delay_seconds")
     return RetryConfig(first, max(first, most), t.count("max_attempts"))
+
+
+def _parse_resources(t: Section) -> ResourcesConfig:
+    labels = t.strings("labels")
+    for label in labels:
+        problem = resource_label_problem(label)
+        if problem:
+            t.problem("labels", f"{label!r} {problem}")
+    return ResourcesConfig(
+        t.text("folder"),
+        labels,
+        t.flag("allow_converted"),
+        cast(OnConflict, t.text("on_conflict")),
+    )

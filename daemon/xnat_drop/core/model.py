@@ -26,7 +26,8 @@ class FileKind(str, Enum):
     UNSAFE = "unsafe"  # symlink, FIFO, socket, device: never opened
 
 
-# Every rule a session can break. The first four can exclude files instead of rejecting.
+# Every rule a session can break. The first four and the resource rules can exclude files
+# instead of rejecting (options.EXCLUDABLE_RULES).
 Rule = Literal[
     "nifti",
     "derived-series",
@@ -54,6 +55,10 @@ Rule = Literal[
     "resource-conflict",
     "resource-mismatch",
     "resources-unsupported",
+    "resource-layout",
+    "resource-label",
+    "resource-name",
+    "dicom-in-resources",
 ]
 
 

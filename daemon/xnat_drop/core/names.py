@@ -9,6 +9,8 @@ from __future__ import annotations
 import fnmatch
 import re
 
+from xnat_drop.core.shown import shown
+
 # Files operating systems and file browsers leave behind; never the user's data.
 JUNK_FILES = frozenset({".ds_store", "thumbs.db", "ehthumbs.db", "desktop.ini", ".directory"})
 JUNK_DIRS = frozenset(
@@ -61,3 +63,48 @@ def is_partial_name(name: str) -> bool:
 def is_hidden_dir(name: str) -> bool:
     """True for folders never treated as a project, subject or session (dot-folders, junk)."""
     return name.startswith(".") or is_junk_dir(name)
+
+
+# Session resources (core/resources.py). What XNAT can hold as a resource label and find again
+# by it (xnat-api-round2.md §3): routing's label characters, starting with a letter, since an
+# all-digit label is also matched as a resource ID; NULL, DICOM and SNAPSHOTS are special to it.
+RESOURCE_LABEL = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+RESERVED_LABELS = ("NULL", "DICOM", "SNAPSHOTS")
+# The characters a resource file's name may hold. XNAT URL-decodes the file path of an upload
+# only when it holds %20 or %2B, so any other escape (%C3%A9, %28) would be stored literally:
+# only characters no client needs to escape, plus the space and "+" (sent as %20 and %2B, which
+# XNAT decodes). "(", ")" and "," are left out: whether they arrive escaped depends on the
+# client's encoding, and escaped alone they would be stored as "%28".
+RESOURCE_NAME_CHARACTERS = re.compile(r"[A-Za-z0-9._+ -]+")
+RESOURCE_NAME_BYTES = 255  # one path segment, as file systems allow
+
+
+def resource_label_problem(label: str) -> str:
+    """Why XNAT cannot use `label` as a resource label, in words; "" when it can."""
+    if label.upper() in RESERVED_LABELS:
+        return "is a name XNAT reserves for itself (NULL, DICOM and SNAPSHOTS, in any case)"
+    if not RESOURCE_LABEL.fullmatch(label):
+        return (
+            "is not a name XNAT can use as a resource label: it must start with a letter and "
+            "hold at most 64 letters, digits, “_” and “-”"
+        )
+    return ""
+
+
+def resource_name_problem(segment: str) -> str:
+    """Why one folder or file name of a resource file's path cannot go to XNAT; "" if it can."""
+    if segment in ("", ".", ".."):
+        return "is not a file name"
+    if len(segment.encode("utf-8", "surrogateescape")) > RESOURCE_NAME_BYTES:
+        return f"is longer than {RESOURCE_NAME_BYTES} bytes"
+    if segment.lower().endswith("_catalog.xml"):
+        return "ends in “_catalog.xml”, which XNAT keeps for its own catalog files"
+    if segment.startswith(".~lock-"):
+        return "starts with “.~lock-”, which XNAT takes for one of its lock files"
+    if not RESOURCE_NAME_CHARACTERS.fullmatch(segment):
+        bad = sorted({c for c in segment if not RESOURCE_NAME_CHARACTERS.fullmatch(c)})
+        listed = " ".join(f"“{shown(c)}”" for c in bad[:8])
+        return f"holds characters XNAT would not store as they are ({listed})"
+    if segment != segment.strip():
+        return "starts or ends with a space"
+    return ""

@@ -22,6 +22,7 @@ DepthCheck = Literal["reject", "off"]
 IncompleteSeries = Literal["reject", "accept"]
 SeriesFilterPolicy = Literal["exclude", "reject", "off"]
 RoutingSource = Literal["layout", "dicom", "template", "default"]
+OnConflict = Literal["reject", "overwrite"]
 OBSERVERS: tuple[Observer, ...] = get_args(Observer)
 DESTINATIONS: tuple[Destination, ...] = get_args(Destination)
 ON_EXISTING: tuple[OnExisting, ...] = get_args(OnExisting)
@@ -31,9 +32,19 @@ DEPTH_CHECKS: tuple[DepthCheck, ...] = get_args(DepthCheck)
 INCOMPLETE_SERIES: tuple[IncompleteSeries, ...] = get_args(IncompleteSeries)
 SERIES_FILTER_POLICIES: tuple[SeriesFilterPolicy, ...] = get_args(SeriesFilterPolicy)
 ROUTING_SOURCES: tuple[RoutingSource, ...] = get_args(RoutingSource)
+ON_CONFLICT: tuple[OnConflict, ...] = get_args(OnConflict)
 POLICIES = tuple(policy.value for policy in Policy)
 # Rules whose offending files can be left out of an upload instead of rejecting the session.
-EXCLUDABLE_RULES = ("nifti", "derived-series", "non-dicom", "unreadable-dicom")
+EXCLUDABLE_RULES = (
+    "nifti",
+    "derived-series",
+    "non-dicom",
+    "unreadable-dicom",
+    "resource-layout",
+    "resource-label",
+    "resource-name",
+    "dicom-in-resources",
+)
 # Rules that always reject: a policy key for them is refused with this explanation.
 REJECT_ONLY_RULES = (
     "mixed-studies",
@@ -209,8 +220,9 @@ _RULES = (
     Option("rules", "nifti", Kind.TEXT, "reject", choices=POLICIES, comment="""
         What a broken rule does: "reject" sends the whole session to failed/; "exclude" leaves
         the offending files or series out of the upload, lists them in the report, and uploads
-        the rest. Only these four rules can exclude; all others always reject: mixed-studies,
-        duplicate-instance, unsafe-file (links, FIFOs, devices), size-limit, no-dicom and bad-label.
+        the rest. Only these four rules and the four resource rules below can exclude; all others
+        always reject: mixed-studies, duplicate-instance, unsafe-file (links, FIFOs, devices),
+        size-limit, no-dicom and bad-label.
     """, note="converted data: NIfTI, Analyze, MINC, MGH, NRRD, side-cars, .bval"),
     Option("rules", "derived-series", Kind.TEXT, "reject", choices=POLICIES,
            note="scanner-derived series: MoCo, ADC/FA/TRACEW maps, MPR, MIP, SC, SEG"),
@@ -218,6 +230,16 @@ _RULES = (
            note="any other file that is not DICOM (PDF, text, archives, .dcm.gz, ...)"),
     Option("rules", "unreadable-dicom", Kind.TEXT, "reject", choices=POLICIES,
            note="truncated, damaged or empty, or DICOM without the UIDs XNAT needs"),
+    Option("rules", "resource-layout", Kind.TEXT, "reject", choices=POLICIES, comment="""
+        The resources folder of a session (see [resources]): "exclude" leaves the files these
+        rules name out of the delivery and delivers the rest.
+    """, note="a file directly in resources/, not in a resource's folder"),
+    Option("rules", "resource-label", Kind.TEXT, "reject", choices=POLICIES,
+           note="a resource folder name XNAT cannot use, or not in resources.labels"),
+    Option("rules", "resource-name", Kind.TEXT, "reject", choices=POLICIES,
+           note="a file or folder name in a resource that XNAT would not store as it is"),
+    Option("rules", "dicom-in-resources", Kind.TEXT, "reject", choices=POLICIES,
+           note="DICOM in resources/: it belongs with the images"),
     Option("rules", "incomplete-series", Kind.TEXT, "reject", choices=INCOMPLETE_SERIES,
            comment="""
         A series with fewer images than its headers announce (InstanceNumber holes,
@@ -275,6 +297,30 @@ _RULES = (
     """),
 )  # fmt: skip
 
+_RESOURCES = (
+    Option("resources", "folder", Kind.TEXT, "resources", check=Check.FILE_NAME, comment="""
+        Files a session delivers as XNAT session resources (physiological recordings, logs,
+        notes) go in this folder of the session folder, one folder per resource label:
+        <session>/resources/physio/run1/ecg.tsv is the file "run1/ecg.tsv" of the resource
+        "physio". They are uploaded as they are, archives too (never unpacked), after the
+        images are verified. The name is matched ignoring case, only directly in the session
+        folder. "" = no resources folder: every file is judged as an image file.
+    """),
+    Option("resources", "labels", Kind.STRINGS, (), comment="""
+        The resource labels the lab allows, e.g. ["physio", "logs", "notes"] (rule
+        resource-label). [] = any label XNAT can use: a letter, then up to 63 letters, digits,
+        "_" or "-", and not NULL, DICOM or SNAPSHOTS.
+    """),
+    Option("resources", "allow_converted", Kind.FLAG, False, comment="""
+        true lets converted data (NIfTI, MINC, MGH, NRRD, side-cars) be delivered as resources;
+        false: such files are nifti violations there too.
+    """),
+    Option("resources", "on_conflict", Kind.TEXT, "reject", choices=ON_CONFLICT, comment="""
+        When XNAT already holds a different file of the same name in that resource: "reject"
+        sends the session to failed/ naming the file; "overwrite" replaces XNAT's file.
+    """),
+)  # fmt: skip
+
 _REST = (
     Option("retry", "first_delay_seconds", Kind.SECONDS, 30, minimum=0.01, comment="""
         After XNAT was unreachable or busy, wait this long before the first retry...
@@ -302,7 +348,7 @@ _REST = (
     """),
 )  # fmt: skip
 
-OPTIONS: tuple[Option, ...] = _PATHS + _WATCH + _XNAT + _ROUTING + _RULES + _REST
+OPTIONS: tuple[Option, ...] = _PATHS + _WATCH + _XNAT + _ROUTING + _RULES + _RESOURCES + _REST
 
 
 def example() -> str:

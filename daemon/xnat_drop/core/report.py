@@ -56,6 +56,10 @@ RULE_TITLES = {
     "resource-conflict": "Resource files XNAT holds differently",
     "resource-mismatch": "Resource files that did not arrive intact",
     "resources-unsupported": "Resources this XNAT cannot take",
+    "resource-layout": "Files outside a resource's folder",
+    "resource-label": "Resource folders XNAT cannot use or the lab does not list",
+    "resource-name": "Resource file names XNAT would not keep as they are",
+    "dicom-in-resources": "DICOM files in the resources folder",
 }
 # What to do, said once for a rule broken by several files or series.
 RULE_ADVICE = {
@@ -68,9 +72,23 @@ RULE_ADVICE = {
         "and drop the session again."
     ),
     "non-dicom": (
-        "Only DICOM files may be in the session: remove these files (unpack an archive and "
+        "Only DICOM files go to XNAT's importer: remove these files (unpack an archive and "
         "decompress a compressed DICOM file first, if it holds the session's images) and drop "
-        "it again."
+        "it again. Files that belong with the session but are not images go in a folder below "
+        "the resources folder, such as resources/logs/: they are then delivered as they are."
+    ),
+    "dicom-in-resources": (
+        "Files in the resources folder go to XNAT as they are, past its DICOM importer, "
+        "anonymisation and series filters: move these DICOM files out of it into the session's "
+        "image folders (or remove them) and drop the session again."
+    ),
+    "resource-layout": (
+        "Each folder in the resources folder is one resource: move these files into such a "
+        "folder (such as resources/logs/) and drop the session again."
+    ),
+    "resource-name": (
+        "Replace these names with names made of letters, digits, spaces and . _ - + only, and "
+        "drop the session again."
     ),
     "unreadable-dicom": (
         "The copy is probably incomplete or damaged (an empty file is what an interrupted copy "
@@ -125,6 +143,10 @@ RULE_REMEDIES: dict[str, Remedy] = {
     "resource-conflict": Remedy.CHOICE,  # rename the file, or on_conflict = "overwrite"
     "resource-mismatch": Remedy.AGAIN,  # back as it is: the resources resume
     "resources-unsupported": Remedy.CHOICE,  # destination = "archive", or without resources/
+    "resource-layout": Remedy.FIX,  # move the files into a label folder
+    "resource-label": Remedy.FIX,  # another folder name (CHOICE when not in resources.labels)
+    "resource-name": Remedy.FIX,
+    "dicom-in-resources": Remedy.FIX,  # move it into the image folders
 }
 # The strongest remedy among a report's problems chooses the "What to do" text; the others'
 # fixes are asked for in it (`{fix}`). Fields: {location}, {incoming}, {parent}.

@@ -3,7 +3,10 @@
 `evaluate` turns an inspected Session and its Route into a Verdict. Broken rules are Violations
 carrying a rule id, the file or series, and a sentence a lab member can act on. Rule ids:
 nifti, derived-series, non-dicom, unreadable-dicom, unsafe-file, duplicate-instance,
-mixed-studies, phi, size-limit, no-dicom (and bad-label from routing).
+mixed-studies, phi, size-limit, no-dicom (and bad-label from routing). The files below the
+session's resources folder are judged by core/resources.py (resource-layout, resource-label,
+resource-name, dicom-in-resources, nifti) and go to `Verdict.resources`, never to the upload;
+no rule about DICOM files (duplicates, studies, completeness, PHI) counts them.
 """
 
 from __future__ import annotations
@@ -13,8 +16,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from posixpath import dirname
 
-from xnat_drop.core import completeness, sopclasses
-from xnat_drop.core.config import RulesConfig
+from xnat_drop.core import completeness, resources, sopclasses
+from xnat_drop.core.config import DEFAULT_RESOURCES, ResourcesConfig, RulesConfig
 from xnat_drop.core.model import (
     DicomHeader,
     FileFacts,
@@ -109,18 +112,31 @@ def derived_signal(header: DicomHeader, rules: RulesConfig) -> str | None:
     return None
 
 
-def evaluate(session: Session, rules: RulesConfig, route: Route) -> Verdict:
-    """Judge a session: which files go to XNAT, which rules are broken, where it goes."""
+def evaluate(
+    session: Session,
+    rules: RulesConfig,
+    route: Route,
+    resource_rules: ResourcesConfig = DEFAULT_RESOURCES,
+) -> Verdict:
+    """Judge a session: which files go to XNAT, which rules are broken, where it goes, and
+    which files go as session resources (`resource_rules`: the [resources] table)."""
     violations: list[Violation] = list(route.violations)
     ignored = [f.path for f in session.files if f.kind is FileKind.JUNK]
+    folder = resource_rules.folder
+    images, held = resources.split(session.files, folder)
 
-    for facts in session.files:
+    for facts in images:
         rule = KIND_RULES.get(facts.kind)
         if rule is not None:
-            violations.append(_file_violation(rule, _policy(rules, rule), facts))
+            violations.append(_file_violation(rule, _policy(rules, rule), facts, folder))
+    for facts in held:
+        if facts.kind is FileKind.UNSAFE:
+            violations.append(_file_violation("unsafe-file", Policy.REJECT, facts, folder))
+    judged = resources.judge(held, resource_rules, rules)
+    violations.extend(judged.violations)
     violations.extend(_size_limits(session, rules))
 
-    dicoms = [f for f in session.files if f.is_dicom and f.header is not None]
+    dicoms = [f for f in images if f.is_dicom and f.header is not None]
     violations.extend(_derived_series(dicoms, session, rules))
     involved = {p for v in violations for p in v.files}
     copies, duplicate_violations = _duplicates([f for f in dicoms if f.path not in involved])
@@ -138,7 +154,9 @@ def evaluate(session: Session, rules: RulesConfig, route: Route) -> Verdict:
     excluded = {p for v in violations if v.policy is Policy.EXCLUDE for p in v.files}
     upload = tuple(f for f in dicoms if f.path not in excluded and f.path not in copies)
     if not upload:
-        violations.append(_no_dicom(session, excluded))
+        held_paths = {f.path for f in held}
+        violations.append(_no_dicom(session, excluded - held_paths))
+    involved = {p for v in violations for p in v.files}
     return Verdict(
         target=route.target,
         violations=tuple(violations),
@@ -147,6 +165,7 @@ def evaluate(session: Session, rules: RulesConfig, route: Route) -> Verdict:
         ignored=tuple(ignored),
         duplicates=tuple(sorted(copies)),
         notes=route.notes,
+        resources=tuple(r for r in judged.files if r.path not in involved),
     )
 
 
@@ -154,7 +173,8 @@ def _policy(rules: RulesConfig, rule: Rule) -> Policy:
     return rules.policy(rule) if rule != "unsafe-file" else Policy.REJECT
 
 
-def _file_violation(rule: Rule, policy: Policy, facts: FileFacts) -> Violation:
+def _file_violation(rule: Rule, policy: Policy, facts: FileFacts, folder: str) -> Violation:
+    """A violation of one file's kind; `folder` is the resources folder (named in advice)."""
     path, note = facts.path, facts.note
     detail = f" ({note})" if note else ""
     if rule == "nifti":
@@ -187,12 +207,12 @@ def _file_violation(rule: Rule, policy: Policy, facts: FileFacts) -> Violation:
     elif facts.kind is FileKind.ARCHIVE:
         sentence = (
             f"“{path}” is an archive{detail}. xnat-drop does not open archives: unpack it, "
-            "delete the archive, and drop the session again."
+            f"delete the archive, and drop the session again.{resources.hint(folder)}"
         )
     else:
         sentence = (
-            f"“{path}” is not a DICOM file{detail}. Only DICOM files may be in the session: "
-            "remove it and drop the session again."
+            f"“{path}” is not a DICOM file{detail}. Only DICOM files go to XNAT's importer: "
+            f"remove it and drop the session again.{resources.hint(folder)}"
         )
     return Violation(rule, policy, path, sentence, (path,), note or facts.kind.value)
 

@@ -15,6 +15,7 @@ from xnat_drop.core.config import Config
 from xnat_drop.core.depth import label_check
 from xnat_drop.core.errors import ConfigError
 from xnat_drop.core.model import FileKind, Session, Verdict
+from xnat_drop.core.resources import split
 from xnat_drop.core.routing import route
 from xnat_drop.core.rules import evaluate
 
@@ -49,10 +50,12 @@ def judge(
             for f in session.files
         )
         session = replace(session, files=files)
-    routed = route(relpath, session, config.routing)
-    verdict = evaluate(session, config.rules, routed)
+    # Resource files are not the session's images: no label comes from them (core/resources.py).
+    images = replace(session, files=split(session.files, config.resources.folder)[0])
+    routed = route(relpath, images, config.routing)
+    verdict = evaluate(session, config.rules, routed, config.resources)
     if config.rules.wrong_depth:
-        violation, note = label_check(session, routed, config.routing)
+        violation, note = label_check(images, routed, config.routing)
         if violation is not None:
             verdict = replace(verdict, violations=(*verdict.violations, violation))
         if note:
