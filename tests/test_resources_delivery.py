@@ -16,7 +16,16 @@ from test_delivery import drop_study, report_of, requests_to, rules_in
 from xnat_standin import Emulator, Fault
 from xnat_standin.demo.samples import SeriesSpec
 
-from conftest import PASSWORD, PROJECT, USER, Drop, daemon_env, run_daemon
+from conftest import (
+    PASSWORD,
+    PROJECT,
+    USER,
+    Drop,
+    daemon_env,
+    run_daemon,
+    start_daemon,
+    wait_until,
+)
 
 REL = (PROJECT, "S01", "S01_MR1")
 SCANS = [SeriesSpec(1, "T1_MPRAGE", images=3), SeriesSpec(2, "bold", images=4)]
@@ -27,14 +36,13 @@ RESOURCES = {
     "logs/notes.pdf": b"%PDF-1.4\n" + os.urandom(30_000) + b"\n%%EOF\n",
     "logs/empty.log": b"",
 }
-FILES_URL = "/data/experiments"
+ARCHIVED = f"/data/archive/projects/{PROJECT}/subjects/S01/experiments/S01_MR1"
+FILES_URL = f"{ARCHIVED}/resources"
 
 
 def drop_with_resources(drop: Drop, resources: dict[str, bytes] = RESOURCES) -> Path:
-    staging = drop.root.parent / "with-resources"
+    """A session with its images and, beside them, resources/<label>/... as a lab copies it."""
     folder = drop_study(drop, scans=SCANS)
-    # The session's files arrive as the lab copies them: resources beside the images.
-    del staging
     for name, data in resources.items():
         path = folder / "resources" / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -122,34 +130,23 @@ def test_a_different_file_already_in_xnat_is_a_conflict_and_the_images_stay(
     drop: Drop, emulator: Emulator
 ) -> None:
     drop.write_config(emulator.url, xnat='destination = "archive"\n')
-    folder = drop_with_resources(drop)
-    # Someone uploaded another version by hand, into the archived session, after the images.
-    env = daemon_env(XNAT_DROP_PAUSEPOINT="before-resources=2")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "xnat_drop", "run", "--config", str(drop.config), "--once"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    drop_with_resources(drop)
+    # Someone uploads another version by hand, after the images were archived.
+    proc = start_daemon(drop, "--once", env=daemon_env(XNAT_DROP_PAUSEPOINT="before-resources=2"))
     try:
-        import time
-
-        deadline = time.monotonic() + 30
-        while not emulator.archive() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: bool(emulator.archive()), "the images archived", proc)
         emulator.put_resource_file(REL[-1], "behav", "run1_events.csv", b"someone else's\n")
         _, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.communicate()
     assert proc.returncode == 0, stderr
     text, data = report_of(drop.failed)
     assert rules_in(data) == ["resource-conflict"]
     assert "The images are in XNAT" in text and "behav/run1_events.csv" in text
     assert held(emulator)["behav/run1_events.csv"] == b"someone else's\n"
     assert len(emulator.archive()) == 1
-    del folder
 
 
 @pytest.mark.parametrize(
@@ -174,12 +171,14 @@ def test_kill_9_in_the_resources_step_resumes_with_exactly_one_copy_of_each_file
 def test_a_cut_inside_a_file_is_sent_again_with_overwrite(drop: Drop, emulator: Emulator) -> None:
     drop.write_config(emulator.url, xnat='destination = "archive"\n')
     drop_with_resources(drop)
-    emulator.inject(Fault(method="PUT", path=f"{FILES_URL}", drop_after_bytes=20_000, times=1))
+    emulator.inject(
+        Fault(method="PUT", path=f"{FILES_URL}/logs/files/notes.pdf", drop_after_bytes=20_000)
+    )
     result = run_daemon(drop)
     assert result.returncode == 0, result.stderr
     assert held(emulator) == RESOURCES
-    again = [r for r in emulator.requests() if "overwrite=true" in r.query]
-    assert len(again) == 1, [(r.path, r.query) for r in emulator.requests()]
+    again = [r.path for r in emulator.requests() if r.query.get("overwrite") == "true"]
+    assert again == [f"{FILES_URL}/logs/files/notes.pdf"]
 
 
 def test_retry_after_a_conflict_resumes_at_the_resources_and_never_resends_images(
@@ -214,3 +213,35 @@ def test_retry_after_a_conflict_resumes_at_the_resources_and_never_resends_image
     assert drop.done.joinpath(*REL).is_dir()
     assert held(emulator) == RESOURCES
     assert requests_to(emulator, "POST", "/data/services/import") == [200]  # images once
+
+
+def test_an_empty_digest_while_checksums_are_on_is_a_mismatch_not_a_pass(
+    drop: Drop, emulator: Emulator
+) -> None:
+    # Written while the site kept no checksums; verified once it does: XNAT's empty digest
+    # must not pass for a verified MD5.
+    emulator.set_checksums(False)
+    drop.write_config(emulator.url, xnat='destination = "archive"\n')
+    drop_with_resources(drop)
+    proc = start_daemon(drop, "--once", env=daemon_env(XNAT_DROP_PAUSEPOINT="after-resources=2"))
+    try:
+        wait_until(lambda: len(put_requests(emulator)) == len(RESOURCES), "the files sent", proc)
+        emulator.set_checksums(True)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    _, data = report_of(drop.failed)
+    assert rules_in(data) == ["resource-mismatch"], stderr
+    [message] = [str(v["message"]) for v in data["violations"]]  # type: ignore[attr-defined]
+    assert "keeps no checksum" in message and "images are in XNAT" in message
+    # Moved back as it is, the file is sent again (overwrite) and now verified by its MD5.
+    folder = drop.failed.joinpath(*REL)
+    for report in folder.parent.glob(f"{folder.name}.report.*"):
+        report.unlink()
+    folder.rename(drop.incoming.joinpath(*REL))
+    assert run_daemon(drop).returncode == 0
+    _, data = report_of(drop.done)
+    assert {r["verified_by"] for r in data["xnat"]["resources"]} == {"MD5"}  # type: ignore[index]
+    assert requests_to(emulator, "POST", "/data/services/import") == [200]

@@ -121,7 +121,13 @@ class ResourceStep:
             ) from exc
         failpoints.hit("after-resources")
         checksums = not self.where.prearchive and self.port.checksums_enabled()
-        return tuple(self._verify(label, group, checksums) for label, group in by_label.items())
+        problems: list[tuple[ResourceFile, str]] = []
+        receipts = tuple(
+            self._verify(label, group, checksums, problems) for label, group in by_label.items()
+        )
+        if problems:
+            raise self._mismatch(problems, files)
+        return receipts
 
     # -- sending -------------------------------------------------------------------------------
 
@@ -173,21 +179,27 @@ class ResourceStep:
 
     # -- verifying -----------------------------------------------------------------------------
 
-    def _verify(self, label: str, group: list[ResourceFile], checksums: bool) -> ResourceReceipt:
+    def _verify(
+        self,
+        label: str,
+        group: list[ResourceFile],
+        checksums: bool,
+        problems: list[tuple[ResourceFile, str]],
+    ) -> ResourceReceipt:
+        """The receipt for one resource; each file XNAT does not hold intact goes to
+        `problems` with what is wrong."""
         there = {r.name: r for r in self.port.resource_files(self.where.uri, label)}
         sent = {r.name: r for r in self.ledger.resource_files(self.where.uri) if r.label == label}
         for f in group:
             remote, mine = there.get(f.name), sent.get(f.name)
             md5 = mine.md5 if mine is not None else ""
             if remote is None:
-                raise self._mismatch(f, group, "XNAT does not list it")
-            if remote.size != f.size:
-                raise self._mismatch(f, group, f"XNAT holds {remote.size} bytes of {f.size}")
-            if checksums and remote.digest.lower() != md5:
-                problem = (
-                    "XNAT keeps no checksum for it" if not remote.digest else "its MD5 differs"
-                )
-                raise self._mismatch(f, group, problem)
+                problems.append((f, "XNAT does not list it"))
+            elif remote.size != f.size:
+                problems.append((f, f"XNAT holds {remote.size} bytes of {f.size}"))
+            elif checksums and remote.digest.lower() != md5:
+                missing = not remote.digest
+                problems.append((f, "XNAT keeps no checksum for it" if missing else "MD5 differs"))
         if self.where.prearchive:
             how = "size (the prearchive lists no checksums; XNAT computes them when archiving)"
         elif checksums:
@@ -208,10 +220,17 @@ class ResourceStep:
         return self._refused("resource-conflict", f, every, why, Remedy.CHOICE)
 
     def _mismatch(
-        self, f: ResourceFile, group: list[ResourceFile], problem: str
+        self, problems: list[tuple[ResourceFile, str]], every: tuple[ResourceFile, ...]
     ) -> XnatRejectedError:
-        why = f"“{f.label}/{f.name}” did not arrive intact ({problem})"
-        return self._refused("resource-mismatch", f, tuple(group), why, Remedy.AGAIN)
+        for f, _ in problems:  # sent again (overwrite=true) when the session comes back
+            self.ledger.record_resource_file(
+                self.where.uri, f.label, f.name, "sending", f.size, "", self.wall()
+            )
+        shown = "; ".join(f"“{f.label}/{f.name}”: {why}" for f, why in problems[:LIST_LIMIT])
+        if len(problems) > LIST_LIMIT:
+            shown += f"; and {len(problems) - LIST_LIMIT} more"
+        why = f"{plural(len(problems), 'file')} did not arrive intact ({shown})"
+        return self._refused("resource-mismatch", problems[0][0], every, why, Remedy.AGAIN)
 
     def _refused(
         self,

@@ -56,7 +56,8 @@ class ResourceCalls(Connection):
         file exists (its duplicates answer: nothing written).
 
         `body()` streams the file (called again if the login must be repeated). A zero-byte
-        file goes as multipart/form-data: XNAT refuses an empty in-body upload with a 500.
+        file goes as multipart/form-data (PUT too: the prearchive's route takes PUT only): XNAT
+        refuses an empty in-body upload with a 500.
         """
         path = f"{data_uri(session_uri)}/resources/{quote(label, safe='')}/files/"
         path += quote(name, safe="/")
@@ -77,7 +78,7 @@ class ResourceCalls(Connection):
             ).encode()
             headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
             response = self.call(
-                "POST",
+                "PUT",
                 path,
                 params=params,
                 body=lambda: _Bytes(form),
