@@ -473,7 +473,9 @@ def test_json_has_exactly_the_promised_shape(lib: Library, default_run: Run) -> 
             "upload_files",
             "would_upload_files",
             "excluded_files",
+            "resources",
         ]
+        assert item["resources"] == []  # no session of the library has a resources folder
         assert isinstance(item["accepted"], bool)
         counts = (item["upload_files"], item["would_upload_files"], item["excluded_files"])
         assert all(type(n) is int for n in counts)
@@ -630,6 +632,50 @@ def test_names_that_are_not_utf8_are_printed_not_a_crash(tmp_path: Path) -> None
     text = check(config, session, as_json=False, env=strict)
     assert text.returncode == 1 and "Traceback" not in text.stderr, text.stderr
     assert "REJECTED" in text.stdout and "[non-dicom]" in text.stdout
+
+
+def test_session_resources_are_listed_per_label_in_json_and_text(tmp_path: Path) -> None:
+    """Files in resources/<label>/ are counted per label, never as files to upload; a broken
+    one is a violation and is not counted."""
+    session = tmp_path / "lib" / PROJECT / "S01" / "with-resources"
+    copy_study(session)
+    res = session / "resources"
+    (res / "physio" / "run1").mkdir(parents=True)
+    (res / "physio" / "run1" / "ecg.tsv").write_text("time\tecg\n0.0\t0.1\n")  # 17 bytes
+    (res / "physio" / "resp.tsv").write_text("t\n")  # 2 bytes
+    (res / "logs").mkdir()
+    (res / "logs" / "empty.log").write_bytes(b"")
+    with zipfile.ZipFile(res / "logs" / "console.zip", "w") as zf:
+        zf.writestr("console.txt", "ok\n")
+    zipped = (res / "logs" / "console.zip").stat().st_size
+    config = write_config(tmp_path / "c.toml", tmp_path / "drop")
+    [verdict] = verdicts(check(config, session)).values()
+    assert verdict["accepted"] and verdict["violations"] == []
+    assert verdict["upload_files"] == BASE_FILES  # DICOM only
+    assert verdict["resources"] == [
+        {"label": "logs", "files": 2, "bytes": zipped},
+        {"label": "physio", "files": 2, "bytes": 19},
+    ]
+    text = check(config, session, as_json=False)
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.splitlines()[1] == (
+        f"  session resources: logs (2 files, {zipped} B), physio (2 files, 19 B)"
+    )
+    # a DICOM file in resources/ rejects; a bad label is left out with "exclude"
+    shutil.copyfile(session / "MR1_4919.dcm", res / "physio" / "copy.dcm")
+    (res / "my notes").mkdir()
+    (res / "my notes" / "a.txt").write_text("a\n")
+    excluding = write_config(
+        tmp_path / "x.toml", tmp_path / "drop", '[rules]\nresource-label = "exclude"\n'
+    )
+    [verdict] = verdicts(check(excluding, session)).values()
+    assert not verdict["accepted"]
+    assert [(v["rule"], v["policy"], v["subject"]) for v in verdict["violations"]] == [
+        ("dicom-in-resources", "reject", "resources/physio/copy.dcm"),
+        ("resource-label", "exclude", "resources/my notes/"),
+    ]
+    assert verdict["excluded_files"] == 1 and verdict["would_upload_files"] == BASE_FILES
+    assert verdict["resources"][1] == {"label": "physio", "files": 2, "bytes": 19}
 
 
 # -- rule by rule: reject, accept, exclude --------------------------------------------------

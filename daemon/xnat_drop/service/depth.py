@@ -29,6 +29,7 @@ from xnat_drop.core import depth
 from xnat_drop.core.config import Config
 from xnat_drop.core.model import DicomHeader, Session, Verdict
 from xnat_drop.core.names import is_hidden_dir, is_junk_name
+from xnat_drop.core.resources import split
 from xnat_drop.core.shown import shown, shown_path
 
 log = logging.getLogger("xnat_drop.service")
@@ -50,6 +51,8 @@ def check_siblings(
     """Record what `session` holds in the ledger and return `verdict` with a wrong-depth
     violation added when folders beside it hold other series of its study. `others` are the
     loop's other claims; `now` is the wall clock. Raises StorageError when the ledger fails."""
+    # Its image files only: DICOM misplaced in resources/ is not what the session holds.
+    session = replace(session, files=split(session.files, config.resources.folder)[0])
     shape = depth.shape_of(session)
     parent = claim.relpath[:-1]
     ledger.record_shape(
