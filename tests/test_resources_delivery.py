@@ -33,6 +33,7 @@ RESOURCES = {
     "physio/run1_ecg.tsv": b"time\tecg\n" + b"0.001\t512\n" * 4000,
     "physio/run1_resp.tsv": b"time\tresp\n" + b"0.01\t77\n" * 900,
     "behav/run1_events.csv": b"onset,duration,trial_type\n1.0,2.0,face\n",
+    "behav/run 2/events+extra.csv": b"onset\n3.0\n",  # a space and a plus survive XNAT's URLs
     "logs/notes.pdf": b"%PDF-1.4\n" + os.urandom(30_000) + b"\n%%EOF\n",
     "logs/empty.log": b"",
 }
@@ -82,7 +83,7 @@ def test_physio_behav_and_logs_arrive_byte_for_byte_and_the_receipt_lists_md5s(
     assert all(r["verified_by"] == "MD5" for r in resources.values())
     listed = {f"{r['label']}/{f['name']}": f["md5"] for r in resources.values() for f in r["files"]}
     assert listed == {name: md5(body) for name, body in RESOURCES.items()}
-    assert "physio: 2 files" in text and "MD5 verified" in text
+    assert "physio: 2 files" in text and "behav: 2 files" in text and "MD5 verified" in text
     # one request per file: nothing written twice
     assert len(put_requests(emulator)) == len(RESOURCES)
 
