@@ -83,7 +83,7 @@ def test_physio_behav_and_logs_arrive_byte_for_byte_and_the_receipt_lists_md5s(
     assert all(r["verified_by"] == "MD5" for r in resources.values())
     listed = {f"{r['label']}/{f['name']}": f["md5"] for r in resources.values() for f in r["files"]}
     assert listed == {name: md5(body) for name, body in RESOURCES.items()}
-    assert "physio: 2 files" in text and "behav: 2 files" in text and "MD5 verified" in text
+    assert "physio: 2 files" in text and "behav: 2 files" in text and "verified by MD5" in text
     # one request per file: nothing written twice
     assert len(put_requests(emulator)) == len(RESOURCES)
 

@@ -220,7 +220,8 @@ def render_text(report: Report) -> str:
     if report.target is not None:
         t = report.target
         lines.append(f"XNAT:      project {t.project}, subject {t.subject}, session {t.session}")
-    lines.append(f"Contents:  {_contents(session)}")
+    resources = len(report.verdict.resources) if report.verdict is not None else 0
+    lines.append(f"Contents:  {_contents(session, resources)}")
     rejections = [v for v in report.violations if v.policy is Policy.REJECT]
     exclusions = [v for v in report.violations if v.policy is Policy.EXCLUDE]
     if report.outcome is Outcome.FAILED:
@@ -296,7 +297,7 @@ def _receipt(r: UploadReceipt, base: str) -> list[str]:
         lines += _wrap(f"Verified in the {where}: files per scan {counts}", "", "           ")
     for resource in r.resources:
         files = plural(len(resource.files), "file")
-        verified = f"{resource.verified_by} verified"
+        verified = f"verified by {resource.verified_by}"
         text = f"{resource.label}: {files}, {size(resource.bytes)}, {verified}"
         lines += _wrap(text, "Resource:  ", "           ")
     for note in r.notes:
@@ -449,7 +450,8 @@ def _wrap(text: str, first: str, rest: str, width: int = 92) -> list[str]:
     return lines
 
 
-def _contents(session: Session) -> str:
+def _contents(session: Session, resources: int = 0) -> str:
+    """The session in numbers; `resources` of its files are session resources."""
     counts = Counter(f.kind for f in session.files)
     dicom = counts[FileKind.DICOM] + counts[FileKind.DICOM_NO_PREAMBLE]
     parts = [plural(dicom, "DICOM file")]
@@ -461,6 +463,8 @@ def _contents(session: Session) -> str:
         for kind, n in counts.items()
         if kind not in (FileKind.DICOM, FileKind.DICOM_NO_PREAMBLE, FileKind.JUNK)
     )
-    if others:
-        parts.append(plural(others, "other file"))
+    if resources:
+        parts.append(plural(resources, "resource file"))
+    if others > resources:
+        parts.append(plural(others - resources, "other file"))
     return ", ".join(parts)
