@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 
 from xnat_drop.core import importfilter
+from xnat_drop.core.counting import Expected, SeriesCount, count_problem, without_dropped
 from xnat_drop.core.model import DicomHeader, FileFacts, FileKind, Policy, Remedy, Target, Verdict
 from xnat_drop.core.seriesfilter import DEFAULT_TAG, SeriesFilter, decide, from_config
-from xnat_drop.service.delivery import Expected, SeriesCount, count_problem, without_dropped
 
 MR = "1.2.840.10008.5.1.4.1.1.4"
 TAGS = {"SeriesDescription": DEFAULT_TAG, "ImageType": 0x00080008}

@@ -19,8 +19,9 @@ from xnat_drop.core.model import (
     Verdict,
     Violation,
 )
+from xnat_drop.core.receipt import receipt_lines, wrap
 from xnat_drop.core.shown import shown
-from xnat_drop.core.text import iso, local, plural, size
+from xnat_drop.core.text import iso, local, plural
 
 SCHEMA = 1
 MARK = "xnat-drop report"  # the JSON report's "report" key: a report the daemon wrote
@@ -216,7 +217,7 @@ def render_text(report: Report) -> str:
         f"Decided:   {when}",
     ]
     for note in report.notes:
-        lines += _wrap(f"Note: {note}.", "", "           ")
+        lines += wrap(f"Note: {note}.", "", "           ")
     if report.target is not None:
         t = report.target
         lines.append(f"XNAT:      project {t.project}, subject {t.subject}, session {t.session}")
@@ -229,7 +230,7 @@ def render_text(report: Report) -> str:
         lines += ["", f"Why it was not uploaded ({problems}):", ""]
         lines += _grouped(rejections)
         advice = f"{what_to_do(report, rejections)} {UNTOUCHED}"
-        lines += ["What to do:", *_wrap(advice, "  ", "  ")]
+        lines += ["What to do:", *wrap(advice, "  ", "  ")]
     if exclusions:
         xnat = sum(v.rule == "series-import-filter" for v in exclusions)
         by = "the lab's rules" if not xnat else "XNAT's series import filter"
@@ -238,7 +239,7 @@ def render_text(report: Report) -> str:
         lines += ["", f"Left out of the upload by {by} ({len(exclusions)}):", ""]
         lines += _grouped(exclusions)
     if report.receipt is not None:
-        lines += _receipt(report.receipt, report.xnat_url)
+        lines += receipt_lines(report.receipt, report.xnat_url)
     verdict = report.verdict
     if verdict is not None and verdict.duplicates:
         copies = plural(len(verdict.duplicates), "identical copy", "identical copies")
@@ -271,49 +272,6 @@ def what_to_do(report: Report, rejections: list[Violation]) -> str:
         .replace("{incoming}", incoming)
         .replace("{parent}", incoming.rsplit("/", 1)[0] if "/" in incoming else "incoming")
     )
-
-
-def xnat_page(base: str, uri: str) -> str:
-    """A person's link to what `uri` names in XNAT: an archived session's page (XNAT shows the
-    experiment's report for `?format=html`), or the prearchive session's REST address."""
-    url = base.rstrip("/") + uri
-    return f"{url}?format=html" if "/archive/" in uri or "/experiments/" in uri else url
-
-
-def prearchive_page(base: str) -> str:
-    """XNAT's prearchive page, where a project's owner or member archives a session."""
-    return base.rstrip("/") + "/app/template/XDATScreen_prearchives.vm"
-
-
-def _receipt(r: UploadReceipt, base: str) -> list[str]:
-    lines = [
-        "",
-        f"Uploaded:  {plural(r.files, 'DICOM file')}, {size(r.bytes_sent)} in {r.seconds:.1f} s",
-    ]
-    lines += [f"In XNAT:   {xnat_page(base, uri) if base else uri}" for uri in r.uris]
-    if r.verified:
-        where = "archive" if r.destination == "archive" else "prearchive (built, ready for review)"
-        counts = ", ".join(f"{scan}: {n}" for scan, n in r.verified)
-        lines += _wrap(f"Verified in the {where}: files per scan {counts}", "", "           ")
-    for resource in r.resources:
-        files = plural(len(resource.files), "file")
-        verified = f"verified by {resource.verified_by}"
-        text = f"{resource.label}: {files}, {size(resource.bytes)}, {verified}"
-        lines += _wrap(text, "Resource:  ", "           ")
-    for note in r.notes:
-        lines += _wrap(f"{note}.", "Note:      ", "           ")
-    if r.destination == "prearchive":
-        page = prearchive_page(base) if base else "XNAT's prearchive page"
-        lines += [
-            "",
-            *_wrap(
-                "It is in XNAT's prearchive, not yet archived: someone with the project's owner "
-                f"or member role must archive it at {page}",
-                "Next:      ",
-                "           ",
-            ),
-        ]
-    return lines
 
 
 def render_json(report: Report) -> str:
@@ -424,29 +382,18 @@ def _grouped(violations: list[Violation]) -> list[str]:
         if len(items) == 1 or rule not in RULE_ADVICE:
             lines.append(f"  [{rule}] {title}")
             for v in items[:LIST_LIMIT]:
-                lines += _wrap(v.sentence, "    ", "    ")
+                lines += wrap(v.sentence, "    ", "    ")
         else:
             lines.append(f"  [{rule}] {title}: {len(items)} {RULE_UNITS.get(rule, 'files')}")
-            lines += _wrap(RULE_ADVICE[rule], "    ", "    ")
+            lines += wrap(RULE_ADVICE[rule], "    ", "    ")
             for v in items[:LIST_LIMIT]:
-                lines += _wrap(
+                lines += wrap(
                     f"{v.subject}: {v.detail}" if v.detail else v.subject, "    - ", "      "
                 )
         if len(items) > LIST_LIMIT:
             more = len(items) - LIST_LIMIT
             lines.append(f"    ... and {more} more (all listed in the .report.json)")
         lines.append("")
-    return lines
-
-
-def _wrap(text: str, first: str, rest: str, width: int = 92) -> list[str]:
-    words, lines, line = shown(text).split(), [], first
-    for word in words:
-        if len(line) + len(word) + 1 > width and line.strip():
-            lines.append(line.rstrip())
-            line = rest
-        line += word + " "
-    lines.append(line.rstrip())
     return lines
 
 

@@ -35,7 +35,7 @@ from xnat_drop.core.importfilter import NO_PLAN, FilterPlan, applied
 from xnat_drop.core.model import FileKind, Policy, Session, UploadReceipt, Verdict, Violation
 from xnat_drop.core.names import is_junk_path
 from xnat_drop.core.policy import AttemptResult, Result
-from xnat_drop.core.report import xnat_page
+from xnat_drop.core.receipt import xnat_page
 from xnat_drop.core.shown import shown
 from xnat_drop.core.text import iso
 from xnat_drop.service import failpoints, latefiles

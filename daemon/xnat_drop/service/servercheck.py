@@ -16,11 +16,12 @@ from typing import Any
 from xnat_drop.adapters.dicom.filtervalues import read_values
 from xnat_drop.core import importfilter
 from xnat_drop.core.config import Config
+from xnat_drop.core.counting import expected
 from xnat_drop.core.importfilter import NO_PLAN, FilterPlan
 from xnat_drop.core.model import Verdict, Violation
 from xnat_drop.core.rules import series_name, unknown_project
 from xnat_drop.core.seriesfilter import Decision, decide, described
-from xnat_drop.service.delivery import XnatPort, expected, session_exists
+from xnat_drop.service.delivery import XnatPort, session_exists
 from xnat_drop.service.xnatfilter import FilterCache, filter_key
 
 

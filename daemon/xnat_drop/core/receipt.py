@@ -1,0 +1,65 @@
+"""The receipt of a delivered session, as the text report shows it, and people's links to XNAT.
+Pure."""
+
+from __future__ import annotations
+
+from xnat_drop.core.model import UploadReceipt
+from xnat_drop.core.shown import shown
+from xnat_drop.core.text import plural, size
+
+
+def wrap(text: str, first: str, rest: str, width: int = 92) -> list[str]:
+    """`text` in lines of at most `width` characters: the first after `first`, the others
+    after `rest` (names made safe to print)."""
+    words, lines, line = shown(text).split(), [], first
+    for word in words:
+        if len(line) + len(word) + 1 > width and line.strip():
+            lines.append(line.rstrip())
+            line = rest
+        line += word + " "
+    lines.append(line.rstrip())
+    return lines
+
+
+def xnat_page(base: str, uri: str) -> str:
+    """A person's link to what `uri` names in XNAT: an archived session's page (XNAT shows the
+    experiment's report for `?format=html`), or the prearchive session's REST address."""
+    url = base.rstrip("/") + uri
+    return f"{url}?format=html" if "/archive/" in uri or "/experiments/" in uri else url
+
+
+def prearchive_page(base: str) -> str:
+    """XNAT's prearchive page, where a project's owner or member archives a session."""
+    return base.rstrip("/") + "/app/template/XDATScreen_prearchives.vm"
+
+
+def receipt_lines(r: UploadReceipt, base: str) -> list[str]:
+    """A delivered session's receipt in a text report: where it is, what was verified."""
+    lines = [
+        "",
+        f"Uploaded:  {plural(r.files, 'DICOM file')}, {size(r.bytes_sent)} in {r.seconds:.1f} s",
+    ]
+    lines += [f"In XNAT:   {xnat_page(base, uri) if base else uri}" for uri in r.uris]
+    if r.verified:
+        where = "archive" if r.destination == "archive" else "prearchive (built, ready for review)"
+        counts = ", ".join(f"{scan}: {n}" for scan, n in r.verified)
+        lines += wrap(f"Verified in the {where}: files per scan {counts}", "", "           ")
+    for resource in r.resources:
+        files = plural(len(resource.files), "file")
+        verified = f"verified by {resource.verified_by}"
+        text = f"{resource.label}: {files}, {size(resource.bytes)}, {verified}"
+        lines += wrap(text, "Resource:  ", "           ")
+    for note in r.notes:
+        lines += wrap(f"{note}.", "Note:      ", "           ")
+    if r.destination == "prearchive":
+        page = prearchive_page(base) if base else "XNAT's prearchive page"
+        lines += [
+            "",
+            *wrap(
+                "It is in XNAT's prearchive, not yet archived: someone with the project's owner "
+                f"or member role must archive it at {page}",
+                "Next:      ",
+                "           ",
+            ),
+        ]
+    return lines
