@@ -20,6 +20,7 @@ from xnat_drop.core.config import (
     DEFAULT_RULES,
     ResourcesConfig,
     RoutingConfig,
+    XnatConfig,
 )
 from xnat_drop.core.errors import XnatRejectedError
 from xnat_drop.core.model import (
@@ -29,10 +30,12 @@ from xnat_drop.core.model import (
     Outcome,
     Policy,
     Remedy,
+    ResourceFile,
     Route,
     Rule,
     Session,
     Target,
+    Verdict,
     Violation,
 )
 from xnat_drop.core.policy import Failure, delivery_failed
@@ -40,6 +43,7 @@ from xnat_drop.core.report import RULE_REMEDIES, Report, render_text
 from xnat_drop.core.routing import route
 from xnat_drop.core.rules import evaluate, unknown_project
 from xnat_drop.core.seriesfilter import DEFAULT_TAG, decide, from_config
+from xnat_drop.service.resourcestep import conflict_words, partial_failure, resources_unsupported
 
 MR = "1.2.840.10008.5.1.4.1.1.4"
 TARGET = Target("P1", "S1", "E1")
@@ -85,6 +89,10 @@ LAYOUT = RoutingConfig(("project", "subject", "session"))
 
 
 # (name, violation): every rule at least once, each way a rule words its advice.
+PHYSIO = ResourceFile("physio", "ecg.tsv", "resources/physio/ecg.tsv", 10)
+DEFAULT_XNAT = XnatConfig("https://xnat.example.org", None, True, None, 5.0, 60.0)
+
+
 def _filtered(policy: str, pattern: str) -> tuple[Violation, ...]:
     """What XNAT's series import filter (a project blacklist of `pattern`) makes of T1."""
     found = from_config(
@@ -176,6 +184,26 @@ SAMPLES: list[tuple[str, Violation]] = [
     ),
     ("late-files", completeness.late_files(17, 6.0, 1.8e9, f"{URL}/data/archive/x")),
     ("filter-reject", _filtered("reject", "T1")[0]),
+    (
+        "resource-conflict",
+        partial_failure(
+            "resource-conflict", URL, conflict_words(PHYSIO), PHYSIO, [PHYSIO], Remedy.CHOICE
+        ),
+    ),
+    (
+        "resource-mismatch",
+        partial_failure(
+            "resource-mismatch", URL, "1 file did not arrive intact", PHYSIO, [PHYSIO], Remedy.AGAIN
+        ),
+    ),
+    (
+        "resources-unsupported",
+        resources_unsupported(
+            dataclasses.replace(DEFAULT_XNAT, destination="prearchive"),
+            "1.8.3",
+            Verdict(TARGET, (), (T1,), (), (), resources=(PHYSIO,)),
+        ),
+    ),
     ("filter-nothing-left", _filtered("exclude", ".")[-1]),
     (
         "wrong-depth",

@@ -212,12 +212,7 @@ class ResourceStep:
     # -- the failures: the images are in XNAT, these files are not ------------------------
 
     def _conflict(self, f: ResourceFile, every: tuple[ResourceFile, ...]) -> XnatRejectedError:
-        why = (
-            f"XNAT already holds a different file “{f.name}” in resource {f.label}. Rename the "
-            f"file in resources/{f.label}/, or ask the administrator to set "
-            'resources.on_conflict = "overwrite" if the new file should replace it'
-        )
-        return self._refused("resource-conflict", f, every, why, Remedy.CHOICE)
+        return self._refused("resource-conflict", f, every, conflict_words(f), Remedy.CHOICE)
 
     def _mismatch(
         self, problems: list[tuple[ResourceFile, str]], every: tuple[ResourceFile, ...]
@@ -247,24 +242,46 @@ class ResourceStep:
             or row.state != "sent"
             or g == f
         ]
-        names = ", ".join(f"{g.label}/{g.name}" for g in missing[:LIST_LIMIT])
-        if len(missing) > LIST_LIMIT:
-            names += f" and {len(missing) - LIST_LIMIT} more"
-        sentence = (
-            f"The images are in XNAT ({self.where.url}), but not all resource files: {why}. "
-            f"Not delivered ({plural(len(missing), 'file')}): {names}. Moved back into "
-            "incoming/ (or with `xnat-drop retry`), the session resumes with the resource "
-            "files; its images are not sent again."
-        )
-        violation = Violation(
-            rule,  # type: ignore[arg-type]
-            Policy.REJECT,
-            f"resources/{f.label}",
-            sentence,
-            tuple(g.path for g in missing),
-            remedy=remedy,
-        )
-        return XnatRejectedError(violation.rule, sentence, violation=violation)
+        violation = partial_failure(rule, self.where.url, why, f, missing, remedy)
+        return XnatRejectedError(violation.rule, violation.sentence, violation=violation)
+
+
+def conflict_words(f: ResourceFile) -> str:
+    """Why `f` was not delivered: XNAT holds another file of that name."""
+    return (
+        f"XNAT already holds a different file “{f.name}” in resource {f.label}. Rename the "
+        f"file in resources/{f.label}/, or ask the administrator to set "
+        'resources.on_conflict = "overwrite" if the new file should replace it'
+    )
+
+
+def partial_failure(
+    rule: str,
+    url: str,
+    why: str,
+    f: ResourceFile,
+    missing: list[ResourceFile],
+    remedy: Remedy,
+) -> Violation:
+    """The images are in XNAT at `url`, the `missing` resource files are not: why, and that a
+    return of the folder resumes at the resources."""
+    names = ", ".join(f"{g.label}/{g.name}" for g in missing[:LIST_LIMIT])
+    if len(missing) > LIST_LIMIT:
+        names += f" and {len(missing) - LIST_LIMIT} more"
+    sentence = (
+        f"The images are in XNAT ({url}), but not all resource files: {why}. "
+        f"Not delivered ({plural(len(missing), 'file')}): {names}. Moved back into "
+        "incoming/ (or with `xnat-drop retry`), the session resumes with the resource "
+        "files; its images are not sent again."
+    )
+    return Violation(
+        rule,  # type: ignore[arg-type]
+        Policy.REJECT,
+        f"resources/{f.label}",
+        sentence,
+        tuple(g.path for g in missing),
+        remedy=remedy,
+    )
 
 
 def _md5_of(folder: Path, f: ResourceFile) -> str:
