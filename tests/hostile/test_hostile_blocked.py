@@ -89,7 +89,9 @@ def test_unmovable_folders_leak_nothing_and_stop_nothing(lab: LabTree, emulator:
             # refused makes the daemon try it again at every scan, not only every 5 s.
             toggled.chmod(0o754 if n % 2 else 0o755)
             if n % 10 == 0:
-                session = (PROJECT, "C01", f"C01_MR{n}")
+                # A subject folder of its own: the daemon removes C01 once it has stayed empty,
+                # which may fall between a `mkdir -p` and the `cp -r` into it.
+                session = (PROJECT, f"D{n:02d}", f"D{n:02d}_MR1")
                 lab.lab_drop(session, SCANS[:1])
                 delivered.append(session)
             n += 1
