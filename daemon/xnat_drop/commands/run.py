@@ -49,6 +49,11 @@ def run_daemon(config_path: Path, *, once: bool, timeout: float | None) -> int:
         return EX_SOFTWARE
     finally:
         service.close()  # idempotent; unroutes signals before it closes the pipe
+        # Stopped: a late signal is ignored. Python's shutdown puts every signal it handles
+        # back to the default (for SIGHUP: die), except those set to be ignored; a reload
+        # arriving then would end an orderly exit as "killed by SIGHUP".
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
 
 
 def install_signals(service: Service) -> None:
