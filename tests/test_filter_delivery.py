@@ -9,6 +9,7 @@ cannot predict.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from test_check import check, verdicts
@@ -152,11 +153,17 @@ def test_a_filter_changed_between_check_and_import_is_named_in_the_mismatch(
     env = daemon_env(XNAT_DROP_PAUSEPOINT="after-filter=3")
     proc = start_daemon(drop, env=env)
     try:
+        # The project's filter read (after the site's), then changed during the 3 s pause
+        # before the upload: the import finds another filter than the check did.
         wait_until(
-            lambda: any("seriesImportFilter" in r.path for r in emulator.requests()),
-            "the daemon read the filter",
+            lambda: any(
+                f"/projects/{PROJECT}/config/seriesImportFilter" in r.path
+                for r in emulator.requests()
+            ),
+            "the daemon read the project's filter",
             proc,
         )
+        time.sleep(0.5)  # its answer is on the way back, well inside the pause
         emulator.set_series_filter(PROJECT, mode="blacklist", list_text="localizer")
         folder = drop.failed.joinpath(*REL)
         wait_until(folder.is_dir, "the session failed", proc, timeout=60)
