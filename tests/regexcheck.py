@@ -14,17 +14,14 @@ Every pair goes through one JVM: `Pattern.compile(pattern, CASE_INSENSITIVE)`, t
 
 from __future__ import annotations
 
-import atexit
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-JAVA = shutil.which("java")
-JAVAC = shutil.which("javac")
+from javarun import JAVA, java_command
+
 CHECKER = Path(__file__).with_name("RegexCheck.java")
 
 requires_java = pytest.mark.skipif(
@@ -33,24 +30,10 @@ requires_java = pytest.mark.skipif(
 
 # Small heap, quick start: the work is a few hundred tiny matches.
 _JVM_OPTIONS = ["-Xshare:auto", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xmx64m"]
-_command: list[str] | None = None
 
 
 def _java_command() -> list[str]:
-    """The command that runs RegexCheck; compiled once per process when javac is there."""
-    global _command  # noqa: PLW0603 - compiled once, kept for the whole test session
-    if _command is not None:
-        return _command
-    if JAVA is None:
-        pytest.skip("no java on this machine: the java.util.regex check cannot run here")
-    if JAVAC is None:  # source-file mode: compiles on every run, about a second each
-        _command = [JAVA, *_JVM_OPTIONS, str(CHECKER)]
-        return _command
-    classes = tempfile.mkdtemp(prefix="regexcheck-")
-    atexit.register(shutil.rmtree, classes, ignore_errors=True)
-    subprocess.run([JAVAC, "-nowarn", "-d", classes, str(CHECKER)], check=True, capture_output=True)
-    _command = [JAVA, *_JVM_OPTIONS, "-cp", classes, "RegexCheck"]
-    return _command
+    return java_command(CHECKER, _JVM_OPTIONS, "the java.util.regex check")
 
 
 def escaped(text: str) -> str:

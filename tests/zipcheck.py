@@ -13,10 +13,8 @@ for the checks Java does not report (flags, versions, extra fields).
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import fcntl
-import shutil
 import struct
 import subprocess
 import tempfile
@@ -26,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-JAVA = shutil.which("java")
-JAVAC = shutil.which("javac")
+from javarun import JAVA, java_command
+
 CHECKER = Path(__file__).with_name("ZipCheck.java")
 
 requires_java = pytest.mark.skipif(
@@ -36,26 +34,12 @@ requires_java = pytest.mark.skipif(
 
 # Small heap, quick start; the reading loop is all I/O and intrinsified CRC-32.
 _JVM_OPTIONS = ["-Xshare:auto", "-XX:+UseSerialGC", "-Xmx128m"]
-_command: list[str] | None = None
 
 Entry = tuple[str, int, int]  # (name, size, crc32) as Java read them
 
 
 def _java_command() -> list[str]:
-    """The command that runs ZipCheck; compiled once per process when javac is there."""
-    global _command  # noqa: PLW0603 - compiled once, kept for the whole test session
-    if _command is not None:
-        return _command
-    if JAVA is None:
-        pytest.skip("no java on this machine: the ZipInputStream check cannot run here")
-    if JAVAC is None:  # source-file mode: compiles on every run, about a second each
-        _command = [JAVA, *_JVM_OPTIONS, str(CHECKER)]
-        return _command
-    classes = tempfile.mkdtemp(prefix="zipcheck-")
-    atexit.register(shutil.rmtree, classes, ignore_errors=True)
-    subprocess.run([JAVAC, "-nowarn", "-d", classes, str(CHECKER)], check=True, capture_output=True)
-    _command = [JAVA, *_JVM_OPTIONS, "-cp", classes, "ZipCheck"]
-    return _command
+    return java_command(CHECKER, _JVM_OPTIONS, "the ZipInputStream check")
 
 
 def _parse(returncode: int, stdout: bytes, stderr: bytes) -> list[Entry]:

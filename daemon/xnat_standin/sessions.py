@@ -14,7 +14,7 @@ from typing import Any
 from . import pages
 from .call import Call, flag, read_form
 from .pages import Reply
-from .sessionres import ResourceRoutes
+from .sessionres import FILE_COLUMNS, RESOURCE_COLUMNS, ResourceRoutes
 from .store import (
     AUTO_ARCHIVE_CODES,
     UNASSIGNED,
@@ -83,30 +83,6 @@ _SCAN_COLUMNS = (
     "note",
     "series_description",
     "URI",
-)
-_RESOURCE_COLUMNS = (
-    "xnat_abstractresource_id",
-    "label",
-    "element_name",
-    "category",
-    "cat_id",
-    "cat_desc",
-    "file_count",
-    "file_size",
-    "tags",
-    "content",
-    "format",
-)
-_FILE_COLUMNS = (
-    "Name",
-    "Size",
-    "URI",
-    "collection",
-    "file_tags",
-    "file_format",
-    "file_content",
-    "cat_ID",
-    "digest",
 )
 
 
@@ -273,7 +249,7 @@ class SessionResources:
         if tail == ["resources"]:
             rows = [_resource_row(experiment, scan) for scan in chosen]
             return pages.table(
-                _RESOURCE_COLUMNS, rows, call.format, extra={"totalRecords": len(rows)}
+                RESOURCE_COLUMNS, rows, call.format, extra={"totalRecords": len(rows)}
             )
         if tail[:1] == ["resources"] and len(tail) >= 3 and tail[2] == "files":
             wanted = tail[1]
@@ -305,7 +281,7 @@ class SessionResources:
                         "digest": self.store.file_digest(experiment, scan.id, name),
                     }
                 )
-        return pages.table(_FILE_COLUMNS, rows, call.format, extra={"totalRecords": len(rows)})
+        return pages.table(FILE_COLUMNS, rows, call.format, extra={"totalRecords": len(rows)})
 
     # -- prearchive ---------------------------------------------------------------------
 

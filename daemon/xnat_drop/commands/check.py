@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from xnat_drop.core.text import plural, size
 from xnat_drop.service import servercheck
 from xnat_drop.service.judge import Judgement, check_keywords, judge, relpath_for
 from xnat_drop.service.servercheck import ServerAnswer
+from xnat_drop.service.xnatfilter import FilterCache
 
 EX_ACCEPTED = 0
 EX_REJECTED = 1
@@ -91,9 +93,14 @@ def _ask_server(
 ) -> list[tuple[str, Judgement, ServerAnswer | None]]:
     """Each judged folder with the answers of the server-side checks a delivery makes."""
     client = connect(cfg.xnat, env)
+    filters = FilterCache(time.monotonic)
     try:
         return [
-            (folder, judgement, servercheck.ask(client, cfg, Path(folder), judgement.verdict))
+            (
+                folder,
+                judgement,
+                servercheck.ask(client, cfg, Path(folder), judgement.verdict, filters),
+            )
             for folder, judgement, _ in results
         ]
     finally:

@@ -363,7 +363,8 @@ def _resume_after_resources(tools: Tools, claim: claims.Claim, verdict: Verdict)
     entry = tools.ledger.entry(claim.id)
     if entry is None or entry.state != "claimed" or verdict.target is None:
         return
-    earlier = tools.ledger.images_in_xnat(content_key(verdict.target, verdict.upload))
+    key = entry.content_key or content_key(verdict.target, verdict.upload)
+    earlier = tools.ledger.images_in_xnat(key)
     if earlier is None or earlier.claim_id == claim.id:
         return
     log.info(

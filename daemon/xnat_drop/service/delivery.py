@@ -18,7 +18,6 @@ from typing import Protocol
 from xnat_drop.adapters.ledger import IMAGES_VERIFIED, Ledger
 from xnat_drop.adapters.xnat.client import Account, ArchivedRef, FilterRow, PrearchiveRef
 from xnat_drop.adapters.xnat.connection import Body
-from xnat_drop.adapters.xnat.resourcecalls import RemoteFile
 from xnat_drop.core.config import XnatConfig
 from xnat_drop.core.counting import Expected, count_problem, expected, without_dropped
 from xnat_drop.core.errors import XnatRejectedError
@@ -34,12 +33,13 @@ from xnat_drop.core.model import (
 )
 from xnat_drop.core.rules import unknown_project
 from xnat_drop.service import failpoints
+from xnat_drop.service.resourcestep import ResourcePort
 
 log = logging.getLogger(__name__)
 
 
-class XnatPort(Protocol):
-    """What delivery needs from XNAT (xnat.XnatClient)."""
+class XnatPort(ResourcePort, Protocol):
+    """What delivery needs from XNAT (xnat.XnatClient), the resources step's calls included."""
 
     on_request: Callable[[], None] | None  # called before each request (a sign of life)
 
@@ -57,19 +57,6 @@ class XnatPort(Protocol):
     def build(self, uri: str) -> None: ...
     def commit(self, uri: str, *, overwrite: bool = False) -> str: ...
     def scan_counts(self, uri: str) -> dict[str, int]: ...
-    def create_resource(self, session_uri: str, label: str) -> None: ...
-    def put_resource_file(
-        self,
-        session_uri: str,
-        label: str,
-        name: str,
-        body: Callable[[], Body],
-        size: int,
-        *,
-        overwrite: bool,
-    ) -> bool: ...
-    def resource_files(self, session_uri: str, label: str) -> list[RemoteFile]: ...
-    def checksums_enabled(self) -> bool: ...
     def close(self) -> None: ...
 
 

@@ -7,22 +7,20 @@ XNAT's series import filter would drop. Nothing is written to XNAT or to the led
 
 from __future__ import annotations
 
-import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xnat_drop.adapters.dicom.filtervalues import read_values
 from xnat_drop.core import importfilter
 from xnat_drop.core.config import Config
 from xnat_drop.core.counting import expected
 from xnat_drop.core.importfilter import NO_PLAN, FilterPlan
 from xnat_drop.core.model import Verdict, Violation
 from xnat_drop.core.rules import series_name, unknown_project
-from xnat_drop.core.seriesfilter import Decision, decide, described
+from xnat_drop.core.seriesfilter import Decision, described
 from xnat_drop.service.delivery import XnatPort, session_exists
-from xnat_drop.service.xnatfilter import FilterCache, filter_key
+from xnat_drop.service.xnatfilter import FilterCache, evaluated
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,8 +34,11 @@ class ServerAnswer:
     filters: str = ""  # the filters in words ("" = none)
 
 
-def ask(client: XnatPort, config: Config, folder: Path, verdict: Verdict) -> ServerAnswer:
-    """The server-side checks for `verdict` (judged from `folder`). Raises Xnat*Error."""
+def ask(
+    client: XnatPort, config: Config, folder: Path, verdict: Verdict, cache: FilterCache
+) -> ServerAnswer:
+    """The server-side checks for `verdict` (judged from `folder`), XNAT's filters read through
+    `cache` (one for all the folders of a check). Raises Xnat*Error."""
     target = verdict.target
     if target is None or not verdict.accepted:
         return ServerAnswer(verdict)
@@ -50,15 +51,10 @@ def ask(client: XnatPort, config: Config, folder: Path, verdict: Verdict) -> Ser
     refusals = (refused,) if refused is not None else ()
     if config.rules.series_import_filter == "off":
         return ServerAnswer(verdict, refusals)
-    filters = FilterCache(time.monotonic).filters(client, target.project)
+    filters = cache.filters(client, target.project)
     if not filters:
         return ServerAnswer(verdict, refusals)
-    tags = frozenset(t for f in filters if not f.unpredictable for t in f.tags)
-    paths = [f.path for f in verdict.upload]
-    values = read_values(folder, paths, tags) if tags else {}
-    decisions = {path: decide(filters, values.get(path, {})) for path in paths}
-    plan = importfilter.plan(verdict.upload, decisions, filters, config.rules.series_import_filter)
-    plan = importfilter.with_filters(plan, filter_key(filters), filters)
+    plan, decisions = evaluated(filters, folder, verdict.upload, config.rules.series_import_filter)
     return ServerAnswer(
         importfilter.applied(verdict, plan),
         refusals,

@@ -19,8 +19,14 @@ from xnat_drop.adapters.ledger import Ledger
 from xnat_drop.core import importfilter
 from xnat_drop.core.errors import SessionChangedError, XnatAuthError
 from xnat_drop.core.importfilter import NO_PLAN, FilterPlan
-from xnat_drop.core.model import Verdict
-from xnat_drop.core.seriesfilter import SeriesFilter, decide, from_config, from_site_values
+from xnat_drop.core.model import FileFacts, Verdict
+from xnat_drop.core.seriesfilter import (
+    Decision,
+    SeriesFilter,
+    decide,
+    from_config,
+    from_site_values,
+)
 from xnat_drop.service.delivery import XnatPort
 
 log = logging.getLogger("xnat_drop.service")
@@ -115,25 +121,38 @@ def planned(
     if not filters:
         filter_plan = NO_PLAN
     else:
-        tags = frozenset(t for f in filters if not f.unpredictable for t in f.tags)
-        paths = [f.path for f in verdict.upload]
-        try:
-            values = read_values(folder, paths, tags, progress) if tags else {}
-        except OSError as exc:
-            raise SessionChangedError(f"a file could not be read again: {exc}") from exc
-        decisions = {path: decide(filters, values.get(path, {})) for path in paths}
-        filter_plan = importfilter.plan(verdict.upload, decisions, filters, policy)
-        filter_plan = importfilter.with_filters(filter_plan, filter_key(filters), filters)
-        dropped = len(filter_plan.dropped)
+        filter_plan, _ = evaluated(filters, folder, verdict.upload, policy, progress)
         log.info(
             "%s: XNAT's series import filter (%s): %d of %d files would be dropped",
             verdict.target.session,
             filter_plan.words,
-            dropped,
-            len(paths),
+            len(filter_plan.dropped),
+            len(verdict.upload),
         )
     ledger.record_filter_plan(claim_id, wall, importfilter.to_json(filter_plan))
     return filter_plan
+
+
+def evaluated(
+    filters: tuple[SeriesFilter, ...],
+    folder: Path,
+    upload: tuple[FileFacts, ...],
+    policy: str,
+    progress: Callable[[], None] | None = None,
+) -> tuple[FilterPlan, dict[str, Decision]]:
+    """The plan for `upload` (files below `folder`) under `filters`, and each file's decision.
+
+    Raises SessionChangedError when a file cannot be read again.
+    """
+    tags = frozenset(t for f in filters if not f.unpredictable for t in f.tags)
+    paths = [f.path for f in upload]
+    try:
+        values = read_values(folder, paths, tags, progress) if tags else {}
+    except OSError as exc:
+        raise SessionChangedError(f"a file could not be read again: {exc}") from exc
+    decisions = {path: decide(filters, values.get(path, {})) for path in paths}
+    filter_plan = importfilter.plan(upload, decisions, filters, policy)
+    return importfilter.with_filters(filter_plan, filter_key(filters), filters), decisions
 
 
 def mismatch_note(cache: FilterCache, client: XnatPort, project: str, used: FilterPlan) -> str:
