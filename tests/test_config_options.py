@@ -14,8 +14,10 @@ from typing import Any, get_args, get_type_hints
 import pytest
 
 from xnat_drop.core import config as config_mod
+from xnat_drop.core import monitoring
 from xnat_drop.core.config import Config, parse
 from xnat_drop.core.errors import ConfigError
+from xnat_drop.core.monitoring import NotifyConfig, StatusConfig
 from xnat_drop.core.options import OPTIONS, example
 from xnat_drop.core.schema import Check, Kind, Option, Section, read, render, toml_value
 
@@ -140,6 +142,9 @@ READ_BACK: dict[str, Callable[[Config], str]] = {
     "rules.incomplete-series": lambda c: c.rules.incomplete_series,
     "rules.series-import-filter": lambda c: c.rules.series_import_filter,
     "resources.on_conflict": lambda c: c.resources.on_conflict,
+    "status.share": lambda c: c.status.share,
+    "notify.smtp_security": lambda c: c.notify.smtp_security,
+    "notify.webhook": lambda c: c.notify.webhook,
     **{
         f"rules.{rule}": (lambda c, rule=rule: c.rules.policy(rule).value)
         for rule in config_mod.EXCLUDABLE_RULES
@@ -177,12 +182,15 @@ LITERAL_FIELDS = [
     (config_mod.RulesConfig, "incomplete_series", "rules.incomplete-series"),
     (config_mod.RulesConfig, "series_import_filter", "rules.series-import-filter"),
     (config_mod.ResourcesConfig, "on_conflict", "resources.on_conflict"),
+    (StatusConfig, "share", "status.share"),
+    (NotifyConfig, "smtp_security", "notify.smtp_security"),
+    (NotifyConfig, "webhook", "notify.webhook"),
 ]
 
 
 @pytest.mark.parametrize(("cls", "field", "key"), LITERAL_FIELDS)
 def test_the_configs_literal_types_are_the_tables_choices(cls: type, field: str, key: str) -> None:
-    hint = get_type_hints(cls, vars(config_mod))[field]
+    hint = get_type_hints(cls, {**vars(config_mod), **vars(monitoring)})[field]
     assert get_args(hint) == next(o.choices for o in OPTIONS if o.key == key)
 
 

@@ -7,7 +7,6 @@ path, so an operator fixes the file in one go. Pure: adapters/configfile.py read
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,6 +16,17 @@ from urllib.parse import urlsplit
 
 from xnat_drop.core.errors import ConfigError
 from xnat_drop.core.model import Policy
+from xnat_drop.core.monitoring import (
+    MetricsConfig,
+    NotifyConfig,
+    PageConfig,
+    StatusConfig,
+    is_loopback,
+    parse_metrics,
+    parse_notify,
+    parse_page,
+    parse_status,
+)
 from xnat_drop.core.names import resource_label_problem
 from xnat_drop.core.options import (
     DEFAULT_DESCRIPTION_PATTERNS,
@@ -181,6 +191,11 @@ class Config:
     stop_timeout: float = 60.0  # SIGTERM: the current step may finish within this, then it is left
     time_zone: str = ""  # report.time_zone: an IANA name, or "" for the system's
     resources: ResourcesConfig = ResourcesConfig()
+    # Frozen, so one shared default each is safe (ruff cannot see that across modules).
+    status: StatusConfig = StatusConfig()  # noqa: RUF009
+    page: PageConfig = PageConfig()  # noqa: RUF009
+    metrics: MetricsConfig = MetricsConfig()  # noqa: RUF009
+    notify: NotifyConfig = NotifyConfig()  # noqa: RUF009
 
     @property
     def dicom_keywords(self) -> tuple[str, ...]:
@@ -220,6 +235,10 @@ def parse(
     log_level = cast(LogLevel, sections["log"].text("level"))
     stop_timeout = sections["service"].seconds("stop_timeout_seconds")
     time_zone = sections["report"].text("time_zone")
+    status = parse_status(sections["status"])
+    page = parse_page(sections["page"])
+    metrics = parse_metrics(sections["metrics"], base)
+    notify = parse_notify(sections["notify"], base)
     if problems or paths is None or xnat is None:
         raise ConfigError(problems or ["configuration incomplete"], source)
     return Config(
@@ -234,6 +253,10 @@ def parse(
         stop_timeout,
         time_zone,
         resources,
+        status,
+        page,
+        metrics,
+        notify,
     )
 
 
@@ -336,21 +359,12 @@ def _url_problem(url: str, plain_http: bool) -> str:
         return "must not contain credentials; put them in the secret file"
     if parts.query or parts.fragment:
         return "must not contain a query or fragment"
-    if parts.scheme == "http" and not plain_http and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not plain_http and not is_loopback(parts.hostname):
         return (
             "plain http:// would send the XNAT password in clear text; use https:// "
             "(or set xnat.allow_plain_http = true for a test server)"
         )
     return ""
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _parse_routing(t: Section) -> RoutingConfig:
