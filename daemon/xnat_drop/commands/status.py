@@ -17,7 +17,8 @@ from xnat_drop.adapters import configfile, localzone
 from xnat_drop.adapters.fs import statusfile
 from xnat_drop.adapters.ledger import FILE_NAME, Entry, Ledger
 from xnat_drop.core.errors import ConfigError, StorageError
-from xnat_drop.core.text import age, from_iso, iso, local
+from xnat_drop.core.text import age, from_iso, local
+from xnat_drop.service.board import report
 
 EX_OK = 0
 EX_NOT_RUNNING = 3
@@ -45,30 +46,6 @@ def show_status(config_path: Path, *, as_json: bool) -> int:
     text = json.dumps(data, indent=2, ensure_ascii=False) if as_json else render(data, now, zone)
     print(text, end="")
     return EX_OK if data["running"] else EX_NOT_RUNNING
-
-
-def report(
-    snapshot: dict[str, Any] | None, done: list[Entry], failed: list[Entry], now: float
-) -> dict[str, Any]:
-    """Everything `status --json` prints: the daemon's snapshot and the last outcomes."""
-    running = bool(snapshot) and statusfile.is_running(int(snapshot.get("pid", 0)))  # type: ignore[union-attr]
-    return {
-        "running": running,
-        "snapshot": snapshot,
-        "last_done": [_finished(e) for e in done],
-        "last_failed": [_finished(e) for e in failed],
-        "now": iso(now),
-    }
-
-
-def _finished(entry: Entry) -> dict[str, Any]:
-    return {
-        "session": entry.relpath,
-        "at": iso(entry.updated_at),
-        "where": entry.final_path,
-        "xnat": entry.archive_uri or entry.prearchive_uri,
-        "reason": entry.reason,
-    }
 
 
 def render(data: dict[str, Any], now: float, zone: tzinfo = timezone.utc) -> str:

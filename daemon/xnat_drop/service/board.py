@@ -1,23 +1,34 @@
 """The status board: systemd's one-line STATUS, the status.json snapshot `xnat-drop status`
-reads, and today's tally. Reads the loop's state, changes none of it."""
+reads, and today's tally. Reads the loop's state, changes none of it.
+
+Whenever it rewrites status.json it hands the full report (the snapshot and the last outcomes:
+what `status --json` prints) to its sinks: the status files on the share, the page, the
+metrics, the notifications. A sink that fails is logged and never stops the loop.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
 from xnat_drop import __version__
 from xnat_drop.adapters.fs import statusfile
-from xnat_drop.adapters.ledger import Ledger
+from xnat_drop.adapters.fs.statusfile import is_running
+from xnat_drop.adapters.ledger import Entry, Ledger
 from xnat_drop.core.config import Config
 from xnat_drop.core.model import Outcome
 from xnat_drop.core.shown import shown
 from xnat_drop.core.text import iso, size
 from xnat_drop.service.state import Clock, Job, LoopState
 
+log = logging.getLogger("xnat_drop.service")
+
+Report = dict[str, Any]  # what `status --json` prints: see `report`
+Sink = Callable[[Report], None]
 STATUS_REFRESH = 10.0  # seconds: the status snapshot is rewritten at least this often
 LISTED = 100  # claimed sessions named in the snapshot; the rest are counted
 NAME_SHOWN = 60  # characters of a session name in the one-line status
@@ -32,7 +43,9 @@ class Board:
     day: date | None = None
     done: int = 0
     failed: int = 0
+    sinks: list[Sink] = field(default_factory=list)  # given each report that is published
     _published: tuple[str, float] = field(default=("", float("-inf")))
+    _failing: set[int] = field(default_factory=set)  # sinks whose last call failed (logged)
 
     def count_today(self, ledger: Ledger) -> None:
         """Start today's tally from the ledger (at start, and when the day changes)."""
@@ -112,8 +125,9 @@ class Board:
             "today": {"done": self.done, "failed": self.failed},
         }
 
-    def publish(self, state: LoopState, *, force: bool = False) -> None:
-        """Rewrite status.json if something changed (or STATUS_REFRESH passed).
+    def publish(self, state: LoopState, ledger: Ledger, *, force: bool = False) -> None:
+        """Rewrite status.json if something changed (or STATUS_REFRESH passed), then hand the
+        full report to every sink.
 
         Raises OSError when the state directory cannot take it.
         """
@@ -124,13 +138,31 @@ class Board:
             return
         statusfile.write(self.config.paths.state, snapshot)
         self._published = (key, now)
+        if self.sinks:
+            listed = self.config.status.listed
+            done, failed = ledger.recent("done", listed), ledger.recent("failed", listed)
+            self._hand_out(report(snapshot, done, failed, self.clock.wall(), running=True))
+
+    def _hand_out(self, data: Report) -> None:
+        for sink in self.sinks:
+            try:
+                sink(data)
+            except Exception:  # a status file, page or channel never stops the loop
+                if id(sink) not in self._failing:  # once per failure, not once per turn
+                    log.exception("cannot publish the status to %s", _name(sink))
+                self._failing.add(id(sink))
+            else:
+                self._failing.discard(id(sink))
 
     def _job(
         self, job: Job, state: LoopState, busy: str, at: Callable[[float], str | None]
     ) -> dict[str, Any]:
         xnat = state.xnat
+        progress = None
         if job.claim.id == busy:
             words = "uploading"
+            _, sent, total = state.progress.read()
+            progress = {"bytes_sent": sent, "bytes_total": total}
         elif job.filing is not None:
             words = f"being filed in {job.filing.action.value}/"
         elif job.verdict is None:
@@ -151,4 +183,44 @@ class Board:
             "attempts": job.attempts,
             "since": iso(job.claim.claimed_at),
             "last_error": shown(job.last_error)[:500],
+            "progress": progress,
+            "retry_at": at(job.next_at) if job.attempts and job.filing is None else None,
+            "project": job.verdict.target.project if job.verdict and job.verdict.target else None,
         }
+
+
+def report(
+    snapshot: dict[str, Any] | None,
+    done: Sequence[Entry],
+    failed: Sequence[Entry],
+    now: float,
+    *,
+    running: bool | None = None,
+) -> Report:
+    """Everything `status --json` prints: the daemon's snapshot and the last outcomes.
+    `running` None: judged by whether the snapshot's pid is alive (the command's view)."""
+    if running is None:
+        running = bool(snapshot) and is_running(int(snapshot.get("pid", 0)))  # type: ignore[union-attr]
+    return {
+        "running": running,
+        "snapshot": snapshot,
+        "last_done": [_finished(e) for e in done],
+        "last_failed": [_finished(e) for e in failed],
+        "now": iso(now),
+    }
+
+
+def _finished(entry: Entry) -> dict[str, Any]:
+    return {
+        "session": entry.relpath,
+        "at": iso(entry.updated_at),
+        "where": entry.final_path,
+        "xnat": entry.archive_uri or entry.prearchive_uri,
+        "reason": entry.reason,
+        "project": entry.project or None,
+    }
+
+
+def _name(sink: Sink) -> str:
+    owner = getattr(sink, "__self__", None)
+    return type(owner).__name__ if owner is not None else getattr(sink, "__name__", "a sink")

@@ -143,7 +143,7 @@ class Service(Outcomes, Upkeep):
             self._work = claims.WorkArea(paths)
             self._board.count_today(self._ledger)
             self._claimer().orphans(self.config, self.clock.monotonic(), self.state.jobs)
-            self._board.publish(self.state, force=True)  # "XNAT not yet contacted"
+            self._board.publish(self.state, self._ledger, force=True)  # not yet contacted
         except (OSError, StorageError) as exc:
             raise ConfigError([_state_problem(paths.state, exc)], self.config.source) from exc
         log.info(
@@ -217,8 +217,8 @@ class Service(Outcomes, Upkeep):
         self._pool.close()
         if self._ledger is not None:
             try:
-                self._board.publish(self.state, force=True)
-            except OSError as exc:
+                self._board.publish(self.state, self._ledger, force=True)
+            except (OSError, StorageError) as exc:
                 log.warning("cannot write the status file: %s", exc)
             self._ledger.close()
             self._ledger = None
@@ -449,8 +449,8 @@ class Service(Outcomes, Upkeep):
         if self._ledger is None:
             return
         try:
-            self._board.publish(self.state, force=force)
-        except OSError as exc:
+            self._board.publish(self.state, self._ledger, force=force)
+        except (OSError, StorageError) as exc:
             self._pause_storage(f"cannot write the status file: {exc}")
 
 

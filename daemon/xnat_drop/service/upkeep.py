@@ -172,7 +172,7 @@ class Upkeep:
         assert self.state.storage is not None
         try:
             self._ledger_().probe()
-            self._board.publish(self.state, force=True)
+            self._board.publish(self.state, self._ledger_(), force=True)
         except (OSError, StorageError) as exc:
             self._pause_storage(str(exc))
             return
