@@ -28,8 +28,11 @@ from xnat_drop.service.state import Clock, Job, LoopState
 log = logging.getLogger("xnat_drop.service")
 
 Report = dict[str, Any]  # what `status --json` prints: see `report`
-Sink = Callable[[Report], None]
+# A sink is called on the loop's thread with each report, and the ledger; the ledger is None
+# while a step runs (the step has it), so the last outcomes are then the ones read before.
+Sink = Callable[[Report, "Ledger | None"], None]
 STATUS_REFRESH = 10.0  # seconds: the status snapshot is rewritten at least this often
+BUSY_GAP = 2.0  # seconds: while a step runs, progress is published at most this often
 LISTED = 100  # claimed sessions named in the snapshot; the rest are counted
 NAME_SHOWN = 60  # characters of a session name in the one-line status
 
@@ -46,6 +49,7 @@ class Board:
     sinks: list[Sink] = field(default_factory=list)  # given each report that is published
     _published: tuple[str, float] = field(default=("", float("-inf")))
     _failing: set[int] = field(default_factory=set)  # sinks whose last call failed (logged)
+    _recent: tuple[list[Entry], list[Entry]] = field(default=([], []))  # last done, failed
 
     def count_today(self, ledger: Ledger) -> None:
         """Start today's tally from the ledger (at start, and when the day changes)."""
@@ -125,28 +129,41 @@ class Board:
             "today": {"done": self.done, "failed": self.failed},
         }
 
-    def publish(self, state: LoopState, ledger: Ledger, *, force: bool = False) -> None:
+    def publish(self, state: LoopState, ledger: Ledger | None, *, force: bool = False) -> None:
         """Rewrite status.json if something changed (or STATUS_REFRESH passed), then hand the
-        full report to every sink.
+        full report to every sink. `ledger` None: a step runs (and has the ledger), so only
+        its progress is new, published at most every BUSY_GAP.
 
-        Raises OSError when the state directory cannot take it.
+        Raises OSError when the state directory cannot take it, StorageError when the ledger
+        cannot be read.
         """
         snapshot = self.snapshot(state)
         key = repr({k: v for k, v in snapshot.items() if k != "updated_at"})
         now = self.clock.monotonic()
-        if not force and key == self._published[0] and now - self._published[1] < STATUS_REFRESH:
+        since = now - self._published[1]
+        if not force and key == self._published[0] and since < STATUS_REFRESH:
+            return
+        if ledger is None and since < BUSY_GAP:
             return
         statusfile.write(self.config.paths.state, snapshot)
         self._published = (key, now)
-        if self.sinks:
+        if not self.sinks:
+            return
+        if ledger is not None:
             listed = self.config.status.listed
-            done, failed = ledger.recent("done", listed), ledger.recent("failed", listed)
-            self._hand_out(report(snapshot, done, failed, self.clock.wall(), running=True))
+            self._recent = (ledger.recent("done", listed), ledger.recent("failed", listed))
+        done, failed = self._recent
+        self._hand_out(report(snapshot, done, failed, self.clock.wall(), running=True), ledger)
 
-    def _hand_out(self, data: Report) -> None:
+    def next_refresh(self) -> float:
+        """When (monotonic) status.json is due again, changed or not: the loop wakes for it,
+        so a reader (the page's /healthz) can tell a live loop from a hung one."""
+        return self._published[1] + STATUS_REFRESH
+
+    def _hand_out(self, data: Report, ledger: Ledger | None) -> None:
         for sink in self.sinks:
             try:
-                sink(data)
+                sink(data, ledger)
             except Exception:  # a status file, page or channel never stops the loop
                 if id(sink) not in self._failing:  # once per failure, not once per turn
                     log.exception("cannot publish the status to %s", _name(sink))

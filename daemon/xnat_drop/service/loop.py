@@ -287,7 +287,8 @@ class Service(Outcomes, Upkeep):
             self._step_once(job)
             return 0.0
         self._publish()
-        return max(0.0, self.state.next_wake() - self.clock.monotonic())
+        wake = min(self.state.next_wake(), self._board.next_refresh())
+        return max(0.0, wake - self.clock.monotonic())
 
     def _step_once(self, job: Job) -> None:
         """Take the job's next step on the helper thread and apply what it came back with; a
@@ -422,6 +423,7 @@ class Service(Outcomes, Upkeep):
         if self._heartbeat.alive():
             self.notifier.watchdog()  # a step stuck beyond its budget gets no ping
         self.notifier.status(self.status_line())
+        self._publish(busy=True)  # the upload's progress, for the status files and the page
         self._take_stop()
         now = self.clock.monotonic()
         if self._deadline is not None and now >= self._deadline:
@@ -444,12 +446,13 @@ class Service(Outcomes, Upkeep):
         """What `xnat-drop status` would show now."""
         return self._board.snapshot(self.state)
 
-    def _publish(self, *, force: bool = False) -> None:
-        """Rewrite status.json when something changed; a state dir that refuses pauses work."""
+    def _publish(self, *, force: bool = False, busy: bool = False) -> None:
+        """Rewrite status.json when something changed; a state dir that refuses pauses work.
+        `busy`: a step runs and has the ledger."""
         if self._ledger is None:
             return
         try:
-            self._board.publish(self.state, self._ledger, force=force)
+            self._board.publish(self.state, None if busy else self._ledger, force=force)
         except (OSError, StorageError) as exc:
             self._pause_storage(f"cannot write the status file: {exc}")
 
