@@ -775,7 +775,7 @@ def test_derived_series_rejects_real_derived_objects(default_run: Run) -> None:
     for name, words in DERIVED_REAL.items():
         [violation] = [v for v in verdict["violations"] if f"“{name}”" in v["message"]]
         assert violation["policy"] == "reject"
-        assert violation["subject"].startswith("series"), violation
+        assert violation["subject"].startswith("the series of 1 file, "), violation
         assert words in violation["message"], (name, violation["message"])
     assert verdict["upload_files"] == 0
     assert verdict["would_upload_files"] == BASE_FILES + len(DERIVED_REAL)
@@ -785,8 +785,11 @@ def test_derived_series_rejects_mr700_projection_of_its_own_study(default_run: R
     verdict = default_run["derived-mr700"]
     [violation] = verdict["violations"]
     assert violation["rule"] == "derived-series" and violation["policy"] == "reject"
-    assert violation["subject"].startswith("series 700 “ANGIO Projected")
-    assert "7 files, e.g. “MR700/MR700_4467.dcm”" in violation["message"]
+    # Named by its files: not by SeriesNumber 700 nor its description “ANGIO Projected ...”.
+    assert (
+        violation["subject"] == "the series of 7 files under MR700/ (first: MR700/MR700_4467.dcm)"
+    )
+    assert "ANGIO" not in violation["message"] and " 700" not in violation["message"]
     assert "Delete the folder “MR700”" in violation["message"]
 
 
@@ -799,8 +802,10 @@ def test_derived_series_rejects_highdicom_sc_and_seg_in_the_same_study(
     verdict = default_run["derived-highdicom"]
     paths = {v["subject"]: v["message"] for v in verdict["violations"]}
     assert rules(verdict) == ["derived-series", "derived-series"]
-    assert "“screenshot.dcm”" in paths["series 90"] and "Secondary Capture" in paths["series 90"]
-    assert "“lesion_seg.dcm”" in paths["series 91"] and "Segmentation" in paths["series 91"]
+    screenshot = paths["the series of 1 file, screenshot.dcm"]
+    assert "“screenshot.dcm”" in screenshot and "Secondary Capture" in screenshot
+    segmentation = paths["the series of 1 file, lesion_seg.dcm"]
+    assert "“lesion_seg.dcm”" in segmentation and "Segmentation" in segmentation
 
 
 def test_derived_series_rejects_moco_and_ge_adc_but_keeps_uni_and_fat_sat(
@@ -808,12 +813,20 @@ def test_derived_series_rejects_moco_and_ge_adc_but_keeps_uni_and_fat_sat(
 ) -> None:
     verdict = default_run["derived-generated"]
     assert [(v["rule"], v["subject"]) for v in verdict["violations"]] == [
-        ("derived-series", "series 6 “MoCoSeries”"),
-        ("derived-series", "series 7 “Ax_DWI_ASSET_ADC”"),
+        (
+            "derived-series",
+            "the series of 3 files under 06_MoCoSeries/ (first: 06_MoCoSeries/IM0001.dcm)",
+        ),
+        (
+            "derived-series",
+            "the series of 2 files under 07_Ax_DWI_ASSET_ADC/ "
+            "(first: 07_Ax_DWI_ASSET_ADC/IM0001.dcm)",
+        ),
     ]
     moco, adc = (v["message"] for v in verdict["violations"])
-    assert "ImageType (0008,0008) contains MOCO" in moco and "“06_MoCoSeries/IM0001.dcm”" in moco
-    assert "SeriesDescription (0008,103E) “Ax_DWI_ASSET_ADC” matches" in adc
+    assert "ImageType (0008,0008) marks it as motion-corrected by the scanner (MoCo)" in moco
+    assert "“06_MoCoSeries”" in moco  # the folder to delete
+    assert "SeriesDescription (0008,103E) matches the pattern `_ADC$`" in adc
 
 
 def test_derived_series_accepts_mp2rage_uni_and_acquired_diffusion(default_run: Run) -> None:
@@ -933,9 +946,10 @@ def test_mixed_studies_rejects_the_real_mr2_folder(lib: Library, default_run: Ru
         "reject",
         "3 studies",
     )
-    for uid in studies:
-        assert uid in violation["message"]
-    assert "e.g. “MR2_" in violation["message"]
+    for uid in studies:  # each study is named by its files, never by its UID
+        assert uid not in violation["message"]
+    assert violation["message"].startswith("The folder holds 3 studies: ")
+    assert "files in the session folder (first: MR2_" in violation["message"]
     # exclude policies do not apply: still rejected
     assert not verdict["accepted"]
 
@@ -998,9 +1012,10 @@ def test_duplicate_instance_rejects_a_different_file_with_the_same_uid(default_r
     assert (violation["rule"], violation["policy"], violation["subject"]) == (
         "duplicate-instance",
         "reject",
-        f"SOP Instance UID {MR1_4919_SOP}",
+        "2 files with one SOP Instance UID",
     )
     assert "“MR1_4919.dcm”, “reexport/MR1_4919.dcm”" in violation["message"]
+    assert MR1_4919_SOP not in violation["message"]
 
 
 def test_duplicate_instance_accepts_an_identical_copy_sent_once(default_run: Run) -> None:
@@ -1113,7 +1128,9 @@ def test_routing_from_dicom_comments_and_study_description(tmp_path: Path) -> No
     ambiguous = found[str(disagree)]
     assert ambiguous["target"] is None and rules(ambiguous) == ["bad-label"]
     assert ambiguous["violations"][0]["subject"] == "subject (ambiguous)"
-    assert "“S77”, “S78”" in ambiguous["violations"][0]["message"]
+    disagreeing = ambiguous["violations"][0]["message"]
+    assert "PatientComments (0010,4000) gives 2 different values" in disagreeing
+    assert "“S77”" not in disagreeing and "“S78”" not in disagreeing  # read from the headers
     # with the default order the folder names come first and the comments are not used
     default = write_config(tmp_path / "default.toml", tmp_path / "drop")
     [verdict] = verdicts(check(default, comments)).values()

@@ -31,7 +31,9 @@ def test_demo_ends_with_the_clean_session_in_xnat_and_the_others_in_failed(tmp_p
     drop = tmp_path / "demo" / "drop"
     assert (drop / "done" / "DEMO" / "SUBJ01" / "SUBJ01_MR1").is_dir()
     data = json.loads((drop / "failed" / "DEMO" / "SUBJ03" / "SUBJ03_MR1.report.json").read_text())
-    assert data["violations"][0]["subject"] == "series 4 “MoCoSeries”"
+    assert data["violations"][0]["subject"] == (
+        "the series of 5 files under 04_MoCoSeries/ (first: 04_MoCoSeries/IM0001.dcm)"
+    )
 
 
 def test_emulator_runs_standalone_and_stops_on_sigterm(tmp_path: Path) -> None:

@@ -46,7 +46,7 @@ def test_a_whole_series_without_counts_is_complete() -> None:
 
 def test_fewer_files_than_images_in_acquisition() -> None:
     assert summaries(series(88, images_in_acquisition=176)) == [
-        "series 5 (folder 05_bold): 88 of 176 images"
+        "the series of 88 files under 05_bold/ (first: 05_bold/IM0000.dcm): 88 of 176 images"
     ]
     [found] = completeness.shortfalls(series(88, images_in_acquisition=176))
     assert "ImagesInAcquisition (0020,1002) says 176" in found.signal
@@ -61,7 +61,9 @@ def test_images_in_acquisition_per_acquisition_only_where_one_acquisition_holds_
     acquisitions = [1] * 4 + [2] * 4 + [3] * 2
     numbers = [1, 2, 3, 4] * 2 + [1, 2]
     files = series(10, images_in_acquisition=4, acquisition_number=acquisitions, numbers=numbers)
-    assert summaries(files) == ["series 5 (folder 05_bold): 10 of 12 images"]
+    assert summaries(files) == [
+        "the series of 10 files under 05_bold/ (first: 05_bold/IM0000.dcm): 10 of 12 images"
+    ]
     # GE style: the series total, with several acquisition numbers: nothing to say.
     files = series(12, images_in_acquisition=12, acquisition_number=[1] * 6 + [2] * 6)
     assert completeness.shortfalls(files) == ()
@@ -105,7 +107,9 @@ def test_instance_numbers_that_are_not_evidence(numbers: list[int]) -> None:
 def test_numbering_restarted_per_acquisition_is_judged_per_acquisition() -> None:
     numbers = [1, 2, 3, 4, 1, 2, 4]  # the second acquisition lacks its image 3
     files = series(7, numbers=numbers, acquisition_number=[1, 1, 1, 1, 2, 2, 2])
-    assert summaries(files) == ["series 5 (folder 05_bold): 7 of at least 8 images"]
+    assert summaries(files) == [
+        "the series of 7 files under 05_bold/ (first: 05_bold/IM0000.dcm): 7 of at least 8 images"
+    ]
     # Repeated numbers that nothing tells apart: numbering says nothing.
     assert completeness.shortfalls(series(4, numbers=[1, 2, 2, 4])) == ()
 
@@ -125,25 +129,28 @@ def test_a_mosaic_is_judged_by_its_numbering_only() -> None:
     assert completeness.shortfalls(mosaic) == ()
 
 
-def test_series_are_told_apart_by_uid_and_named_by_number_and_folder_only() -> None:
+def test_series_are_told_apart_by_uid_and_named_by_their_files_only() -> None:
     files = [
         *series(3, number=2, folder="02_t1", uid="1.2.3.2", images_in_acquisition=3),
         *series(2, number=7, folder="07_dwi", uid="1.2.3.7", images_in_acquisition=4),
         *series(1, number=None, folder="", uid="1.2.3.9", images_in_acquisition=2),  # type: ignore[arg-type]
     ]
     assert summaries(files) == [
-        "series 7 (folder 07_dwi): 2 of 4 images",
-        "a series (the session folder itself): 1 of 2 images",
+        "the series of 1 file, IM0000.dcm: 1 of 2 images",
+        "the series of 2 files under 07_dwi/ (first: 07_dwi/IM0000.dcm): 2 of 4 images",
     ]
     for violation in completeness.violations(completeness.shortfalls(files)):
         assert violation.rule == "incomplete-series"
         assert "1.2.3" not in violation.sentence and "description" not in violation.sentence
+        assert "series 7" not in violation.sentence  # no SeriesNumber either
         assert "move the session folder back to incoming/" in violation.sentence
 
 
 def test_the_held_text_and_the_late_files_sentence() -> None:
     found = completeness.violations(completeness.shortfalls(series(88, images_in_acquisition=176)))
-    assert completeness.held_text(found) == "series 5 (folder 05_bold): 88 of 176 images"
+    assert completeness.held_text(found) == (
+        "the series of 88 files under 05_bold/ (first: 05_bold/IM0000.dcm): 88 of 176 images"
+    )
     late = completeness.late_files(17, 6.2, 1_790_000_000.0, "https://xnat.example.org/data/x")
     assert late.rule == "late-files"
     assert late.sentence.startswith("These 17 files arrived 6 s after the session was delivered")
@@ -164,7 +171,10 @@ def test_non_image_objects_are_not_counted() -> None:
     # Siemens CSA Non-Image objects (one physiological log per run, say) numbered 1, 2, 4: as
     # MR images that numbering would be a hole; they are no images of any announced count.
     logs = series(3, numbers=[1, 2, 4], folder="99_physio", uid="1.2.3.99", number=99)
-    assert summaries(logs) == ["series 99 (folder 99_physio): 3 of at least 4 images"]
+    assert summaries(logs) == [
+        "the series of 3 files under 99_physio/ (first: 99_physio/IM0000.dcm): "
+        "3 of at least 4 images"
+    ]
     assert completeness.shortfalls([as_class(f, "1.3.12.2.1107.5.9.1") for f in logs]) == ()
     # An SR without InstanceNumber, in a series of its own or inside an image series: it
     # neither makes a series incomplete nor fills a gap in one.
@@ -176,5 +186,5 @@ def test_non_image_objects_are_not_counted() -> None:
     assert completeness.shortfalls([*series(4, images_in_acquisition=4), sr]) == ()
     inside = as_class(sr, "1.2.840.10008.5.1.4.1.1.88.11", series_instance_uid="1.2.3.5")
     assert summaries([*series(3, images_in_acquisition=4), inside]) == [
-        "series 5 (folder 05_bold): 3 of 4 images"
+        "the series of 3 files under 05_bold/ (first: 05_bold/IM0000.dcm): 3 of 4 images"
     ]

@@ -86,7 +86,8 @@ def test_nifti_and_derived_sessions_fail_with_reasons(drop: Drop, emulator: Emul
     assert [v["rule"] for v in data["violations"]] == ["nifti"]  # type: ignore[union-attr,index]
 
     text, data = report(drop.failed, with_derived)
-    assert "[derived-series]" in text and "MoCoSeries" in text and "MOCO" in text
+    assert "[derived-series]" in text and "MoCo" in text
+    assert "The series of 2 files under 03_MoCoSeries/ (first: 03_MoCoSeries/IM0001.dcm)" in text
     [violation] = data["violations"]  # type: ignore[misc]
     assert violation["files"] == ["03_MoCoSeries/IM0001.dcm", "03_MoCoSeries/IM0002.dcm"]
 

@@ -71,7 +71,18 @@ def test_a_connection_dropped_mid_upload_ends_with_one_complete_session(
     [session] = emulator.prearchive()  # exactly one, complete, built for review
     assert (session.file_count, session.status, session.tag) == (7, "READY", STUDY)
     text, data = report_of(drop.done)
-    assert data["xnat"]["verified"] == {"1": 3, "2": 4}  # type: ignore[index]
+    assert data["xnat"]["verified"] == [  # type: ignore[index]
+        {
+            "series": "the series of 3 files under 01_localizer/ (first: 01_localizer/IM0001.dcm)",
+            "sent": 3,
+            "held": 3,
+        },
+        {
+            "series": "the series of 4 files under 02_T1_MPRAGE/ (first: 02_T1_MPRAGE/IM0001.dcm)",
+            "sent": 4,
+            "held": 4,
+        },
+    ]
     assert "Verified in the prearchive" in text
 
 
@@ -93,7 +104,7 @@ def test_archive_destination_commits_and_verifies_in_the_archive(
     text, data = report_of(drop.done)
     assert data["xnat"]["uris"] == [archived.uri]  # type: ignore[index]
     assert data["xnat"]["destination"] == "archive"  # type: ignore[index]
-    assert "Verified in the archive: files per scan 1: 3, 2: 4" in text
+    assert "Verified in the archive: XNAT holds the 7 files of 2 series as sent" in text
     commits = [r for r in emulator.requests() if r.query.get("action") == "commit"]
     assert [(c.status, c.query.get("AA")) for c in commits] == [(301, "true")]
 

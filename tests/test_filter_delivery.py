@@ -53,7 +53,13 @@ def test_a_project_blacklist_drops_the_localizer_and_the_session_is_delivered(
     assert sorted(len(v["files"]) for v in dropped) == [2, 3]  # type: ignore[arg-type]
     assert "“localizer”" in text and "“scout”" in text and "blacklist" in text
     assert "XNAT's series import filter" in text
-    assert data["xnat"]["verified"] == {"2": 4}  # type: ignore[index]
+    assert data["xnat"]["verified"] == [  # type: ignore[index]
+        {
+            "series": "the series of 4 files under 02_T1_MPRAGE/ (first: 02_T1_MPRAGE/IM0001.dcm)",
+            "sent": 4,
+            "held": 4,
+        }
+    ]
     assert len(data["uploaded"]) == 4  # type: ignore[arg-type]
 
 
@@ -141,7 +147,11 @@ def test_an_unpredictable_filter_is_tolerated_and_the_receipt_says_so(
     assert violations(data, "series-import-filter") == []
     notes = data["xnat"]["notes"]  # type: ignore[index]
     assert any("cannot be predicted" in n for n in notes)
-    assert any("XNAT dropped series 1" in n for n in notes), notes
+    dropped = (
+        "XNAT dropped the series of 3 files under 01_localizer/ (first: 01_localizer/IM0001.dcm): "
+        "its series import filter may drop"
+    )
+    assert any(dropped in n for n in notes), notes
     assert "cannot be predicted" in text
 
 
@@ -189,7 +199,18 @@ def test_a_resumed_delivery_sends_what_was_planned_whatever_the_filter_is_now(
     _, data = report_of(drop.done)
     assert held_scans(emulator) == {"2": 4, "3": 2}
     assert len(violations(data, "series-import-filter")) == 1
-    assert data["xnat"]["verified"] == {"2": 4, "3": 2}  # type: ignore[index]
+    assert data["xnat"]["verified"] == [  # type: ignore[index]
+        {
+            "series": "the series of 4 files under 02_T1_MPRAGE/ (first: 02_T1_MPRAGE/IM0001.dcm)",
+            "sent": 4,
+            "held": 4,
+        },
+        {
+            "series": "the series of 2 files under 03_AAHScout/ (first: 03_AAHScout/IM0001.dcm)",
+            "sent": 2,
+            "held": 2,
+        },
+    ]
 
 
 def test_the_filter_is_read_once_per_few_minutes_and_again_after_a_reload(
@@ -229,8 +250,18 @@ def test_check_server_runs_every_server_side_check_of_a_delivery(
     new = found[str(fresh)]
     assert new["accepted"] and new["upload_files"] == 6
     series = {s["series"]: s for s in new["server"]["series"]}
-    assert series["series 1 “localizer”"]["xnat_drops"] == 3
-    assert series["series 2 “T1_MPRAGE”"]["xnat_drops"] == 0
+    assert (
+        series["the series of 3 files under 01_localizer/ (first: 01_localizer/IM0001.dcm)"][
+            "xnat_drops"
+        ]
+        == 3
+    )
+    assert (
+        series["the series of 4 files under 02_T1_MPRAGE/ (first: 02_T1_MPRAGE/IM0001.dcm)"][
+            "xnat_drops"
+        ]
+        == 0
+    )
     assert "“localizer”" in new["server"]["series_import_filter"]
     assert [v["rule"] for v in new["violations"]] == ["series-import-filter"]
     # Only looked.

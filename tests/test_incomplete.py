@@ -65,7 +65,7 @@ def test_a_paused_copy_is_held_and_delivered_as_one_session(drop: Drop, emulator
     files = staged(drop)
     target = drop.incoming.joinpath(*SESSION)
     proc = start_daemon(drop)
-    held = "series 5 (folder 05_bold): 4 of 8 images"
+    held = "the series of 4 files under 05_bold/ (first: 05_bold/IM0001.dcm): 4 of 8 images"
     try:
         wait_until((drop.state / "status.json").exists, "the daemon to start", proc)
         # The writer copies half the series, then pauses (a "replace or skip?" question) until
@@ -89,8 +89,9 @@ def test_a_paused_copy_is_held_and_delivered_as_one_session(drop: Drop, emulator
         p.name for p in files
     ]
     assert not drop.failed.exists() or list(drop.failed.rglob("*")) == []
-    assert "looks incomplete (series 5 (folder 05_bold): 4 of 8 images)" in stderr
+    assert f"looks incomplete ({held})" in stderr
     assert "bold" not in stderr.replace("05_bold", "")  # no SeriesDescription in the log
+    assert "series 5" not in stderr  # nor its SeriesNumber
 
 
 def test_a_series_still_short_after_max_settle_fails_as_incomplete_series(
@@ -102,7 +103,9 @@ def test_a_series_still_short_after_max_settle_fails_as_incomplete_series(
     assert result.returncode == 0, result.stderr
     text, data = report(drop.failed, SESSION)
     assert rules_in(data) == ["incomplete-series"]
-    assert "Series 5 (folder 05_bold) holds 5 of 8 images" in text
+    assert (
+        "The series of 5 files under 05_bold/ (first: 05_bold/IM0001.dcm) holds 5 of 8 images"
+    ) in text
     assert "ImagesInAcquisition (0020,1002) says 8" in text
     assert "interrupted or paused" in text and "Copy the missing files" in text
     assert emulator.prearchive() == []

@@ -69,7 +69,9 @@ def test_failed_text_report_names_rules_files_series_and_what_to_do() -> None:
     assert text.startswith("xnat-drop report: NOT uploaded")
     assert "Why it was not uploaded (26 problems):" in text
     assert "[derived-series] Scanner-derived series" in text
-    assert "Series 7 “MoCoSeries” (3 files" in text and "contains MOCO" in text
+    assert "The series of 3 files under moco/ (first: moco/0.dcm) was derived" in text
+    assert "marks it as motion-corrected by the scanner (MoCo)" in text
+    assert "MoCoSeries" not in text and "1.2.3" not in text and "Series 7" not in text
     assert "[nifti] Converted data (NIfTI, Analyze, MINC, MGH, NRRD, side-cars): 25 files" in text
     assert "Remove these converted files" in text
     assert "    - nii/0.nii.gz: NIfTI-1 image\n" in text
@@ -167,7 +169,8 @@ def receipt_report(destination: str, uri: str) -> Report:
         "E1", ("P1", "S1", "E1"), (FileFacts("1.dcm", 10, FileKind.DICOM, h("1", 1, "T1", ())),)
     )
     verdict = evaluate(session, DEFAULT_RULES, Route(Target("P1", "S1", "E1")))
-    receipt = UploadReceipt((uri,), 1, 10, 0.5, "1.8.10", (("1", 1),), destination)
+    verified = (("the series of 1 file, 1.dcm", 1, 1),)
+    receipt = UploadReceipt((uri,), 1, 10, 0.5, "1.8.10", verified, destination)
     return Report(
         Outcome.DONE,
         session,
@@ -195,5 +198,26 @@ def test_an_archive_receipt_links_the_sessions_page_and_asks_for_nothing() -> No
     uri = "/data/archive/projects/P1/subjects/S1/experiments/E1"
     text = render_text(receipt_report("archive", uri))
     assert f"In XNAT:   {URL}{uri}?format=html\n" in text
-    assert "not yet archived" not in text and "Verified in the archive" in text
+    assert "not yet archived" not in text
+    assert "Verified in the archive: XNAT holds the 1 file of 1 series as sent\n" in text
     assert not re.search(r"\(s\)", text)
+    assert json.loads(render_json(receipt_report("archive", uri)))["xnat"]["verified"] == [
+        {"series": "the series of 1 file, 1.dcm", "sent": 1, "held": 1}
+    ]
+
+
+def test_a_receipt_names_series_by_their_files_never_by_scan_id() -> None:
+    """XNAT's scan IDs are SeriesNumbers: the receipt names each series by its files, and
+    those XNAT holds more of (a session that existed before) are listed."""
+    verified = (
+        ("the series of 3 files under t1/ (first: t1/1.dcm)", 3, 3),
+        ("the series of 2 files under dwi/ (first: dwi/1.dcm)", 2, 4),
+    )
+    report = receipt_report("archive", "/data/archive/projects/P1/subjects/S1/experiments/E1")
+    receipt = dataclasses.replace(report.receipt, verified=verified)  # type: ignore[type-var]
+    text = " ".join(render_text(dataclasses.replace(report, receipt=receipt)).split())
+    assert (
+        "Verified in the archive: XNAT holds the 5 files of 2 series as sent, and more of some "
+        "(the session existed before): the series of 2 files under dwi/ (first: dwi/1.dcm): 4 "
+        "in XNAT"
+    ) in text

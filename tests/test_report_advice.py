@@ -38,6 +38,7 @@ from xnat_drop.core.model import (
     Verdict,
     Violation,
 )
+from xnat_drop.core.noheader import Files
 from xnat_drop.core.policy import Failure, delivery_failed
 from xnat_drop.core.report import RULE_REMEDIES, Report, render_text
 from xnat_drop.core.routing import route
@@ -179,7 +180,14 @@ SAMPLES: list[tuple[str, Violation]] = [
     (
         "incomplete-series",
         completeness.violations(
-            [completeness.Shortfall(5, "05_bold", 88, 176, "ImagesInAcquisition says 176")]
+            [
+                completeness.Shortfall(
+                    Files("05_bold", 88, "05_bold/IM0001.dcm"),
+                    88,
+                    176,
+                    "ImagesInAcquisition says 176",
+                )
+            ]
         )[0],
     ),
     ("late-files", completeness.late_files(17, 6.0, 1.8e9, f"{URL}/data/archive/x")),

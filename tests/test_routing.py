@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from xnat_drop.core.config import DEFAULT_ROUTING, RoutingConfig
@@ -128,8 +130,33 @@ def test_files_that_disagree_are_a_bad_label(values: list[dict[str, str]], where
     assert result.target is None
     [violation] = result.violations
     assert (violation.rule, violation.subject) == ("bad-label", "subject (ambiguous)")
-    assert (
-        where in violation.sentence and "“A”" in violation.sentence and "“B”" in violation.sentence
+    # The values were read from the headers: the files are named, the values never.
+    assert where in violation.sentence and "gives 2 different values" in violation.sentence
+    assert "1 file in the session folder (first: 0); 1 file in the session folder (first: 1)" in (
+        violation.sentence
+    )
+    assert "“A”" not in violation.sentence and "“B”" not in violation.sentence
+
+
+def test_a_bad_label_from_the_headers_never_quotes_the_value() -> None:
+    cfg = RoutingConfig(
+        ("project", "session"), order=("layout", "template"), templates=("", "{PatientName}", "")
+    )
+    result = routed(("P1", "E1"), cfg, dicom("0", PatientName="DOE^JANE"))
+    [violation] = result.violations
+    assert (violation.rule, violation.subject) == ("bad-label", "subject from the DICOM headers")
+    assert violation.sentence.startswith(
+        "The subject label that routing.subject_template “{PatientName}” gives cannot be the "
+        "XNAT subject label: it contains characters XNAT does not allow."
+    )
+    assert "DOE" not in violation.sentence and "^" not in violation.sentence
+    sanitised = routed(
+        ("P1", "E1"), replace(cfg, sanitize_labels=True), dicom("0", PatientName="DOE JANE")
+    )
+    assert sanitised.target == Target("P1", "DOE_JANE", "E1")
+    assert sanitised.notes[1] == (
+        "subject “DOE_JANE” from routing.subject_template “{PatientName}” (sanitised as XNAT "
+        "would, because routing.sanitize_labels is on)"
     )
 
 

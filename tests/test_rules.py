@@ -94,20 +94,23 @@ CLEAN = [dicom("t1/1.dcm"), dicom("t1/2.dcm")]
         ({"image_type": ("ORIGINAL", "SECONDARY", "OTHER")}, "value 2 is SECONDARY"),
         (
             {"image_type": ("ORIGINAL", "PRIMARY", "M", "ND", "NORM", "MOCO", "MOSAIC")},
-            "contains MOCO",
+            "ImageType (0008,0008) marks it as motion-corrected by the scanner (MoCo)",
         ),
-        ({"image_type": ("ORIGINAL", "PRIMARY", "DIFFUSION", "TRACEW")}, "contains TRACEW"),
-        ({"image_type": ("ORIGINAL", "PRIMARY", "FA")}, "contains FA"),
-        ({"image_type": ("ORIGINAL", "PRIMARY", "COLFA")}, "contains COLFA"),
+        (
+            {"image_type": ("ORIGINAL", "PRIMARY", "DIFFUSION", "TRACEW")},
+            "marks it as a trace-weighted diffusion map",
+        ),
+        ({"image_type": ("ORIGINAL", "PRIMARY", "FA")}, "marks it as a fractional anisotropy"),
+        ({"image_type": ("ORIGINAL", "PRIMARY", "COLFA")}, "marks it as a colour FA map"),
         ({"image_type": ("DERIVED", "SECONDARY", "MPR")}, "value 1 is DERIVED"),
-        ({"image_type": ("ORIGINAL", "PRIMARY", "PROJECTION IMAGE")}, "contains PROJECTION IMAGE"),
+        ({"image_type": ("ORIGINAL", "PRIMARY", "PROJECTION IMAGE")}, "as a projection image"),
         (
             {"frame_types": (("DERIVED", "PRIMARY", "T1", "NONE"),)},
             "FrameType (0008,9007) value 1 is DERIVED",
         ),
         (
             {"frame_types": (("ORIGINAL", "PRIMARY", "T1"), ("ORIGINAL", "PRIMARY", "MOCO"))},
-            "FrameType (0008,9007) contains MOCO",
+            "FrameType (0008,9007) marks it as motion-corrected",
         ),
         ({"sop_class": "1.2.840.10008.5.1.4.1.1.7"}, "Secondary Capture"),
         ({"sop_class": "1.2.840.10008.5.1.4.1.1.7.4"}, "Secondary Capture"),
@@ -129,7 +132,11 @@ CLEAN = [dicom("t1/1.dcm"), dicom("t1/2.dcm")]
         ({"sop_class": "1.2.840.10008.5.1.4.1.1.4.2"}, None),  # MR Spectroscopy
         ({"sop_class": "1.2.840.10008.5.1.4.1.1.9.1.1"}, None),  # 12-lead ECG waveform
         ({"photometric": "PALETTE COLOR"}, "PALETTE COLOR"),
-        ({"description": "ep2d_diff_ADC"}, "matches the derived pattern “_ADC$”"),
+        (
+            {"description": "ep2d_diff_ADC"},
+            "SeriesDescription (0008,103E) matches the pattern `_ADC$` "
+            "(rules.derived_description_patterns)",
+        ),
         ({"description": "T1_MPR_cor"}, "_MPR_(cor|sag|tra)$"),
         ({"description": "t2_FAT_SAT"}, None),  # FA anchored: FAT_SAT stays acquired
         ({"image_type": ("ORIGINAL", "PRIMARY", "FAT_SAT")}, None),
@@ -144,6 +151,26 @@ def test_derived_signal(changes: dict[str, object], expected: str | None) -> Non
         assert signal is None
     else:
         assert signal is not None and expected in signal
+
+
+def test_a_derived_signal_never_quotes_the_header() -> None:
+    """The description is named by the pattern it matches, a vendor's token by xnat-drop's own
+    words for it; a token the lab configured is the configuration's own text."""
+    described = header(description="Qvorp_private_MPR_sag", image_type=("ORIGINAL", "PRIMARY"))
+    signal = derived_signal(described, DEFAULT_RULES)
+    assert signal == (
+        "SeriesDescription (0008,103E) matches the pattern `_MPR_(cor|sag|tra)$` "
+        "(rules.derived_description_patterns)"
+    )
+    vendor = header(image_type=("ORIGINAL", "PRIMARY", "FLOOPTOK", "MIP_SAG"))
+    signal = derived_signal(vendor, DEFAULT_RULES)
+    assert signal == ("ImageType (0008,0008) marks it as a maximum intensity projection (MIP)")
+    mine = replace(DEFAULT_RULES, extra_derived_markers=("MYRECON",))
+    signal = derived_signal(header(image_type=("ORIGINAL", "PRIMARY", "MYRECON")), mine)
+    assert signal == (
+        "ImageType (0008,0008) holds MYRECON, a marker configured as derived "
+        "(rules.extra_derived_markers)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -341,10 +368,15 @@ def test_derived_series_decided_per_series_uid_not_number() -> None:
     assert not verdict.accepted
     [violation] = verdict.violations
     assert violation.rule == "derived-series"
-    assert violation.subject == "series 5 “MoCoSeries”"
+    # Named by its files: never by its SeriesNumber, description or UID.
+    assert violation.subject == "the series of 2 files under moco/ (first: moco/1.dcm)"
     assert violation.files == ("moco/1.dcm", "moco/2.dcm")
-    assert "MOCO" in violation.sentence and "2 files" in violation.sentence
+    assert violation.sentence.startswith(
+        "The series of 2 files under moco/ (first: moco/1.dcm) was derived by the scanner, not "
+        "acquired: ImageType (0008,0008) marks it as motion-corrected by the scanner (MoCo). "
+    )
     assert "Delete the folder “moco”" in violation.sentence
+    assert "MoCoSeries" not in violation.sentence and "1.2.3.6" not in violation.sentence
 
 
 def test_derived_files_mixed_into_a_folder_are_named_one_by_one() -> None:
@@ -428,11 +460,20 @@ def test_mixed_studies() -> None:
     verdict = evaluate(session(*CLEAN, *other), DEFAULT_RULES, ROUTE)
     [violation] = verdict.violations
     assert violation.rule == "mixed-studies" and violation.policy is Policy.REJECT
-    assert "2 different studies" in violation.sentence and "9.9.9 (2 files" in violation.sentence
-    assert "1.2.3 (2 files" in violation.sentence
+    # Each study by its files, never by its UID.
+    assert violation.sentence.startswith(
+        "The folder holds 2 studies: 2 files under b/, 2 files under t1/ (their "
+        "StudyInstanceUID (0020,000D) differs). "
+    )
+    assert "9.9.9" not in violation.sentence and "1.2.3" not in violation.sentence
     assert rules_of(CLEAN) == []
     [one] = evaluate(session(*CLEAN, other[0]), DEFAULT_RULES, ROUTE).violations
-    assert "9.9.9 (1 file, e.g. “b/0.dcm”" in one.sentence
+    assert "2 studies: 2 files under t1/, 1 file under b/ (" in one.sentence
+    flat = [dicom("1.dcm"), dicom("2.dcm", header(sop="x", study="9.9.9"))]
+    [shared] = evaluate(session(*flat), DEFAULT_RULES, ROUTE).violations
+    assert "2 studies: 1 file in the session folder (first: 1.dcm), 1 file in the session " in (
+        shared.sentence
+    )
 
 
 def test_a_derived_series_from_another_study_is_one_problem_not_two() -> None:
@@ -456,7 +497,10 @@ def test_duplicate_instances() -> None:
     verdict = evaluate(session(*different), DEFAULT_RULES, ROUTE)
     [violation] = verdict.violations
     assert violation.rule == "duplicate-instance" and violation.files == ("a/1.dcm", "b/1.dcm")
-    assert "1.2.3.4.5" in violation.sentence and "Remove the wrong copy" in violation.sentence
+    assert "SOP Instance UID (0008,0018)" in violation.sentence
+    assert "1.2.3.4.5" not in violation.sentence and "1.2.3.4.5" not in violation.subject
+    assert "“a/1.dcm”, “b/1.dcm”" in violation.sentence
+    assert "Remove the wrong copy" in violation.sentence
 
 
 def test_phi_is_off_by_default_and_checks_configured_tags() -> None:

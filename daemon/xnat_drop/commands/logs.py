@@ -8,6 +8,7 @@ import sys
 from collections.abc import Mapping
 
 from xnat_drop.adapters import systemd_api
+from xnat_drop.core.noheader import scrubbed_traceback
 
 
 def setup_logging(level: str, env: Mapping[str, str] | None = None) -> None:
@@ -24,5 +25,19 @@ def setup_logging(level: str, env: Mapping[str, str] | None = None) -> None:
         logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr, force=True)
     for each in logging.getLogger().handlers:
         each.addFilter(systemd_api.EscapedNames())
+        each.addFilter(ScrubbedTracebacks())
     # urllib3 logs every connection at DEBUG, with URLs: keep it quiet unless asked.
     logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+
+class ScrubbedTracebacks(logging.Filter):
+    """A traceback in the log without header values (core/noheader.py): an exception's message
+    may quote anything (a KeyError of a UID). The text is formatted here, scrubbed, and the
+    exception itself dropped from the record, so no handler (the journal's EXCEPTION_INFO)
+    formats it again."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[0] is not None:
+            text = record.exc_text or logging.Formatter().formatException(record.exc_info)
+            record.exc_text, record.exc_info = scrubbed_traceback(text), None
+        return True

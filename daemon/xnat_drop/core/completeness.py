@@ -18,7 +18,7 @@ Mosaics (ImageType MOSAIC: many slices in one file) are judged by InstanceNumber
 Non-image objects (sopclasses.py: reports, documents, spectra, raw data, Siemens CSA
 Non-Image) are not counted at all: they are none of the images these counts announce, often
 carry no InstanceNumber, and a series of them follows no image numbering. A shortfall names
-the series by SeriesNumber and folder, never by a header text or UID.
+the series by its files (core/noheader.py: folder, count, first file), never by a header value.
 """
 
 from __future__ import annotations
@@ -28,10 +28,9 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from posixpath import dirname
 
 from xnat_drop.core.model import DicomHeader, FileFacts, Policy, Rule, Violation
-from xnat_drop.core.shown import shown
+from xnat_drop.core.noheader import Files, capital
 from xnat_drop.core.sopclasses import is_non_image
 from xnat_drop.core.text import duration, iso
 
@@ -51,8 +50,7 @@ class Shortfall:
     `signal` names the attribute that said so, in words.
     """
 
-    number: int | None  # SeriesNumber
-    folder: str  # the series' folder in the session ("" for the session folder itself)
+    files: Files  # the series' files: its folder in the session, how many, the first
     found: int
     expected: int
     signal: str
@@ -61,10 +59,9 @@ class Shortfall:
 
     @property
     def name(self) -> str:
-        """`series 5 (folder 05_bold)`: how status, logs and reports name the series."""
-        which = f"series {self.number}" if self.number is not None else "a series"
-        where = f"folder {shown(self.folder)}" if self.folder else "the session folder itself"
-        return f"{which} ({where})"
+        """`the series of 4 files under 05_bold/ (first: 05_bold/IM0001.dcm)`: how status,
+        logs and reports name the series."""
+        return self.files.series
 
     @property
     def summary(self) -> str:
@@ -74,15 +71,15 @@ class Shortfall:
 
 
 def shortfalls(files: Iterable[FileFacts]) -> tuple[Shortfall, ...]:
-    """The series of `files` (DICOM with a header) that look incomplete, by SeriesNumber;
-    non-image objects are left out (see the module doc)."""
+    """The series of `files` (DICOM with a header) that look incomplete, by folder; non-image
+    objects are left out (see the module doc)."""
     series: dict[str, list[FileFacts]] = defaultdict(list)
     for facts in files:
         header = facts.header
         if facts.is_dicom and header is not None and not is_non_image(header.sop_class_uid):
             series[header.series_instance_uid].append(facts)
     found = [s for members in series.values() if (s := _judged(members)) is not None]
-    return tuple(sorted(found, key=lambda s: (s.number is None, s.number or 0, s.folder)))
+    return tuple(sorted(found, key=lambda s: (s.files.folder, s.files.first)))
 
 
 def violations(found: Sequence[Shortfall]) -> tuple[Violation, ...]:
@@ -92,7 +89,7 @@ def violations(found: Sequence[Shortfall]) -> tuple[Violation, ...]:
             RULE,
             Policy.REJECT,
             s.name,
-            f"{s.name[:1].upper()}{s.name[1:]} holds {s.summary}: {s.signal}. The copy was "
+            f"{capital(s.name)} holds {s.summary}: {s.signal}. The copy was "
             "probably interrupted or paused (for example by a “replace or skip?” question) "
             "and the rest never arrived. Copy the missing files of this series into its "
             "folder, then move the session folder back to incoming/ to try again.",
@@ -103,8 +100,8 @@ def violations(found: Sequence[Shortfall]) -> tuple[Violation, ...]:
 
 
 def held_text(found: Sequence[Violation]) -> str:
-    """What `status` says of a session held back as incomplete: `series 5 (...): 88 of 176
-    images` for each series, from its violations."""
+    """What `status` says of a session held back as incomplete: `the series of 88 files under
+    05_bold/ (...): 88 of 176 images` for each series, from its violations."""
     return "; ".join(f"{v.subject}: {v.detail}" for v in found if v.rule == RULE)
 
 
@@ -122,8 +119,7 @@ def _judged(members: list[FileFacts]) -> Shortfall | None:
         return None
     found_n, expected, signal, unit, at_least = max(found, key=lambda s: (s[1] - s[0], not s[4]))
     return Shortfall(
-        first.series_number,
-        dirname(members[0].path),
+        Files.of(f.path for f in members),
         found_n,
         expected,
         signal,

@@ -2,21 +2,25 @@
 
 XNAT names each scan after its SeriesNumber and counts its DICOM files; `count_problem` compares
 that with what was sent (xnat-api.md §8), `without_dropped` first takes out the series an
-unpredictable series import filter may have dropped (core/importfilter.py).
+unpredictable series import filter may have dropped (core/importfilter.py), `verified` says per
+series what XNAT holds. Scans are matched by SeriesNumber but never named by it (scan IDs are
+SeriesNumbers: core/noheader.py): a series is named by its files.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 from xnat_drop.core.model import FileFacts
-from xnat_drop.core.rules import series_name
+from xnat_drop.core.noheader import series_words
+from xnat_drop.core.text import plural
 
 
 @dataclass(frozen=True, slots=True)
 class SeriesCount:
-    """One series as sent: XNAT names its scan after the SeriesNumber."""
+    """One series as sent: XNAT names its scan after the SeriesNumber (matched, never shown);
+    `name` is the series by its files (noheader.series_words)."""
 
     series_uid: str
     number: int | None
@@ -38,15 +42,15 @@ class Expected:
 
 def expected(upload: tuple[FileFacts, ...]) -> Expected:
     """The study and the per-series instance counts of the files to upload."""
-    counts: Counter[str] = Counter()
-    first: dict[str, FileFacts] = {}
+    paths: dict[str, list[str]] = defaultdict(list)
+    numbers: dict[str, int | None] = {}
     for facts in upload:
         assert facts.header is not None
-        counts[facts.header.series_instance_uid] += 1
-        first.setdefault(facts.header.series_instance_uid, facts)
+        paths[facts.header.series_instance_uid].append(facts.path)
+        numbers.setdefault(facts.header.series_instance_uid, facts.header.series_number)
     series = tuple(
-        SeriesCount(uid, first[uid].header.series_number, series_name(first[uid].header), n)  # type: ignore[union-attr]
-        for uid, n in counts.items()
+        SeriesCount(uid, numbers[uid], series_words(files), len(files))
+        for uid, files in paths.items()
     )
     studies = {f.header.study_instance_uid for f in upload if f.header is not None}
     return Expected(min(studies) if studies else "", series)
@@ -87,7 +91,7 @@ def count_problem(sent: Expected, held: dict[str, int], *, merged: bool) -> str:
     numbers = [s.number for s in sent.series]
     total = sum(held.values())
     summary = f"sent {sent.files} files in {len(sent.series)} series"
-    summary += f"; XNAT holds {total} in {len(held)} scans"
+    summary += f"; XNAT holds {total} in {plural(len(held), 'scan')}"
     if None not in numbers and len(set(numbers)) == len(numbers):
         for s in sent.series:
             got = held.get(str(s.number))
@@ -96,11 +100,33 @@ def count_problem(sent: Expected, held: dict[str, int], *, merged: bool) -> str:
             if got < s.files or (got != s.files and not merged):
                 return f"{summary}: {s.name} has {got} of {s.files} files"
         if not merged and len(held) != len(sent.series):
-            extra = sorted(set(held) - {str(n) for n in numbers})
-            return f"{summary}: unexpected scans {', '.join(extra)}"
+            extra = len(set(held) - {str(n) for n in numbers})
+            were = "was" if extra == 1 else "were"
+            return f"{summary}: XNAT also holds {plural(extra, 'scan')} that {were} not sent"
         return ""
     if merged:
         return "" if total >= sent.files else summary
     if sorted(held.values()) != sorted(s.files for s in sent.series):
         return summary
     return ""
+
+
+def verified(sent: Expected, held: dict[str, int]) -> tuple[tuple[tuple[str, int, int], ...], int]:
+    """Per series sent: (its name, files sent, files XNAT holds of it), and how many of XNAT's
+    scans no sent series accounts for (a session that already existed). Matched by
+    SeriesNumber when every number is distinct, else by count (XNAT then invents scan IDs)."""
+    numbers = [s.number for s in sent.series]
+    rows = []
+    if None not in numbers and len(set(numbers)) == len(numbers):
+        for s in sent.series:
+            rows.append((s.name, s.files, held.get(str(s.number), 0)))
+        others = len(set(held) - {str(n) for n in numbers})
+        return tuple(rows), others
+    left = sorted(held.values())
+    got: dict[int, int] = {}
+    for index, s in sorted(enumerate(sent.series), key=lambda item: item[1].files):
+        got[index] = next((n for n in left if n >= s.files), 0)
+        if got[index]:
+            left.remove(got[index])
+    rows = [(s.name, s.files, got[index]) for index, s in enumerate(sent.series)]
+    return tuple(rows), len(left)

@@ -24,8 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Final
 
-from xnat_drop.core.model import DicomHeader, FileFacts, Policy, Remedy, Verdict, Violation
-from xnat_drop.core.rules import series_name
+from xnat_drop.core.model import FileFacts, Policy, Remedy, Verdict, Violation
+from xnat_drop.core.noheader import capital, series_words
 from xnat_drop.core.seriesfilter import Decision, SeriesFilter, described
 from xnat_drop.core.text import plural
 
@@ -184,22 +184,20 @@ def _series_order(facts: FileFacts) -> tuple[int, str]:
 def _series_violation(files: list[FileFacts], why: str, how: str) -> Violation:
     """One series XNAT drops: `how` is "reject", "exclude" or "listed" (nothing is left of
     the session: the rejection beside it says what to do)."""
-    header: DicomHeader | None = files[0].header
-    name = series_name(header)
-    count = plural(len(files), "file")
+    name = series_words(f.path for f in files)
     policy = Policy.EXCLUDE
     if how == "listed":
-        sentence = f"{name[0].upper()}{name[1:]} ({count}): {why}."
+        sentence = f"{capital(name)}: {why}."
     elif how == "reject":
         sentence = (
-            f"XNAT would silently drop {name} ({count}): {why}. Remove the series from the "
+            f"XNAT would silently drop {name}: {why}. Remove the series from the "
             "folder and drop the session again, or ask the XNAT administrator to change the "
             'filter (or to set rules.series-import-filter = "exclude" in xnat-drop).'
         )
         policy = Policy.REJECT
     else:
         sentence = (
-            f"{name[0].upper()}{name[1:]} ({count}) was left out of the upload because XNAT's "
+            f"{capital(name)} was left out of the upload because XNAT's "
             f"series import filter drops it: {why}. Nothing needs to be done unless XNAT should "
             "keep it: then ask the XNAT administrator to change the filter."
         )
@@ -209,7 +207,7 @@ def _series_violation(files: list[FileFacts], why: str, how: str) -> Violation:
         name,
         sentence,
         tuple(sorted(f.path for f in files)),
-        detail=f"{count}: {why}",
+        detail=why,
     )
 
 

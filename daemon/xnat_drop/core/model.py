@@ -287,7 +287,9 @@ class UploadReceipt:
     bytes_sent: int
     seconds: float
     server_version: str = ""
-    verified: tuple[tuple[str, int], ...] = ()  # (scan ID, DICOM files) as XNAT lists them
+    # Per series sent: (the series by its files, files sent, files XNAT holds of it). Never
+    # XNAT's scan IDs: they are SeriesNumbers (core/noheader.py).
+    verified: tuple[tuple[str, int, int], ...] = ()
     destination: str = ""  # "archive" or "prearchive"
     notes: tuple[str, ...] = ()  # what verification tolerated, and why (XNAT's series filter)
     resources: tuple[ResourceReceipt, ...] = ()  # session resources delivered after the images

@@ -42,8 +42,15 @@ def receipt_lines(r: UploadReceipt, base: str) -> list[str]:
     lines += [f"In XNAT:   {xnat_page(base, uri) if base else uri}" for uri in r.uris]
     if r.verified:
         where = "archive" if r.destination == "archive" else "prearchive (built, ready for review)"
-        counts = ", ".join(f"{scan}: {n}" for scan, n in r.verified)
-        lines += wrap(f"Verified in the {where}: files per scan {counts}", "", "           ")
+        sent = sum(n for _, n, _ in r.verified)
+        text = (
+            f"Verified in the {where}: XNAT holds the {plural(sent, 'file')} of "
+            f"{plural(len(r.verified), 'series', 'series')} as sent"
+        )
+        more = [f"{name}: {held} in XNAT" for name, n, held in r.verified if held != n]
+        if more:  # a session that existed before: XNAT may hold more of a series
+            text += f", and more of some (the session existed before): {'; '.join(more)}"
+        lines += wrap(text, "", "           ")
     for resource in r.resources:
         files = plural(len(resource.files), "file")
         verified = f"verified by {resource.verified_by}"

@@ -314,7 +314,10 @@ def render_json(report: Report) -> str:
             "seconds": round(report.receipt.seconds, 3),
             "server_version": report.receipt.server_version,
             "destination": report.receipt.destination,
-            "verified": dict(report.receipt.verified),
+            "verified": [
+                {"series": name, "sent": sent, "held": held}
+                for name, sent, held in report.receipt.verified
+            ],
             "notes": list(report.receipt.notes),
             "resources": [
                 {

@@ -12,16 +12,19 @@ Each label comes from the first source in `routing.order` that gives a value:
 Labels are never cleaned silently: XNAT would archive `S 01` as `S_01`, and a lab looking for
 `S 01` would not find it. A bad label is a violation quoting the value, unless the opt-in
 `sanitize_labels` maps it the way XNAT does and the mapping is reported.
+
+A label routing took from the headers may be shown (the lab chose that source), but a value
+read from the headers that does not become a label (invalid, or files that disagree) is never
+quoted (core/noheader.py): the sentence names the source, what is wrong, and the files.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 
 from xnat_drop.core.config import ANY_LEVEL, LABELS, RoutingConfig, template_keywords
 from xnat_drop.core.model import (
-    DicomHeader,
+    FileFacts,
     Policy,
     Remedy,
     Route,
@@ -29,6 +32,7 @@ from xnat_drop.core.model import (
     Target,
     Violation,
 )
+from xnat_drop.core.noheader import Files
 
 # XNAT's own rule for IDs and labels (xnat-api.md §7), limited to 64 like its routing rules.
 LABEL_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -66,7 +70,7 @@ def xnat_clean(label: str) -> str:
 
 def route(relpath: tuple[str, ...], session: Session, config: RoutingConfig) -> Route:
     """Labels for the session dropped at `relpath` (parts below incoming/)."""
-    headers = [f.header for f in session.files if f.header is not None and f.is_dicom]
+    headers = _with_headers(session)
     folders = _layout_values(relpath, config.layout)
     labels: dict[str, str] = {}
     violations: list[Violation] = []
@@ -87,7 +91,8 @@ def route(relpath: tuple[str, ...], session: Session, config: RoutingConfig) -> 
         labels[label] = checked
         note = f"{label} “{checked}” from {source}"
         if checked != value:
-            note += f" (“{value}” sanitised as XNAT would, because routing.sanitize_labels is on)"
+            was = "" if _from_headers(source) else f"“{value}” "  # never a header's value
+            note += f" ({was}sanitised as XNAT would, because routing.sanitize_labels is on)"
         notes.append(note)
     if violations:
         return Route(None, tuple(violations), tuple(notes))
@@ -101,7 +106,7 @@ def derived_labels(label: str, session: Session, config: RoutingConfig) -> list[
     The source is named in words that never quote a header value; a source that gives nothing,
     or on which the files disagree, is left out.
     """
-    headers = [f.header for f in session.files if f.header is not None and f.is_dicom]
+    headers = _with_headers(session)
     found = []
     for source in config.order:
         if source == "dicom":
@@ -120,6 +125,16 @@ def derived_labels(label: str, session: Session, config: RoutingConfig) -> list[
     return found
 
 
+def _with_headers(session: Session) -> list[FileFacts]:
+    """The session's DICOM files whose header was read."""
+    return [f for f in session.files if f.header is not None and f.is_dicom]
+
+
+def _from_headers(source: str) -> bool:
+    """True when a label's source (in words) read the DICOM headers."""
+    return not (source == "the folder name" or source.startswith("the configuration"))
+
+
 def _layout_values(relpath: tuple[str, ...], layout: tuple[str, ...]) -> dict[str, str]:
     """Label values from folder names, matching the layout from the deepest level up."""
     values = {}
@@ -130,7 +145,7 @@ def _layout_values(relpath: tuple[str, ...], layout: tuple[str, ...]) -> dict[st
 
 
 def _first_value(
-    label: str, config: RoutingConfig, folders: dict[str, str], headers: list[DicomHeader]
+    label: str, config: RoutingConfig, folders: dict[str, str], headers: list[FileFacts]
 ) -> tuple[str, str] | Violation | None:
     """(value, where it came from) from the first source that has one; a Violation when
     the DICOM files disagree; None when no source gives anything."""
@@ -150,51 +165,61 @@ def _first_value(
     return None
 
 
-def _from_dicom(label: str, headers: list[DicomHeader]) -> tuple[str, str] | Violation | None:
+def _from_dicom(label: str, files: list[FileFacts]) -> tuple[str, str] | Violation | None:
     for keyword, tag in COMMENT_FIELDS:
-        values = _distinct(h.value(keyword) for h in headers)
-        found = _distinct(
-            m.group(1) for v in values if (m := _ASSIGNMENT[label].search(v)) and m.group(1)
-        )
+        found = _by_value(files, keyword, _ASSIGNMENT[label], 1)
         if len(found) > 1:
             return _disagree(label, f"{keyword} {tag}", found)
         if found:
-            return found[0], f"DICOM {keyword} {tag} (“{label.title()}: {found[0]}”)"
+            return next(iter(found)), f"DICOM {keyword} {tag} (“{label.title()}: …”)"
     index = LABELS.index(label) + 1
-    descriptions = _distinct(h.value("StudyDescription") for h in headers)
-    found = _distinct(
-        m.group(index) for d in descriptions if (m := _XNAT_URL.search(d)) and m.group(index)
-    )
+    found = _by_value(files, "StudyDescription", _XNAT_URL, index)
     if len(found) > 1:
         return _disagree(label, "StudyDescription (0008,1030)", found)
     if found:
-        return found[0], "DICOM StudyDescription (0008,1030) (xnat://…)"
+        return next(iter(found)), "DICOM StudyDescription (0008,1030) (xnat://…)"
     return None
 
 
 def _from_template(
-    label: str, template: str, headers: list[DicomHeader]
+    label: str, template: str, files: list[FileFacts]
 ) -> tuple[str, str] | Violation | None:
-    rendered = []
-    for header in headers:
+    rendered: dict[str, list[str]] = {}
+    for f in files:
         text = template
         for keyword in template_keywords(template):
-            value = header.value(keyword)
+            value = _value(f, keyword)
             if not value:
                 break
             text = text.replace(f"{{{keyword}}}", value)
         else:
-            rendered.append(text)
-    found = _distinct(rendered)
-    if len(found) > 1:
-        return _disagree(label, f"routing.{label}_template “{template}”", found)
-    if found:
-        return found[0], f"routing.{label}_template “{template}”"
+            rendered.setdefault(text, []).append(f.path)
+    if len(rendered) > 1:
+        return _disagree(label, f"routing.{label}_template “{template}”", rendered)
+    if rendered:
+        return next(iter(rendered)), f"routing.{label}_template “{template}”"
     return None
 
 
-def _distinct(values: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(v for v in values if v))
+def _by_value(
+    files: list[FileFacts], keyword: str, pattern: re.Pattern[str], group: int
+) -> dict[str, list[str]]:
+    """What `pattern`'s `group` finds in each file's `keyword`, mapped to the files that give it
+    (each distinct text searched once: a session's files mostly repeat one)."""
+    found: dict[str, list[str]] = {}
+    seen: dict[str, str] = {}
+    for f in files:
+        text = _value(f, keyword)
+        if text not in seen:
+            match = pattern.search(text)
+            seen[text] = (match.group(group) or "") if match else ""
+        if seen[text]:
+            found.setdefault(seen[text], []).append(f.path)
+    return found
+
+
+def _value(facts: FileFacts, keyword: str) -> str:
+    return facts.header.value(keyword) if facts.header is not None else ""
 
 
 def _checked(label: str, value: str, source: str, sanitize: bool) -> str | Violation:
@@ -209,8 +234,11 @@ def _checked(label: str, value: str, source: str, sanitize: bool) -> str | Viola
 
 def _bad_label(label: str, value: str, source: str) -> Violation:
     what = "project ID" if label == "project" else f"{label} label"
+    header = _from_headers(source)
     if len(value) > 64:
         why = f"it has {len(value)} characters, at most 64 are allowed"
+    elif header:  # a header's value: not even its characters are shown
+        why = "it contains characters XNAT does not allow"
     else:
         bad = sorted(set(_NOT_LABEL_CHAR.findall(value)))
         shown = ", ".join("a space" if c == " " else f"“{c}”" for c in bad)
@@ -225,10 +253,13 @@ def _bad_label(label: str, value: str, source: str) -> Violation:
     else:
         fix = "Fix the value at the scanner or PACS, or name the session by its folder instead."
         remedy = Remedy.CHOICE
-    sentence = f"“{value}” (from {source}) cannot be the XNAT {what}: {why}. {rule}. {fix}"
-    return Violation(
-        "bad-label", Policy.REJECT, f"{label} “{value}”", sentence, detail=why, remedy=remedy
-    )
+    if header:
+        sentence = f"The {what} that {source} gives cannot be the XNAT {what}: {why}. {rule}. {fix}"
+        subject = f"{label} from the DICOM headers"
+    else:
+        sentence = f"“{value}” (from {source}) cannot be the XNAT {what}: {why}. {rule}. {fix}"
+        subject = f"{label} “{value}”"
+    return Violation("bad-label", Policy.REJECT, subject, sentence, detail=why, remedy=remedy)
 
 
 def _missing(label: str, config: RoutingConfig) -> Violation:
@@ -263,17 +294,22 @@ def _source_words(label: str, config: RoutingConfig) -> list[str]:
     return words
 
 
-def _disagree(label: str, where: str, values: list[str]) -> Violation:
-    shown = ", ".join(f"“{v}”" for v in values[:5])
+def _disagree(label: str, where: str, values: dict[str, list[str]]) -> Violation:
+    """The files disagree on a label: `values` maps each value (never shown: it was read from
+    the headers) to the files that give it."""
+    groups = sorted((Files.of(paths) for paths in values.values()), key=lambda g: g.first)
+    shown = "; ".join(g.listed for g in groups[:5])
+    more = f"; and {len(groups) - 5} more" if len(groups) > 5 else ""
     sentence = (
-        f"The DICOM files disagree on the {label} label ({where} gives {shown}): one session "
-        "folder must hold one session. Split the folder, or name the label by the folder."
+        f"The DICOM files disagree on the {label} label: {where} gives {len(groups)} different "
+        f"values, one for each of these: {shown}{more}. One session folder must hold one "
+        "session. Split the folder, or name the label by the folder."
     )
     return Violation(
         "bad-label",
         Policy.REJECT,
         f"{label} (ambiguous)",
         sentence,
-        detail=f"{where}: {shown}",
+        detail=f"{where}: {len(groups)} different values",
         remedy=Remedy.SPLIT,
     )

@@ -7,6 +7,9 @@ mixed-studies, phi, size-limit, no-dicom (and bad-label from routing). The files
 session's resources folder are judged by core/resources.py (resource-layout, resource-label,
 resource-name, dicom-in-resources, nifti) and go to `Verdict.resources`, never to the upload;
 no rule about DICOM files (duplicates, studies, completeness, PHI) counts them.
+
+No sentence quotes a header value (core/noheader.py): a series or a study is named by its
+files, a derived marker by the attribute and xnat-drop's words or the configured pattern.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from xnat_drop.core.model import (
     Verdict,
     Violation,
 )
-from xnat_drop.core.text import plural, size
+from xnat_drop.core.noheader import capital, series_words, studies_words
+from xnat_drop.core.text import size
 
 # ImageType (0008,0008) / FrameType (0008,9007) tokens that mark scanner-derived images even
 # when value 1 says ORIGINAL (older Siemens label diffusion maps and MoCo that way).
@@ -97,16 +101,21 @@ def derived_signal(header: DicomHeader, rules: RulesConfig) -> str | None:
                 return f"{name} value 1 is DERIVED"
             if values[1:2] == ("SECONDARY",):
                 return f"{name} value 2 is SECONDARY"
-    markers = dict(DERIVED_TOKENS)
-    markers.update(dict.fromkeys(rules.extra_derived_markers, "a marker configured as derived"))
     for name, values in types:
         for token in values:
-            if token in markers and token not in kept_tokens:
-                return f"{name} contains {token}: {markers[token]}"
+            if token in kept_tokens:
+                continue
+            if token in DERIVED_TOKENS:  # named by xnat-drop's own words, not the token
+                return f"{name} marks it as {DERIVED_TOKENS[token]}"
+            if token in rules.extra_derived_markers:  # the configuration's own text
+                configured = "a marker configured as derived (rules.extra_derived_markers)"
+                return f"{name} holds {token}, {configured}"
     for pattern in () if kept_description else rules.description_patterns:
         if re.search(pattern, description, re.IGNORECASE):
-            where = f"SeriesDescription (0008,103E) “{description}”"
-            return f"{where} matches the derived pattern “{pattern}”"
+            return (
+                f"SeriesDescription (0008,103E) matches the pattern `{pattern}` "
+                "(rules.derived_description_patterns)"
+            )
     if header.photometric_interpretation.upper() == "PALETTE COLOR":
         return "PhotometricInterpretation (0028,0004) is PALETTE COLOR"
     return None
@@ -239,14 +248,13 @@ def _derived_series(
         )
         if signal is None:
             continue
-        name = series_name(members[0].header)
         files = tuple(sorted(f.path for f in members))
-        count = f"{len(files)} file{'s' if len(files) != 1 else ''}, e.g. “{files[0]}”"
+        name = series_words(files)
         sentence = (
-            f"{name[0].upper()}{name[1:]} ({count}) was derived by the scanner, not acquired: "
-            f"{signal}. {_removal_advice(files, session)}"
+            f"{capital(name)} was derived by the scanner, not acquired: {signal}. "
+            f"{_removal_advice(files, session)}"
         )
-        violation = Violation("derived-series", policy, name, sentence, files, f"{count}; {signal}")
+        violation = Violation("derived-series", policy, name, sentence, files, signal)
         found.append((_series_sort_key(members[0].header), violation))
     return [v for _, v in sorted(found, key=lambda item: item[0])]
 
@@ -271,7 +279,7 @@ def _duplicates(dicoms: list[FileFacts]) -> tuple[set[str], list[Violation]]:
         by_uid[facts.header.sop_instance_uid].append(facts)
     copies: set[str] = set()
     violations = []
-    for uid, members in sorted(by_uid.items()):
+    for members in sorted(by_uid.values(), key=lambda m: min(f.path for f in m)):
         if len(members) < 2:
             continue
         paths = sorted(f.path for f in members)
@@ -282,15 +290,16 @@ def _duplicates(dicoms: list[FileFacts]) -> tuple[set[str], list[Violation]]:
         shown = ", ".join(f"“{p}”" for p in paths[:4]) + (" ..." if len(paths) > 4 else "")
         differ = "are too large to be compared" if _unhashed(digests) else "differ"
         sentence = (
-            f"{len(paths)} files claim the same SOP Instance UID {uid} but {differ} ({shown}). "
-            "XNAT keeps only one object per UID, so one of them would be lost. Remove the wrong "
-            "copy (often a re-export or an edited file) and drop the session again."
+            f"{len(paths)} files claim the same SOP Instance UID (0008,0018) but {differ} "
+            f"({shown}). XNAT keeps only one object per UID, so one of them would be lost. "
+            "Remove the wrong copy (often a re-export or an edited file) and drop the session "
+            "again."
         )
         violations.append(
             Violation(
                 "duplicate-instance",
                 Policy.REJECT,
-                f"SOP Instance UID {uid}",
+                f"{len(paths)} files with one SOP Instance UID",
                 sentence,
                 tuple(paths),
                 shown,
@@ -342,23 +351,19 @@ def _unhashed(digests: set[str]) -> bool:
 
 
 def _mixed_studies(dicoms: list[FileFacts]) -> list[Violation]:
-    by_study: dict[str, list[FileFacts]] = defaultdict(list)
+    """One violation when the files belong to more than one study, each study named by its
+    files (never by its UID)."""
+    by_study: dict[str, list[str]] = defaultdict(list)
     for facts in dicoms:
         assert facts.header is not None
-        by_study[facts.header.study_instance_uid].append(facts)
+        by_study[facts.header.study_instance_uid].append(facts.path)
     if len(by_study) < 2:
         return []
-    parts = []
-    for uid, members in sorted(by_study.items(), key=lambda item: -len(item[1])):
-        series = sorted({series_name(f.header) for f in members})
-        example = min(f.path for f in members)
-        parts.append(
-            f"{uid} ({plural(len(members), 'file')}, e.g. “{example}”; {', '.join(series[:3])})"
-        )
+    studies = studies_words(list(by_study.values()))
     sentence = (
-        f"The folder holds {len(by_study)} different studies (StudyInstanceUID (0020,000D)): "
-        f"{'; '.join(parts)}. One session folder must hold exactly one study, or XNAT splits "
-        "it into several sessions. Move each study into its own session folder and drop them again."
+        f"The folder holds {studies} (their StudyInstanceUID (0020,000D) differs). One session "
+        "folder must hold exactly one study, or XNAT splits it into several sessions. Move each "
+        "study into its own session folder and drop them again."
     )
     files = tuple(sorted(f.path for f in dicoms))
     return [
@@ -368,7 +373,7 @@ def _mixed_studies(dicoms: list[FileFacts]) -> list[Violation]:
             f"{len(by_study)} studies",
             sentence,
             files,
-            "; ".join(parts),
+            studies,
         )
     ]
 
@@ -397,17 +402,6 @@ def _phi(dicoms: list[FileFacts], tags: tuple[str, ...], subject: str) -> list[V
         )
         violations.append(Violation("phi", Policy.REJECT, tag, sentence, (), count))
     return violations
-
-
-def series_name(header: DicomHeader | None) -> str:
-    """How a report names a series: `series 5 “MoCoSeries”`."""
-    if header is None:
-        return "an unknown series"
-    number = f" {header.series_number}" if header.series_number is not None else ""
-    desc = f" “{header.series_description}”" if header.series_description else ""
-    if not number and not desc:
-        return f"series {header.series_instance_uid or 'without a SeriesInstanceUID'}"
-    return f"series{number}{desc}"
 
 
 def _series_sort_key(header: DicomHeader | None) -> tuple[int, str]:

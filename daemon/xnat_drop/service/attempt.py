@@ -34,6 +34,7 @@ from xnat_drop.core.errors import (
 from xnat_drop.core.importfilter import NO_PLAN, FilterPlan, applied
 from xnat_drop.core.model import FileKind, Policy, Session, UploadReceipt, Verdict, Violation
 from xnat_drop.core.names import is_junk_path
+from xnat_drop.core.noheader import scrubbed
 from xnat_drop.core.policy import AttemptResult, Result
 from xnat_drop.core.receipt import xnat_page
 from xnat_drop.core.shown import shown
@@ -142,7 +143,7 @@ def attempt(tools: Tools, job: Attempt) -> AttemptResult:
         return _judged(Result.STORAGE, session, verdict, str(exc))
     except Exception as exc:
         log.exception("%s: unexpected error", job.claim.display)
-        reason = f"unexpected error: {type(exc).__name__}: {exc}"
+        reason = f"unexpected error: {type(exc).__name__}: {scrubbed(str(exc))}"
         return _judged(Result.FAILED_ATTEMPT, session, verdict, reason)
 
 

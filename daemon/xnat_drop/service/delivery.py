@@ -19,7 +19,7 @@ from xnat_drop.adapters.ledger import IMAGES_VERIFIED, Ledger
 from xnat_drop.adapters.xnat.client import Account, ArchivedRef, FilterRow, PrearchiveRef
 from xnat_drop.adapters.xnat.connection import Body
 from xnat_drop.core.config import XnatConfig
-from xnat_drop.core.counting import Expected, count_problem, expected, without_dropped
+from xnat_drop.core.counting import Expected, count_problem, expected, verified, without_dropped
 from xnat_drop.core.errors import XnatRejectedError
 from xnat_drop.core.importfilter import NO_PLAN, FilterPlan
 from xnat_drop.core.model import (
@@ -32,6 +32,7 @@ from xnat_drop.core.model import (
     Violation,
 )
 from xnat_drop.core.rules import unknown_project
+from xnat_drop.core.text import plural
 from xnat_drop.service import failpoints
 from xnat_drop.service.resourcestep import ResourcePort
 
@@ -149,12 +150,18 @@ class Delivery:
             uris = (entry.prearchive_uri,)
         # A retry after the resources failed carries on from here (ledger.images_in_xnat).
         self.ledger.event(claim_id, self.wall(), IMAGES_VERIFIED, uris[0])
-        _, tolerated = without_dropped(sent, held, maybe_dropped)
+        kept, tolerated = without_dropped(sent, held, maybe_dropped)
         notes = list(filter_plan.notes)
         if tolerated:
             notes.append(
-                f"XNAT dropped {', '.join(tolerated)}: its series import filter may drop these, "
+                f"XNAT dropped {'; '.join(tolerated)}: its series import filter may drop these, "
                 "so their absence was accepted"
+            )
+        per_series, others = verified(kept, held)
+        if others:
+            notes.append(
+                f"XNAT's session also holds {plural(others, 'scan')} that this upload did not "
+                "send (the session existed before)"
             )
         return UploadReceipt(
             uris=uris,
@@ -162,7 +169,7 @@ class Delivery:
             bytes_sent=bytes_sent(),
             seconds=monotonic() - started,
             server_version=server_version,
-            verified=tuple(sorted(held.items())),
+            verified=per_series,
             destination=self.config.destination,
             notes=tuple(notes),
         )

@@ -17,7 +17,8 @@ from xnat_drop.core.config import Config
 from xnat_drop.core.counting import expected
 from xnat_drop.core.importfilter import NO_PLAN, FilterPlan
 from xnat_drop.core.model import Verdict, Violation
-from xnat_drop.core.rules import series_name, unknown_project
+from xnat_drop.core.noheader import series_words
+from xnat_drop.core.rules import unknown_project
 from xnat_drop.core.seriesfilter import Decision, described
 from xnat_drop.service.delivery import XnatPort, session_exists
 from xnat_drop.service.xnatfilter import FilterCache, evaluated
@@ -70,12 +71,12 @@ def _per_series(
     files: Counter[str] = Counter()
     dropped: Counter[str] = Counter()
     why: dict[str, set[str]] = defaultdict(set)
-    names: dict[str, str] = {}
+    paths: dict[str, list[str]] = defaultdict(list)
     for facts in verdict.upload:
         if facts.header is None:
             continue
         uid = facts.header.series_instance_uid
-        names.setdefault(uid, series_name(facts.header))
+        paths[uid].append(facts.path)
         files[uid] += 1
         decision = decisions[facts.path]
         if decision.unsure:
@@ -86,7 +87,7 @@ def _per_series(
     unsure = set(plan.unsure_series)
     return tuple(
         {
-            "series": names[uid],
+            "series": series_words(paths[uid]),
             "files": files[uid],
             "xnat_drops": dropped[uid],
             "unpredictable": uid in unsure,

@@ -43,6 +43,7 @@ from xnat_drop.adapters.dicom.headerlimits import (
 from xnat_drop.adapters.dicom.openfile import HEAD_READ, MAX_HEAD_READ, OpenFile
 from xnat_drop.adapters.dicom.pydicomsettings import lenient_reading
 from xnat_drop.core.model import DicomHeader, FileFacts, FileKind
+from xnat_drop.core.noheader import scrubbed
 
 _HEAD_STEP = 16 * 1024  # a learned first read is a multiple of this
 _FIRST_INFLATE = 256 * 1024  # inflated bytes of a deflated data set parsed first (then 8x more)
@@ -354,6 +355,8 @@ def _text(value: Any) -> str:
 
 
 def _pydicom_says(exc: BaseException) -> str:
+    """A note from pydicom's error: its first line, without what it quotes of the file (a value
+    read from the header never reaches a report: core/noheader.py)."""
     text = str(exc).strip() or type(exc).__name__
-    first = text.splitlines()[0]
+    first = scrubbed(text.splitlines()[0])
     return f"pydicom says: {first[:200]}"

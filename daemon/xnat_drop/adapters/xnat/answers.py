@@ -3,7 +3,8 @@
 A proxy or single sign-on in front of XNAT answers with login pages, redirects and empty
 bodies; those must pause the queue (XnatUnexpectedAnswerError), never send a session to
 failed/ as if its files were at fault. Messages quote a short excerpt of the body, never a
-query string and never the secret.
+query string and never the secret; what XNAT says passes through core.noheader.scrubbed, so
+that no UID or quoted value of a header reaches a report or the log.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 
 from xnat_drop.core.errors import XnatUnexpectedAnswerError
+from xnat_drop.core.noheader import scrubbed
 
 EXCERPT_CHARS = 120
 _H3 = re.compile(r"<h3>(.*?)</h3>", re.IGNORECASE | re.DOTALL)
 _TAGS = re.compile(r"<[^>]+>")
+_QUERY = re.compile(r"\?[^\s()]*")  # a URL's query string, up to a space or a parenthesis
 _INVISIBLE = re.compile(r"<(script|style)\b.*?</\1\s*>|<!--.*?-->", re.IGNORECASE | re.DOTALL)
 
 
@@ -87,7 +90,7 @@ class Answers:
     def excerpt(self, body: str) -> str:
         """The visible text of a body, short, without the secret (a page could echo it)."""
         text = html.unescape(_TAGS.sub(" ", _INVISIBLE.sub(" ", body)))
-        text = " ".join(self.redact(text).split())
+        text = " ".join(scrubbed(self.redact(text)).split())
         if len(text) > EXCERPT_CHARS:
             text = text[: EXCERPT_CHARS - 1].rstrip() + "…"
         return text
@@ -123,10 +126,11 @@ def data_uri(uri: str) -> str:
 
 
 def error_message(body: str) -> str:
-    """XNAT's own words from an error page: the `<h3>` of a Restlet status page, else the text."""
+    """XNAT's own words from an error page: the `<h3>` of a Restlet status page, else the text;
+    without what may be a header value (noheader.scrubbed)."""
     match = _H3.search(body)
     text = match.group(1) if match else _TAGS.sub(" ", body)
-    text = " ".join(text.split())
+    text = " ".join(scrubbed(html.unescape(text)).split())
     return text[:500] or "no message"
 
 
@@ -140,4 +144,8 @@ def retry_after(value: str | None) -> float | None:
 
 
 def first_line(exc: BaseException) -> str:
-    return (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+    """The first line of an exception's message (requests names the URL it failed on), without
+    the URL's query (it may hold a StudyInstanceUID) or anything else that may be a header's
+    value."""
+    line = (str(exc).splitlines() or [type(exc).__name__])[0]
+    return scrubbed(_QUERY.sub("", line))[:300]
