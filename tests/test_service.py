@@ -195,7 +195,13 @@ def test_sleep_hint_points_at_the_next_settle_time(
         write_session(drop.incoming.joinpath(*REL), [SeriesSpec(1, "T1", images=1)])
         quiet.tick()
         clock.now += 3
-        assert quiet.tick() == pytest.approx(SETTLE - 3)  # no busy polling while it settles
+        # STATUS.txt was written at the start: the new session goes in once the status files'
+        # interval (5 s) has passed, and the loop wakes for that, once.
+        assert quiet.tick() == pytest.approx(2.0)
+        assert "P1/S01/S01_MR1" not in (drop.root / "STATUS.txt").read_text()
+        clock.now += 2
+        assert quiet.tick() == pytest.approx(SETTLE - 5)  # no busy polling while it settles
+        assert "P1/S01/S01_MR1" in (drop.root / "STATUS.txt").read_text()
     finally:
         quiet.close()
 

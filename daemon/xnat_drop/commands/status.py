@@ -75,6 +75,9 @@ def render(data: dict[str, Any], now: float, zone: tzinfo = timezone.utc) -> str
             checked = f"last answer {xnat['last_answer']}"
             nxt = f", next check at {xnat['next_check']}" if xnat.get("next_check") else ""
             lines.append(f"  {checked}{nxt}")
+    share = snap.get("share_status") or {}
+    if share.get("problem"):
+        lines.append(f"Status files on the share: {share['problem']}")
     for title, key in (
         ("Settling (waiting for the copy to finish)", "settling"),
         ("Cannot be taken (what is wrong, and the fix)", "not_taken"),

@@ -62,6 +62,19 @@ def settles_at(seen: Seen, settle: float, *, needs_marker: bool = False) -> floa
     return seen.since + settle
 
 
+def waiting_phase(seen: Seen, *, needs_marker: bool = False) -> str:
+    """What a folder not taken yet waits for, as a key: "empty", "partial" (copy-in-progress
+    names), "marker" (its ready marker) or "copying" (for it to stop changing)."""
+    fp = seen.fingerprint
+    if fp.count == 0:
+        return "empty"
+    if fp.has_partial:
+        return "partial"
+    if needs_marker and not fp.has_marker:
+        return "marker"
+    return "copying"
+
+
 def waiting_for(seen: Seen, *, needs_marker: bool = False) -> str:
     """Why a folder is not taken yet, in words for `status`."""
     fp = seen.fingerprint

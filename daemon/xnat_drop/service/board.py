@@ -47,6 +47,9 @@ class Board:
     done: int = 0
     failed: int = 0
     sinks: list[Sink] = field(default_factory=list)  # given each report that is published
+    # More of the snapshot, by key: what a sink has to say of itself (the status files' folder
+    # cannot be written, ...), so that status.json and `xnat-drop status` show it.
+    parts: dict[str, Callable[[], Any]] = field(default_factory=dict)
     _published: tuple[str, float] = field(default=("", float("-inf")))
     _failing: set[int] = field(default_factory=set)  # sinks whose last call failed (logged)
     _recent: tuple[list[Entry], list[Entry]] = field(default=([], []))  # last done, failed
@@ -127,7 +130,7 @@ class Board:
             if state.storage is None
             else {"state": "paused", "detail": state.storage.reason},
             "today": {"done": self.done, "failed": self.failed},
-        }
+        } | {key: part() for key, part in self.parts.items()}
 
     def publish(self, state: LoopState, ledger: Ledger | None, *, force: bool = False) -> None:
         """Rewrite status.json if something changed (or STATUS_REFRESH passed), then hand the
@@ -176,27 +179,30 @@ class Board:
     ) -> dict[str, Any]:
         xnat = state.xnat
         progress = None
+        # `phase` says the same as `words` as a key, for the status files' words.
         if job.claim.id == busy:
-            words = "uploading"
+            words = phase = "uploading"
             _, sent, total = state.progress.read()
             progress = {"bytes_sent": sent, "bytes_total": total}
         elif job.filing is not None:
             words = f"being filed in {job.filing.action.value}/"
+            phase = f"filing-{job.filing.action.value}"
         elif job.verdict is None:
-            words = "waiting to be inspected"
+            words, phase = "waiting to be inspected", "inspecting"
         elif xnat.auth is not None:
-            words = "waiting: XNAT refused the credentials"
+            words, phase = "waiting: XNAT refused the credentials", "credentials"
         elif xnat.outage is not None:
-            words = f"waiting: XNAT {xnat.outage.state}"
+            words, phase = f"waiting: XNAT {xnat.outage.state}", "xnat-down"
         elif job.attempts:
             attempt = f"attempt {job.attempts + 1} of {self.config.retry.max_attempts}"
-            words = f"retrying ({attempt}) at {at(job.next_at)}"
+            words, phase = f"retrying ({attempt}) at {at(job.next_at)}", "retrying"
         else:
-            words = "next"
+            words = phase = "next"
         return {
             "session": job.claim.display,
             "claim": job.claim.id,
             "state": words,
+            "phase": phase,
             "attempts": job.attempts,
             "since": iso(job.claim.claimed_at),
             "last_error": shown(job.last_error)[:500],

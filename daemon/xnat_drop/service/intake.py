@@ -31,7 +31,14 @@ from xnat_drop.core.blocked import Problem
 from xnat_drop.core.config import Config
 from xnat_drop.core.model import Fingerprint, Seen
 from xnat_drop.core.shown import shown_path
-from xnat_drop.core.stability import fingerprint, is_stable, observe, settles_at, waiting_for
+from xnat_drop.core.stability import (
+    fingerprint,
+    is_stable,
+    observe,
+    settles_at,
+    waiting_for,
+    waiting_phase,
+)
 from xnat_drop.core.text import duration
 from xnat_drop.service.notices import Notices
 
@@ -331,16 +338,20 @@ class Intake:
             fp = seen.fingerprint
             ready = settles_at(seen, settle, needs_marker=self._marker)
             state = waiting_for(seen, needs_marker=self._marker)
+            # `phase` says the same as `state` as a key, for the status files' words.
+            phase = waiting_phase(seen, needs_marker=self._marker)
             if ready is not None:
                 state += f", taken at {at(ready)} if nothing changes"
             if relpath in self._alarmed:
                 state = f"NOT READY for over {duration(self.config.watch.max_settle)}: {state}"
+                phase = "stuck"
             held = self.held.get(relpath)
             if held is not None and held.fingerprint == fp:
                 state = (
                     f"held, looks incomplete: {held.why}; waiting for the rest of the copy "
                     f"until {at(held.until)}"
                 )
+                phase = "held"
             elif held is not None:
                 state = f"changed since it was held as incomplete ({held.why}): {state}"
             found.append(
@@ -350,6 +361,9 @@ class Intake:
                     "bytes": fp.total_bytes,
                     "since": at(seen.since),
                     "state": state,
+                    "phase": phase,
+                    "ready_at": None if ready is None else at(ready),
+                    "held_until": at(held.until) if held is not None and phase == "held" else None,
                 }
             )
         for relpath in self.links[:LISTED]:
@@ -360,6 +374,9 @@ class Intake:
                     "bytes": 0,
                     "since": None,
                     "state": LINK_REFUSED,
+                    "phase": "link",
+                    "ready_at": None,
+                    "held_until": None,
                 }
             )
         return found

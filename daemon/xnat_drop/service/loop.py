@@ -47,6 +47,7 @@ from xnat_drop.service.finish import Filing, file_session
 from xnat_drop.service.intake import Intake
 from xnat_drop.service.judge import check_keywords
 from xnat_drop.service.outcomes import Outcomes
+from xnat_drop.service.sharestatus import StatusFiles
 from xnat_drop.service.state import Clock, Job, LoopState
 from xnat_drop.service.steps import Heartbeat, Step, Waker
 from xnat_drop.service.upkeep import Upkeep
@@ -76,6 +77,7 @@ class Service(Outcomes, Upkeep):
     waker: Waker = field(init=False, default_factory=Waker)
     state: LoopState = field(init=False)
     _board: Board = field(init=False)
+    _share: StatusFiles = field(init=False)
     _client: XnatPort | None = field(init=False, default=None)
     _ledger: Ledger | None = field(init=False, default=None)
     _work: claims.WorkArea | None = field(init=False, default=None)
@@ -96,6 +98,11 @@ class Service(Outcomes, Upkeep):
         xnat.check_interval = self.config.xnat.check_interval
         self.state = LoopState(Intake(self.config), xnat)
         self._board = Board(self.config, self.clock)
+        # The status files on the share: always a sink, idle while status.share is "off", so
+        # that a reload can turn them on or off.
+        self._share = StatusFiles(lambda: self.config, self.clock.monotonic, self.env)
+        self._board.sinks.append(self._share)
+        self._board.parts["share_status"] = self._share.state
         self._filters = FilterCache(self.clock.monotonic)
 
     @property
@@ -220,6 +227,7 @@ class Service(Outcomes, Upkeep):
                 self._board.publish(self.state, self._ledger, force=True)
             except (OSError, StorageError) as exc:
                 log.warning("cannot write the status file: %s", exc)
+            self._share.stop()
             self._ledger.close()
             self._ledger = None
         self.waker.close()
@@ -287,7 +295,8 @@ class Service(Outcomes, Upkeep):
             self._step_once(job)
             return 0.0
         self._publish()
-        wake = min(self.state.next_wake(), self._board.next_refresh())
+        self._share.flush()  # a change the status files' interval held back, when it may go
+        wake = min(self.state.next_wake(), self._board.next_refresh(), self._share.due())
         return max(0.0, wake - self.clock.monotonic())
 
     def _step_once(self, job: Job) -> None:
