@@ -46,6 +46,7 @@ from xnat_drop.service.delivery import XnatPort
 from xnat_drop.service.finish import Filing, file_session
 from xnat_drop.service.intake import Intake
 from xnat_drop.service.judge import check_keywords
+from xnat_drop.service.monitor import Monitor
 from xnat_drop.service.outcomes import Outcomes
 from xnat_drop.service.state import Clock, Job, LoopState
 from xnat_drop.service.steps import Heartbeat, Step, Waker
@@ -76,6 +77,7 @@ class Service(Outcomes, Upkeep):
     waker: Waker = field(init=False, default_factory=Waker)
     state: LoopState = field(init=False)
     _board: Board = field(init=False)
+    _monitor: Monitor = field(init=False)  # the status page and the metrics: a board sink
     _client: XnatPort | None = field(init=False, default=None)
     _ledger: Ledger | None = field(init=False, default=None)
     _work: claims.WorkArea | None = field(init=False, default=None)
@@ -96,6 +98,8 @@ class Service(Outcomes, Upkeep):
         xnat.check_interval = self.config.xnat.check_interval
         self.state = LoopState(Intake(self.config), xnat)
         self._board = Board(self.config, self.clock)
+        self._monitor = Monitor(self.config, self.env, self.clock)
+        self._board.sinks.append(self._monitor)
         self._filters = FilterCache(self.clock.monotonic)
 
     @property
@@ -136,6 +140,7 @@ class Service(Outcomes, Upkeep):
             raise ConfigError([f"paths: {shown(str(exc))}"], self.config.source) from exc
         self._client = self._connect()  # the secret is read now: unusable is exit 78
         self.state.xnat.secret_stamp = creds.stamp(self.config.xnat.secret_file, self.env)
+        self._monitor.start()  # the page, if on, from the first report
         try:
             self._ledger = Ledger(paths.state / LEDGER_FILE)
             self._ledger.probe()
