@@ -31,10 +31,12 @@ ADAPTERS = {
     "watchdog": "xnat_drop.adapters.watcher",
     "systemd": "xnat_drop.adapters.systemd_api",
     "sqlite3": "xnat_drop.adapters.ledger",
+    "prometheus_client": "xnat_drop.adapters.prometheus",
+    "http": "xnat_drop.adapters.page",
 }
 NOT_IN_CORE = {
     "pydicom", "requests", "watchdog", "systemd", "sqlite3", "tomllib", "tomli",
-    "multiprocessing", "xnat_standin",
+    "multiprocessing", "prometheus_client", "http", "xnat_standin",
 }  # fmt: skip
 
 
@@ -205,6 +207,8 @@ BREAKS = [
     ("xnat_drop/service/__init__.py", "import pydicom", "pydicom-adapter"),
     ("xnat_drop/adapters/fs/__init__.py", "import requests", "requests-adapter"),
     ("xnat_drop/commands/__init__.py", "import sqlite3", "sqlite3-adapter"),
+    ("xnat_drop/service/__init__.py", "import prometheus_client", "prometheus-adapter"),
+    ("xnat_drop/adapters/ledger/__init__.py", "import http.server", "http-server-adapter"),
     ("xnat_drop/service/__init__.py", "import xnat_standin", "product-without-standin"),
     ("xnat_standin/__init__.py", "import xnat_drop", "standin-root-without-product"),
     ("<a stand-in module>", "import xnat_drop.core", "standin-without-product"),

@@ -302,6 +302,28 @@ def test_security_as_deployed_stays_within_the_limit_and_the_ip_list_lowers_it(
     assert "PrivateNetwork=" in exposed, "XNAT needs the network: this one stays"
 
 
+@needs_analyze
+def test_the_status_page_and_metrics_as_the_drop_in_shows_them_add_no_exposure(
+    tmp_path: Path,
+) -> None:
+    drop_in = DROP_IN.read_text()
+    # The example says how: the page and the textfile in the config, the textfile's folder here.
+    assert '#   listen = "127.0.0.1:' in drop_in and "#   textfile = " in drop_in
+    switched = with_options(drop_in, "SupplementaryGroups", "ReadWritePaths")
+    assert len(values(switched, "Service", "ReadWritePaths")) == 2, "the drop tree and the textfile"
+    plain, _ = exposure(
+        installable_copy(tmp_path / "plain", with_options(drop_in, "SupplementaryGroups"))
+    )
+    with_metrics, _ = exposure(installable_copy(tmp_path / "metrics", switched))
+    assert with_metrics == plain
+    result = analyze("verify", installable_copy(tmp_path / "verify", switched))
+    assert (result.returncode, lines(result)) == (0, [])
+    # The page listens on an IP socket; the unit must keep allowing those, and loopback.
+    assert "AF_INET" in one(UNIT.read_text(), "Service", "RestrictAddressFamilies").split()
+    allowed = values(with_options(drop_in), "Service", "IPAddressAllow")
+    assert "localhost" in allowed, "the IP allow-list example must keep loopback for the page"
+
+
 # --- sysusers.d and tmpfiles.d, applied to a scratch root ---
 
 

@@ -60,6 +60,7 @@ def check_config(config_path: Path, *, offline: bool = False) -> int:
     print(f"  failed    {cfg.paths.failed}")
     print(f"  state     {cfg.paths.state}")
     print(f"  watching  {cfg.watch.observer}, settle {cfg.watch.settle:g} s")
+    _monitoring(cfg)
     if as_root:
         print(
             "  note      checked as root: folder permissions were not tested as the service "
@@ -90,6 +91,30 @@ def _contact(client: XnatClient, cfg: Config, config_path: Path) -> str:
         if left < TOKEN_WARNING:
             _warn(f"the XNAT alias token expires in {duration(max(0.0, left))}; renew it: {RENEW}")
     return words
+
+
+def _monitoring(cfg: Config) -> None:
+    """The status page and the metrics textfile, if on; a warning for a page beyond loopback."""
+    page = cfg.page
+    if page.enabled:
+        host = f"[{page.host}]" if ":" in page.host else page.host
+        print(f"  page      http://{host}:{page.port}/ (/status.json, /metrics, /healthz)")
+        if not page.loopback:
+            _warn(
+                f"the status page listens on {host}:{page.port}, beyond this machine, and has "
+                "no login: anyone who reaches it reads session folder names, projects and "
+                'errors. Keep page.listen on loopback ("127.0.0.1:8870") and put a reverse '
+                "proxy with authentication in front of it for other hosts"
+            )
+    textfile = cfg.metrics.textfile
+    if textfile is not None:
+        print(f"  metrics   {textfile} (node_exporter textfile)")
+        if not os.access(textfile.parent, os.W_OK | os.X_OK):
+            _warn(
+                f"metrics.textfile: {textfile.parent} is not writable here, so the metrics "
+                "file cannot be written (under systemd: ReadWritePaths= in the drop-in, and "
+                "write permission for the service user)"
+            )
 
 
 def _warn(message: str) -> None:

@@ -6,7 +6,6 @@ the daemon itself.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from datetime import timezone, tzinfo
@@ -18,7 +17,7 @@ from xnat_drop.adapters.fs import statusfile
 from xnat_drop.adapters.ledger import FILE_NAME, Entry, Ledger
 from xnat_drop.core.errors import ConfigError, StorageError
 from xnat_drop.core.text import age, from_iso, local
-from xnat_drop.service.board import report
+from xnat_drop.service.board import report, report_json
 
 EX_OK = 0
 EX_NOT_RUNNING = 3
@@ -35,7 +34,8 @@ def show_status(config_path: Path, *, as_json: bool) -> int:
         try:
             ledger = Ledger(state / FILE_NAME, readonly=True)
             try:
-                done, failed = ledger.recent("done"), ledger.recent("failed")
+                listed = cfg.status.listed  # as many as the daemon's page shows
+                done, failed = ledger.recent("done", listed), ledger.recent("failed", listed)
             finally:
                 ledger.close()
         except StorageError as exc:
@@ -43,7 +43,7 @@ def show_status(config_path: Path, *, as_json: bool) -> int:
     now = time.time()  # noqa: TID251 - the command's own "now", for ages
     data = report(statusfile.read(state), done, failed, now)
     zone = localzone.lab_zone(cfg.time_zone, os.environ)
-    text = json.dumps(data, indent=2, ensure_ascii=False) if as_json else render(data, now, zone)
+    text = report_json(data) if as_json else render(data, now, zone)
     print(text, end="")
     return EX_OK if data["running"] else EX_NOT_RUNNING
 

@@ -8,6 +8,7 @@ metrics, the notifications. A sink that fails is logged and never stops the loop
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -20,6 +21,7 @@ from xnat_drop.adapters.fs import statusfile
 from xnat_drop.adapters.fs.statusfile import is_running
 from xnat_drop.adapters.ledger import Entry, Ledger
 from xnat_drop.core.config import Config
+from xnat_drop.core.metrics import SESSION_STATES
 from xnat_drop.core.model import Outcome
 from xnat_drop.core.shown import shown
 from xnat_drop.core.text import iso, size
@@ -114,6 +116,13 @@ class Board:
         xnat = state.xnat.state(at)
         xnat.update(url=self.config.xnat.url, server_version=state.server_version)
         busy = state.progress.read()[0]
+        sessions = dict.fromkeys(SESSION_STATES, 0)
+        notices = state.intake.notices
+        sessions["settling"] = sum(1 for r in state.intake.seen if r not in notices.blocked)
+        sessions["blocked"] = notices.count
+        for job in state.jobs:
+            sessions[self._phase(job, state, busy)] += 1
+        arrived = [job.arrived_at or job.claim.claimed_at for job in state.jobs]
         return {
             "schema": statusfile.SCHEMA,
             "pid": os.getpid(),
@@ -130,6 +139,10 @@ class Board:
             if state.storage is None
             else {"state": "paused", "detail": state.storage.reason},
             "today": {"done": self.done, "failed": self.failed},
+            # For the metrics: every session by state (core/metrics.py SESSION_STATES), and
+            # since when the oldest claimed one waits (first seen in incoming/).
+            "sessions": sessions,
+            "oldest_waiting_since": iso(min(arrived)) if arrived else None,
         } | {key: part() for key, part in self.parts.items()}
 
     def publish(self, state: LoopState, ledger: Ledger | None, *, force: bool = False) -> None:
@@ -173,6 +186,20 @@ class Board:
                 self._failing.add(id(sink))
             else:
                 self._failing.discard(id(sink))
+
+    @staticmethod
+    def _phase(job: Job, state: LoopState, busy: str) -> str:
+        """The job's state as the metrics count it (the same cases as its words below)."""
+        xnat = state.xnat
+        if job.claim.id == busy:
+            return "uploading"
+        if job.filing is not None:
+            return "filing"
+        if job.verdict is None:
+            return "claimed"
+        if xnat.auth is not None or xnat.outage is not None:
+            return "waiting_xnat"
+        return "retrying" if job.attempts else "claimed"
 
     def _job(
         self, job: Job, state: LoopState, busy: str, at: Callable[[float], str | None]
@@ -231,6 +258,11 @@ def report(
         "last_failed": [_finished(e) for e in failed],
         "now": iso(now),
     }
+
+
+def report_json(data: Report) -> str:
+    """The report as `status --json` prints it (and the page's /status.json serves it)."""
+    return json.dumps(data, indent=2, ensure_ascii=False)
 
 
 def _finished(entry: Entry) -> dict[str, Any]:

@@ -75,6 +75,13 @@ def file_session(tools: Tools, work: claims.WorkArea, item: Filing) -> Path:
     )
     failpoints.hit("after-reports")
     rules = sorted({v.rule for v in item.violations if v.policy is Policy.REJECT})
+    sent: dict[str, float] = {}
+    if item.outcome is Outcome.DONE and item.receipt is not None:  # for the metrics
+        resources = sum(r.bytes for r in item.receipt.resources)
+        sent = {
+            "bytes_sent": item.receipt.bytes_sent + resources,
+            "upload_seconds": item.receipt.seconds,
+        }
     tools.ledger.update(
         claim.id,
         tools.wall(),
@@ -82,6 +89,7 @@ def file_session(tools: Tools, work: claims.WorkArea, item: Filing) -> Path:
         outcome=item.outcome.value,
         reason=", ".join(rules),
         final_path=str(dest),
+        **sent,
     )
     failpoints.hit("before-move")
     work.complete(claim, root, placement.relpath)

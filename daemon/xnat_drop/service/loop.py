@@ -46,6 +46,7 @@ from xnat_drop.service.delivery import XnatPort
 from xnat_drop.service.finish import Filing, file_session
 from xnat_drop.service.intake import Intake
 from xnat_drop.service.judge import check_keywords
+from xnat_drop.service.monitor import Monitor
 from xnat_drop.service.outcomes import Outcomes
 from xnat_drop.service.sharestatus import StatusFiles
 from xnat_drop.service.state import Clock, Job, LoopState
@@ -78,6 +79,7 @@ class Service(Outcomes, Upkeep):
     state: LoopState = field(init=False)
     _board: Board = field(init=False)
     _share: StatusFiles = field(init=False)
+    _monitor: Monitor = field(init=False)  # the status page and the metrics: a board sink
     _client: XnatPort | None = field(init=False, default=None)
     _ledger: Ledger | None = field(init=False, default=None)
     _work: claims.WorkArea | None = field(init=False, default=None)
@@ -103,6 +105,8 @@ class Service(Outcomes, Upkeep):
         self._share = StatusFiles(lambda: self.config, self.clock.monotonic, self.env)
         self._board.sinks.append(self._share)
         self._board.parts["share_status"] = self._share.state
+        self._monitor = Monitor(self.config, self.env, self.clock)
+        self._board.sinks.append(self._monitor)
         self._filters = FilterCache(self.clock.monotonic)
 
     @property
@@ -143,6 +147,7 @@ class Service(Outcomes, Upkeep):
             raise ConfigError([f"paths: {shown(str(exc))}"], self.config.source) from exc
         self._client = self._connect()  # the secret is read now: unusable is exit 78
         self.state.xnat.secret_stamp = creds.stamp(self.config.xnat.secret_file, self.env)
+        self._monitor.start()  # the page, if on, from the first report
         try:
             self._ledger = Ledger(paths.state / LEDGER_FILE)
             self._ledger.probe()
@@ -230,6 +235,7 @@ class Service(Outcomes, Upkeep):
             self._share.stop()
             self._ledger.close()
             self._ledger = None
+        self._monitor.close()
         self.waker.close()
 
     # -- signals: flags only ------------------------------------------------------------------

@@ -30,6 +30,7 @@ from xnat_drop.core.text import duration
 from xnat_drop.service.board import Board
 from xnat_drop.service.delivery import XnatPort
 from xnat_drop.service.judge import check_keywords
+from xnat_drop.service.monitor import Monitor
 from xnat_drop.service.state import Clock, LoopState, StoragePause
 from xnat_drop.service.xnatfilter import FilterCache
 
@@ -48,6 +49,7 @@ class Upkeep:
     notifier: Notifier
     state: LoopState
     _board: Board
+    _monitor: Monitor
     _client: XnatPort | None
     _filters: FilterCache
 
@@ -84,6 +86,7 @@ class Upkeep:
         self.state.xnat.check_interval = new.xnat.check_interval
         self.state.intake.config = new
         self._board.config = new
+        self._monitor.reconfigure(new)  # a changed page.listen moves the page
         self._filters.clear()  # an operator who changed XNAT's filter may reload to see it now
         logging.getLogger("xnat_drop").setLevel(new.log_level.upper())
         # A reload is an operator's action: the account is checked at once, with the new

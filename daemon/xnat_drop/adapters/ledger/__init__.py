@@ -27,6 +27,7 @@ from xnat_drop.adapters.ledger.rows import (
     ShapeEntry,
     entry_of,
 )
+from xnat_drop.adapters.ledger.totals import COUNTED, TotalRows
 from xnat_drop.core.shown import shown
 
 __all__ = [
@@ -61,11 +62,13 @@ _FIELDS = frozenset(
         "outcome",
         "reason",
         "final_path",
+        "bytes_sent",  # delivered: what the receipt counted (adapters/ledger/totals.py)
+        "upload_seconds",
     }
 )
 
 
-class Ledger(ResourceRows):
+class Ledger(ResourceRows, TotalRows):
     """The state directory's SQLite ledger; every write is its own transaction.
 
     Text from outside (session paths, error messages) is stored escaped (shown.py): SQLite
@@ -92,6 +95,7 @@ class Ledger(ResourceRows):
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=FULL")
                 self._db.executescript(SCHEMA + RESOURCE_SCHEMA)
+                self._prepare_totals()
             self._db.row_factory = sqlite3.Row
         except BaseException:
             self._db.close()  # a damaged or full file: no connection left behind
@@ -141,11 +145,15 @@ class Ledger(ResourceRows):
             if flag in fields:
                 fields[flag] = int(bool(fields[flag]))
         assignments = ", ".join(f"{name} = ?" for name in fields)
+        counted = not COUNTED.isdisjoint(fields)
         with self._transaction() as db:
+            before = self._share(db, claim_id) if counted else {}
             db.execute(
                 f"UPDATE sessions SET {assignments}, updated_at = ? WHERE claim_id = ?",  # noqa: S608 - names checked above
                 (*fields.values(), at, claim_id),
             )
+            if counted:  # the totals change with the row, in the same transaction
+                self._recount(db, claim_id, before)
 
     @_storage
     def spend_attempt(self, claim_id: str, at: float, reason: str) -> int:
