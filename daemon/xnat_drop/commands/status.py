@@ -17,7 +17,7 @@ from xnat_drop.adapters import configfile, localzone
 from xnat_drop.adapters.fs import statusfile
 from xnat_drop.adapters.ledger import FILE_NAME, Entry, Ledger
 from xnat_drop.core.errors import ConfigError, StorageError
-from xnat_drop.core.text import age, from_iso, local
+from xnat_drop.core.text import age, from_iso, local, plural
 from xnat_drop.service.board import report
 
 EX_OK = 0
@@ -75,6 +75,13 @@ def render(data: dict[str, Any], now: float, zone: tzinfo = timezone.utc) -> str
             checked = f"last answer {xnat['last_answer']}"
             nxt = f", next check at {xnat['next_check']}" if xnat.get("next_check") else ""
             lines.append(f"  {checked}{nxt}")
+    notify = snap.get("notifications") or {}
+    if notify.get("state") == "failing":
+        waiting = plural(int(notify.get("pending") or 0), "message")
+        lines.append(
+            f"notifications failing since {_when(notify.get('since'), zone)} ({waiting} "
+            f"waiting in the outbox): {notify.get('last_error', '')}"
+        )
     for title, key in (
         ("Settling (waiting for the copy to finish)", "settling"),
         ("Cannot be taken (what is wrong, and the fix)", "not_taken"),

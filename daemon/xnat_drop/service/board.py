@@ -47,6 +47,7 @@ class Board:
     done: int = 0
     failed: int = 0
     sinks: list[Sink] = field(default_factory=list)  # given each report that is published
+    notifications: Callable[[], dict[str, Any] | None] | None = None  # their health, if on
     _published: tuple[str, float] = field(default=("", float("-inf")))
     _failing: set[int] = field(default_factory=set)  # sinks whose last call failed (logged)
     _recent: tuple[list[Entry], list[Entry]] = field(default=([], []))  # last done, failed
@@ -127,6 +128,7 @@ class Board:
             if state.storage is None
             else {"state": "paused", "detail": state.storage.reason},
             "today": {"done": self.done, "failed": self.failed},
+            "notifications": None if self.notifications is None else self.notifications(),
         }
 
     def publish(self, state: LoopState, ledger: Ledger | None, *, force: bool = False) -> None:
