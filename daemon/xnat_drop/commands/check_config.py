@@ -19,6 +19,7 @@ from pathlib import Path
 from xnat_drop.adapters import configfile
 from xnat_drop.adapters.fs import startup
 from xnat_drop.adapters.ledger import FILE_NAME as LEDGER_FILE
+from xnat_drop.adapters.notify import secrets as notify_secrets
 from xnat_drop.adapters.xnat.client import XnatClient, connect
 from xnat_drop.core.config import Config
 from xnat_drop.core.errors import (
@@ -32,6 +33,7 @@ from xnat_drop.core.errors import (
 from xnat_drop.core.text import duration, iso
 from xnat_drop.service.availability import RENEW, TOKEN_WARNING
 from xnat_drop.service.judge import check_keywords
+from xnat_drop.service.notify import describe
 
 
 def check_config(config_path: Path, *, offline: bool = False) -> int:
@@ -48,7 +50,12 @@ def check_config(config_path: Path, *, offline: bool = False) -> int:
         client = connect(cfg.xnat, env)
     except ConfigError as exc:
         problems.extend(exc.problems)
-    if problems or client is None:
+    notify: notify_secrets.Secrets | None = None
+    try:
+        notify = notify_secrets.load(cfg.notify, env)  # the channels' secrets: never printed
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    if problems or client is None or notify is None:
         raise ConfigError(problems, str(config_path))
     with closing(client):
         xnat = "not contacted (--offline)" if offline else _contact(client, cfg, config_path)
@@ -61,6 +68,8 @@ def check_config(config_path: Path, *, offline: bool = False) -> int:
     print(f"  state     {cfg.paths.state}")
     print(f"  watching  {cfg.watch.observer}, settle {cfg.watch.settle:g} s")
     _monitoring(cfg)
+    for i, line in enumerate(describe(cfg.notify, notify)):
+        print(f"  {'notify' if i == 0 else '':8}  {line}")
     if as_root:
         print(
             "  note      checked as root: folder permissions were not tested as the service "

@@ -16,7 +16,7 @@ from xnat_drop.adapters import configfile, localzone
 from xnat_drop.adapters.fs import statusfile
 from xnat_drop.adapters.ledger import FILE_NAME, Entry, Ledger
 from xnat_drop.core.errors import ConfigError, StorageError
-from xnat_drop.core.text import age, from_iso, local
+from xnat_drop.core.text import age, from_iso, local, plural
 from xnat_drop.service.board import report, report_json
 
 EX_OK = 0
@@ -78,6 +78,13 @@ def render(data: dict[str, Any], now: float, zone: tzinfo = timezone.utc) -> str
     share = snap.get("share_status") or {}
     if share.get("problem"):
         lines.append(f"Status files on the share: {share['problem']}")
+    notify = snap.get("notifications") or {}
+    if notify.get("state") == "failing":
+        waiting = plural(int(notify.get("pending") or 0), "message")
+        lines.append(
+            f"notifications failing since {_when(notify.get('since'), zone)} ({waiting} "
+            f"waiting in the outbox): {notify.get('last_error', '')}"
+        )
     for title, key in (
         ("Settling (waiting for the copy to finish)", "settling"),
         ("Cannot be taken (what is wrong, and the fix)", "not_taken"),

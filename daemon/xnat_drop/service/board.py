@@ -52,6 +52,7 @@ class Board:
     # More of the snapshot, by key: what a sink has to say of itself (the status files' folder
     # cannot be written, ...), so that status.json and `xnat-drop status` show it.
     parts: dict[str, Callable[[], Any]] = field(default_factory=dict)
+    notifications: Callable[[], dict[str, Any] | None] | None = None  # their health, if on
     _published: tuple[str, float] = field(default=("", float("-inf")))
     _failing: set[int] = field(default_factory=set)  # sinks whose last call failed (logged)
     _recent: tuple[list[Entry], list[Entry]] = field(default=([], []))  # last done, failed
@@ -143,6 +144,7 @@ class Board:
             # since when the oldest claimed one waits (first seen in incoming/).
             "sessions": sessions,
             "oldest_waiting_since": iso(min(arrived)) if arrived else None,
+            "notifications": None if self.notifications is None else self.notifications(),
         } | {key: part() for key, part in self.parts.items()}
 
     def publish(self, state: LoopState, ledger: Ledger | None, *, force: bool = False) -> None:

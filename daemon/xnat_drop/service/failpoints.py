@@ -31,6 +31,8 @@ NAMES = (
     "after-reports",  # reports written beside the destination, not recorded in the ledger
     "before-move",  # decision recorded in the ledger, folder not yet moved
 )
+# On the notifications' sender thread (sender.py), apart: a delivery never reaches them.
+NOTIFY_NAMES = ("notify-accepted",)  # the mail server took a message, not yet marked sent
 _paused: set[str] = set()
 
 

@@ -47,6 +47,7 @@ from xnat_drop.service.finish import Filing, file_session
 from xnat_drop.service.intake import Intake
 from xnat_drop.service.judge import check_keywords
 from xnat_drop.service.monitor import Monitor
+from xnat_drop.service.notify import Notifications
 from xnat_drop.service.outcomes import Outcomes
 from xnat_drop.service.sharestatus import StatusFiles
 from xnat_drop.service.state import Clock, Job, LoopState
@@ -87,6 +88,7 @@ class Service(Outcomes, Upkeep):
     _heartbeat: Heartbeat = field(init=False, default_factory=Heartbeat)
     _step: Step[object] | None = field(init=False, default=None)  # the one that may still run
     _filters: FilterCache = field(init=False)  # XNAT's series filters, read a few minutes ago
+    _notify: Notifications | None = field(init=False, default=None)  # None until started
     # Set by signal handlers (an assignment, nothing else) and read by the loop.
     _stop_signal: int = field(init=False, default=0)
     _reload_signal: bool = field(init=False, default=False)
@@ -136,6 +138,8 @@ class Service(Outcomes, Upkeep):
 
     def _start(self) -> None:
         check_keywords(self.config)
+        # The channels' secrets are read now: a channel without its secret is exit 78.
+        self._notify = Notifications(self.config, self.clock, self.env)
         paths = self.config.paths
         # The same checks as `check-config`, changing nothing, before anything is created.
         problems = startup.problems(paths, LEDGER_FILE)
@@ -154,6 +158,7 @@ class Service(Outcomes, Upkeep):
             self._heartbeat = Heartbeat(self.clock.monotonic)
             self._work = claims.WorkArea(paths)
             self._board.count_today(self._ledger)
+            self._notify.attach(self._board, self._ledger)
             self._claimer().orphans(self.config, self.clock.monotonic(), self.state.jobs)
             self._board.publish(self.state, self._ledger, force=True)  # not yet contacted
         except (OSError, StorageError) as exc:
@@ -227,16 +232,24 @@ class Service(Outcomes, Upkeep):
             self._work.close()
             self._work = None
         self._pool.close()
+        if self._ledger is None:
+            self._close_notifications()
         if self._ledger is not None:
             try:
                 self._board.publish(self.state, self._ledger, force=True)
             except (OSError, StorageError) as exc:
                 log.warning("cannot write the status file: %s", exc)
             self._share.stop()
+            self._close_notifications()  # after the last report: its letters may still go
             self._ledger.close()
             self._ledger = None
         self._monitor.close()
         self.waker.close()
+
+    def _close_notifications(self) -> None:
+        if self._notify is not None:
+            self._notify.close()  # what is due is sent, for a few seconds at most
+            self._notify = None
 
     # -- signals: flags only ------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from xnat_drop.service.board import Board
 from xnat_drop.service.delivery import XnatPort
 from xnat_drop.service.judge import check_keywords
 from xnat_drop.service.monitor import Monitor
+from xnat_drop.service.notify import Notifications
 from xnat_drop.service.state import Clock, LoopState, StoragePause
 from xnat_drop.service.xnatfilter import FilterCache
 
@@ -52,6 +53,7 @@ class Upkeep:
     _monitor: Monitor
     _client: XnatPort | None
     _filters: FilterCache
+    _notify: Notifications | None
 
     if TYPE_CHECKING:  # provided by the Service (or the other part of it)
 
@@ -68,6 +70,7 @@ class Upkeep:
         try:
             new = configfile.load(source, self.env)
             check_keywords(new)
+            found = None if self._notify is None else self._notify.check(new)
         except ConfigError as exc:
             log.error(
                 "reload: keeping the current configuration, the new one has problems: %s", exc
@@ -87,6 +90,11 @@ class Upkeep:
         self.state.intake.config = new
         self._board.config = new
         self._monitor.reconfigure(new)  # a changed page.listen moves the page
+        if self._notify is not None and found is not None:
+            try:
+                self._notify.reload(new, found, self._ledger_())
+            except StorageError as exc:
+                log.error("reload: notifications keep their settings: %s", exc)
         self._filters.clear()  # an operator who changed XNAT's filter may reload to see it now
         logging.getLogger("xnat_drop").setLevel(new.log_level.upper())
         # A reload is an operator's action: the account is checked at once, with the new

@@ -3,7 +3,8 @@
 Folders say where a session is; the ledger says how far its delivery got (checked, uploading,
 uploaded, verified, committed) and what XNAT holds of it, so a restart or a retry resumes at the
 right step, and a partial prearchive session is deleted only when this daemon created it.
-Written by the service loop only; `xnat-drop status` opens it read-only.
+Written by the service loop, and by the notifications' sender (its outbox only, outbox.py, on a
+connection of its own); `xnat-drop status` opens it read-only.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from xnat_drop.adapters.ledger.outbox import OUTBOX_SCHEMA, Outbox, OutboxRows
 from xnat_drop.adapters.ledger.resourcefiles import RESOURCE_SCHEMA, ResourceRows
 from xnat_drop.adapters.ledger.resourcefiles import storage_errors as _storage
 from xnat_drop.adapters.ledger.rows import (
@@ -39,6 +41,7 @@ __all__ = [
     "Entry",
     "Event",
     "Ledger",
+    "Outbox",
     "ShapeEntry",
 ]
 
@@ -68,7 +71,7 @@ _FIELDS = frozenset(
 )
 
 
-class Ledger(ResourceRows, TotalRows):
+class Ledger(ResourceRows, TotalRows, OutboxRows):
     """The state directory's SQLite ledger; every write is its own transaction.
 
     Text from outside (session paths, error messages) is stored escaped (shown.py): SQLite
@@ -94,7 +97,7 @@ class Ledger(ResourceRows, TotalRows):
                 # never loses a state change that was reported done.
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=FULL")
-                self._db.executescript(SCHEMA + RESOURCE_SCHEMA)
+                self._db.executescript(SCHEMA + RESOURCE_SCHEMA + OUTBOX_SCHEMA)
                 self._prepare_totals()
             self._db.row_factory = sqlite3.Row
         except BaseException:
