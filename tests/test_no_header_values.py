@@ -8,9 +8,11 @@ instance, held and then failed as incomplete, refused by XNAT after a 503 and a 
 that quote the study's and an instance's UID), and failed XNAT's verification; then `check`
 (text, --json, --server; with the PHI rule and routing templates over the headers) and
 `status` (text and --json, while the daemon runs and after). Scanned: every file the daemon
-wrote beside the folders, every status.json it wrote while running and anything else in the
-state directory but the ledger, the daemon's log at level debug (stderr; the journal gets the
-same lines), and the commands' stdout and stderr.
+wrote beside the folders (STATUS.txt and STATUS.html beside incoming/ among them), every
+status.json it wrote while running and anything else in the state directory but the ledger
+(the metrics textfile among them), the status page's four addresses while the daemon ran,
+every e-mail (aiosmtpd) and webhook post it sent, the daemon's log at level debug (stderr;
+the journal gets the same lines), and the commands' stdout and stderr.
 """
 
 from __future__ import annotations
@@ -24,14 +26,24 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
+import requests
 
 from xnat_drop.adapters.ledger import FILE_NAME
 from xnat_standin import Emulator, Fault
 
 from conftest import Drop, run_daemon, start_daemon, stop_daemon
 from leakscan import LeakSeries, assert_no_header_values, output_files, write_leak_session
+from notify_helpers import (
+    Mailbox,
+    free_port,
+    hook_receiver,
+    notify_table,
+    private_file,
+    smtp_server,
+)
 
 ROUTING = '[routing]\norder = ["layout"]\n[log]\nlevel = "debug"\n'
+PAGE = ("/", "/status.json", "/metrics", "/healthz")
 DELIVERED = ("P1", "LS01", "LS01_MR1")
 DERIVED = ("P1", "LS02", "LS02_MR1")
 MIXED = ("P1", "LS03", "LS03_MR1")
@@ -79,11 +91,43 @@ def daemon(drop: Drop) -> tuple[str, str]:
     return "xnat-drop run --once", result.stdout + result.stderr
 
 
+def seen_everywhere(drop: Drop, box: Mailbox, hook_file: Path, port: int) -> str:
+    """The tables that turn on every other output: STATUS.html, the page, the metrics
+    textfile, e-mail and a webhook (every event, told at once)."""
+    textfile = drop.state / "xnat-drop.prom"
+    return (
+        f'[status]\nhtml = true\n[page]\nlisten = "127.0.0.1:{port}"\n'
+        f'[metrics]\ntextfile = "{textfile}"\n'
+    ) + notify_table(
+        email_to=["lab@example.org"],
+        smtp_host="127.0.0.1",
+        smtp_port=box.port,
+        smtp_security="none",
+        webhook="json",
+        webhook_url_file=str(hook_file),
+        outage_after_seconds=0,
+        retrying_after_seconds=1,
+    )
+
+
+def page(port: int) -> list[tuple[str, str]]:
+    """The status page's four addresses as a browser (or Prometheus) gets them."""
+    found = []
+    for path in PAGE:
+        answer = requests.get(f"http://127.0.0.1:{port}{path}", timeout=5)
+        found.append((f"the page's {path} ({answer.status_code})", answer.text))
+    return found
+
+
 def watched(
-    drop: Drop, finished: Callable[[], bool], moment: Callable[[dict[str, Any]], bool]
+    drop: Drop,
+    finished: Callable[[], bool],
+    moment: Callable[[dict[str, Any]], bool],
+    port: int,
 ) -> list[tuple[str, str]]:
     """Run the daemon until `finished`; keep every status.json it writes on the way, and run
-    `xnat-drop status` (text and --json) at the first snapshot for which `moment` is true."""
+    `xnat-drop status` (text and --json) and read the status page at the first snapshot for
+    which `moment` is true."""
     outputs = []
     snapshots: dict[str, None] = {}
     proc = start_daemon(drop)
@@ -101,6 +145,7 @@ def watched(
                 if moment(snapshot) and not outputs:
                     config = ("--config", str(drop.config))
                     outputs += [command("status", *config), command("status", *config, "--json")]
+                    outputs += page(port)
             time.sleep(0.05)
     finally:
         code, stderr = stop_daemon(proc)
@@ -118,13 +163,31 @@ def filed(*places: Path) -> Callable[[], bool]:
     return lambda: all(p.with_name(p.name + ".report.json").exists() for p in places)
 
 
-def test_no_header_value_leaves_the_daemon(drop: Drop, emulator: Emulator) -> None:
+def test_no_header_value_leaves_the_daemon(drop: Drop, emulator: Emulator, tmp_path: Path) -> None:
+    with smtp_server() as box, hook_receiver() as hook:
+        hook_file = private_file(tmp_path / "webhook-url", hook.url + "\n")
+        port = free_port()
+        extra = ROUTING + seen_everywhere(drop, box, hook_file, port)
+        outputs = leak_run(drop, emulator, extra, port)
+        # What was told: each failed session (six), the outage, the long retry.
+        mails = box.wait_for(6, what="a mail per failed session")
+        posts = hook.wait_for(6)
+    outputs += [(f"the mail {m['Subject']}", m.as_string()) for m in mails]
+    outputs += [(f"the webhook post {p.body.get('event')}", json.dumps(p.body)) for p in posts]
+    written = output_files(drop.root)
+    assert {"STATUS.txt", "STATUS.html"} <= {p.name for p in written}
+    assert (drop.state / "xnat-drop.prom").exists()
+    assert_no_header_values([*outputs, *written])
+
+
+def leak_run(drop: Drop, emulator: Emulator, extra: str, port: int) -> list[tuple[str, str] | Path]:
+    """Every session of the test through the daemon, then the commands; what they said."""
     outputs: list[tuple[str, str] | Path] = []
     emulator.add_project("P2")
     emulator.add_project("P3")
     emulator.set_series_filter("P2", mode="blacklist", list_text="scout")
     emulator.set_series_filter("P3", mode="blacklist", list_text="localizer")
-    drop.write_config(emulator.url, extra=ROUTING, watch="max_settle_seconds = 4")
+    drop.write_config(emulator.url, extra=extra, watch="max_settle_seconds = 4")
 
     # -- one run: delivered, excluded, rejected by the rules, held then failed --------------
     dropped(drop, DELIVERED, [LeakSeries("anat", 3), LeakSeries("func", 2, "bold")])
@@ -148,7 +211,10 @@ def test_no_header_value_leaves_the_daemon(drop: Drop, emulator: Emulator) -> No
         *(drop.failed.joinpath(*r) for r in (DERIVED, MIXED, DUPLICATE, INCOMPLETE)),
     )
     outputs += watched(  # `status` while the incomplete session is held
-        drop, held, lambda snap: any("of 6 images" in e["state"] for e in snap["settling"])
+        drop,
+        held,
+        lambda snap: any("of 6 images" in e["state"] for e in snap["settling"]),
+        port,
     )
     assert drop.done.joinpath(*DELIVERED).is_dir()
     assert rules(drop.done, FILTERED) == ["series-import-filter"]
@@ -169,11 +235,12 @@ def test_no_header_value_leaves_the_daemon(drop: Drop, emulator: Emulator) -> No
         drop,
         filed(drop.failed.joinpath(*REFUSED)),
         lambda snap: snap["xnat"]["state"] != "ok" or any(w["last_error"] for w in snap["work"]),
+        port,
     )
     assert rules(drop.failed, REFUSED) == ["xnat-rejected"]
 
     # -- XNAT drops a series the daemon was told not to predict: verification fails --------
-    drop.write_config(emulator.url, extra=ROUTING + '[rules]\nseries-import-filter = "off"\n')
+    drop.write_config(emulator.url, extra=extra + '[rules]\nseries-import-filter = "off"\n')
     dropped(drop, MISMATCH, [LeakSeries("anat", 2), LeakSeries("loc", 2, "localizer")])
     outputs.append(daemon(drop))
     assert rules(drop.failed, MISMATCH) == ["count-mismatch"]
@@ -192,7 +259,7 @@ def test_no_header_value_leaves_the_daemon(drop: Drop, emulator: Emulator) -> No
         )
     ]
     config = ("--config", str(drop.config))
-    drop.write_config(emulator.url, extra=ROUTING)
+    drop.write_config(emulator.url, extra=extra)
     for options in ((), ("--json",), ("--server",), ("--server", "--json")):
         outputs.append(command("check", *config, *options, *folders))
     outputs.append(command("status", *config))
@@ -218,4 +285,4 @@ def test_no_header_value_leaves_the_daemon(drop: Drop, emulator: Emulator) -> No
     )
     assert any(p.name.endswith(".report.txt") for p in written)
     assert (drop.state / "status.json") in written
-    assert_no_header_values([*outputs, *written])
+    return [*outputs, *written]

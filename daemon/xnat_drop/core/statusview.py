@@ -36,7 +36,7 @@ STYLE = (
     "@media (max-width:40em){table,thead,tbody,tr,th,td{display:block}thead{display:none}"
     "tr{border-bottom:1px solid #ccc;padding:.3em 0}td{border:0;padding:.1em 0}"
     'td[data-label]::before{content:attr(data-label) ": ";color:#555}}'
-    "td.when{white-space:nowrap}"
+    "td.when,th{white-space:nowrap;overflow-wrap:normal}"
 )
 TIMESTAMP = "Updated"  # the first word of the line that changes with the clock alone
 _SAFE_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
