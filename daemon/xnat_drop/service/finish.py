@@ -19,6 +19,7 @@ from pathlib import Path
 from xnat_drop.adapters import localzone
 from xnat_drop.adapters.fs import claims, filing
 from xnat_drop.core.config import PathsConfig
+from xnat_drop.core.errors import StorageError
 from xnat_drop.core.model import Outcome, Policy, Session, UploadReceipt, Verdict, Violation
 from xnat_drop.core.report import Report, render_json, render_text
 from xnat_drop.core.shown import shown
@@ -144,3 +145,12 @@ def shown_in_tree(paths: PathsConfig, path: Path) -> str:
     except ValueError:
         text = str(path)
     return shown(text)
+
+
+def filed(tools: Tools, work: claims.WorkArea, item: Filing) -> Path | BaseException:
+    """The filing step: where the session went, or the error that stopped it (returned, not
+    raised: the loop decides)."""
+    try:
+        return file_session(tools, work, item)
+    except (OSError, StorageError) as exc:
+        return exc

@@ -43,16 +43,14 @@ from xnat_drop.service.availability import Availability
 from xnat_drop.service.board import Board
 from xnat_drop.service.claiming import Claimer
 from xnat_drop.service.delivery import XnatPort
-from xnat_drop.service.finish import Filing, file_session
+from xnat_drop.service.finish import Filing, filed
 from xnat_drop.service.intake import Intake
 from xnat_drop.service.judge import check_keywords
-from xnat_drop.service.monitor import Monitor
-from xnat_drop.service.notify import Notifications
 from xnat_drop.service.outcomes import Outcomes
-from xnat_drop.service.sharestatus import StatusFiles
+from xnat_drop.service.outputs import Outputs
 from xnat_drop.service.state import Clock, Job, LoopState
 from xnat_drop.service.steps import Heartbeat, Step, Waker
-from xnat_drop.service.upkeep import Upkeep
+from xnat_drop.service.upkeep import Upkeep, state_problem
 from xnat_drop.service.xnatfilter import FilterCache
 
 log = logging.getLogger("xnat_drop.service")
@@ -79,8 +77,7 @@ class Service(Outcomes, Upkeep):
     waker: Waker = field(init=False, default_factory=Waker)
     state: LoopState = field(init=False)
     _board: Board = field(init=False)
-    _share: StatusFiles = field(init=False)
-    _monitor: Monitor = field(init=False)  # the status page and the metrics: a board sink
+    _outputs: Outputs = field(init=False)  # status files, page, metrics, notifications
     _client: XnatPort | None = field(init=False, default=None)
     _ledger: Ledger | None = field(init=False, default=None)
     _work: claims.WorkArea | None = field(init=False, default=None)
@@ -88,7 +85,6 @@ class Service(Outcomes, Upkeep):
     _heartbeat: Heartbeat = field(init=False, default_factory=Heartbeat)
     _step: Step[object] | None = field(init=False, default=None)  # the one that may still run
     _filters: FilterCache = field(init=False)  # XNAT's series filters, read a few minutes ago
-    _notify: Notifications | None = field(init=False, default=None)  # None until started
     # Set by signal handlers (an assignment, nothing else) and read by the loop.
     _stop_signal: int = field(init=False, default=0)
     _reload_signal: bool = field(init=False, default=False)
@@ -102,13 +98,7 @@ class Service(Outcomes, Upkeep):
         xnat.check_interval = self.config.xnat.check_interval
         self.state = LoopState(Intake(self.config), xnat)
         self._board = Board(self.config, self.clock)
-        # The status files on the share: always a sink, idle while status.share is "off", so
-        # that a reload can turn them on or off.
-        self._share = StatusFiles(lambda: self.config, self.clock.monotonic, self.env)
-        self._board.sinks.append(self._share)
-        self._board.parts["share_status"] = self._share.state
-        self._monitor = Monitor(self.config, self.env, self.clock)
-        self._board.sinks.append(self._monitor)
+        self._outputs = Outputs(lambda: self.config, self.clock, self.env, self._board)
         self._filters = FilterCache(self.clock.monotonic)
 
     @property
@@ -138,8 +128,7 @@ class Service(Outcomes, Upkeep):
 
     def _start(self) -> None:
         check_keywords(self.config)
-        # The channels' secrets are read now: a channel without its secret is exit 78.
-        self._notify = Notifications(self.config, self.clock, self.env)
+        self._outputs.open()  # the channels' secrets: a channel without its secret is exit 78
         paths = self.config.paths
         # The same checks as `check-config`, changing nothing, before anything is created.
         problems = startup.problems(paths, LEDGER_FILE)
@@ -151,18 +140,17 @@ class Service(Outcomes, Upkeep):
             raise ConfigError([f"paths: {shown(str(exc))}"], self.config.source) from exc
         self._client = self._connect()  # the secret is read now: unusable is exit 78
         self.state.xnat.secret_stamp = creds.stamp(self.config.xnat.secret_file, self.env)
-        self._monitor.start()  # the page, if on, from the first report
         try:
             self._ledger = Ledger(paths.state / LEDGER_FILE)
             self._ledger.probe()
             self._heartbeat = Heartbeat(self.clock.monotonic)
             self._work = claims.WorkArea(paths)
             self._board.count_today(self._ledger)
-            self._notify.attach(self._board, self._ledger)
+            self._outputs.start(self._ledger)  # the page and the notifications
             self._claimer().orphans(self.config, self.clock.monotonic(), self.state.jobs)
             self._board.publish(self.state, self._ledger, force=True)  # not yet contacted
         except (OSError, StorageError) as exc:
-            raise ConfigError([_state_problem(paths.state, exc)], self.config.source) from exc
+            raise ConfigError([state_problem(paths.state, exc)], self.config.source) from exc
         log.info(
             "XNAT at %s; destination %s; watching %s",
             self.config.xnat.url,
@@ -232,24 +220,16 @@ class Service(Outcomes, Upkeep):
             self._work.close()
             self._work = None
         self._pool.close()
-        if self._ledger is None:
-            self._close_notifications()
         if self._ledger is not None:
             try:
                 self._board.publish(self.state, self._ledger, force=True)
             except (OSError, StorageError) as exc:
                 log.warning("cannot write the status file: %s", exc)
-            self._share.stop()
-            self._close_notifications()  # after the last report: its letters may still go
+            self._outputs.stopped()  # after the last report: its letters may still go
             self._ledger.close()
             self._ledger = None
-        self._monitor.close()
+        self._outputs.close()
         self.waker.close()
-
-    def _close_notifications(self) -> None:
-        if self._notify is not None:
-            self._notify.close()  # what is due is sent, for a few seconds at most
-            self._notify = None
 
     # -- signals: flags only ------------------------------------------------------------------
 
@@ -314,8 +294,8 @@ class Service(Outcomes, Upkeep):
             self._step_once(job)
             return 0.0
         self._publish()
-        self._share.flush()  # a change the status files' interval held back, when it may go
-        wake = min(self.state.next_wake(), self._board.next_refresh(), self._share.due())
+        self._outputs.flush()  # a change the status files' interval held back, when it may go
+        wake = min(self.state.next_wake(), self._board.next_refresh(), self._outputs.due())
         return max(0.0, wake - self.clock.monotonic())
 
     def _step_once(self, job: Job) -> None:
@@ -355,7 +335,7 @@ class Service(Outcomes, Upkeep):
             job.attempts + (0 if filing.spent else 1),  # this one, unless counted already
         )
         tools, work = self._tools(), self._work_()
-        finished, result = self._run(job, lambda: _filed(tools, work, item))
+        finished, result = self._run(job, lambda: filed(tools, work, item))
         if finished:
             try:
                 self._after_filing(job, filing, cast("Path | BaseException", result))
@@ -483,22 +463,3 @@ class Service(Outcomes, Upkeep):
             self._board.publish(self.state, None if busy else self._ledger, force=force)
         except (OSError, StorageError) as exc:
             self._pause_storage(f"cannot write the status file: {exc}")
-
-
-def _filed(tools: Tools, work: claims.WorkArea, item: Filing) -> Path | BaseException:
-    """The filing step: where the session went, or the error that stopped it (returned, not
-    raised: the loop decides)."""
-    try:
-        return file_session(tools, work, item)
-    except (OSError, StorageError) as exc:
-        return exc
-
-
-def _state_problem(state: Path, exc: BaseException) -> str:
-    """Why the state directory cannot be used, and what to do, in one sentence."""
-    return (
-        f"paths.state_dir: {state} cannot be used ({shown(str(exc))}). Free space if it is "
-        f"full; make it writable by the service if it is read-only; if the ledger is damaged, "
-        f"move {state / LEDGER_FILE} aside (claimed sessions are recovered from the work "
-        "folder, but re-drops of earlier sessions are then no longer recognised)."
-    )

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from xnat_drop.adapters import configfile
 from xnat_drop.adapters import credentials as creds
+from xnat_drop.adapters.ledger import FILE_NAME as LEDGER_FILE
 from xnat_drop.adapters.ledger import Ledger
 from xnat_drop.adapters.systemd_api import Notifier
 from xnat_drop.core.backoff import backoff
@@ -30,8 +31,7 @@ from xnat_drop.core.text import duration
 from xnat_drop.service.board import Board
 from xnat_drop.service.delivery import XnatPort
 from xnat_drop.service.judge import check_keywords
-from xnat_drop.service.monitor import Monitor
-from xnat_drop.service.notify import Notifications
+from xnat_drop.service.outputs import Outputs
 from xnat_drop.service.state import Clock, LoopState, StoragePause
 from xnat_drop.service.xnatfilter import FilterCache
 
@@ -50,10 +50,9 @@ class Upkeep:
     notifier: Notifier
     state: LoopState
     _board: Board
-    _monitor: Monitor
+    _outputs: Outputs
     _client: XnatPort | None
     _filters: FilterCache
-    _notify: Notifications | None
 
     if TYPE_CHECKING:  # provided by the Service (or the other part of it)
 
@@ -70,7 +69,7 @@ class Upkeep:
         try:
             new = configfile.load(source, self.env)
             check_keywords(new)
-            found = None if self._notify is None else self._notify.check(new)
+            found = self._outputs.check(new)
         except ConfigError as exc:
             log.error(
                 "reload: keeping the current configuration, the new one has problems: %s", exc
@@ -89,12 +88,10 @@ class Upkeep:
         self.state.xnat.check_interval = new.xnat.check_interval
         self.state.intake.config = new
         self._board.config = new
-        self._monitor.reconfigure(new)  # a changed page.listen moves the page
-        if self._notify is not None and found is not None:
-            try:
-                self._notify.reload(new, found, self._ledger_())
-            except StorageError as exc:
-                log.error("reload: notifications keep their settings: %s", exc)
+        try:
+            self._outputs.reload(new, found, self._ledger_())
+        except StorageError as exc:
+            log.error("reload: notifications keep their settings: %s", exc)
         self._filters.clear()  # an operator who changed XNAT's filter may reload to see it now
         logging.getLogger("xnat_drop").setLevel(new.log_level.upper())
         # A reload is an operator's action: the account is checked at once, with the new
@@ -190,3 +187,13 @@ class Upkeep:
         lasted = self.clock.wall() - self.state.storage.since
         self.state.storage = None
         log.info("the state directory works again after %s; work resumes", duration(lasted))
+
+
+def state_problem(state: Path, exc: BaseException) -> str:
+    """Why the state directory cannot be used, and what to do, in one sentence."""
+    return (
+        f"paths.state_dir: {state} cannot be used ({shown(str(exc))}). Free space if it is "
+        f"full; make it writable by the service if it is read-only; if the ledger is damaged, "
+        f"move {state / LEDGER_FILE} aside (claimed sessions are recovered from the work "
+        "folder, but re-drops of earlier sessions are then no longer recognised)."
+    )
