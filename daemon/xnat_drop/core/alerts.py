@@ -29,35 +29,24 @@ from datetime import datetime, tzinfo
 from typing import Any
 
 from xnat_drop.core import messages
-from xnat_drop.core.messages import Alert, Context, FailedSession
+from xnat_drop.core.messages import Alert, Claimed, Context, FailedSession, Stuck
 from xnat_drop.core.monitoring import NotifyConfig
 from xnat_drop.core.text import from_iso
 
-__all__ = ["Alert", "Context", "Facts", "FailedSession", "Memory", "daily_due", "facts_of"]
+__all__ = [
+    "Alert",
+    "Claimed",
+    "Context",
+    "Facts",
+    "FailedSession",
+    "Memory",
+    "Stuck",
+    "daily_due",
+    "facts_of",
+]
 
 NOT_YET = "not yet contacted"
 ANSWERING = frozenset({"ok", "credentials refused"})  # XNAT answers: no outage
-
-
-@dataclass(frozen=True, slots=True)
-class Stuck:
-    """A folder in incoming/ that cannot be taken, or is not ready after max_settle."""
-
-    path: str  # below incoming/, as shown
-    why: str
-    fix: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Claimed:
-    """A claimed session as `status` lists it."""
-
-    claim: str
-    session: str
-    project: str
-    attempts: int
-    since: float  # wall clock: when it was claimed
-    retry_at: str  # ISO, or ""
 
 
 @dataclass(frozen=True, slots=True)

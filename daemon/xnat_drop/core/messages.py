@@ -11,12 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timezone, tzinfo
-from typing import TYPE_CHECKING
 
 from xnat_drop.core.text import duration, from_iso, local, plural
-
-if TYPE_CHECKING:
-    from xnat_drop.core.alerts import Claimed, Stuck
 
 PREFIX = "[xnat-drop]"
 LISTED = 50  # sessions named in a daily digest; the rest are counted
@@ -42,6 +38,27 @@ class Alert:
     project: str = ""  # a session's XNAT project (or its folder): the project's addresses
     owner: tuple[str, ...] = ()  # the session folder's owner (uid, login name): their address
     fields: tuple[tuple[str, str], ...] = field(default=())  # for the JSON webhook
+
+
+@dataclass(frozen=True, slots=True)
+class Stuck:
+    """A folder in incoming/ that cannot be taken, or is not ready after max_settle."""
+
+    path: str  # below incoming/, as shown
+    why: str
+    fix: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A claimed session as `status` lists it."""
+
+    claim: str
+    session: str
+    project: str
+    attempts: int
+    since: float  # wall clock: when it was claimed
+    retry_at: str  # ISO, or ""
 
 
 @dataclass(frozen=True, slots=True)
