@@ -79,6 +79,10 @@ def _demo(base: Path) -> int:
 
     print("\n=== The drop tree afterwards ===")
     print(_tree(drop))
+    status = drop / "STATUS.txt"  # what lab members read on the share (CRLF, for Notepad)
+    if status.exists():
+        print("=== STATUS.txt, beside incoming/ ===")
+        print(status.read_text(encoding="utf-8-sig").replace("\r\n", "\n"))
     for report in sorted((drop / "done").rglob("*.report.txt")):
         print(f"=== {report.relative_to(drop)} ===")
         print(report.read_text())
