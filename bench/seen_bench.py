@@ -15,7 +15,6 @@ the size of what it serves.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import signal
 import socket
@@ -32,12 +31,7 @@ from aiosmtpd.handlers import Sink
 
 from xnat_standin import Emulator
 
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+from idle_bench import build_tree, cpu_seconds  # the same pending tree, the same CPU count
 
 
 def family(pid: int) -> list[int]:
@@ -70,16 +64,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def build_tree(root: Path, pending: int) -> None:
-    payload = os.urandom(1024)
-    for n in range(pending):
-        folder = root / "incoming" / "P1" / f"S{n:04d}" / f"S{n:04d}_MR1"
-        folder.mkdir(parents=True)
-        for i in range(20):
-            (folder / f"IM{i:04d}.dcm").write_bytes(payload)
-        (folder / "IM0020.dcm.part").write_bytes(payload[:100])  # never finishes
 
 
 def measure(
@@ -134,8 +118,8 @@ def main() -> int:
         secret.write_text("bench:bench\n")
         secret.chmod(0o600)
         off, on = base / "off", base / "on"
-        build_tree(off, args.pending)
-        build_tree(on, args.pending)
+        build_tree(off, args.pending, 0)
+        build_tree(on, args.pending, 0)
         port = free_port()
         every = (
             '[status]\nshare = "one"\nhtml = true\n'

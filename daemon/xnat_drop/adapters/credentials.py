@@ -68,7 +68,7 @@ def load(secret_file: Path | None, env: Mapping[str, str], host: str = "") -> Cr
     # systemd >= 254 grants the service its credential through an ACL (mode 0440): group
     # read is fine there, since the directory is the service's own.
     from_systemd = path.parent == Path(env.get("CREDENTIALS_DIRECTORY") or "/nonexistent")
-    text = _read_private(path, allowed=0o040 if from_systemd else 0)
+    text = read_private(path, allowed=0o040 if from_systemd else 0)
     if path.name == ".netrc" and secret_file is None:
         return _from_netrc(path, text, host)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
@@ -90,55 +90,59 @@ def load(secret_file: Path | None, env: Mapping[str, str], host: str = "") -> Cr
     return Credentials(user.strip(), secret, str(path))
 
 
-def _read_private(path: Path, allowed: int = 0) -> str:
-    """The text of a regular file that only its owner can read (plus the `allowed` bits)."""
+def read_private(
+    path: Path,
+    key: str = KEY,
+    allowed: int = 0,
+    *,
+    credential: str = CREDENTIAL_NAME,
+    holds: str = "the line USER:SECRET",
+) -> str:
+    """The text of a regular file that only its owner can read (plus the `allowed` bits): a
+    secret. Problems are ConfigErrors under `key`, with the fix (the systemd `credential`
+    that would pass it, what the file `holds`). Also reads the notifications' secrets."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
-        raise ConfigError([_open_problem(path, exc)]) from exc
+        raise ConfigError([_open_problem(path, exc, key, credential, holds)]) from exc
     # Looked at before fdopen, which itself refuses a folder with an exception of its own.
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
         what = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-        raise ConfigError(
-            [f"{KEY}: {path} is {what}; give the file that holds the line USER:SECRET"]
-        )
+        raise ConfigError([f"{key}: {path} is {what}; give the file that holds {holds}"])
     with os.fdopen(fd, "rb") as fp:
         if st.st_mode & 0o077 & ~allowed:
             raise ConfigError(
                 [
-                    f"{KEY}: {path} is readable by group or others "
+                    f"{key}: {path} is readable by group or others "
                     f"(mode {stat.S_IMODE(st.st_mode):04o}); run: chmod 600 {path}"
                 ]
             )
         try:
             raw = fp.read(64 * 1024)
         except OSError as exc:
-            raise ConfigError([f"{KEY}: cannot read {path}: {exc.strerror}"]) from exc
+            raise ConfigError([f"{key}: cannot read {path}: {exc.strerror}"]) from exc
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError([f"{KEY}: {path} is not UTF-8 text"]) from exc
+        raise ConfigError([f"{key}: {path} is not UTF-8 text"]) from exc
 
 
-def _open_problem(path: Path, exc: OSError) -> str:
+def _open_problem(path: Path, exc: OSError, key: str, credential: str, holds: str) -> str:
     """Why the secret cannot be opened, and the usual fix, in one sentence."""
     if isinstance(exc, PermissionError):
         return (
-            f"{KEY}: cannot open {path}: {exc.strerror} for user id {os.geteuid()}. The secret "
-            "stays 0600 root: the service gets it from systemd (LoadCredential=xnat-secret:"
+            f"{key}: cannot open {path}: {exc.strerror} for user id {os.geteuid()}. The secret "
+            f"stays 0600 root: the service gets it from systemd (LoadCredential={credential}:"
             f"{path}); check it as root, or through systemd-run with the same LoadCredential= "
             "(README, Install as a service, step 5)"
         )
     if isinstance(exc, FileNotFoundError):
-        return (
-            f"{KEY}: cannot open {path}: it does not exist; write the line USER:SECRET into it "
-            "(chmod 600)"
-        )
+        return f"{key}: cannot open {path}: it does not exist; write {holds} into it (chmod 600)"
     if exc.errno == errno.ELOOP:
-        return f"{KEY}: {path} is a symbolic link; give the file itself"
-    return f"{KEY}: cannot open {path}: {exc.strerror}"
+        return f"{key}: {path} is a symbolic link; give the file itself"
+    return f"{key}: cannot open {path}: {exc.strerror}"
 
 
 def _from_netrc(path: Path, text: str, host: str) -> Credentials:

@@ -23,6 +23,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from xnat_drop.adapters.fs.beneath import Dir
 from xnat_drop.core.metrics import DURATION_BUCKETS, INF, Sample
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST  # of what `render` returns
@@ -43,16 +44,11 @@ def write_textfile(path: Path, text: bytes) -> None:
     prometheus_client's write_to_textfile would leave the mode to the umask, and the unit's
     0007 makes the file unreadable to node_exporter's user. Raises OSError.
     """
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            os.fchmod(out.fileno(), TEXTFILE_MODE)
-            out.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    # The folder is the operator's (it may be a link, as node_exporter's often is); the file
+    # itself is never written through a link.
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    with Dir(fd, path.parent) as folder:
+        folder.write_atomic(path.name, text, TEXTFILE_MODE, exact=True, sync=False)
 
 
 class _SampleCollector(Collector):

@@ -77,11 +77,12 @@ def waiting_phase(seen: Seen, *, needs_marker: bool = False) -> str:
 
 def waiting_for(seen: Seen, *, needs_marker: bool = False) -> str:
     """Why a folder is not taken yet, in words for `status`."""
-    fp = seen.fingerprint
-    if fp.count == 0:
-        return "empty folder"
-    if fp.has_partial:
-        return "copy in progress (*.part, *.tmp or similar names)"
-    if needs_marker and not fp.has_marker:
-        return "waiting for its ready marker"
-    return "waiting for it to stop changing"
+    return _WAITING_WORDS[waiting_phase(seen, needs_marker=needs_marker)]
+
+
+_WAITING_WORDS = {
+    "empty": "empty folder",
+    "partial": "copy in progress (*.part, *.tmp or similar names)",
+    "marker": "waiting for its ready marker",
+    "copying": "waiting for it to stop changing",
+}

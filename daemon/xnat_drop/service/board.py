@@ -155,13 +155,13 @@ class Board:
         Raises OSError when the state directory cannot take it, StorageError when the ledger
         cannot be read.
         """
-        snapshot = self.snapshot(state)
-        key = repr({k: v for k, v in snapshot.items() if k != "updated_at"})
         now = self.clock.monotonic()
         since = now - self._published[1]
+        if ledger is None and since < BUSY_GAP and not force:
+            return  # before the snapshot: the loop asks every half second while a step runs
+        snapshot = self.snapshot(state)
+        key = repr({k: v for k, v in snapshot.items() if k != "updated_at"})
         if not force and key == self._published[0] and since < STATUS_REFRESH:
-            return
-        if ledger is None and since < BUSY_GAP:
             return
         statusfile.write(self.config.paths.state, snapshot)
         self._published = (key, now)

@@ -198,10 +198,23 @@ class Dir:
     def unlink(self, name: str) -> None:
         os.unlink(check_name(name), dir_fd=self.fd)
 
-    def write_atomic(self, name: str, data: bytes, mode: int = 0o666) -> None:
-        """Write `name` so that readers see the old file or the new one, never half of it.
+    def write_atomic(
+        self,
+        name: str,
+        data: bytes,
+        mode: int = 0o666,
+        *,
+        exact: bool = False,
+        sync: bool = True,
+        prepare: Callable[[int], None] | None = None,
+    ) -> os.stat_result:
+        """Write `name` so that readers see the old file or the new one, never half of it;
+        returns what the name now is.
 
         Whatever had the name before (a file, a link) is replaced, never written through.
+        `exact`: the file gets `mode` whatever the umask (files others must read); `sync`:
+        on disk before the rename (off for files rewritten every few seconds); `prepare` is
+        given the new file's fd before it is written (to set its group).
         """
         check_name(name)
         tmp = f".{name}.{secrets.token_hex(4)}.tmp"
@@ -209,15 +222,24 @@ class Dir:
             tmp = f".xnat-drop.{secrets.token_hex(8)}.tmp"
         fd = self.open_file(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         try:
-            with os.fdopen(fd, "wb") as fp:
-                fp.write(data)
-                fp.flush()
-                os.fsync(fp.fileno())
-            os.rename(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=self.fd)
-            raise
+            try:
+                if exact:
+                    os.fchmod(fd, mode)
+                if prepare is not None:
+                    prepare(fd)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                if sync:
+                    os.fsync(fd)
+                os.rename(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=self.fd)
+                raise
+            return os.fstat(fd)  # after the rename, which may change its ctime
+        finally:
+            os.close(fd)
 
     def move(self, name: str, dest: Dir, dest_name: str) -> None:
         """Rename `name` here to `dest_name` in `dest` (same filesystem), never replacing

@@ -15,19 +15,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import stat
 from collections.abc import Mapping
 from pathlib import Path
 
-from xnat_drop.adapters.fs.beneath import Dir, name_fits, take_group
+from xnat_drop.adapters.fs.beneath import Dir, take_group
 from xnat_drop.core.names import is_junk_dir
 
 # A file as written: device, inode, size, ctime. The inode alone is not enough: a file removed
 # and another made may get the same number.
 Ident = tuple[int, int, int, int]
 MODE = 0o644
-WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL
 
 
 def folder_of(incoming: Path) -> Path:
@@ -49,25 +47,11 @@ def write(folder: Path, files: Mapping[str, bytes]) -> dict[str, Ident]:
 
 
 def _replace(where: Dir, parent: os.stat_result, name: str, data: bytes) -> Ident:
-    tmp = f".{name}.{secrets.token_hex(4)}.tmp"
-    if not name_fits(tmp):
-        tmp = f".xnat-drop.{secrets.token_hex(8)}.tmp"
-    fd = where.open_file(tmp, WRITE_FLAGS, MODE)
-    try:
-        try:
-            os.fchmod(fd, MODE)  # the service's umask (0007) would keep others out
-            take_group(fd, parent)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.rename(tmp, name, src_dir_fd=where.fd, dst_dir_fd=where.fd)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=where.fd)
-            raise
-        return _ident(os.fstat(fd))  # after the rename, which may change its ctime
-    finally:
-        os.close(fd)
+    # Exact mode: the service's umask (0007) would keep others out.
+    found = where.write_atomic(
+        name, data, MODE, exact=True, sync=False, prepare=lambda fd: take_group(fd, parent)
+    )
+    return _ident(found)
 
 
 def _ident(st: os.stat_result) -> Ident:

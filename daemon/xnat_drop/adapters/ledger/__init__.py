@@ -12,8 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from xnat_drop.adapters.ledger.rows import (
     Event,
     ShapeEntry,
     entry_of,
+    transaction,
 )
 from xnat_drop.adapters.ledger.totals import COUNTED, TotalRows
 from xnat_drop.core.shown import shown
@@ -107,15 +107,8 @@ class Ledger(ResourceRows, TotalRows, OutboxRows):
     def close(self) -> None:
         self._db.close()
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self._db)
 
     @_storage
     def claimed(self, claim_id: str, relpath: str, at: float) -> None:

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Literal, cast
 
 from xnat_drop.adapters.ledger.resourcefiles import storage_errors
-from xnat_drop.adapters.ledger.rows import Entry, entry_of
+from xnat_drop.adapters.ledger.rows import Entry, entry_of, transaction
 from xnat_drop.core.mailing import Channel, Letter
 from xnat_drop.core.shown import shown
 
@@ -136,15 +136,8 @@ class Outbox:
     def close(self) -> None:
         self._db.close()
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return transaction(self._db)
 
     @storage_errors
     def due(self, now: float, channels: Sequence[Channel], limit: int = 1000) -> list[Letter]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -153,3 +155,16 @@ def entry_of(row: sqlite3.Row) -> Entry:
 def path_text(value: bytes | str) -> str:
     """A stored final path as a str (bytes since names may be any bytes; text in old rows)."""
     return os.fsdecode(value) if isinstance(value, bytes) else value
+
+
+@contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction on `db` (autocommit mode), taken at once: the loop's connection
+    and the sender thread's never wait half-way through."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")

@@ -14,12 +14,12 @@ configuration error (exit 78). Only the webhook's host is ever shown.
 from __future__ import annotations
 
 import os
-import stat
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from xnat_drop.adapters.credentials import read_private
 from xnat_drop.core.errors import ConfigError
 from xnat_drop.core.monitoring import NotifyConfig, is_loopback
 
@@ -86,41 +86,14 @@ def _secret(
             ]
         )
     # systemd >= 254 grants the credential through an ACL (mode 0440): its own directory.
-    text = _read_private(path, key, allowed=0o040 if from_systemd else 0)
+    holds = "the webhook's URL" if name == WEBHOOK_CREDENTIAL else "the password"
+    text = read_private(
+        path, key, allowed=0o040 if from_systemd else 0, credential=name, holds=holds
+    )
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
         raise ConfigError([f"{key}: {path} is empty"])
     return lines[0], str(path)
-
-
-def _read_private(path: Path, key: str, allowed: int) -> str:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError as exc:
-        raise ConfigError([f"{key}: cannot open {path}: it does not exist"]) from exc
-    except OSError as exc:
-        raise ConfigError(
-            [f"{key}: cannot open {path}: {exc.strerror} (user id {os.geteuid()})"]
-        ) from exc
-    with os.fdopen(fd, "rb") as fp:
-        st = os.fstat(fp.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise ConfigError([f"{key}: {path} is not a regular file"])
-        if st.st_mode & 0o077 & ~allowed:
-            raise ConfigError(
-                [
-                    f"{key}: {path} is readable by group or others "
-                    f"(mode {stat.S_IMODE(st.st_mode):04o}); run: chmod 600 {path}"
-                ]
-            )
-        try:
-            raw = fp.read(64 * 1024)
-        except OSError as exc:
-            raise ConfigError([f"{key}: cannot read {path}: {exc.strerror}"]) from exc
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError([f"{key}: {path} is not UTF-8 text"]) from exc
 
 
 def _check_url(url: str, source: str) -> None:
