@@ -18,13 +18,14 @@ from pathlib import Path
 
 import pytest
 
+from xnat_drop.adapters.fs.zipformat import stored_blocks_len
 from xnat_drop.adapters.fs.zipstream import BundleEntry, ZipStream, write_zip, zip_name
 from xnat_drop.core.errors import SessionChangedError
 
 from zipcheck import java_read_stream, java_read_zip, local_headers, requires_java
 
 KiB, MiB = 1024, 1024 * 1024
-SMALL_BUFFER = 64 * KiB  # files above this take the two-pass path
+SMALL_BUFFER = 64 * KiB  # files above this go in stored deflate blocks, read as they are sent
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -73,17 +74,20 @@ def check_zip(data: bytes, entries: list[BundleEntry]) -> None:
         infos = zf.infolist()
         assert [(i.filename, i.file_size, i.CRC) for i in infos] == want
         for info in infos:
-            assert info.compress_type == zipfile.ZIP_STORED
+            assert info.compress_type in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
             assert info.create_system == 3  # Unix
             assert info.external_attr >> 16 == 0o100644
     headers = local_headers(data)
     assert [(h.name.decode("utf-8"), h.size, h.crc) for h in headers] == want
     for h in headers:
-        assert h.method == 0
-        assert not h.flags & 0x08, "STORED entry with a data descriptor: XNAT refuses it"
         assert bool(h.flags & 0x800) == (not h.name.isascii())
-        assert h.compressed_size == h.size
         assert h.version == (45 if h.zip64 else 20)
+        if h.method == 0:
+            assert not h.flags & 0x08, "STORED entry with a data descriptor: XNAT refuses it"
+            assert h.compressed_size == h.size
+        else:  # a large file, read once: stored deflate blocks, CRC and sizes after the data
+            assert (h.method, h.descriptor) == (8, True)
+            assert h.compressed_size == stored_blocks_len(h.size)
 
 
 def open_fds() -> int:
@@ -102,13 +106,13 @@ ROUND_TRIP = {
     "emoji-🧠.dcm": b"brain",
     "exactly-limit.dcm": os.urandom(SMALL_BUFFER),
     "over-limit.dcm": os.urandom(SMALL_BUFFER + 1),
-    "large/two-pass.dcm": os.urandom(5 * SMALL_BUFFER + 12345),
+    "large/blocks.dcm": os.urandom(5 * SMALL_BUFFER + 12345),
     "last-empty.dcm": b"",
 }
 
 
 @requires_java
-@pytest.mark.parametrize("buffer_limit", [SMALL_BUFFER, 8 * MiB], ids=["two-pass", "buffered"])
+@pytest.mark.parametrize("buffer_limit", [SMALL_BUFFER, 8 * MiB], ids=["blocks", "buffered"])
 @pytest.mark.parametrize("chunk_size", [4 * KiB, MiB])
 def test_round_trip(tmp_path: Path, buffer_limit: int, chunk_size: int) -> None:
     entries = make_files(tmp_path, ROUND_TRIP)
@@ -160,7 +164,7 @@ def test_file_over_64_mb_read_completely_by_java(tmp_path: Path) -> None:
         crc = zlib.crc32(block[:12345], crc)
     size = 65 * MiB + 12345
     entries = [BundleEntry(path, "series/big.dcm", size)]
-    with ZipStream(entries) as stream:  # default 8 MiB buffer: the two-pass path
+    with ZipStream(entries) as stream:  # default 8 MiB buffer: stored blocks
         assert java_read_stream(stream) == [("series/big.dcm", size, crc)]
         assert stream.bytes_done == len(stream)
 
@@ -295,10 +299,11 @@ def test_stream_over_4_gib_through_java(tmp_path: Path) -> None:
     assert java == want
     print(f"{total / 1e9:.2f} GB through ZipInputStream in {elapsed:.1f} s")
 
-    before, huge_header = local_headers(b"".join(first))
+    (before,) = local_headers(first[0])
     assert (before.zip64, before.version) == (False, 20)
-    assert (huge_header.zip64, huge_header.version, huge_header.size) == (True, 45, want[1][1])
-    assert huge_header.extra[:4] == b"\x01\x00\x10\x00"  # zip64 extra: both sizes, 16 bytes
+    # huge.dcm: DEFLATED (stored blocks) with a descriptor, whose sizes Java reads as 8 bytes
+    sig, version, flags, method = struct.unpack_from("<IHHH", first[1])
+    assert (sig, version, flags & 0x08, method) == (0x04034B50, 45, 0x08, 8)
 
     # The central directory and end records, read by zipfile from the kept tail.
     tail = b"".join(last)
@@ -396,7 +401,7 @@ SHAPES = {
     "buffer-boundaries": {
         f"f{i}.dcm": os.urandom(i * 7919 % (SMALL_BUFFER + 3)) for i in range(40)
     },
-    "two-pass-only": {"big.dcm": os.urandom(3 * SMALL_BUFFER + 1)},
+    "blocks-only": {"big.dcm": os.urandom(3 * SMALL_BUFFER + 1)},
     "mixed": {"a.dcm": b"a", "big.dcm": os.urandom(2 * SMALL_BUFFER + 5), "z/é.dcm": b"z" * 99},
     "long-names": {"d" * 200 + "/" + "n" * 1000 + ".dcm": b"long", "ü" * 300: b"x"},
 }
@@ -541,7 +546,7 @@ CHANGES = ["grown", "shrunk", "deleted", "symlink", "fifo", "directory"]
 
 
 @pytest.mark.timeout(20)
-@pytest.mark.parametrize("size", [5000, 3 * SMALL_BUFFER], ids=["buffered", "two-pass"])
+@pytest.mark.parametrize("size", [5000, 3 * SMALL_BUFFER], ids=["buffered", "blocks"])
 @pytest.mark.parametrize("how", CHANGES)
 @pytest.mark.parametrize("when", ["before", "during"])
 def test_changed_file_raises(tmp_path: Path, how: str, size: int, when: str) -> None:
@@ -573,14 +578,14 @@ def test_changed_file_raises(tmp_path: Path, how: str, size: int, when: str) -> 
 
 @pytest.mark.timeout(20)
 @pytest.mark.parametrize("change", ["content", "grown", "shrunk"])
-def test_change_between_the_two_passes(tmp_path: Path, change: str) -> None:
+def test_change_while_a_large_file_is_sent(tmp_path: Path, change: str) -> None:
     size = 5 * SMALL_BUFFER
     entries = make_files(tmp_path, {"big.dcm": os.urandom(size), "after.dcm": b"after"})
     path = entries[0].source
     changed = False
 
     def meddle(done: int) -> None:
-        # Called during the CRC pass (nothing sent yet): change the part already summed.
+        # Called once the first piece went out: change the part already summed and sent.
         nonlocal changed
         if changed:
             return
@@ -606,7 +611,8 @@ def test_change_between_the_two_passes(tmp_path: Path, change: str) -> None:
                 got += len(chunk)
         assert changed
         header = 30 + len("big.dcm")
-        assert got < header + size  # the last block was held back: no complete bad entry
+        # The last piece was held back: Java never gets a complete entry of mixed content.
+        assert got < header + stored_blocks_len(size)
 
 
 @requires_java
@@ -615,25 +621,31 @@ def test_content_change_never_reaches_java_as_a_complete_entry(tmp_path: Path) -
     entries = make_files(tmp_path, {"big.dcm": os.urandom(size)})
     path = entries[0].source
 
+    flipped: list[int] = []
+
     def flip_first_byte(done: int) -> None:
-        if done == 0:
+        if not flipped:  # the first piece, holding the first byte, went out
+            flipped.append(done)
             with path.open("r+b") as f:
                 first = f.read(1)
                 f.seek(0)
                 f.write(bytes([first[0] ^ 1]))
 
     with (
-        ZipStream(entries, buffer_limit=SMALL_BUFFER, progress=flip_first_byte) as stream,
+        ZipStream(
+            entries, buffer_limit=SMALL_BUFFER, chunk_size=4 * KiB, progress=flip_first_byte
+        ) as stream,
         pytest.raises(SessionChangedError),
     ):
         java_read_stream(stream)
+    assert flipped
 
 
 def test_close_releases_the_open_file(tmp_path: Path) -> None:
     entries = make_files(tmp_path, {"big.dcm": os.urandom(4 * SMALL_BUFFER)})
     fds = open_fds()
     stream = ZipStream(entries, buffer_limit=SMALL_BUFFER, chunk_size=4 * KiB)
-    assert stream.read(10_000)  # the two-pass file is open now
+    assert stream.read(10_000)  # the large file is open now
     assert open_fds() == fds + 1
     stream.close()
     assert open_fds() == fds

@@ -32,7 +32,7 @@ from data import copy_series
 from zipcheck import java_read_stream, requires_java
 
 KiB = 1024
-SMALL_BUFFER = 4 * KiB  # the MR files are 2-3 KiB: buffered; with a 1 KiB limit: two-pass
+SMALL_BUFFER = 4 * KiB  # the MR files are 2-3 KiB: buffered; with a 1 KiB limit: stored blocks
 
 
 def session_at(tmp_path: Path) -> tuple[Path, Session]:
@@ -133,7 +133,7 @@ def test_the_folders_are_closed_by_close_and_when_planning_fails(tmp_path: Path)
 # -- only what was judged --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("buffer_limit", [SMALL_BUFFER, KiB], ids=["buffered", "two-pass"])
+@pytest.mark.parametrize("buffer_limit", [SMALL_BUFFER, KiB], ids=["buffered", "blocks"])
 def test_a_file_rewritten_after_inspection_is_refused(tmp_path: Path, buffer_limit: int) -> None:
     folder, session = session_at(tmp_path)
     victim = session.files[-1]
@@ -147,26 +147,31 @@ def test_a_file_rewritten_after_inspection_is_refused(tmp_path: Path, buffer_lim
     assert drain(stream_of(folder, unchecked, buffer_limit=buffer_limit))
 
 
-def test_a_large_file_rewritten_between_its_two_passes_is_refused(tmp_path: Path) -> None:
-    """The end of the file is rewritten during the CRC pass, after that pass read it: both
-    passes then see the same (new) end, and only the stamp tells."""
+def test_a_large_file_rewritten_while_it_is_sent_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large file (stored blocks, read once as it is sent) whose end is rewritten right
+    after it was read: what was read looks whole, and only the stamp tells."""
     folder, session = session_at(tmp_path)
-    victim = session.files[0]
-    path = folder / victim.path
-    struck: list[int] = []
+    victim = folder / session.files[0].path
+    real = os.readv
+    struck: list[bool] = []
 
-    def meddle(done: int) -> None:
-        if not struck:
-            struck.append(done)
-            rewrite(path, lambda data: data[:-4] + bytes(b ^ 0xFF for b in data[-4:]))
+    def read_then_write(fd: int, buffers: list[memoryview]) -> int:
+        n = real(fd, buffers)
+        if not struck and os.fstat(fd).st_ino == victim.stat().st_ino:
+            struck.append(True)
+            rewrite(victim, lambda data: data[:-4] + bytes(b ^ 0xFF for b in data[-4:]))
+        return n
 
-    stream = stream_of(folder, entries_of(session), 64, 256, progress=meddle)
+    monkeypatch.setattr(bundle_module.os, "readv", read_then_write)
+    stream = stream_of(folder, entries_of(session), 64, 256)
     got = bytearray()
     with pytest.raises(SessionChangedError, match="changed while being read"), stream:
         for chunk in stream:
             got += chunk
     assert struck
-    assert len(got) < 30 + len(victim.path) + victim.size  # its last block never went out
+    assert len(got) < 30 + len(session.files[0].path) + 5  # not even its first block went out
 
 
 def test_a_small_file_written_while_it_is_read_is_refused(

@@ -15,6 +15,7 @@ import pytest
 
 from xnat_drop.core import config as config_mod
 from xnat_drop.core import monitoring
+from xnat_drop.core import linkpace
 from xnat_drop.core.config import Config, parse
 from xnat_drop.core.errors import ConfigError
 from xnat_drop.core.monitoring import NotifyConfig, StatusConfig
@@ -145,6 +146,7 @@ READ_BACK: dict[str, Callable[[Config], str]] = {
     "status.share": lambda c: c.status.share,
     "notify.smtp_security": lambda c: c.notify.smtp_security,
     "notify.webhook": lambda c: c.notify.webhook,
+    "zip.compression": lambda c: c.zip.compression,
     **{
         f"rules.{rule}": (lambda c, rule=rule: c.rules.policy(rule).value)
         for rule in config_mod.EXCLUDABLE_RULES
@@ -185,12 +187,13 @@ LITERAL_FIELDS = [
     (StatusConfig, "share", "status.share"),
     (NotifyConfig, "smtp_security", "notify.smtp_security"),
     (NotifyConfig, "webhook", "notify.webhook"),
+    (linkpace.ZipConfig, "compression", "zip.compression"),
 ]
 
 
 @pytest.mark.parametrize(("cls", "field", "key"), LITERAL_FIELDS)
 def test_the_configs_literal_types_are_the_tables_choices(cls: type, field: str, key: str) -> None:
-    hint = get_type_hints(cls, {**vars(config_mod), **vars(monitoring)})[field]
+    hint = get_type_hints(cls, {**vars(config_mod), **vars(monitoring), **vars(linkpace)})[field]
     assert get_args(hint) == next(o.choices for o in OPTIONS if o.key == key)
 
 

@@ -11,6 +11,8 @@ import zlib
 from datetime import datetime
 from pathlib import Path
 
+import pytest
+
 from xnat_standin import Emulator, Fault
 from xnat_standin.demo.samples import ORIGINAL, SeriesSpec, write_nifti, write_session
 
@@ -286,13 +288,16 @@ def test_missing_secret_is_a_config_error(drop: Drop) -> None:
 
 
 @requires_java
-def test_the_zip_the_daemon_sent_is_read_completely_by_java(drop: Drop, tmp_path: Path) -> None:
+@pytest.mark.parametrize("compression", ["stored", "deflate", "auto"])
+def test_the_zip_the_daemon_sent_is_read_completely_by_java(
+    drop: Drop, tmp_path: Path, compression: str
+) -> None:
     """The exact bytes on the wire, read by the JDK's ZipInputStream, as XNAT reads them."""
     uploads = tmp_path / "uploads"
     with Emulator(
         root=tmp_path / "xnat2", users={USER: PASSWORD}, projects=[PROJECT], keep_uploads=uploads
     ) as emu:
-        drop.write_config(emu.url)
+        drop.write_config(emu.url, extra=f'[zip]\ncompression = "{compression}"\n')
         folder = drop_session(drop, CLEAN, [*SCANS, SeriesSpec(3, "ünïcode_série", images=2)])
         (folder / ".DS_Store").write_bytes(b"junk")
         sources = {
@@ -305,7 +310,14 @@ def test_the_zip_the_daemon_sent_is_read_completely_by_java(drop: Drop, tmp_path
     [sent] = sorted(uploads.iterdir())
     entries = java_read_zip(sent)
     assert {name: crc for name, _size, crc in entries} == sources  # every DICOM, nothing else
-    assert all(not h.flags & 0x08 for h in local_headers(sent.read_bytes()))  # no data descriptors
+    headers = local_headers(sent.read_bytes())
+    # STORED entries never carry a descriptor (Java refuses that); compressed ones always do.
+    assert all(h.method == (0 if compression == "stored" else 8) for h in headers)
+    assert all(bool(h.flags & 0x08) == (h.method == 8) for h in headers)
+    report = json.loads(next(drop.done.rglob("*.report.json")).read_text())
+    packing = report["xnat"]["packing"]
+    expected = {"stored": "stored", "deflate": "deflate, ", "auto": "auto: "}[compression]
+    assert packing.startswith(expected)  # auto compresses its first pieces: the probe
 
 
 def test_names_that_are_not_utf8_reach_xnat_and_the_reports(drop: Drop, emulator: Emulator) -> None:

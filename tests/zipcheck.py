@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import struct
+import zlib
 import subprocess
 import tempfile
 from collections.abc import Iterable
@@ -75,7 +76,7 @@ def java_read_zip(zip_file: Path | str | bytes) -> list[Entry]:
     return _parse(proc.returncode, proc.stdout, proc.stderr)
 
 
-def java_read_stream(chunks: Iterable[bytes]) -> list[Entry]:
+def java_read_stream(chunks: Iterable[bytes | bytearray]) -> list[Entry]:
     """Feed `chunks` (a `ZipStream`, a generator, ...) to ZipInputStream through a pipe.
 
     Returns and raises like `java_read_zip`. An exception raised by `chunks` ends Java and
@@ -124,7 +125,8 @@ class LocalHeader:
     size: int
     name: bytes
     extra: bytes
-    zip64: bool  # the sizes came from a zip64 extra field
+    zip64: bool  # the sizes came from a zip64 extra field (or an 8-byte descriptor)
+    descriptor: bool = False  # CRC and sizes came from a data descriptor after the data
 
 
 _LOCAL = struct.Struct("<IHHHHHIIIHH")
@@ -134,7 +136,8 @@ def local_headers(data: bytes) -> list[LocalHeader]:
     """Walk the local headers of zip `data` front to back, as ZipInputStream does.
 
     Stops at the first record that is not a local header (normally the central directory).
-    Entries with a data descriptor (flag bit 3) cannot be walked: AssertionError.
+    An entry with a data descriptor (flag bit 3) must be DEFLATED: its end is found by
+    inflating it, and its CRC and sizes are the descriptor's (`descriptor` is then True).
     """
     headers: list[LocalHeader] = []
     pos = 0
@@ -144,9 +147,27 @@ def local_headers(data: bytes) -> list[LocalHeader]:
         )
         if sig != 0x04034B50:
             break
-        assert not flags & 0x08, f"entry at {pos} has a data descriptor (flag bit 3)"
         name = data[pos + 30 : pos + 30 + nlen]
         extra = data[pos + 30 + nlen : pos + 30 + nlen + xlen]
+        if flags & 0x08:
+            assert method == 8, f"entry at {pos}: a data descriptor on a STORED entry"
+            start = pos + 30 + nlen + xlen
+            inflater = zlib.decompressobj(-15)
+            inflated = len(inflater.decompress(data[start:]))
+            assert inflater.eof, f"entry at {pos}: its deflate data does not end"
+            used = len(data) - start - len(inflater.unused_data)
+            at = start + used
+            if struct.unpack_from("<I", data, at)[0] == 0x08074B50:
+                at += 4
+            wide = max(inflated, used) > 0xFFFFFFFF  # as Java's ZipInputStream.readEnd
+            crc, csize, size = struct.unpack_from("<IQQ" if wide else "<III", data, at)
+            assert (csize, size) == (used, inflated), f"entry at {pos}: descriptor sizes"
+            headers.append(
+                LocalHeader(pos, version, flags, method, tm, dt, crc, csize, size, name, extra,
+                            wide, descriptor=True)
+            )  # fmt: skip
+            pos = at + (20 if wide else 12)
+            continue
         zip64 = False
         if csize == 0xFFFFFFFF or size == 0xFFFFFFFF:
             x = 0

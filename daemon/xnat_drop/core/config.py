@@ -15,6 +15,7 @@ from typing import Any, Final, Literal, cast
 from urllib.parse import urlsplit
 
 from xnat_drop.core.errors import ConfigError
+from xnat_drop.core.linkpace import ZipConfig, parse_zip
 from xnat_drop.core.model import Policy
 from xnat_drop.core.monitoring import (
     MetricsConfig,
@@ -196,6 +197,7 @@ class Config:
     page: PageConfig = PageConfig()  # noqa: RUF009
     metrics: MetricsConfig = MetricsConfig()  # noqa: RUF009
     notify: NotifyConfig = NotifyConfig()  # noqa: RUF009
+    zip: ZipConfig = ZipConfig()  # noqa: RUF009
 
     @property
     def dicom_keywords(self) -> tuple[str, ...]:
@@ -239,6 +241,7 @@ def parse(
     page = parse_page(sections["page"])
     metrics = parse_metrics(sections["metrics"], base)
     notify = parse_notify(sections["notify"], base)
+    packing = parse_zip(sections["zip"])
     if problems or paths is None or xnat is None:
         raise ConfigError(problems or ["configuration incomplete"], source)
     return Config(
@@ -257,6 +260,7 @@ def parse(
         page,
         metrics,
         notify,
+        packing,
     )
 
 

@@ -293,3 +293,5 @@ class UploadReceipt:
     destination: str = ""  # "archive" or "prearchive"
     notes: tuple[str, ...] = ()  # what verification tolerated, and why (XNAT's series filter)
     resources: tuple[ResourceReceipt, ...] = ()  # session resources delivered after the images
+    packing: str = ""  # how the zip was packed: "stored", "auto: 80% compressed, 1.7:1", ...
+    session_bytes: int = 0  # the DICOM files' bytes (bytes_sent: what went over the wire)

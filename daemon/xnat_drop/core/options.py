@@ -42,6 +42,7 @@ SMTP_SECURITY: tuple[SmtpSecurity, ...] = get_args(SmtpSecurity)
 WEBHOOK_FORMATS: tuple[WebhookFormat, ...] = get_args(WebhookFormat)
 NOTIFY_EVENTS: tuple[NotifyEvent, ...] = get_args(NotifyEvent)
 POLICIES = tuple(policy.value for policy in Policy)
+COMPRESSIONS = ("auto", "stored", "deflate")
 # Rules whose offending files can be left out of an upload instead of rejecting the session.
 EXCLUDABLE_RULES = (
     "nifti",
@@ -330,6 +331,16 @@ _RESOURCES = (
 )  # fmt: skip
 
 _REST = (
+    Option("zip", "compression", Kind.TEXT, "auto", choices=COMPRESSIONS, comment="""
+        "auto" compresses the upload, in parallel, only while the link to XNAT is slower than
+        compressing (a VPN, 100 Mbit/s) and sends it as it is on a fast one; "deflate" always
+        compresses; "stored" never does. A compressed upload goes out chunked, which XNAT
+        reads from 1.7.6 on: to an older XNAT, or one that does not say its version, both
+        store. Either way every file is read once and XNAT stores the same DICOM files.
+    """),
+    Option("zip", "threads", Kind.COUNT, 0, minimum=0, comment="""
+        Threads compressing at once; 0 = one per CPU core, at most 4.
+    """),
     Option("retry", "first_delay_seconds", Kind.SECONDS, 30, minimum=0.01, comment="""
         After XNAT was unreachable or busy, wait this long before the first retry...
     """),

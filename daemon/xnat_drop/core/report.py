@@ -311,6 +311,8 @@ def render_json(report: Report) -> str:
             "uris": list(report.receipt.uris),
             "files": report.receipt.files,
             "bytes": report.receipt.bytes_sent,
+            "session_bytes": report.receipt.session_bytes,
+            "packing": report.receipt.packing,
             "seconds": round(report.receipt.seconds, 3),
             "server_version": report.receipt.server_version,
             "destination": report.receipt.destination,

@@ -171,11 +171,16 @@ def job_words(item: Item, xnat: Item, when: LabClock) -> str:
     if phase == "uploading":
         progress: Item = item.get("progress") or {}
         sent, total = int(progress.get("bytes_sent") or 0), int(progress.get("bytes_total") or 0)
-        return (
-            f"uploading {100 * min(sent, total) // total}% of {size(total)}"
-            if total
-            else "uploading"
-        )
+        if not total:
+            return "uploading"
+        words = f"uploading {100 * min(sent, total) // total}% of {size(total)}"
+        rate = float(progress.get("bytes_per_second") or 0)
+        packing = str(progress.get("packing") or "")
+        if rate:
+            words += f" at {size(round(rate))}/s"
+        if packing:
+            words += f" ({packing})"
+        return words
     if phase == "filing-done":
         return "delivered to XNAT; being moved to done/"
     if phase == "filing-failed":

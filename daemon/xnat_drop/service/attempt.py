@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xnat_drop.adapters.fs import claims
-from xnat_drop.adapters.fs.beneath import Dir
 from xnat_drop.adapters.fs.tree import REGULAR, walk
+from xnat_drop.adapters.fs.zipdeflate import DeflatingZip
 from xnat_drop.adapters.fs.zipstream import BundleEntry, ZipStream
 from xnat_drop.adapters.ledger import Ledger
 from xnat_drop.adapters.workers import InspectionPool
@@ -46,6 +46,7 @@ from xnat_drop.service.judge import judge
 from xnat_drop.service.resourcestep import ResourceStep, Where, resources_unsupported
 from xnat_drop.service.steps import Heartbeat, Progress
 from xnat_drop.service.xnatfilter import FilterCache, mismatch_note, planned
+from xnat_drop.service.zipbody import ZipBodies
 
 log = logging.getLogger("xnat_drop.service")
 
@@ -288,33 +289,36 @@ def _deliver(
     entries = [BundleEntry(f.path, f.path, f.size, f.stamp) for f in verdict.upload]
     total = sum(f.size for f in verdict.upload)
     quiet = tools.config.xnat.read_timeout + 30
-    streams: list[ZipStream] = []
+    half = total // 2
 
-    def make_body() -> ZipStream:
+    def progress(done: int, rate: float, packing: str) -> None:
+        tools.progress.uploading(claim.id, done, total, rate, packing)
+        tools.heartbeat.beat(quiet)
+        if done >= half:
+            failpoints.hit("mid-upload")
+
+    bodies = ZipBodies(
+        entries,
+        claim.folder,
+        tools.config.zip,
+        tools.server_version,
+        progress=progress,
+        monotonic=tools.monotonic,
+    )
+
+    def make_body() -> ZipStream | DeflatingZip:
         log.info(
-            "%s: uploading %d files (%.1f MB) to XNAT %s/%s/%s",
+            "%s: uploading %d files (%.1f MB, %s) to XNAT %s/%s/%s",
             claim.display,
             len(entries),
             total / 1e6,
+            "stored" if bodies.mode == "stored" else f"compression {bodies.mode}",
             target.project,
             target.subject,
             target.session,
             extra=journal_fields(claim, verdict),
         )
-        tools.progress.uploading(claim.id, 0, total)
-        half = total // 2
-
-        def progress(done: int) -> None:
-            tools.progress.uploading(claim.id, done, total)
-            tools.heartbeat.beat(quiet)
-            if done >= half:
-                failpoints.hit("mid-upload")
-
-        # A stream owns (and closes) its folder: a re-sent body opens it again. 2 MiB
-        # buffers: DICOM files up to that size are read once; memory stays small.
-        root = Dir.open(claim.folder)
-        streams.append(ZipStream(entries, root=root, buffer_limit=2 << 20, progress=progress))
-        return streams[-1]
+        return bodies()
 
     started = tools.monotonic()
     try:
@@ -322,15 +326,15 @@ def _deliver(
             claim.id,
             verdict,
             make_body,
-            bytes_sent=lambda: streams[-1].bytes_done if streams else 0,
+            bytes_sent=lambda: bodies.bytes_sent,
             started=started,
             monotonic=tools.monotonic,
             server_version=tools.server_version,
             filter_plan=filter_plan,
         )
+        receipt = dataclasses.replace(receipt, packing=bodies.packing(), session_bytes=total)
     finally:
-        for stream in streams:
-            stream.close()
+        bodies.close()
         tools.progress.clear()
     if not verdict.resources:
         return receipt

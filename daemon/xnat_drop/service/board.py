@@ -212,7 +212,13 @@ class Board:
         if job.claim.id == busy:
             words = phase = "uploading"
             _, sent, total = state.progress.read()
-            progress = {"bytes_sent": sent, "bytes_total": total}
+            rate, packing = state.progress.pace()
+            progress = {
+                "bytes_sent": sent,
+                "bytes_total": total,
+                "bytes_per_second": round(rate),
+                "packing": packing,
+            }
         elif job.filing is not None:
             words = f"being filed in {job.filing.action.value}/"
             phase = f"filing-{job.filing.action.value}"

@@ -66,19 +66,31 @@ class Progress:
     _claim: str = ""
     _done: int = 0
     _total: int = 0
+    _rate: float = 0.0
+    _packing: str = ""
 
-    def uploading(self, claim_id: str, done: int, total: int) -> None:
+    def uploading(
+        self, claim_id: str, done: int, total: int, rate: float = 0.0, packing: str = ""
+    ) -> None:
+        """`done` of `total` session bytes taken; `rate` wire bytes/s; how it is packed."""
         with self._lock:
             self._claim, self._done, self._total = claim_id, done, total
+            self._rate, self._packing = rate, packing
 
     def clear(self) -> None:
         with self._lock:
             self._claim, self._done, self._total = "", 0, 0
+            self._rate, self._packing = 0.0, ""
 
     def read(self) -> tuple[str, int, int]:
         """(claim id, bytes sent, bytes to send); claim id "" when nothing is uploading."""
         with self._lock:
             return self._claim, self._done, self._total
+
+    def pace(self) -> tuple[float, str]:
+        """The running upload's rate on the wire (bytes/s) and how it is packed."""
+        with self._lock:
+            return self._rate, self._packing
 
 
 class Step(Generic[T]):

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 
-HEAD_READ = 64 * 1024  # first read of every file: most DICOM headers fit
+# The first read of every file. Small, because the zip reads every byte again: a header that
+# does not fit teaches the reader how much the next files of the session need (pydicomheader).
+HEAD_READ = 4 * 1024
 MAX_HEAD_READ = 1024 * 1024  # largest first read learned from headers that did not fit
 
 

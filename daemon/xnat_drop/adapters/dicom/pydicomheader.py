@@ -45,7 +45,8 @@ from xnat_drop.adapters.dicom.pydicomsettings import lenient_reading
 from xnat_drop.core.model import DicomHeader, FileFacts, FileKind
 from xnat_drop.core.noheader import scrubbed
 
-_HEAD_STEP = 16 * 1024  # a learned first read is a multiple of this
+_HEAD_STEP = 4 * 1024  # a learned first read is a multiple of this
+_HEAD_SPARE = 2 * 1024  # at least this much more than the header read last needed
 _FIRST_INFLATE = 256 * 1024  # inflated bytes of a deflated data set parsed first (then 8x more)
 _PIXEL_TAG_INTS = frozenset({0x7FE00010, 0x7FE00009, 0x7FE00008})
 _NOT_KEPT = frozenset({TAG["SOPInstanceUID"], TAG["InstanceNumber"]})  # different in every file
@@ -138,9 +139,10 @@ class PydicomHeaderReader:
             return _inflated(source, fp.deflated_at, ds, tags)
         stop = fp.tell()
         if stop < source.size:  # stopped at the pixel data, not at the end of the file
-            # Enough for this header and the pixel data tag, with 16-32 KiB to spare for the
-            # slightly longer headers of the next images of the series.
-            needed = ((stop + 12) // _HEAD_STEP + 2) * _HEAD_STEP
+            # Enough for this header and the pixel data tag, with 2-6 KiB to spare for the
+            # slightly longer headers of the next images of the series, and little more: the
+            # zip reads every byte again.
+            needed = -(-(stop + 12 + _HEAD_SPARE) // _HEAD_STEP) * _HEAD_STEP
             self.head_read = min(MAX_HEAD_READ, max(self.head_read, needed))
         return ds, stop, None
 

@@ -1,6 +1,17 @@
-"""The zip format's records, as Java's `ZipInputStream` (hence XNAT) reads them: STORED
-entries with their CRC and sizes in the local header, a central directory, Zip64 only where a
-size, offset or count needs it. Pure: bytes in, bytes out (see zipstream.py for the files)."""
+"""The zip format's records, as Java's `ZipInputStream` (hence XNAT) reads them, a central
+directory, Zip64 only where a size, offset or count needs it. Pure: bytes in, bytes out (see
+zipstream.py and zipdeflate.py for the files).
+
+Two kinds of entry:
+
+- STORED, with the CRC and sizes in the local header: the data must be read before its header
+  goes out, so only for files that fit in a buffer.
+- DEFLATED with a data descriptor (flag bit 3): the CRC and sizes follow the data, so a file is
+  read once, as it is sent. Java refuses a descriptor on a STORED entry, never on a DEFLATED
+  one. The deflate data may be *stored blocks* (RFC 1951 §3.2.4: the bytes as they are, five
+  bytes of framing per 65,535), whose length is known in advance, or compressed pieces, each
+  ending on a byte boundary (a sync flush), in any mix; a final empty block ends it.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +39,12 @@ MAX32 = 0xFFFFFFFF  # also the "see the zip64 extra field" marker
 MAX16 = 0xFFFF
 _ZIP64_EXTRA_ID = 0x0001
 _FLAG_UTF8 = 1 << 11  # general purpose bit 11: the name is UTF-8
+_FLAG_DESCRIPTOR = 1 << 3  # general purpose bit 3: CRC and sizes in a descriptor after the data
+STORED, DEFLATED = 0, 8  # compression methods
+_DESCRIPTOR_SIG = 0x08074B50
+STORED_BLOCK = 0xFFFF  # data bytes in a full stored deflate block
+BLOCK_HEADER = 5  # a stored block's framing: its first byte, LEN, NLEN
+FINAL_EMPTY = b"\x03\x00"  # a final, empty block of fixed codes: ends a deflate stream
 _VERSION = 20  # 2.0: STORED files in folders
 _VERSION_ZIP64 = 45  # 4.5: zip64 extensions
 _MADE_BY_UNIX = 3 << 8
@@ -76,20 +93,29 @@ class Planned(NamedTuple):
     size: int
     offset: int  # of the local header
     stamp: int = 0  # as inspected, 0: not checked
+    # DEFLATED as stored blocks with a data descriptor: read once, as it is sent.
+    blocks: bool = False
 
     @property
     def flags(self) -> int:
-        return 0 if self.name.isascii() else _FLAG_UTF8
+        utf8 = 0 if self.name.isascii() else _FLAG_UTF8
+        return utf8 | _FLAG_DESCRIPTOR if self.blocks else utf8
 
     @property
     def zip64_local(self) -> bool:
-        """Sizes do not fit in 32 bits: zip64 extra in the local header."""
-        return self.size >= MAX32
+        """Sizes do not fit in 32 bits: zip64 extra in the local header (a descriptor entry
+        has none: its sizes follow the data)."""
+        return self.size >= MAX32 and not self.blocks
+
+    @property
+    def data_len(self) -> int:
+        """Bytes of the entry's data in the archive."""
+        return stored_blocks_len(self.size) if self.blocks else self.size
 
     @property
     def version(self) -> int:
         """Version needed to extract."""
-        return _VERSION_ZIP64 if self.zip64_local or self.offset >= MAX32 else _VERSION
+        return version_needed(self.size, self.data_len, self.offset)
 
     @property
     def header_len(self) -> int:
@@ -97,20 +123,50 @@ class Planned(NamedTuple):
 
     @property
     def end(self) -> int:
-        """Offset just past this entry's data."""
-        return self.offset + self.header_len + self.size
+        """Offset just past this entry's data (and descriptor)."""
+        tail = descriptor_len(self.size, self.data_len) if self.blocks else 0
+        return self.offset + self.header_len + self.data_len + tail
 
 
-def _central_zip64_fields(size: int, offset: int) -> list[int]:
+def version_needed(size: int, csize: int, offset: int) -> int:
+    """Version needed to extract: 4.5 where a size or the offset needs zip64."""
+    return _VERSION_ZIP64 if max(size, csize, offset) >= MAX32 else _VERSION
+
+
+def stored_blocks_len(size: int) -> int:
+    """The length of `size` bytes as stored deflate blocks, the final one included."""
+    return size + BLOCK_HEADER * max(1, -(-size // STORED_BLOCK))
+
+
+def block_header(length: int, final: bool) -> bytes:
+    """The framing before `length` (<= 65,535) bytes of a stored block (byte-aligned)."""
+    return struct.pack("<BHH", 1 if final else 0, length, length ^ 0xFFFF)
+
+
+def descriptor_len(size: int, csize: int) -> int:
+    # Java reads 8-byte sizes only when more than 4 GiB went through (ZipInputStream.readEnd).
+    return 24 if max(size, csize) > MAX32 else 16
+
+
+def descriptor(crc: int, size: int, csize: int) -> bytes:
+    """The data descriptor after a DEFLATED entry's data, with its signature."""
+    if descriptor_len(size, csize) == 24:
+        return struct.pack("<IIQQ", _DESCRIPTOR_SIG, crc, csize, size)
+    return struct.pack("<IIII", _DESCRIPTOR_SIG, crc, csize, size)
+
+
+def _central_zip64_fields(size: int, csize: int, offset: int) -> list[int]:
     # APPNOTE 4.5.3: only the fields whose fixed slot holds the marker, in this order.
-    fields = [size, size] if size >= MAX32 else []
+    fields = [size] if size >= MAX32 else []
+    if csize >= MAX32:
+        fields.append(csize)
     if offset >= MAX32:
         fields.append(offset)
     return fields
 
 
-def central_len(name: bytes, size: int, offset: int) -> int:
-    fields = _central_zip64_fields(size, offset)
+def central_len(name: bytes, size: int, offset: int, csize: int | None = None) -> int:
+    fields = _central_zip64_fields(size, size if csize is None else csize, offset)
     return _CENTRAL.size + len(name) + (4 + 8 * len(fields) if fields else 0)
 
 
@@ -145,32 +201,61 @@ _DOS_LAST = ((23 << 11) | (59 << 5) | 29, (127 << 9) | (12 << 5) | 31)  # 2107-1
 
 def local_header(p: Planned, crc: int, dos: int) -> bytes:
     """The local file header of a planned entry, with its CRC and MS-DOS date (date << 16 |
-    time); a zip64 extra field where the size needs one."""
+    time); a zip64 extra field where the size needs one. A descriptor entry's header holds
+    neither CRC nor sizes."""
     dt, tm = divmod(dos, 1 << 16)
+    if p.blocks:
+        return _LOCAL.pack(
+            _LOCAL_SIG, p.version, p.flags, DEFLATED, tm, dt, 0, 0, 0, len(p.name), 0,
+        ) + p.name  # fmt: skip
     size32 = MAX32 if p.zip64_local else p.size
     extra = struct.pack("<HHQQ", _ZIP64_EXTRA_ID, 16, p.size, p.size) if p.zip64_local else b""
     head = _LOCAL.pack(
-        _LOCAL_SIG, p.version, p.flags, 0, tm, dt, crc, size32, size32, len(p.name), len(extra),
+        _LOCAL_SIG, p.version, p.flags, STORED, tm, dt, crc, size32, size32, len(p.name),
+        len(extra),
     )  # fmt: skip
     return head + p.name + extra
 
 
+def deflated_header(name: bytes, offset: int, dos: int, zip64: bool) -> bytes:
+    """The local header of a DEFLATED entry whose CRC and sizes follow in a descriptor
+    (`zip64`: it may exceed 4 GiB, or starts past it)."""
+    dt, tm = divmod(dos, 1 << 16)
+    version = _VERSION_ZIP64 if zip64 or offset >= MAX32 else _VERSION
+    return _LOCAL.pack(
+        _LOCAL_SIG, version, descriptor_flags(name), DEFLATED, tm, dt, 0, 0, 0, len(name), 0,
+    ) + name  # fmt: skip
+
+
 def central_entry(p: Planned, crc: int, dos: int) -> bytes:
     """The central directory's record of a planned entry."""
-    fields = _central_zip64_fields(p.size, p.offset)
+    method = DEFLATED if p.blocks else STORED
+    return central_record(p.name, p.flags, method, crc, p.size, p.data_len, p.offset, dos)
+
+
+def central_record(
+    name: bytes, flags: int, method: int, crc: int, size: int, csize: int, offset: int, dos: int
+) -> bytes:
+    """One record of the central directory."""
+    fields = _central_zip64_fields(size, csize, offset)
     extra = (
         struct.pack(f"<HH{len(fields)}Q", _ZIP64_EXTRA_ID, 8 * len(fields), *fields)
         if fields
         else b""
     )
-    size32 = MAX32 if p.size >= MAX32 else p.size
+    version = version_needed(size, csize, offset)
     dt, tm = divmod(dos, 1 << 16)
     record = _CENTRAL.pack(
-        _CENTRAL_SIG, _MADE_BY_UNIX | p.version, p.version, p.flags, 0, tm, dt,
-        crc, size32, size32, len(p.name), len(extra), 0, 0, 0,
-        _EXTERNAL_ATTR, min(p.offset, MAX32),
+        _CENTRAL_SIG, _MADE_BY_UNIX | version, version, flags, method, tm, dt,
+        crc, min(csize, MAX32), min(size, MAX32), len(name), len(extra), 0, 0, 0,
+        _EXTERNAL_ATTR, min(offset, MAX32),
     )  # fmt: skip
-    return record + p.name + extra
+    return record + name + extra
+
+
+def descriptor_flags(name: bytes) -> int:
+    """The general purpose flags of a DEFLATED entry with a descriptor named `name`."""
+    return _FLAG_DESCRIPTOR | (0 if name.isascii() else _FLAG_UTF8)
 
 
 def end_records(count: int, cd_size: int, cd_offset: int, zip64: bool) -> bytes:

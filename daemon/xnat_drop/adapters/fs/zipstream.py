@@ -1,13 +1,13 @@
 """Stream a session's files as a zip archive that Java's `ZipInputStream` (hence XNAT) reads.
 
 XNAT reads the upload with `ZipInputStream`: local headers only, and a STORED entry with a
-data descriptor (flag bit 3) is refused. So every entry is STORED with its CRC-32 and sizes
-in the local header, which means each file's CRC is known before its header goes out:
+data descriptor (flag bit 3) is refused. Every file is read once (zipformat.py):
 
-- files up to `buffer_limit` bytes are read once into a bounded buffer (several small files
-  share one buffer), their CRCs computed, and the buffer is sent;
-- larger files are read twice: a CRC pass, then a send pass in `chunk_size` pieces whose
-  CRC must match the first pass.
+- files up to `buffer_limit` bytes are STORED with their CRC-32 and sizes in the local header:
+  read into a bounded buffer (several small files share one buffer), their CRCs computed,
+  and the buffer is sent;
+- larger files are DEFLATED as stored blocks (their bytes as they are, 5 bytes of framing per
+  65,535), read and sent in `chunk_size` pieces, their CRC in a data descriptor after them.
 
 All sizes come from the entry list, so the whole layout, and the exact length that goes in
 Content-Length, is known before a byte is read. A file that changed anyway raises
@@ -26,9 +26,7 @@ they are written. Sources may be `str` paths, which cost less than `Path` object
 
 from __future__ import annotations
 
-import errno
 import os
-import stat
 import zlib
 from array import array
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -37,23 +35,25 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
-from xnat_drop.adapters.fs.beneath import Beneath, Dir, UnsafePathError, stamp
+from xnat_drop.adapters.fs.beneath import Dir
 from xnat_drop.adapters.fs.zipformat import (
     END,
     MAX16,
     MAX32,
+    STORED_BLOCK,
     ZIP64_END,
     ZIP64_LOCATOR,
     Planned,
+    block_header,
     central_entry,
     central_len,
-    dos_datetime,
+    descriptor,
     encoded_name,
     end_records,
     local_header,
     zip_name,
 )
-from xnat_drop.core.errors import SessionChangedError
+from xnat_drop.adapters.fs.zipsource import EntryFiles, check_unchanged, read_into, shrank
 
 __all__ = ["BundleEntry", "ZipStream", "write_zip", "zip_name"]
 
@@ -72,7 +72,7 @@ class BundleEntry:
 
 @dataclass(frozen=True, slots=True)
 class _Segment:
-    """Entries `first` to `stop - 1`, either sharing one buffer or one file read twice."""
+    """Entries `first` to `stop - 1`, either sharing one buffer or one file in stored blocks."""
 
     first: int
     stop: int
@@ -83,9 +83,6 @@ class _Segment:
 def _zeros(count: int) -> array[int]:
     """`count` unsigned integers of at least 32 bits, all 0."""
     return array("I" if array("I").itemsize >= 4 else "L", [0]) * count
-
-
-_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 class ZipStream:
@@ -128,8 +125,7 @@ class ZipStream:
         Raises ValueError for a negative size, an empty name, a name ending in "/" (Java would
         take it for a folder and skip it) or a name longer than 65,535 bytes.
         """
-        self._root = root
-        self._files = Beneath(root) if root is not None else None
+        self._files = EntryFiles(root)
         try:
             self._plan(entries, buffer_limit, chunk_size)
         except BaseException:
@@ -151,20 +147,23 @@ class ZipStream:
         if buffer_limit < 1 or chunk_size < 1:
             raise ValueError("buffer_limit and chunk_size must be positive")
         self._chunk_size = chunk_size
+        self._limit = buffer_limit  # larger files go in stored blocks
         # A copy of the list (8 bytes an entry): the caller may change its own later.
         self._entries = tuple(entries)
         # The local header offset of each entry, then the central directory's.
-        self._offsets, self._cd_size = self._layout(self._entries)
+        self._offsets, self._cd_size = self._layout(self._entries, buffer_limit)
         self._cd_offset = self._offsets[-1]
         count = len(self._entries)
         self._zip64_end = count >= MAX16 or self._cd_offset >= MAX32 or self._cd_size >= MAX32
         end_len = ZIP64_END.size + ZIP64_LOCATOR.size if self._zip64_end else 0
         self._total = self._cd_offset + self._cd_size + end_len + END.size
         self._segments = self._group(self._entries, self._offsets, buffer_limit)
-        # One buffer for all file reads: the largest run of small files, or a chunk of a
-        # large file read in two passes.
+        # One buffer for all file reads: the largest run of small files, or a piece of a
+        # large file in stored blocks (whole blocks, their framing included).
+        self._blocks_per_piece = max(1, chunk_size // STORED_BLOCK)
+        piece = self._blocks_per_piece * (STORED_BLOCK + 5)
         self._buffer_size = max(
-            (s.nbytes if s.buffered else min(chunk_size, s.nbytes) for s in self._segments),
+            (s.nbytes if s.buffered else min(piece, s.nbytes) for s in self._segments),
             default=0,
         )
         # Filled in as files are read: the central directory repeats them.
@@ -172,9 +171,10 @@ class ZipStream:
         self._dos = _zeros(count)  # MS-DOS date << 16 | time
 
     @staticmethod
-    def _layout(entries: tuple[BundleEntry, ...]) -> tuple[array[int], int]:
+    def _layout(entries: tuple[BundleEntry, ...], limit: int) -> tuple[array[int], int]:
         """The offsets of the local headers, then of the central directory (an array of
-        len(entries) + 1), and the central directory's length."""
+        len(entries) + 1), and the central directory's length; files over `limit` bytes go in
+        stored blocks."""
         offsets = array("q", [0]) * (len(entries) + 1)
         offset = cd_size = 0
         for i, e in enumerate(entries):
@@ -187,8 +187,9 @@ class ZipStream:
             if len(name) > MAX16:
                 raise ValueError(f"{e.arcname!r}: name longer than 65,535 bytes")
             offsets[i] = offset
-            cd_size += central_len(name, e.size, offset)
-            offset = Planned(e.source, e.arcname, name, e.size, offset).end
+            planned = Planned(e.source, e.arcname, name, e.size, offset, blocks=e.size > limit)
+            cd_size += central_len(name, e.size, offset, planned.data_len)
+            offset = planned.end
         offsets[len(entries)] = offset
         return offsets, cd_size
 
@@ -216,7 +217,8 @@ class ZipStream:
         """Where entry `i` sits in the archive."""
         e = self._entries[i]
         name = encoded_name(e.arcname)
-        return Planned(e.source, e.arcname, name, e.size, self._offsets[i], e.stamp)
+        blocks = e.size > self._limit
+        return Planned(e.source, e.arcname, name, e.size, self._offsets[i], e.stamp, blocks)
 
     # -- the consumer's side --------------------------------------------------------------
 
@@ -292,10 +294,7 @@ class ZipStream:
 
     def _release(self) -> None:
         """Close the folders: every file has been read, or none will be."""
-        if self._files is not None:
-            self._files.close()
-        if self._root is not None:
-            self._root.close()
+        self._files.close()
 
     def __enter__(self) -> ZipStream:
         return self
@@ -374,15 +373,15 @@ class ZipStream:
             p = self._planned(i)
             start = p.offset - base + p.header_len
             data = view[start : start + p.size]
-            fd, expected = self._open(i, p)
+            fd, expected, self._dos[i] = self._files.open(p)
             try:
                 got = 0
                 while got < p.size:
                     n = os.readv(fd, [data[got:]])
                     if n == 0:
-                        raise self._shrank(p, got)
+                        raise shrank(p, got)
                     got += n
-                self._check_unchanged(fd, p, expected)  # before the buffer goes out
+                check_unchanged(fd, p, expected)  # before the buffer goes out
             finally:
                 os.close(fd)
             self._crcs[i] = zlib.crc32(data)
@@ -390,111 +389,37 @@ class ZipStream:
         return view[: segment.nbytes]
 
     def _send_large(self, i: int, view: memoryview) -> Iterator[bytes | memoryview]:
-        """Yield one large file's header and data: CRC pass first, then the send pass."""
+        """Yield one large file's header, its data as stored blocks, then its descriptor: one
+        pass, the CRC computed as the data goes out."""
         p = self._planned(i)
-        fd, expected = self._open(i, p)
+        fd, expected, self._dos[i] = self._files.open(p)
+        crc = 0
         try:
-            crc = 0
-            for block in self._blocks(fd, p, view, expected):
-                crc = zlib.crc32(block, crc)
-                if self._progress is not None:
-                    self._progress(self._done)  # a long pass sends nothing: keep the watchdog fed
-            self._crcs[i] = crc
-            os.lseek(fd, 0, os.SEEK_SET)
             yield self._local_header(i, p)
-            again, sent = 0, 0
-            for block in self._blocks(fd, p, view, expected):  # exactly p.size bytes, or raises
-                again = zlib.crc32(block, again)
-                sent += len(block)
-                if sent == p.size and again != crc:
-                    # The last block is held back: the consumer never gets a complete entry
-                    # whose data disagrees with the CRC already sent in its header.
-                    raise SessionChangedError(
-                        f"{p.source}: content changed while being sent (zip entry {p.arcname!r})"
-                    )
-                yield block
+            left = p.size
+            whole = STORED_BLOCK + 5
+            while left:
+                lengths: list[int] = []
+                while left and len(lengths) < self._blocks_per_piece:
+                    lengths.append(min(STORED_BLOCK, left))
+                    left -= lengths[-1]
+                slots = [view[k * whole + 5 : k * whole + 5 + n] for k, n in enumerate(lengths)]
+                wanted = sum(lengths)
+                got = read_into(fd, slots)
+                if got < wanted:
+                    raise shrank(p, p.size - left - wanted + got)
+                for k, slot in enumerate(slots):
+                    crc = zlib.crc32(slot, crc)
+                    final = not left and k == len(slots) - 1
+                    view[k * whole : k * whole + 5] = block_header(len(slot), final)
+                del slots
+                if not left:  # before the last piece: a file written meanwhile is a changed file
+                    check_unchanged(fd, p, expected)
+                yield view[: len(lengths) * 5 + wanted]
         finally:
             os.close(fd)
-
-    def _blocks(self, fd: int, p: Planned, view: memoryview, expected: int) -> Iterator[memoryview]:
-        """Yield exactly `p.size` bytes of `fd` as `chunk_size` views of the buffer; the file
-        must still have the stamp `expected` before the last block is yielded."""
-        block = view[: self._chunk_size]
-        left = p.size
-        while left:
-            n = os.readv(fd, [block[: min(left, len(block))]])
-            if n == 0:
-                raise self._shrank(p, p.size - left)
-            left -= n
-            if not left:  # before the last block: a file written meanwhile is a changed file
-                self._check_unchanged(fd, p, expected)
-            yield block[:n]
-
-    @staticmethod
-    def _shrank(p: Planned, got: int) -> SessionChangedError:
-        return SessionChangedError(
-            f"{p.source}: shrank while being read, {got} of {p.size} bytes"
-            f" (zip entry {p.arcname!r})"
-        )
-
-    def _open(self, i: int, p: Planned) -> tuple[int, int]:
-        """Open entry `i` (planned as `p`) without following a link or blocking on a FIFO;
-        check it. Returns the fd and the stamp it must keep until it has been read: the
-        entry's own, or (when it has none) the one it has now."""
-        try:
-            if self._files is not None:
-                fd = self._files.open(os.fspath(p.source))
-            else:
-                fd = os.open(p.source, _OPEN_FLAGS)
-        except UnsafePathError as exc:  # a folder on its path is a link (or a file) now
-            raise SessionChangedError(
-                f"{p.source}: {exc.strerror} (zip entry {p.arcname!r})"
-            ) from exc
-        except OSError as exc:
-            reason = {
-                errno.ENOENT: "vanished",
-                errno.ENOTDIR: "vanished (a parent folder is gone)",
-                errno.ELOOP: "is now a symbolic link",
-                errno.ENXIO: "is now a socket or a device",
-            }.get(exc.errno or 0)
-            if reason is None:
-                raise
-            raise SessionChangedError(f"{p.source}: {reason} (zip entry {p.arcname!r})") from exc
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "not a regular file"
-                raise SessionChangedError(f"{p.source}: is now {kind} (zip entry {p.arcname!r})")
-            self._check_size(p, st)
-            now = stamp(st)
-            if p.stamp and now != p.stamp:
-                raise SessionChangedError(
-                    f"{p.source}: changed after it was inspected (zip entry {p.arcname!r})"
-                )
-            tm, dt = dos_datetime(float(int(st.st_mtime)))  # DOS time has 2 s steps
-            self._dos[i] = dt << 16 | tm
-        except BaseException:
-            os.close(fd)
-            raise
-        # O_NONBLOCK stays set: it has no effect on reads from regular files.
-        return fd, p.stamp or now
-
-    def _check_unchanged(self, fd: int, p: Planned, expected: int) -> None:
-        """Raise SessionChangedError unless the file still has the stamp `expected`."""
-        st = os.fstat(fd)
-        self._check_size(p, st)
-        if stamp(st) != expected:
-            raise SessionChangedError(
-                f"{p.source}: changed while being read (zip entry {p.arcname!r})"
-            )
-
-    @staticmethod
-    def _check_size(p: Planned, st: os.stat_result) -> None:
-        if st.st_size != p.size:
-            raise SessionChangedError(
-                f"{p.source}: size is now {st.st_size} bytes, {p.size} expected"
-                f" (zip entry {p.arcname!r})"
-            )
+        self._crcs[i] = crc
+        yield descriptor(crc, p.size, p.data_len)
 
     def _local_header(self, i: int, p: Planned) -> bytes:
         return local_header(p, self._crcs[i], self._dos[i])

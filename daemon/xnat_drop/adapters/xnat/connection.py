@@ -57,11 +57,10 @@ SYSTEM_CA_FILES = (
 
 
 class Body(Protocol):
-    """A request body of known length produced on the fly (bundle.ZipStream)."""
+    """A request body produced on the fly: with a `__len__` (zipstream.ZipStream, FileBody) it
+    goes out with that Content-Length; without one (zipdeflate.DeflatingZip), chunked."""
 
-    def __len__(self) -> int: ...
-    def __iter__(self) -> Iterator[bytes]: ...
-    def read(self, size: int = -1) -> bytes: ...
+    def __iter__(self) -> Iterator[bytes | bytearray]: ...
 
 
 class _LargeBlocks(HTTPAdapter):
