@@ -273,15 +273,20 @@ def _removal_advice(files: tuple[str, ...], session: Session) -> str:
 
 def _duplicates(dicoms: list[FileFacts]) -> tuple[set[str], list[Violation]]:
     """Files sharing a SOP Instance UID: identical copies are sent once, different ones reject."""
-    by_uid: dict[str, list[FileFacts]] = defaultdict(list)
+    # A list per UID only where a UID comes twice: a list for each of 50,000 files would
+    # cost a few MB for nothing.
+    first: dict[str, FileFacts] = {}
+    shared: dict[str, list[FileFacts]] = {}
     for facts in dicoms:
         assert facts.header is not None
-        by_uid[facts.header.sop_instance_uid].append(facts)
+        uid = facts.header.sop_instance_uid
+        seen = first.setdefault(uid, facts)
+        if seen is not facts:
+            shared.setdefault(uid, [seen]).append(facts)
+    del first
     copies: set[str] = set()
     violations = []
-    for members in sorted(by_uid.values(), key=lambda m: min(f.path for f in m)):
-        if len(members) < 2:
-            continue
+    for members in sorted(shared.values(), key=lambda m: min(f.path for f in m)):
         paths = sorted(f.path for f in members)
         digests = {f.digest for f in members}
         if len(digests) == 1 and "" not in digests and not _unhashed(digests):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -206,16 +206,23 @@ class Intake:
     ) -> tuple[Fingerprint | None, tuple[str, int] | None]:
         """The candidate's fingerprint (None when it holds nothing at all), and the first entry
         below it the service cannot read with how many there are (None when there is none)."""
-        entries = []
-        first, denied = "", 0
-        for e in walk(incoming.joinpath(*relpath)):
-            entries.append((e.relpath, e.size, e.mtime_ns))
-            if e.kind == UNREADABLE or not e.readable:
-                first, denied = first or e.relpath, denied + 1
-        unreadable = (first, denied) if denied else None
-        if not entries and not _has_anything(incoming.joinpath(*relpath)):
+        walked = {"entries": 0, "denied": 0}
+        first = [""]  # the first entry it cannot read
+
+        def entries() -> Iterator[tuple[str, int, int]]:
+            for e in walk(incoming.joinpath(*relpath)):
+                walked["entries"] += 1
+                if e.kind == UNREADABLE or not e.readable:
+                    first[0] = first[0] or e.relpath
+                    walked["denied"] += 1
+                yield e.relpath, e.size, e.mtime_ns
+
+        # Streamed into the fingerprint: no list of every entry (core/stability.py).
+        found = fingerprint(entries(), self.config.watch.ready_marker)
+        unreadable = (first[0], walked["denied"]) if walked["denied"] else None
+        if not walked["entries"] and not _has_anything(incoming.joinpath(*relpath)):
             return None, None
-        return fingerprint(entries, self.config.watch.ready_marker), unreadable
+        return found, unreadable
 
     def _readable(self, relpath: Relpath, unreadable: tuple[str, int] | None, now: float) -> None:
         """A candidate holding what the service cannot read is blocked until it can."""

@@ -16,7 +16,7 @@ def record(ledger: Ledger, claim_id: str, verdict: Verdict, at: float) -> None:
     """Note what a session just delivered held, for `late_files` to compare with later."""
     study = _study(verdict.upload)
     if study:
-        ledger.record_delivered(claim_id, at, _key(study), _instances(verdict.upload))
+        ledger.record_delivered(claim_id, at, _key(study), _digests(verdict.upload))
 
 
 def late_files(
@@ -29,8 +29,10 @@ def late_files(
     if not study or target is None:
         return None
     labels = (target.project, target.subject, target.session)
-    ours = _instances(verdict.upload)
+    ours: frozenset[bytes] | None = None  # made only when this study was delivered lately
     for earlier in ledger.delivered_since(_key(study), now - config.watch.max_settle):
+        if ours is None:
+            ours = _instances(verdict.upload)
         if earlier.claim_id == claim_id or ours & earlier.instances:
             continue  # the same claim, or not only new instances (a re-drop, a mix)
         entry = ledger.entry(earlier.claim_id)
@@ -51,6 +53,17 @@ def _study(upload: tuple[FileFacts, ...]) -> str:
 
 def _key(study: str) -> str:
     return hashlib.sha256(b"study\n" + study.encode()).hexdigest()[:32]
+
+
+def _digests(upload: tuple[FileFacts, ...]) -> list[bytes]:
+    """The instances' digests, sorted, each once: what _instances holds, without a set of
+    every instance beside the list."""
+    digests = sorted(
+        hashlib.sha256(f.header.sop_instance_uid.encode()).digest()[:DIGEST_BYTES]
+        for f in upload
+        if f.header is not None
+    )
+    return [d for i, d in enumerate(digests) if not i or d != digests[i - 1]]
 
 
 def _instances(upload: tuple[FileFacts, ...]) -> frozenset[bytes]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -273,9 +274,10 @@ class Ledger(ResourceRows, TotalRows, OutboxRows):
 
     @_storage
     def record_delivered(
-        self, claim_id: str, at: float, study_key: str, instances: frozenset[bytes]
+        self, claim_id: str, at: float, study_key: str, instances: Iterable[bytes]
     ) -> None:
-        """Record the study and instance digests (DIGEST_BYTES each) of a delivered session."""
+        """Record the study and instance digests (DIGEST_BYTES each, distinct) of a delivered
+        session."""
         blob = b"".join(sorted(instances))
         with self._transaction() as db:
             db.execute(
