@@ -488,7 +488,8 @@ def link_name(link: str) -> str:
 
 def report(best: dict[tuple[str, str, str, str], Run], compression: str) -> None:
     groups = sorted(
-        {key[:3] for key in best}, key=lambda k: (k[0] != "typical", k[1] != "fast", k[1], k[2])
+        {key[:3] for key in best},
+        key=lambda k: (k[0] != "typical", k[1] != "fast", k[1], k[2] != "warm"),
     )
     print(f"\nWall time, the daemon ([zip] compression: {compression}) and zip + curl\n")
     rows = []
@@ -526,7 +527,9 @@ def report(best: dict[tuple[str, str, str, str], Run], compression: str) -> None
     head = ["session", "link", "cache", "MB", "rchar MB", "rchar/byte", "disk/byte", "target"]
     table(head, rows, 3)
     print()
-    for run in sorted(best.values(), key=lambda r: (r.kind, r.link, r.cache, r.case)):
+    for run in sorted(
+        best.values(), key=lambda r: (r.kind != "typical", r.link, r.cache != "warm", r.case)
+    ):
         shown = ", ".join(
             f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in run.details.items()
         )
