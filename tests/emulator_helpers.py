@@ -180,6 +180,40 @@ def deflate_descriptor(data: bytes, *, wide: bool = False, signature: bool = Tru
     return head + struct.pack("<I", zlib.crc32(data)) + sizes
 
 
+def mixed_deflate(pieces: list[tuple[str, bytes]]) -> bytes:
+    """A raw deflate stream of stored blocks and compressed pieces, in the order given.
+
+    Each "deflate" piece is compressed by a fresh compressor and ends in a sync flush (an empty
+    stored block, byte-aligned); each "stored" piece is written as stored blocks of at most
+    65,535 bytes; an empty final stored block ends the stream. This is how a writer that chooses
+    per piece (compress the header, store the noisy pixel data) can emit one entry.
+    """
+    out = bytearray()
+    for kind, data in pieces:
+        if kind == "deflate":
+            compressor = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+            out += compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+            assert out.endswith(b"\x00\x00\xff\xff")
+        else:
+            for start in range(0, len(data), 0xFFFF):
+                block = data[start : start + 0xFFFF]
+                out += struct.pack("<BHH", 0, len(block), len(block) ^ 0xFFFF) + block
+    out += struct.pack("<BHH", 1, 0, 0xFFFF)  # BFINAL, stored, empty
+    return bytes(out)
+
+
+def deflated_entry(name: str, data: bytes, raw: bytes, *, descriptor: bool) -> bytes:
+    """A DEFLATED local entry holding the raw deflate stream `raw` of `data`."""
+    crc = zlib.crc32(data)
+    flags = 0x08 if descriptor else 0
+    sizes = (0, 0, 0) if descriptor else (crc, len(raw), len(data))
+    header = struct.pack(
+        "<IHHHHHIIIHH", 0x04034B50, 20, flags, 8, 0, 0x21, *sizes, len(name.encode()), 0
+    )
+    trailer = struct.pack("<IIII", 0x08074B50, crc, len(raw), len(data)) if descriptor else b""
+    return header + name.encode() + raw + trailer
+
+
 CENTRAL_DIRECTORY_END = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 0, 0, 0, 0, 0)
 
 

@@ -19,7 +19,9 @@ from xnat_standin.zipreader import ZipReadError, ZipStreamReader
 from emulator_helpers import (
     CENTRAL_DIRECTORY_END,
     deflate_descriptor,
+    deflated_entry,
     local_entry,
+    mixed_deflate,
     streamed_zip,
     zip_bytes,
 )
@@ -27,6 +29,7 @@ from zipcheck import java_read_zip, requires_java
 
 DATA = bytes(range(256)) * 40
 SMALL = b"hello DICOM" * 3
+MIXED = mixed_deflate([("deflate", DATA[:5000]), ("stored", DATA[5000:]), ("deflate", SMALL)])
 
 CASES = {
     "seekable-deflated": zip_bytes([("a.dcm", DATA), ("dir/b.dcm", SMALL)]),
@@ -47,6 +50,9 @@ CASES = {
     "deflated-zip64-descriptor-small-entry": local_entry(
         b"a.dcm", DATA, method=8, flags=8, descriptor=deflate_descriptor(DATA, wide=True)
     ),
+    # Stored blocks between compressed pieces that each end in a sync flush (one entry).
+    "deflated-mixed-blocks": deflated_entry("a.dcm", DATA + SMALL, MIXED, descriptor=False)
+    + deflated_entry("b.dcm", DATA + SMALL, MIXED, descriptor=True),
     "encrypted": local_entry(b"a.dcm", SMALL, flags=1),
     "malformed-name": local_entry(b"\xc3\x28.dcm", SMALL),
     "bzip2-method": local_entry(b"a.dcm", SMALL, method=12),
@@ -101,6 +107,9 @@ EXPECTED_PYTHON = {
     "zip64-local-extra-sizes": [("a.dcm", len(SMALL), zlib.crc32(SMALL))],
     "truncated-entry": "refused: unexpected EOF",
     "directory-only": [],
+    "deflated-mixed-blocks": [
+        (name, len(DATA + SMALL), zlib.crc32(DATA + SMALL)) for name in ("a.dcm", "b.dcm")
+    ],
     "short-garbage": [],
     "empty": [],
 }

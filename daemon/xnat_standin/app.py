@@ -16,6 +16,7 @@ from . import pages
 from .auth import Auth
 from .faults import Fault, FaultBook
 from .filterconfig import SeriesFilters
+from .httpbody import ReceiveRate
 from .pages import Reply
 from .records import ArchivedSession, PrearchiveSession, RequestRecord
 from .resources import DataApi
@@ -49,6 +50,10 @@ class Emulator:
     large upload measures the client rather than the stand-in. The zip is read and refused
     exactly as without it; off by default, and never for the tests of the importer itself.
     ``headers_only=True`` (with ``fast``) stores each object only up to its header.
+
+    ``receive_rate`` (MB/s, 10^6 bytes/s) limits how fast every request body is read, all
+    requests together, as a link of that speed would (``ReceiveRate``): ``12`` is about a
+    100 Mbit/s link. None (the default): as fast as the client sends.
     """
 
     def __init__(
@@ -68,8 +73,10 @@ class Emulator:
         keep_uploads: Path | str | None = None,
         fast: bool = False,
         headers_only: bool = False,
+        receive_rate: float | None = None,
     ) -> None:
         self.root = Path(root)
+        self.link = None if receive_rate is None else ReceiveRate(receive_rate * 1e6)
         self.version = XnatVersion.parse(version)
         self.idle_build_seconds = idle_build_seconds
         self.host = host

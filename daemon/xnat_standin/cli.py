@@ -64,7 +64,24 @@ def build_parser() -> argparse.ArgumentParser:
         "pixel data (when copying the bytes into storage would make the stand-in the slowest "
         "part of a benchmark)",
     )
+    parser.add_argument(
+        "--receive-rate",
+        type=_rate,
+        metavar="MBPS",
+        help="read request bodies at most this fast, in MB/s (10^6 bytes/s), as over a slow "
+        "link: 12 is about 100 Mbit/s (default: no limit)",
+    )
     return parser
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a rate in MB/s above 0, got {text!r}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             port=args.port,
             fast=args.fast or args.fast_headers_only,
             headers_only=args.fast_headers_only,
+            receive_rate=args.receive_rate,
         )
     except ValueError as error:
         print(f"xnat-drop emulator: {error}", file=sys.stderr)
@@ -102,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"XNAT stand-in listening on {emulator.url} "
             f"(projects: {', '.join(args.project) or '-'}; user: {', '.join(users)})"
-            + ("; FAST PATH: for benchmarks only" if args.fast or args.fast_headers_only else ""),
+            + ("; FAST PATH: for benchmarks only" if args.fast or args.fast_headers_only else "")
+            + (f"; receiving at most {args.receive_rate:g} MB/s" if args.receive_rate else ""),
             flush=True,
         )
         while not stop.wait(0.5):

@@ -26,7 +26,7 @@ from typing import Protocol
 from . import pages
 from .call import Call
 from .faults import Fault, FaultBook
-from .httpbody import BadBodyError, ClientGone, ConnectionDropped, RequestBody
+from .httpbody import BadBodyError, ClientGone, ConnectionDropped, ReceiveRate, RequestBody
 from .pages import Reply
 from .records import RequestRecord
 from .resources import DataApi
@@ -41,6 +41,7 @@ class Site(Protocol):
 
     api: DataApi
     faults: FaultBook
+    link: ReceiveRate | None  # the receive-rate limit on request bodies, if any
 
     def record(self, record: RequestRecord) -> None: ...
 
@@ -230,6 +231,7 @@ class RequestHandler(BaseHTTPRequestHandler):
             chunked=chunked,
             drop_after=fault.drop_after_bytes if fault is not None else None,
             read_delay=fault.read_delay if fault is not None else 0.0,
+            receive_rate=self.server.site.link,
         )
 
     def _control(self, site: Site, method: str, path: str) -> None:
