@@ -49,7 +49,7 @@ def test_another_hosts_claim_is_never_adopted_alive_or_killed(
     mine = store.WorkArea(paths, OWNER)
     item = mine.claim(REL, now=0.0)
     assert item is not None
-    other = store.WorkArea(paths, OTHER)
+    other = store.WorkArea(paths, OTHER, look_again=0)
     try:
         with caplog.at_level(logging.INFO, logger=store.log.name):
             assert other.recover() == []  # alive: its lock holds
@@ -71,7 +71,7 @@ def test_another_hosts_claim_is_never_adopted_alive_or_killed(
         mine.close()
 
 
-def test_a_claim_from_before_owners_is_adopted_by_whoever_gets_its_lock(
+def test_a_claim_from_before_owners_is_adopted_by_whoever_gets_its_lock_and_kept(
     paths: PathsConfig, area: store.WorkArea
 ) -> None:
     old = paths.work / "20260101T000000-0badc0de"
@@ -79,6 +79,33 @@ def test_a_claim_from_before_owners_is_adopted_by_whoever_gets_its_lock(
     (old / store.CLAIM_FILE).write_text(json.dumps({"relpath": list(REL), "claimed_at": 1}))
     (old / REL[-1]).mkdir()
     assert [c.id for c in area.recover()] == [old.name]
+    record = json.loads((old / store.CLAIM_FILE).read_text())  # ours from now on
+    assert record == {"relpath": list(REL), "claimed_at": 1, "owner": OWNER.id, "host": "lab-a"}
+    area.close()
+    other = store.WorkArea(paths, OTHER)
+    try:
+        assert other.recover() == []  # another host never takes it over
+    finally:
+        other.close()
+
+
+def test_another_hosts_claim_is_looked_at_again_only_now_and_then(
+    paths: PathsConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    drop_session(paths)
+    mine = store.WorkArea(paths, OWNER)
+    item = mine.claim(REL, now=0.0)
+    assert item is not None
+    other = store.WorkArea(paths, OTHER, look_again=3600)
+    try:
+        assert other.recover() == []
+        mine.close()
+        with caplog.at_level(logging.WARNING, logger=store.log.name):
+            assert other.recover() == []
+        assert "which is not running" not in caplog.text  # not tried again yet
+    finally:
+        other.close()
+        mine.close()
 
 
 @pytest.mark.parametrize(

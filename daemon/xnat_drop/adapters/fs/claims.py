@@ -14,7 +14,8 @@ its state directory, and its host name for people), and only that daemon adopts 
 ledger alone knows what of the session already reached XNAT. Another daemon would start from
 nothing and XNAT's existing-session check would decide, so a killed daemon's claims wait for
 it to start again, even when its lock is free. A record without an owner (made before owners
-were recorded) is adopted by whichever daemon gets its lock, as before.
+were recorded) is adopted by whichever daemon gets its lock, as before, and is its own from then
+on.
 
 Filing (reports beside a free name in done/ or failed/, then the move) is done under one
 share-wide lock, `.work/.filing`, so that two daemons never choose the same free name.
@@ -61,6 +62,7 @@ WORK_MODE = 0o700  # the work folder and each claim: the service's alone
 OWNER_FILE = "owner-id"  # in the state directory: this daemon's id in its claim records
 FILING_LOCK = ".filing"  # in the work folder: held while a session is filed
 FILING_WAIT = 30.0  # seconds to wait for another daemon's filing before trying again later
+LOOK_AGAIN = 10.0  # seconds before another daemon's claim is looked at (its lock tried) again
 _OWNER_ID = re.compile(r"[0-9a-f]{32}")
 _MAX_HOST = 255
 
@@ -170,14 +172,16 @@ def prepare(paths: PathsConfig) -> None:
 class WorkArea:
     """The work folder: claims taken, held (locked) and given up by this process."""
 
-    def __init__(self, paths: PathsConfig, owner: Owner) -> None:
+    def __init__(self, paths: PathsConfig, owner: Owner, look_again: float = LOOK_AGAIN) -> None:
         self.paths = paths
         self.owner = owner
+        self._look_again = look_again
         self._locks: dict[str, int] = {}  # claim id -> fd holding its flock
         self._work = Dir.open(paths.work)
         self._uid = os.geteuid()
         self._warned: set[str] = set()  # claim folders found that are not ours, said once
-        self._foreign: dict[str, bool] = {}  # another daemon's claims -> its lock was free
+        # Another daemon's claims: was its lock free, and when (monotonic) to look again.
+        self._foreign: dict[str, tuple[bool, float]] = {}
 
     def close(self) -> None:
         """Release every claim lock (the claims stay, for the next start to recover)."""
@@ -227,14 +231,7 @@ class WorkArea:
                     fd = _lock(claim_dir, create=True)
                     assert fd is not None, "nobody else knows this new folder"
                     self._locks[claim_id] = fd
-                    record = {
-                        "relpath": list(relpath),
-                        "claimed_at": now,
-                        "owner": self.owner.id,
-                        "host": self.owner.host,
-                    }
-                    # ensure_ascii: names that are not UTF-8 travel as \udcXX escapes.
-                    claim_dir.write_atomic(CLAIM_FILE, json.dumps(record).encode(), 0o600)
+                    claim_dir.write_atomic(CLAIM_FILE, self._record(relpath, now), 0o600)
                     try:
                         parent.move(name, claim_dir, name)
                     except FileNotFoundError:
@@ -245,6 +242,17 @@ class WorkArea:
                 self._discard(claim_id)
                 raise
         return Claim(claim_id, self.paths.work / claim_id, relpath, now)
+
+    def _record(self, relpath: tuple[str, ...], claimed_at: float) -> bytes:
+        """A claim record of this owner."""
+        record = {
+            "relpath": list(relpath),
+            "claimed_at": claimed_at,
+            "owner": self.owner.id,
+            "host": self.owner.host,
+        }
+        # ensure_ascii: names that are not UTF-8 travel as \udcXX escapes.
+        return json.dumps(record).encode()
 
     def _check_taken(
         self, parent: Dir, claim_dir: Dir, name: str, settled: Fingerprint | None, marker: str
@@ -287,9 +295,12 @@ class WorkArea:
         names = sorted(self._work.names())
         present = set(names)
         self._foreign = {k: v for k, v in self._foreign.items() if k in present}
+        now = time.monotonic()
         for claim_id in names:
             if claim_id in self._locks or claim_id.startswith("."):
                 continue
+            if claim_id in self._foreign and now < self._foreign[claim_id][1]:
+                continue  # another daemon's, looked at lately (a lock tried costs a round trip)
             st = self._work.lstat(claim_id)
             if st is None or not stat.S_ISDIR(st.st_mode):
                 continue
@@ -316,8 +327,13 @@ class WorkArea:
                 if fd is None:
                     return None  # another daemon is working on it
                 self._locks[claim_id] = fd
+                if not owner:  # made before owners were recorded: ours from now on
+                    claim_dir.write_atomic(CLAIM_FILE, self._record(relpath, claimed_at), 0o600)
                 st = claim_dir.lstat(relpath[-1])
         except (OSError, ValueError) as exc:
+            fd = self._locks.pop(claim_id, None)
+            if fd is not None:  # taken before the trouble: let go, tried again next time
+                os.close(fd)
             self._warn_once(claim_id, f"it is not a usable claim ({exc})")
             return None
         if st is None or not stat.S_ISDIR(st.st_mode):
@@ -329,7 +345,8 @@ class WorkArea:
         self, claim_id: str, claim_dir: Dir, relpath: tuple[str, ...], owner: str, host: str
     ) -> None:
         """Another daemon's claim: never adopted. Said once, and again when its lock is found
-        free (its daemon stopped or was killed: the claim waits for it to start again).
+        free (its daemon stopped or was killed: the claim waits for it to start again); looked
+        at again only every `look_again` seconds.
 
         The lock is only tried (never created) and let go at once.
         """
@@ -340,9 +357,10 @@ class WorkArea:
         free = fd is not None
         if fd is not None:
             os.close(fd)
-        if self._foreign.get(claim_id) == free:
+        before = self._foreign.get(claim_id)
+        self._foreign[claim_id] = (free, time.monotonic() + self._look_again)
+        if before is not None and before[0] == free:
             return
-        self._foreign[claim_id] = free
         where = shown_path(relpath)
         daemon = f"the xnat-drop daemon on {shown(host)} (id {shown(owner[:8])})"
         if free:
