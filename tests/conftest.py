@@ -135,9 +135,13 @@ def paths(tmp_path: Path) -> PathsConfig:
     return p
 
 
+# The claims' owner in the store and filing tests: one daemon, as if it were on host "lab-a".
+OWNER = store.Owner("a" * 32, "lab-a")
+
+
 @pytest.fixture
 def area(paths: PathsConfig) -> Iterator[store.WorkArea]:
-    work = store.WorkArea(paths)
+    work = store.WorkArea(paths, OWNER)
     yield work
     work.close()
 

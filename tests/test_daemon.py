@@ -46,7 +46,7 @@ def report(root: Path, relpath: tuple[str, ...]) -> tuple[str, dict[str, object]
 
 def work_sessions(drop: Drop) -> list[Path]:
     return (
-        [p for claim in drop.work.iterdir() for p in claim.iterdir() if p.is_dir()]
+        [p for claim in drop.work.glob("[!.]*") for p in claim.iterdir() if p.is_dir()]
         if drop.work.exists()
         else []
     )

@@ -315,7 +315,7 @@ def test_wrong_credentials_pause_with_bounded_attempts_and_status_says_why(
     [job] = data["snapshot"]["work"]
     assert job["session"] == "/".join(REL) and "refused the credentials" in job["state"]
     assert "not-the-password" not in status.stdout
-    [waiting] = [p for claim in drop.work.iterdir() for p in claim.iterdir() if p.is_dir()]
+    [waiting] = [p for claim in drop.work.glob("[!.]*") for p in claim.iterdir() if p.is_dir()]
     assert sorted(p.relative_to(waiting) for p in waiting.rglob("*") if p.is_file()) == files
     assert not any(drop.failed.iterdir())
 

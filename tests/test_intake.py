@@ -77,7 +77,7 @@ def test_kill_9_at_any_stage_then_restart_delivers_exactly_once(
         "S01_MR1.report.json",
         "S01_MR1.report.txt",
     ]
-    assert not any(drop.failed.iterdir()) and list(drop.work.iterdir()) == []
+    assert not any(drop.failed.iterdir()) and list(drop.work.glob("[!.]*")) == []
     [archived] = emulator.archive()  # exactly one complete session in XNAT
     assert {scan: len(files) for scan, files in archived.scans.items()} == {"1": 2, "2": 4}
     assert emulator.prearchive() == []  # no partial leftovers
@@ -113,7 +113,7 @@ def test_two_daemons_on_one_tree_never_take_the_same_session(
     assert not any(p.name.endswith("__2") for p in drop.done.rglob("*"))
 
 
-def test_a_killed_daemons_claim_is_finished_by_the_other(
+def test_a_killed_daemons_claim_waits_for_it_never_for_the_other(
     drop: Drop, emulator: Emulator, tmp_path: Path
 ) -> None:
     drop_session(drop)
@@ -121,9 +121,15 @@ def test_a_killed_daemons_claim_is_finished_by_the_other(
     assert killed.returncode == -signal.SIGKILL
     second = Drop(drop.root, tmp_path / "second.toml", drop.secret, tmp_path / "state2")
     second.write_config(emulator.url)
-    result = run_daemon(second)  # another daemon, with its own state: adopts the orphan
+    result = run_daemon(second)  # another daemon, with its own state (another host's)
     assert result.returncode == 0, result.stderr
-    assert "recovered from the work folder" in result.stderr
+    assert "recovered from the work folder" not in result.stderr
+    assert "which is not running" in result.stderr  # its lock is free; still not adopted
+    assert [p.name for p in drop.work.glob("*/S01_MR1")] == ["S01_MR1"]
+    assert emulator.prearchive() == []
+    again = run_daemon(drop)  # the killed daemon, started again: its ledger resumes it
+    assert again.returncode == 0, again.stderr
+    assert "recovered from the work folder" in again.stderr
     assert drop.done.joinpath(*REL).is_dir() and len(emulator.prearchive()) == 1
 
 
@@ -328,7 +334,7 @@ def test_a_read_only_failed_folder_keeps_the_session_safe_until_it_is_writable(
         dropped = digest(folder)
         wait_until(lambda: not folder.exists(), "the claim", proc)
         time.sleep(2)  # it tries, fails, waits: the session must stay whole in .work/
-        [waiting] = [p for claim in drop.work.iterdir() for p in claim.iterdir() if p.is_dir()]
+        [waiting] = [p for claim in drop.work.glob("[!.]*") for p in claim.iterdir() if p.is_dir()]
         assert digest(waiting) == dropped
         immutable(drop.failed, False)
         wait_until(drop.failed.joinpath(*REL).is_dir, "the session in failed/", proc)

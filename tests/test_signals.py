@@ -101,7 +101,7 @@ def test_a_stop_during_a_step_is_noticed_and_a_reload_waits_for_the_step(
         wait_until((drop.state / "status.json").exists, "the daemon started", proc)
         drop_session(drop, REL, [SeriesSpec(1, "T1", images=2)])
         wait_until(
-            lambda: drop.work.exists() and any(drop.work.iterdir()), "the session claimed", proc
+            lambda: drop.work.exists() and any(drop.work.glob("[!.]*")), "the session claimed", proc
         )
         time.sleep(1.0)  # in the middle of the (slowed) upload
         os.kill(proc.pid, signal.SIGHUP)

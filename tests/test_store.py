@@ -15,6 +15,8 @@ from xnat_drop.adapters.fs import filing
 from xnat_drop.adapters.fs.beneath import Dir, UnsafePathError
 from xnat_drop.core.config import PathsConfig
 
+from conftest import OWNER
+
 REL = ("P1", "S01", "S01_MR1")
 
 
@@ -88,7 +90,7 @@ def test_claim_puts_back_a_folder_swapped_for_a_symlink(
 
 def test_recover_finds_claims_and_drops_empty_ones(paths: PathsConfig) -> None:
     drop_session(paths)
-    first = store.WorkArea(paths)
+    first = store.WorkArea(paths, OWNER)
     item = first.claim(REL, now=5.0)
     assert item is not None
     first.close()  # the daemon stopped: its claim stays, unlocked
@@ -100,7 +102,7 @@ def test_recover_finds_claims_and_drops_empty_ones(paths: PathsConfig) -> None:
     stranger = paths.work / "not-ours"
     stranger.mkdir()
     (stranger / "file").write_text("x")
-    second = store.WorkArea(paths)
+    second = store.WorkArea(paths, OWNER)
     try:
         recovered = second.recover()
         assert [(c.id, c.relpath) for c in recovered] == [(item.id, REL)]
@@ -112,16 +114,16 @@ def test_recover_finds_claims_and_drops_empty_ones(paths: PathsConfig) -> None:
 
 def test_a_claim_held_by_a_living_daemon_is_never_adopted(paths: PathsConfig) -> None:
     drop_session(paths)
-    owner = store.WorkArea(paths)
+    owner = store.WorkArea(paths, OWNER)
     item = owner.claim(REL, now=0.0)
     assert item is not None
-    other = store.WorkArea(paths)
+    restarted = store.WorkArea(paths, OWNER)  # the same daemon (its state), started again
     try:
-        assert other.recover() == []  # the owner's lock holds
+        assert restarted.recover() == []  # the owner's lock holds
         owner.close()  # as if the owner was killed: the kernel drops its lock
-        assert [c.id for c in other.recover()] == [item.id]
+        assert [c.id for c in restarted.recover()] == [item.id]
     finally:
-        other.close()
+        restarted.close()
 
 
 def test_finish_writes_reports_then_moves_and_never_overwrites(

@@ -124,7 +124,7 @@ def test_a_250_character_name_gets_a_report_under_a_shortened_name(
     assert folder.is_dir() and folder.name != name and folder.name.startswith("S01_xxx")
     text = report.read_text()
     assert "shortened" in text and "[bad-label]" in text
-    assert not any(lab.work.iterdir())  # nothing left behind in the work folder
+    assert not any(lab.work.glob("[!.]*"))  # nothing left behind in the work folder
     # Sent back with --force: taken and judged again, decided once more, nothing stuck.
     retry = cli(lab, "retry", "--force", str(folder))
     assert retry.returncode == 0, retry.stderr

@@ -1,6 +1,7 @@
-"""Sessions into the loop's hands: claiming what has settled in incoming/, and adopting the
-claims nobody holds (ours from before a restart, or a killed daemon's). Runs on the loop's
-thread; returns the new jobs rather than keeping any."""
+"""Sessions into the loop's hands: claiming what has settled in incoming/, and adopting this
+daemon's claims that nobody holds (from before a restart or a kill; another host's claims are
+left to it: adapters/fs/claims.py). Runs on the loop's thread; returns the new jobs rather than
+keeping any."""
 
 from __future__ import annotations
 
@@ -79,8 +80,8 @@ class Claimer:
         intake.notices.flush()
 
     def orphans(self, config: Config, now: float, jobs: list[Job]) -> None:
-        """Take over claims nobody holds, appending a job for each (a session decided and
-        reported before a stop only has its move finished)."""
+        """Take over this daemon's claims nobody holds, appending a job for each (a session
+        decided and reported before a stop only has its move finished)."""
         paths = config.paths
         for claim in self.work.recover():
             self.ledger.claimed(claim.id, claim.display, self.clock.wall())

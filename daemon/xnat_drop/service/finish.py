@@ -43,7 +43,42 @@ class Filing:
 
 
 def file_session(tools: Tools, work: claims.WorkArea, item: Filing) -> Path:
-    """Report, record and move the session; returns where it is now."""
+    """Report, record and move the session; returns where it is now.
+
+    Under the work folder's filing lock: a daemon on another host sharing the tree may be
+    choosing a free name in the same folder at the same moment.
+    """
+    with work.filing():
+        dest, report = _file(tools, work, item)
+    claim = item.claim
+    fields = journal_fields(claim, item.verdict)
+    if item.outcome is Outcome.DONE:
+        uris = ", ".join(item.receipt.uris if item.receipt else ())
+        log.info(
+            "%s: delivered (%s) -> %s",
+            claim.display,
+            uris,
+            report.location,
+            extra=fields | {"XNAT_URI": uris},
+        )
+    else:
+        log.info(
+            "%s: not uploaded (%s) -> %s",
+            claim.display,
+            ", ".join(report_rules(item)),
+            report.location,
+            extra=fields | {"RULE": ", ".join(report_rules(item))},
+        )
+    return dest
+
+
+def report_rules(item: Filing) -> list[str]:
+    """The rules that rejected the session, sorted."""
+    return sorted({v.rule for v in item.violations if v.policy is Policy.REJECT})
+
+
+def _file(tools: Tools, work: claims.WorkArea, item: Filing) -> tuple[Path, Report]:
+    """`file_session`'s steps: reports, the ledger's decision, the move."""
     paths = tools.config.paths
     claim = item.claim
     root = paths.done if item.outcome is Outcome.DONE else paths.failed
@@ -75,7 +110,7 @@ def file_session(tools: Tools, work: claims.WorkArea, item: Filing) -> Path:
         placement, {".report.txt": render_text(report), ".report.json": render_json(report)}
     )
     failpoints.hit("after-reports")
-    rules = sorted({v.rule for v in item.violations if v.policy is Policy.REJECT})
+    rules = report_rules(item)
     sent: dict[str, float] = {}
     if item.outcome is Outcome.DONE and item.receipt is not None:  # for the metrics
         resources = sum(r.bytes for r in item.receipt.resources)
@@ -94,25 +129,7 @@ def file_session(tools: Tools, work: claims.WorkArea, item: Filing) -> Path:
     )
     failpoints.hit("before-move")
     work.complete(claim, root, placement.relpath)
-    fields = journal_fields(claim, item.verdict)
-    if item.outcome is Outcome.DONE:
-        uris = ", ".join(item.receipt.uris if item.receipt else ())
-        log.info(
-            "%s: delivered (%s) -> %s",
-            claim.display,
-            uris,
-            report.location,
-            extra=fields | {"XNAT_URI": uris},
-        )
-    else:
-        log.info(
-            "%s: not uploaded (%s) -> %s",
-            claim.display,
-            ", ".join(rules),
-            report.location,
-            extra=fields | {"RULE": ", ".join(rules)},
-        )
-    return dest
+    return dest, report
 
 
 def _retire_stale_reports(

@@ -144,12 +144,12 @@ class Service(Outcomes, Upkeep):
             self._ledger = Ledger(paths.state / LEDGER_FILE)
             self._ledger.probe()
             self._heartbeat = Heartbeat(self.clock.monotonic)
-            self._work = claims.WorkArea(paths)
+            self._work = claims.WorkArea(paths, claims.owner(paths.state))
             self._board.count_today(self._ledger)
             self._outputs.start(self._ledger)  # the page and the notifications
             self._claimer().orphans(self.config, self.clock.monotonic(), self.state.jobs)
             self._board.publish(self.state, self._ledger, force=True)  # not yet contacted
-        except (OSError, StorageError) as exc:
+        except (OSError, StorageError, ValueError) as exc:
             raise ConfigError([state_problem(paths.state, exc)], self.config.source) from exc
         log.info(
             "XNAT at %s; destination %s; watching %s",

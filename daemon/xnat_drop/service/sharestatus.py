@@ -13,6 +13,9 @@ of the report (or one of the last few hundred finished) belongs to, and every pr
 for since the start: a file once written keeps being rewritten ("nothing waiting") rather
 than going stale. Each project's file lists its own last delivered and failed sessions.
 
+One daemon writes them (docs/several-hosts.md): a file found replaced by someone else since it
+was written here, as a second daemon on the same share would, is logged once as a warning.
+
 A folder that cannot be written is logged once (and again once it works), shown in
 status.json (`share_status`) and tried again every interval; the daemon runs on. Files this
 daemon no longer writes (the share switched to per-project or off, STATUS.html turned off)
@@ -25,6 +28,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import tzinfo
+from pathlib import Path
 from typing import Any
 
 from xnat_drop.adapters import localzone
@@ -73,6 +77,7 @@ class StatusFiles:
         self._pool: tuple[str, list[Any], list[Any]] = ("", [], [])  # key, last done, failed
         self._folders: tuple[float, list[str]] = (float("-inf"), [])
         self._held = float("inf")  # when a change held back by the interval may be written
+        self._rival = False  # a file of ours was found replaced by someone else (said once)
 
     def __call__(self, data: Report, ledger: Ledger | None) -> None:
         """Write the files `data` (a published report) changes, as far as due."""
@@ -148,7 +153,22 @@ class StatusFiles:
         if len(names) > 1:
             data[names[1]] = page(found).encode("utf-8", "backslashreplace")
         folder = sharefiles.folder_of(config.paths.incoming)
+        if before is not None and not self._rival:
+            self._check_rival(folder, before.files)
         self._written[project] = _Written(content, now, sharefiles.write(folder, data))
+
+    def _check_rival(self, folder: Path, files: Mapping[str, Ident]) -> None:
+        """Warn once when a file written here was replaced by someone else since."""
+        rewritten = sharefiles.replaced(folder, files)
+        if rewritten:
+            self._rival = True
+            log.warning(
+                "%s in %s was replaced by someone else since xnat-drop wrote it: does another "
+                "xnat-drop daemon write the status files of this share too? Let one host "
+                'write them (status.share = "off" on the others; docs/several-hosts.md)',
+                shown(rewritten[0]),
+                shown(str(folder)),
+            )
 
     def _forget(self, wanted: Mapping[Project, tuple[str, ...]]) -> None:
         """Remove the files of ours no longer wanted (a reload changed the settings)."""

@@ -6,7 +6,19 @@ one place. The daemon never copies, edits or deletes anything inside a session f
 A claim is `.work/<id>/` holding `claim.json`, a `lock` file and the session folder. The daemon
 that owns a claim keeps an exclusive `flock` on its lock file: a second daemon on the same tree
 never adopts it, and a killed daemon's claims are free again at once (the kernel drops its
-locks), to be recovered by whichever daemon looks next.
+locks).
+
+Several daemons may share one drop tree, each on its own host with its own state directory
+(docs/several-hosts.md). The claim record names the daemon that made it (`Owner`: an id kept in
+its state directory, and its host name for people), and only that daemon adopts it again: its
+ledger alone knows what of the session already reached XNAT. Another daemon would start from
+nothing and XNAT's existing-session check would decide, so a killed daemon's claims wait for
+it to start again, even when its lock is free. A record without an owner (made before owners
+were recorded) is adopted by whichever daemon gets its lock, as before, and is its own from then
+on.
+
+Filing (reports beside a free name in done/ or failed/, then the move) is done under one
+share-wide lock, `.work/.filing`, so that two daemons never choose the same free name.
 
 Nothing here follows a link: incoming/ and the work folder are held open and every step below
 them is taken with the *at() calls of beneath.py. The work folder belongs to the service
@@ -17,14 +29,18 @@ because a claim record names a path that is about to be used.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import logging
 import math
 import os
+import re
 import secrets
+import socket
 import stat
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +59,49 @@ LOCK_FILE = "lock"
 MAX_RECORD = 64 * 1024  # bytes of a claim record: a path of at most MAX_LEVELS names
 MAX_LEVELS = 16
 WORK_MODE = 0o700  # the work folder and each claim: the service's alone
+OWNER_FILE = "owner-id"  # in the state directory: this daemon's id in its claim records
+FILING_LOCK = ".filing"  # in the work folder: held while a session is filed
+FILING_WAIT = 30.0  # seconds to wait for another daemon's filing before trying again later
+LOOK_AGAIN = 10.0  # seconds before another daemon's claim is looked at (its lock tried) again
+_OWNER_ID = re.compile(r"[0-9a-f]{32}")
+_MAX_HOST = 255
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """The daemon that makes claims: `id` from its state directory, `host` for people."""
+
+    id: str
+    host: str
+
+
+def owner(state: Path) -> Owner:
+    """This daemon's `Owner`: the id in `state`/owner-id (made on the first start), and the
+    host name. Two daemons with one state directory are one owner (and one ledger).
+
+    Raises OSError when the file cannot be read or made, ValueError when it is damaged.
+    """
+    with Dir.open(state) as folder:
+        try:
+            data = folder.read_small(OWNER_FILE, 256)
+        except FileNotFoundError:
+            fresh = secrets.token_hex(16).encode()
+            with contextlib.suppress(FileExistsError):  # another start made it first
+                fd = folder.open_file(OWNER_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                try:
+                    os.write(fd, fresh + b"\n")
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            data = folder.read_small(OWNER_FILE, 256)
+    text = data.decode("ascii", "replace").strip()
+    if not _OWNER_ID.fullmatch(text):
+        raise ValueError(
+            f"{state / OWNER_FILE} is damaged: write back the 32 hex digits its claims name as "
+            '"owner" in the work folder\'s claim.json files, or remove it (a new id is made, and '
+            "its old claims are then left to nobody: docs/several-hosts.md)"
+        )
+    return Owner(text, socket.gethostname()[:_MAX_HOST] or "localhost")
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,12 +172,16 @@ def prepare(paths: PathsConfig) -> None:
 class WorkArea:
     """The work folder: claims taken, held (locked) and given up by this process."""
 
-    def __init__(self, paths: PathsConfig) -> None:
+    def __init__(self, paths: PathsConfig, owner: Owner, look_again: float = LOOK_AGAIN) -> None:
         self.paths = paths
+        self.owner = owner
+        self._look_again = look_again
         self._locks: dict[str, int] = {}  # claim id -> fd holding its flock
         self._work = Dir.open(paths.work)
         self._uid = os.geteuid()
         self._warned: set[str] = set()  # claim folders found that are not ours, said once
+        # Another daemon's claims: was its lock free, and when (monotonic) to look again.
+        self._foreign: dict[str, tuple[bool, float]] = {}
 
     def close(self) -> None:
         """Release every claim lock (the claims stay, for the next start to recover)."""
@@ -168,9 +231,7 @@ class WorkArea:
                     fd = _lock(claim_dir, create=True)
                     assert fd is not None, "nobody else knows this new folder"
                     self._locks[claim_id] = fd
-                    record = {"relpath": list(relpath), "claimed_at": now}
-                    # ensure_ascii: names that are not UTF-8 travel as \udcXX escapes.
-                    claim_dir.write_atomic(CLAIM_FILE, json.dumps(record).encode(), 0o600)
+                    claim_dir.write_atomic(CLAIM_FILE, self._record(relpath, now), 0o600)
                     try:
                         parent.move(name, claim_dir, name)
                     except FileNotFoundError:
@@ -181,6 +242,17 @@ class WorkArea:
                 self._discard(claim_id)
                 raise
         return Claim(claim_id, self.paths.work / claim_id, relpath, now)
+
+    def _record(self, relpath: tuple[str, ...], claimed_at: float) -> bytes:
+        """A claim record of this owner."""
+        record = {
+            "relpath": list(relpath),
+            "claimed_at": claimed_at,
+            "owner": self.owner.id,
+            "host": self.owner.host,
+        }
+        # ensure_ascii: names that are not UTF-8 travel as \udcXX escapes.
+        return json.dumps(record).encode()
 
     def _check_taken(
         self, parent: Dir, claim_dir: Dir, name: str, settled: Fingerprint | None, marker: str
@@ -210,16 +282,25 @@ class WorkArea:
         raise SessionChangedError(f"{problem}; it stays in incoming/")
 
     def recover(self) -> list[Claim]:
-        """Claims in the work folder that no living process holds, oldest first, now ours.
+        """Claims of this owner in the work folder that no living process holds, oldest first,
+        now ours.
 
         A claim whose session folder is missing (a crash before the claim rename, or after the
-        final move) holds no user data and is removed. Anything that is not a claim this
-        service made (not ours, a link, a damaged or strange record) is left alone and logged.
+        final move) holds no user data and is removed. Another daemon's claims are left to it,
+        whether it runs or not (logged once, and again when its lock is found free). Anything
+        that is not a claim this service made (not ours, a link, a damaged or strange record)
+        is left alone and logged.
         """
         found: list[Claim] = []
-        for claim_id in sorted(self._work.names()):
+        names = sorted(self._work.names())
+        present = set(names)
+        self._foreign = {k: v for k, v in self._foreign.items() if k in present}
+        now = time.monotonic()
+        for claim_id in names:
             if claim_id in self._locks or claim_id.startswith("."):
                 continue
+            if claim_id in self._foreign and now < self._foreign[claim_id][1]:
+                continue  # another daemon's, looked at lately (a lock tried costs a round trip)
             st = self._work.lstat(claim_id)
             if st is None or not stat.S_ISDIR(st.st_mode):
                 continue
@@ -235,21 +316,92 @@ class WorkArea:
         try:
             with self._work.child(claim_id) as claim_dir:
                 try:
-                    relpath, claimed_at = _record(claim_dir.read_small(CLAIM_FILE, MAX_RECORD))
+                    record = _record(claim_dir.read_small(CLAIM_FILE, MAX_RECORD))
                 except FileNotFoundError:
                     return None  # a claim being written right now, or not a claim
+                relpath, claimed_at, owner, host = record
+                if owner and owner != self.owner.id:
+                    self._leave(claim_id, claim_dir, relpath, owner, host)
+                    return None
                 fd = _lock(claim_dir, create=True)
                 if fd is None:
                     return None  # another daemon is working on it
                 self._locks[claim_id] = fd
+                if not owner:  # made before owners were recorded: ours from now on
+                    claim_dir.write_atomic(CLAIM_FILE, self._record(relpath, claimed_at), 0o600)
                 st = claim_dir.lstat(relpath[-1])
         except (OSError, ValueError) as exc:
+            fd = self._locks.pop(claim_id, None)
+            if fd is not None:  # taken before the trouble: let go, tried again next time
+                os.close(fd)
             self._warn_once(claim_id, f"it is not a usable claim ({exc})")
             return None
         if st is None or not stat.S_ISDIR(st.st_mode):
             self._discard(claim_id)
             return None
         return Claim(claim_id, self.paths.work / claim_id, relpath, claimed_at)
+
+    def _leave(
+        self, claim_id: str, claim_dir: Dir, relpath: tuple[str, ...], owner: str, host: str
+    ) -> None:
+        """Another daemon's claim: never adopted. Said once, and again when its lock is found
+        free (its daemon stopped or was killed: the claim waits for it to start again); looked
+        at again only every `look_again` seconds.
+
+        The lock is only tried (never created) and let go at once.
+        """
+        try:
+            fd = _lock(claim_dir, create=False)
+        except OSError:  # gone meanwhile (filed), or not ours to open
+            return
+        free = fd is not None
+        if fd is not None:
+            os.close(fd)
+        before = self._foreign.get(claim_id)
+        self._foreign[claim_id] = (free, time.monotonic() + self._look_again)
+        if before is not None and before[0] == free:
+            return
+        where = shown_path(relpath)
+        daemon = f"the xnat-drop daemon on {shown(host)} (id {shown(owner[:8])})"
+        if free:
+            log.warning(
+                "%s (claim %s) belongs to %s, which is not running (or this share's locks do "
+                "not reach across hosts); it is left for that daemon to resume when it starts "
+                "again (see docs/several-hosts.md if it never will)",
+                where,
+                shown(claim_id),
+                daemon,
+            )
+        else:
+            log.info("%s (claim %s) is being handled by %s", where, shown(claim_id), daemon)
+
+    @contextlib.contextmanager
+    def filing(self, wait: float = FILING_WAIT) -> Iterator[None]:
+        """Hold the share-wide filing lock (`.work/.filing`) while a session is filed, so that
+        two daemons on one tree never choose the same free name in done/ or failed/.
+
+        Raises OSError (EAGAIN) when another daemon keeps it for `wait` seconds: the session
+        stays claimed and filing is tried again later.
+        """
+        fd = self._work.open_file(FILING_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise UnsafePathError(self._work.shown(FILING_LOCK), "is not a regular file")
+            deadline = time.monotonic() + wait
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise OSError(
+                            errno.EAGAIN,
+                            f"another daemon kept {self._work.shown(FILING_LOCK)} for {wait:.0f} s",
+                        ) from None
+                    time.sleep(0.05)
+            yield
+        finally:
+            os.close(fd)  # the lock goes with it
 
     def _warn_once(self, claim_id: str, why: str) -> None:
         if claim_id not in self._warned:
@@ -296,34 +448,52 @@ class WorkArea:
 
         A claim folder holding anything else (the session, after a failed step) keeps its
         record, so the next recovery finds the session again.
+
+        The record goes first (nothing adopts a claim without one), then the lock is let go,
+        and only then is its file removed: a network share keeps a file removed while it is
+        open under a hidden name until it is closed (NFS `.nfsXXXX`, FUSE `.fuse_hidden...`),
+        and the claim folder could not be removed.
         """
         fd = self._locks.pop(claim_id, None)
-        with contextlib.suppress(OSError), self._work.child(claim_id) as claim_dir:
-            if set(claim_dir.names()) <= {CLAIM_FILE, LOCK_FILE}:
-                for name in (CLAIM_FILE, LOCK_FILE):
+        try:
+            with contextlib.suppress(OSError), self._work.child(claim_id) as claim_dir:
+                if set(claim_dir.names()) <= {CLAIM_FILE, LOCK_FILE}:
                     with contextlib.suppress(FileNotFoundError):
-                        claim_dir.unlink(name)
-                self._work.rmdir(claim_id)
-        if fd is not None:
-            os.close(fd)
+                        claim_dir.unlink(CLAIM_FILE)
+                    if fd is not None:
+                        os.close(fd)
+                        fd = None
+                    with contextlib.suppress(FileNotFoundError):
+                        claim_dir.unlink(LOCK_FILE)
+                    self._work.rmdir(claim_id)
+        finally:
+            if fd is not None:
+                os.close(fd)
 
 
-def _record(data: bytes) -> tuple[tuple[str, ...], float]:
-    """The relative path and time in a claim record; ValueError unless both are sane."""
+def _record(data: bytes) -> tuple[tuple[str, ...], float, str, str]:
+    """The relative path, time, owner id and host in a claim record ("" for a record made
+    before owners were recorded); ValueError unless all are sane."""
     record = json.loads(data)
     relpath = record["relpath"] if isinstance(record, dict) else None
     claimed_at = record.get("claimed_at") if isinstance(record, dict) else None
+    owner = record.get("owner", "") if isinstance(record, dict) else None
+    host = record.get("host", "") if isinstance(record, dict) else None
     if (
         not isinstance(relpath, list)
         or not 1 <= len(relpath) <= MAX_LEVELS
         or not all(isinstance(part, str) for part in relpath)
         or not isinstance(claimed_at, (int, float))
         or not math.isfinite(claimed_at)
+        or not isinstance(owner, str)
+        or not isinstance(host, str)
+        or len(owner) > 64
+        or len(host) > _MAX_HOST
     ):
         raise ValueError("a damaged claim record")
     for part in relpath:
         check_name(part)  # never "..", "/" or "": the path stays below incoming/ and done/
-    return tuple(relpath), float(claimed_at)
+    return tuple(relpath), float(claimed_at), owner, host
 
 
 def _probe_renames(work: Dir, others: list[Dir]) -> None:

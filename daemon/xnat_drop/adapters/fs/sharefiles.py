@@ -70,6 +70,19 @@ def remove(folder: Path, files: Mapping[str, Ident]) -> None:
                     where.unlink(name)
 
 
+def replaced(folder: Path, files: Mapping[str, Ident]) -> list[str]:
+    """The names of `files` (what `write` returned) that something else has since replaced:
+    another daemon writing the status files of the same share, or a person. A name now
+    missing is not counted. Raises OSError when the folder cannot be opened."""
+    found = []
+    with Dir.open(folder) as where:
+        for name, ident in files.items():
+            st = where.lstat(name)
+            if st is not None and (not stat.S_ISREG(st.st_mode) or _ident(st) != ident):
+                found.append(name)
+    return found
+
+
 def project_folders(incoming: Path) -> list[str]:
     """The folders directly in incoming/ (the project folders of a "project/..." layout),
     not links, not hidden, not the operating systems' clutter (`__MACOSX`). [] when it cannot
