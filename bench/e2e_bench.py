@@ -218,6 +218,7 @@ def write_series(
     images: int,
     study: str,
     rng: np.random.Generator,
+    pixels: Any = None,
 ) -> None:
     """Write one series: constant header parts encoded once, a smooth image plus noise each."""
     ds = series_template(matrix, number, description, study)
@@ -250,9 +251,12 @@ def write_series(
         # A smooth head-like image whose brightness changes along the series, plus noise:
         # 12-bit values that deflate about 1.4:1, as scanner images do.
         weight = 0.35 + 0.65 * np.sin(np.pi * (index - 0.5) / images)
-        noise = rng.integers(0, 96, size=base.shape, dtype=np.uint16)
-        image = (base * weight).astype(np.uint16) + noise
-        parts += [pixel_head, image.astype("<u2").tobytes()]
+        if pixels is not None:  # another benchmark's image model
+            parts += [pixel_head, pixels(base, weight, rng)]
+        else:
+            noise = rng.integers(0, 96, size=base.shape, dtype=np.uint16)
+            image = (base * weight).astype(np.uint16) + noise
+            parts += [pixel_head, image.astype("<u2").tobytes()]
         (subfolder / f"IM{index:05d}.dcm").write_bytes(b"".join(parts))
 
 

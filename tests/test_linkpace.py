@@ -99,3 +99,37 @@ def test_summary_words() -> None:
     assert linkpace.summary(pace) == "deflate, 2.0:1"
     pace = Pace(mode="auto", raw_total=200, compressed_total=150, wire_total=125)
     assert linkpace.summary(pace) == "auto: 75% compressed, 1.6:1"
+
+
+def test_a_fast_link_seen_once_sends_the_next_upload_stored() -> None:
+    assert not linkpace.stored_will_do(None)
+    fast = run(Pace(workers=2), 50, link=1.2e9, ratio=0.55, cpu_per_thread=45e6)
+    assert linkpace.stored_will_do(fast)
+    slow = run(Pace(workers=2), 50, link=12e6, ratio=0.55, cpu_per_thread=45e6)
+    assert not linkpace.stored_will_do(slow)
+    # Close to the line (compressing would pay at half the rate): measure piece by piece.
+    close = run(Pace(workers=2), 50, link=90e6, ratio=0.55, cpu_per_thread=45e6)
+    assert not linkpace.stored_will_do(close)
+
+
+def test_a_new_upload_keeps_what_was_learned_of_the_data_not_of_the_link() -> None:
+    last = run(Pace(workers=2), 50, link=12e6, ratio=0.5, cpu_per_thread=45e6)
+    new = linkpace.carried(last, "auto", 4)
+    assert new.ratio == last.ratio
+    assert last.compress_rate is not None
+    assert new.compress_rate == pytest.approx(last.compress_rate * 2)  # 4 threads, not 2
+    assert new.link_rate is None and new.pieces == 0 and new.raw_total == 0
+    assert linkpace.compress_next(new)  # its first pieces probe again
+
+
+def test_storing_reprobes_rarely_once_the_figures_are_known() -> None:
+    pace = run(Pace(workers=2), 2000, link=1.2e9, ratio=0.5, cpu_per_thread=45e6)
+    share = pace.compressed_total / pace.raw_total
+    assert share < 0.01
+
+
+def test_only_a_large_upload_says_what_the_link_is() -> None:
+    small = run(Pace(workers=2), 8, link=1.2e9, ratio=0.55, cpu_per_thread=45e6)
+    assert not linkpace.worth_remembering(small)  # 8 MiB: the socket buffers take that at once
+    large = run(Pace(workers=2), 100, link=1.2e9, ratio=0.55, cpu_per_thread=45e6)
+    assert linkpace.worth_remembering(large)

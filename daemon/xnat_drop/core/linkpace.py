@@ -22,13 +22,19 @@ from xnat_drop.core.schema import Section
 Compression = Literal["auto", "stored", "deflate"]
 # Compress only when it saves at least this share of the time: a close call stays stored,
 # which costs no CPU.
-_MARGIN = 0.85
-# Pieces compressed first, to learn the ratio and the compression rate; then one piece in
-# PROBE_EVERY while storing, to notice when the data or the machine changes.
+_MARGIN = 0.8
+# Pieces compressed first, to learn the ratio and the compression rate; then, until all three
+# figures are known, one piece in PROBE_EVERY; once storing is clearly right, one in
+# REPROBE_EVERY, to notice when the data or the machine changes at a cost of well under 1%.
 PROBE_FIRST = 2
 PROBE_EVERY = 16
-_MIN_SEND_SECONDS = 0.05  # less sending time than this says nothing about the link yet
-_DECAY = 0.8  # weight of the past in each running figure (per piece)
+REPROBE_EVERY = 256
+REMEMBERED = 64 << 20  # bytes an upload must send for its link rate to guide the next one
+_MIN_SENT = 8 << 20  # bytes (decayed) sent before the link's rate counts
+_DECAY = 0.8  # weight of the past in the compression figures, per piece
+# Weight of the past in the link's rate, per MiB sent: about the last 20 MiB count, so that a
+# pause of the server between two files is not taken for a slow link.
+_LINK_DECAY = 0.95
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +104,7 @@ class Pace:
     @property
     def link_rate(self) -> float | None:
         """Wire bytes per second of sending, once measured."""
-        if self.link_seconds < _MIN_SEND_SECONDS:
+        if self.link_bytes < _MIN_SENT or self.link_seconds <= 0:
             return None
         return self.link_bytes / self.link_seconds
 
@@ -152,7 +158,38 @@ def compress_next(pace: Pace) -> bool:
         return pace.pieces % PROBE_EVERY == 0
     if worth_it(link, ratio, cpu):
         return True
-    return pace.pieces % PROBE_EVERY == 0  # keep the ratio and the rate current
+    return pace.pieces % REPROBE_EVERY == 0  # keep the ratio and the rate current
+
+
+def stored_will_do(last: Pace | None) -> bool:
+    """Did the last upload show a link so fast that compressing would not pay even at half
+    its rate? Then "auto" sends the next upload stored, with an exact length: the cheapest
+    for both ends. The stored upload measures the link again for the one after it."""
+    if last is None:
+        return False
+    link, ratio, cpu = last.link_rate, last.ratio, last.compress_rate
+    if link is None or ratio is None or cpu is None:
+        return False
+    return not worth_it(link / 2, ratio, cpu)
+
+
+def worth_remembering(pace: Pace) -> bool:
+    """Did this upload send enough to say something about the link? Less than REMEMBERED
+    bytes may all have gone into the sockets' buffers at once, whatever the link."""
+    return pace.wire_total >= REMEMBERED and pace.link_rate is not None
+
+
+def carried(last: Pace | None, mode: Compression, workers: int) -> Pace:
+    """A new upload's Pace, keeping what the last one learned of the data and the CPU."""
+    if last is None:
+        return Pace(mode=mode, workers=workers)
+    return Pace(
+        mode=mode,
+        workers=workers,
+        packed_in=last.packed_in,
+        packed_out=last.packed_out,
+        pack_seconds=last.pack_seconds,  # per thread: the rate scales with `workers`
+    )
 
 
 def worth_it(link: float, ratio: float, cpu: float) -> bool:
@@ -163,7 +200,7 @@ def worth_it(link: float, ratio: float, cpu: float) -> bool:
 
 def _decay(wire_bytes: int) -> float:
     # Past sending weighs less with every MiB sent, whatever the size of the pieces.
-    return float(_DECAY ** min(wire_bytes / (1 << 20), 8.0))
+    return float(_LINK_DECAY ** min(wire_bytes / (1 << 20), 64.0))
 
 
 def summary(pace: Pace) -> str:

@@ -16,8 +16,7 @@ from pathlib import Path
 
 from xnat_drop.adapters.fs import claims
 from xnat_drop.adapters.fs.tree import REGULAR, walk
-from xnat_drop.adapters.fs.zipdeflate import DeflatingZip
-from xnat_drop.adapters.fs.zipstream import BundleEntry, ZipStream
+from xnat_drop.adapters.fs.zipstream import BundleEntry
 from xnat_drop.adapters.ledger import Ledger
 from xnat_drop.adapters.workers import InspectionPool
 from xnat_drop.core.completeness import RULE as INCOMPLETE
@@ -46,7 +45,7 @@ from xnat_drop.service.judge import judge
 from xnat_drop.service.resourcestep import ResourceStep, Where, resources_unsupported
 from xnat_drop.service.steps import Heartbeat, Progress
 from xnat_drop.service.xnatfilter import FilterCache, mismatch_note, planned
-from xnat_drop.service.zipbody import ZipBodies
+from xnat_drop.service.zipbody import Body, ZipBodies
 
 log = logging.getLogger("xnat_drop.service")
 
@@ -304,15 +303,17 @@ def _deliver(
         tools.server_version,
         progress=progress,
         monotonic=tools.monotonic,
+        last=tools.progress.last_link(),
+        remember=tools.progress.remember_link,
     )
 
-    def make_body() -> ZipStream | DeflatingZip:
+    def make_body() -> Body:
         log.info(
             "%s: uploading %d files (%.1f MB, %s) to XNAT %s/%s/%s",
             claim.display,
             len(entries),
             total / 1e6,
-            "stored" if bodies.mode == "stored" else f"compression {bodies.mode}",
+            bodies.kind,
             target.project,
             target.subject,
             target.session,

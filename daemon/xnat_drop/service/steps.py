@@ -27,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from xnat_drop.core.linkpace import Pace
+
 T = TypeVar("T")
 
 
@@ -68,6 +70,7 @@ class Progress:
     _total: int = 0
     _rate: float = 0.0
     _packing: str = ""
+    _link: Pace | None = None  # what the last upload measured of the link, kept for the next
 
     def uploading(
         self, claim_id: str, done: int, total: int, rate: float = 0.0, packing: str = ""
@@ -91,6 +94,15 @@ class Progress:
         """The running upload's rate on the wire (bytes/s) and how it is packed."""
         with self._lock:
             return self._rate, self._packing
+
+    def remember_link(self, pace: Pace) -> None:
+        with self._lock:
+            self._link = pace
+
+    def last_link(self) -> Pace | None:
+        """What the last upload measured of the link and the compression, if any."""
+        with self._lock:
+            return self._link
 
 
 class Step(Generic[T]):

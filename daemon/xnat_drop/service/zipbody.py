@@ -1,23 +1,30 @@
 """The upload's zip bodies: stored with an exact length, or compressed where the link is slow.
 
 One `ZipBodies` per delivery makes a new body each time the import is sent (a re-login sends
-it again), the kind that `[zip] compression` and XNAT's version allow (core/linkpace.py). It
-reports progress in session bytes, with the rate on the wire and how the data is packed, and
-says for the receipt what the last body did.
+it again), the kind that `[zip] compression` and XNAT's version allow (core/linkpace.py):
+
+- "stored": a ZipStream, with an exact Content-Length;
+- "deflate": a DeflatingZip compressing every piece, sent chunked;
+- "auto": a DeflatingZip deciding piece by piece, sent chunked; or, when the last upload
+  showed a link so fast that compressing cannot pay, a ZipStream again, timed as it is sent
+  so that the next upload knows the link as it is now.
+
+It reports progress in session bytes, with the rate on the wire and how the data is packed,
+says for the receipt what the last body did, and hands what it measured to `remember`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from xnat_drop.adapters.fs.beneath import Dir
 from xnat_drop.adapters.fs.zipdeflate import DeflatingZip
 from xnat_drop.adapters.fs.zipstream import BundleEntry, ZipStream
 from xnat_drop.core import linkpace
-from xnat_drop.core.linkpace import ZipConfig
+from xnat_drop.core.linkpace import Pace, ZipConfig
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +33,34 @@ log = logging.getLogger(__name__)
 BUFFER_LIMIT = 2 << 20
 
 Progress = Callable[[int, float, str], None]  # session bytes done, wire bytes/s, packing words
+
+
+class TimedStream:
+    """A ZipStream sent as it is (exact length), timing the consumer to measure the link."""
+
+    def __init__(self, stream: ZipStream, pace: Pace, clock: Callable[[], float]) -> None:
+        self.stream = stream
+        self.pace = pace
+        self._clock = clock
+
+    def __len__(self) -> int:
+        return len(self.stream)
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self.stream:
+            started = self._clock()
+            yield chunk
+            self.pace = linkpace.sent(self.pace, len(chunk), self._clock() - started)
+
+    @property
+    def bytes_done(self) -> int:
+        return self.stream.bytes_done
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+Body = ZipStream | TimedStream | DeflatingZip
 
 
 class ZipBodies:
@@ -40,6 +75,8 @@ class ZipBodies:
         *,
         progress: Progress,
         monotonic: Callable[[], float],
+        last: Pace | None = None,
+        remember: Callable[[Pace], None] = lambda pace: None,
     ) -> None:
         self._entries = entries
         self._folder = folder
@@ -53,20 +90,30 @@ class ZipBodies:
         self._workers = linkpace.threads(config, os.cpu_count())
         self._progress = progress
         self._monotonic = monotonic
-        self._bodies: list[ZipStream | DeflatingZip] = []
+        self._last = last
+        self._remember = remember
+        self._bodies: list[Body] = []
         self._started = 0.0
 
-    def __call__(self) -> ZipStream | DeflatingZip:
+    @property
+    def kind(self) -> str:
+        """What the next body will be, in words for the log."""
+        if self.mode == "auto" and linkpace.stored_will_do(self._last):
+            return "stored: the link is fast"
+        return "stored" if self.mode == "stored" else f"compression {self.mode}"
+
+    def __call__(self) -> Body:
         """A new body, from the first file (its folder opened again, through no link)."""
         self._started = self._monotonic()
         self._progress(0, 0.0, "")
-        # A body owns (and closes) its folder.
-        root = Dir.open(self._folder)
-        body: ZipStream | DeflatingZip
-        if self.mode == "stored":
-            body = ZipStream(
+        root = Dir.open(self._folder)  # a body owns (and closes) its folder
+        pace = linkpace.carried(self._last, self.mode, self._workers)
+        body: Body
+        if self.mode == "stored" or linkpace.stored_will_do(self._last):
+            stream = ZipStream(
                 self._entries, root=root, buffer_limit=BUFFER_LIMIT, progress=self._stored
             )
+            body = stream if self.mode == "stored" else TimedStream(stream, pace, self._monotonic)
         else:
             body = DeflatingZip(
                 self._entries,
@@ -74,6 +121,7 @@ class ZipBodies:
                 mode=self.mode,
                 workers=self._workers,
                 progress=self._packed,
+                pace=pace,
             )
         self._bodies.append(body)
         return body
@@ -91,8 +139,13 @@ class ZipBodies:
         return linkpace.summary(body.pace) if isinstance(body, DeflatingZip) else "stored"
 
     def close(self) -> None:
+        """Close every body; remember what the last one measured for the next upload."""
         for body in self._bodies:
             body.close()
+        last = self._bodies[-1] if self._bodies else None
+        if last is not None and not isinstance(last, ZipStream):
+            if linkpace.worth_remembering(last.pace):
+                self._remember(last.pace)
 
     def _rate(self, sent: int) -> float:
         elapsed = self._monotonic() - self._started

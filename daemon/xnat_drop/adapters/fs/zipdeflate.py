@@ -120,7 +120,9 @@ class DeflatingZip:
         piece: int = PIECE,
         progress: Callable[[int], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        pace: Pace | None = None,
     ) -> None:
+        """`pace`: what an earlier upload learned (linkpace.carried), else a new one."""
         self._files = EntryFiles(root)
         self._entries = tuple(entries)
         count = len(self._entries)
@@ -134,7 +136,7 @@ class DeflatingZip:
         self._ahead = 2 * self._workers * self._piece  # raw bytes waiting for threads, at most
         self._progress = progress
         self._clock = clock
-        self.pace = Pace(mode=mode, workers=self._workers)
+        self.pace = pace or Pace(mode=mode, workers=self._workers)
         self._done = 0  # bytes handed out
         self._entries_done = 0
         self._reported = 0
@@ -158,6 +160,9 @@ class DeflatingZip:
             raise ValueError("read from a closed DeflatingZip")
         out = bytearray()
         for data in self._gen:
+            if not out and len(data) >= self._piece // 2:
+                yield from self._send(data)  # large enough alone: no copy (each is its own)
+                continue
             out += data
             if len(out) >= self._piece:
                 yield from self._send(out)
@@ -165,7 +170,7 @@ class DeflatingZip:
         if out:
             yield from self._send(out)
 
-    def _send(self, chunk: bytearray) -> Iterator[bytearray]:
+    def _send(self, chunk: bytes | bytearray) -> Iterator[bytes | bytearray]:
         started = self._clock()
         yield chunk  # a bytearray of its own: the consumer may keep it
         self.pace = linkpace.sent(self.pace, len(chunk), self._clock() - started)
