@@ -21,6 +21,7 @@ from xnat_drop.core.model import (
     Target,
     UploadReceipt,
 )
+from xnat_drop.core.receipt import uploaded_words
 from xnat_drop.core.report import Report, render_json, render_text
 from xnat_drop.core.rules import evaluate
 from xnat_drop.core.text import local, plural
@@ -111,6 +112,29 @@ def test_done_receipt_lists_uris_and_counts() -> None:
     assert "Uploaded:  1 DICOM file, 2.5 MB in 1.2 s" in text
     data = json.loads(render_json(report))
     assert data["xnat"]["uris"] == [uri] and data["uploaded"] == ["1.dcm"]
+
+
+@pytest.mark.parametrize(
+    ("sent", "packing", "words"),
+    [
+        (2_000_300, "stored", "2.0 GB in 100.0 s at 20.0 MB/s (stored)"),
+        (1_100_000, "auto: 98% compressed, 1.8:1",
+         "2.0 GB in 100.0 s, sent as 1.1 GB at 11.0 MB/s (auto: 98% compressed, 1.8:1)"),
+        (2_000_300, "", "2.0 GB in 100.0 s"),  # a receipt from before packing was recorded
+    ],
+)  # fmt: skip
+def test_the_receipt_says_how_the_zip_was_packed_and_how_fast_it_went(
+    sent: int, packing: str, words: str
+) -> None:
+    receipt = UploadReceipt(("/u",), 3, sent * 1000, 100.0, packing=packing,
+                            session_bytes=2_000_000_000 if packing else 0)  # fmt: skip
+    if not packing:
+        receipt = UploadReceipt(("/u",), 3, 2_000_000_000, 100.0)
+    assert uploaded_words(receipt) == words
+    data = json.loads(render_json(Report(
+        Outcome.DONE, Session("E", ("E",), ()), "done/E", 0.0, None, None, (), receipt
+    )))  # fmt: skip
+    assert data["xnat"]["packing"] == packing
 
 
 # -- plurals, times, receipts ------------------------------------------------------------------

@@ -174,6 +174,19 @@ DOWN = {"state": "unreachable", "since": "2026-12-03T09:02:00Z", "detail": "Conn
             "uploading 42% of 2.1 GB",
         ),
         (job("uploading", progress={"bytes_sent": 0, "bytes_total": 0}), None, "uploading"),
+        (
+            job(
+                "uploading",
+                progress={
+                    "bytes_sent": 1_050_000_000,
+                    "bytes_total": 2_100_000_000,
+                    "bytes_per_second": 11_800_000,
+                    "packing": "auto: 100% compressed, 1.8:1",
+                },
+            ),
+            None,
+            "uploading 50% of 2.1 GB at 11.8 MB/s (auto: 100% compressed, 1.8:1)",
+        ),
         (job("filing-done"), None, "delivered to XNAT; being moved to done/"),
         (job("filing-failed"), None, "not uploaded; being moved to failed/ with a report"),
         (job("inspecting"), None, "taken; being checked against the upload rules"),
@@ -193,6 +206,7 @@ DOWN = {"state": "unreachable", "since": "2026-12-03T09:02:00Z", "detail": "Conn
     ids=[
         "uploading",
         "uploading-unknown-size",
+        "uploading-compressed",
         "filing-done",
         "filing-failed",
         "inspecting",

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from xnat_drop.adapters.fs import claims
 from xnat_drop.adapters.fs.tree import REGULAR, walk
-from xnat_drop.adapters.fs.zipstream import BundleEntry
 from xnat_drop.adapters.ledger import Ledger
 from xnat_drop.adapters.workers import InspectionPool
 from xnat_drop.core.completeness import RULE as INCOMPLETE
@@ -45,7 +44,7 @@ from xnat_drop.service.judge import judge
 from xnat_drop.service.resourcestep import ResourceStep, Where, resources_unsupported
 from xnat_drop.service.steps import Heartbeat, Progress
 from xnat_drop.service.xnatfilter import FilterCache, mismatch_note, planned
-from xnat_drop.service.zipbody import Body, ZipBodies
+from xnat_drop.service.zipbody import Body, UploadEntries, ZipBodies
 
 log = logging.getLogger("xnat_drop.service")
 
@@ -283,9 +282,7 @@ def _deliver(
     """Stream the zip to XNAT and see it verified there. Raises the Xnat*Error types."""
     target = verdict.target
     assert target is not None
-    # Each file is opened below the claimed folder through no link, and must still be the file
-    # inspection judged (its stamp): only judged bytes leave.
-    entries = [BundleEntry(f.path, f.path, f.size, f.stamp) for f in verdict.upload]
+    entries = UploadEntries(verdict.upload)
     total = sum(f.size for f in verdict.upload)
     quiet = tools.config.xnat.read_timeout + 30
     half = total // 2

@@ -19,12 +19,14 @@ import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import overload
 
 from xnat_drop.adapters.fs.beneath import Dir
 from xnat_drop.adapters.fs.zipdeflate import DeflatingZip
 from xnat_drop.adapters.fs.zipstream import BundleEntry, ZipStream
 from xnat_drop.core import linkpace
 from xnat_drop.core.linkpace import Pace, ZipConfig
+from xnat_drop.core.model import FileFacts
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,29 @@ log = logging.getLogger(__name__)
 BUFFER_LIMIT = 2 << 20
 
 Progress = Callable[[int, float, str], None]  # session bytes done, wire bytes/s, packing words
+
+
+class UploadEntries(Sequence[BundleEntry]):
+    """The verdict's files as zip entries, each made when it is asked for: no second list of
+    50,000 objects beside the verdict's own."""
+
+    def __init__(self, files: Sequence[FileFacts]) -> None:
+        self._files = files
+
+    def __len__(self) -> int:
+        return len(self._files)
+
+    @overload
+    def __getitem__(self, index: int) -> BundleEntry: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[BundleEntry]: ...
+    def __getitem__(self, index: int | slice) -> BundleEntry | Sequence[BundleEntry]:
+        if isinstance(index, slice):
+            return UploadEntries(self._files[index])
+        f = self._files[index]
+        # Each file is opened below the claimed folder through no link, and must still be the
+        # file inspection judged (its stamp): only judged bytes leave.
+        return BundleEntry(f.path, f.path, f.size, f.stamp)
 
 
 class TimedStream:
@@ -143,9 +168,12 @@ class ZipBodies:
         for body in self._bodies:
             body.close()
         last = self._bodies[-1] if self._bodies else None
-        if last is not None and not isinstance(last, ZipStream):
-            if linkpace.worth_remembering(last.pace):
-                self._remember(last.pace)
+        if (
+            last is not None
+            and not isinstance(last, ZipStream)
+            and linkpace.worth_remembering(last.pace)
+        ):
+            self._remember(last.pace)
 
     def _rate(self, sent: int) -> float:
         elapsed = self._monotonic() - self._started

@@ -124,7 +124,9 @@ class DeflatingZip:
     ) -> None:
         """`pace`: what an earlier upload learned (linkpace.carried), else a new one."""
         self._files = EntryFiles(root)
-        self._entries = tuple(entries)
+        self._entries: Sequence[BundleEntry] = (
+            tuple(entries) if isinstance(entries, list) else entries  # as ZipStream
+        )
         count = len(self._entries)
         self._offsets = array("q", [0]) * count
         self._csizes = array("q", [0]) * count

@@ -148,8 +148,11 @@ class ZipStream:
             raise ValueError("buffer_limit and chunk_size must be positive")
         self._chunk_size = chunk_size
         self._limit = buffer_limit  # larger files go in stored blocks
-        # A copy of the list (8 bytes an entry): the caller may change its own later.
-        self._entries = tuple(entries)
+        # A list is copied (8 bytes an entry): the caller may change it later. Any other
+        # sequence (a tuple, a view made on demand) is taken as it is.
+        self._entries: Sequence[BundleEntry] = (
+            tuple(entries) if isinstance(entries, list) else entries
+        )
         # The local header offset of each entry, then the central directory's.
         self._offsets, self._cd_size = self._layout(self._entries, buffer_limit)
         self._cd_offset = self._offsets[-1]
@@ -171,7 +174,7 @@ class ZipStream:
         self._dos = _zeros(count)  # MS-DOS date << 16 | time
 
     @staticmethod
-    def _layout(entries: tuple[BundleEntry, ...], limit: int) -> tuple[array[int], int]:
+    def _layout(entries: Sequence[BundleEntry], limit: int) -> tuple[array[int], int]:
         """The offsets of the local headers, then of the central directory (an array of
         len(entries) + 1), and the central directory's length; files over `limit` bytes go in
         stored blocks."""
@@ -194,7 +197,7 @@ class ZipStream:
         return offsets, cd_size
 
     @staticmethod
-    def _group(entries: tuple[BundleEntry, ...], offsets: array[int], limit: int) -> list[_Segment]:
+    def _group(entries: Sequence[BundleEntry], offsets: array[int], limit: int) -> list[_Segment]:
         """Runs of small files whose headers and data fit in `limit` share one buffer."""
         segments: list[_Segment] = []
         i = 0
