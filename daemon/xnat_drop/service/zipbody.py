@@ -134,7 +134,7 @@ class ZipBodies:
         root = Dir.open(self._folder)  # a body owns (and closes) its folder
         pace = linkpace.carried(self._last, self.mode, self._workers)
         body: Body
-        if self.mode == "stored" or linkpace.stored_will_do(self._last):
+        if self.mode == "stored" or (self.mode == "auto" and linkpace.stored_will_do(self._last)):
             stream = ZipStream(
                 self._entries, root=root, buffer_limit=BUFFER_LIMIT, progress=self._stored
             )
