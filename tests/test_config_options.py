@@ -14,8 +14,7 @@ from typing import Any, get_args, get_type_hints
 import pytest
 
 from xnat_drop.core import config as config_mod
-from xnat_drop.core import monitoring
-from xnat_drop.core import linkpace
+from xnat_drop.core import linkpace, monitoring
 from xnat_drop.core.config import Config, parse
 from xnat_drop.core.errors import ConfigError
 from xnat_drop.core.monitoring import NotifyConfig, StatusConfig

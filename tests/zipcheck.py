@@ -16,9 +16,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import struct
-import zlib
 import subprocess
 import tempfile
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
