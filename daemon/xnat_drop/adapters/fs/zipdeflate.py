@@ -37,12 +37,14 @@ from xnat_drop.adapters.fs.zipformat import (
     STORED_BLOCK,
     Planned,
     block_header,
+    central_entry,
     central_record,
     deflated_header,
     descriptor,
     descriptor_flags,
     encoded_name,
     end_records,
+    local_header,
 )
 from xnat_drop.adapters.fs.zipsource import EntryFiles, check_unchanged, read_into, shrank
 from xnat_drop.adapters.fs.zipstream import BundleEntry
@@ -54,12 +56,13 @@ __all__ = ["PIECE", "DeflatingZip"]
 PIECE = 1 << 20  # raw bytes per piece: a whole small file, or one piece of a large one
 LEVEL = 1  # zlib's fastest level: most of what deflate gains on images, at the least CPU
 
-_HEADER, _DATA, _END = 0, 1, 2
+_HEADER, _DATA, _END, _STORED = 0, 1, 2, 3
 
 
 @dataclass(slots=True)
 class _Out:
-    """One thing to emit, in order: an entry's header, a piece of its data, or its end."""
+    """One thing to emit, in order: an entry's header, a piece of its data, its end, or a
+    whole STORED entry."""
 
     kind: int
     index: int
@@ -132,6 +135,7 @@ class DeflatingZip:
         self._csizes = array("q", [0]) * count
         self._crcs = array("L", [0]) * count
         self._dos = array("L", [0]) * count
+        self._stored = bytearray(count)  # 1: a STORED entry (a small file sent as it is)
         self._workers = max(1, workers)
         self._level = level
         self._piece = max(1, piece)
@@ -225,6 +229,12 @@ class DeflatingZip:
             p = Planned(e.source, e.arcname, b"", e.size, 0, e.stamp)
             fd, expected, self._dos[i] = self._files.open(p)
             try:
+                if e.size <= self._piece and not (e.size and linkpace.compress_next(self.pace)):
+                    # A file of one piece, not to be compressed: read whole, its CRC known
+                    # before its header, so a STORED entry as ZipStream makes them (the
+                    # receiver copies it; no deflate framing to undo).
+                    yield self._whole(i, fd, p, expected)
+                    continue
                 yield _Out(_HEADER, i)
                 crc, left = 0, e.size
                 while left:
@@ -253,10 +263,32 @@ class DeflatingZip:
             finally:
                 os.close(fd)
 
+    def _whole(self, i: int, fd: int, p: Planned, expected: int) -> _Out:
+        """Entry `i`, open at `fd`, read whole for a STORED entry."""
+        self.pace = linkpace.taken(self.pace, p.size)
+        buffer = bytearray(p.size)
+        got = read_into(fd, [memoryview(buffer)])
+        if got < p.size:
+            raise shrank(p, got)
+        check_unchanged(fd, p, expected)
+        self._crcs[i] = zlib.crc32(buffer)
+        self._stored[i] = 1
+        return _Out(_STORED, i, p.size, buffer)
+
     def _emit(self, item: _Out) -> Iterator[bytes | bytearray]:
         i = item.index
         e = self._entries[i]
-        if item.kind == _HEADER:
+        if item.kind == _STORED:
+            self._offsets[i] = self._done
+            yield self._out(local_header(self._planned(i), self._crcs[i], self._dos[i]))
+            self._csizes[i] = e.size
+            data = item.data
+            assert not isinstance(data, Future)  # read whole, never compressed
+            if data:
+                yield self._out(data)
+            self._taken(item.raw)
+            self._entries_done += 1
+        elif item.kind == _HEADER:
             self._offsets[i] = self._done
             zip64 = e.size + e.size // 64 + 64 >= MAX32  # a compressed piece may grow a little
             yield self._out(
@@ -277,6 +309,12 @@ class DeflatingZip:
             yield self._out(tail)
             self._entries_done += 1
 
+    def _planned(self, i: int) -> Planned:
+        """Where STORED entry `i` sits (once its offset is known)."""
+        e = self._entries[i]
+        name = encoded_name(e.arcname)
+        return Planned(e.source, e.arcname, name, e.size, self._offsets[i], e.stamp)
+
     def _out(self, data: bytes | bytearray) -> bytes | bytearray:
         self._done += len(data)
         return data
@@ -290,6 +328,9 @@ class DeflatingZip:
         cd_offset = self._done
         out = bytearray()
         for i, e in enumerate(self._entries):
+            if self._stored[i]:
+                out += central_entry(self._planned(i), self._crcs[i], self._dos[i])
+                continue
             name = encoded_name(e.arcname)
             out += central_record(
                 name, descriptor_flags(name), DEFLATED, self._crcs[i], e.size, self._csizes[i],
