@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from hostile_lab import LabTree
 
+from xnat_drop.adapters.fs import claimrecord
 from xnat_drop.adapters.fs import claims as store
 from xnat_drop.core.config import PathsConfig
 from xnat_standin.demo.samples import SeriesSpec, write_session
@@ -136,7 +137,7 @@ def paths(tmp_path: Path) -> PathsConfig:
 
 
 # The claims' owner in the store and filing tests: one daemon, as if it were on host "lab-a".
-OWNER = store.Owner("a" * 32, "lab-a")
+OWNER = claimrecord.Owner("a" * 32, "lab-a")
 
 
 @pytest.fixture

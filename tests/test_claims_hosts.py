@@ -18,13 +18,14 @@ import pytest
 
 from test_sharestatus import Sink
 from test_statusview import job, report
+from xnat_drop.adapters.fs import claimrecord
 from xnat_drop.adapters.fs import claims as store
 from xnat_drop.core.config import PathsConfig
 
 from conftest import OWNER
 
 REL = ("P1", "S01", "S01_MR1")
-OTHER = store.Owner("b" * 32, "lab-b")  # a daemon on another host, with its own state
+OTHER = claimrecord.Owner("b" * 32, "lab-b")  # a daemon on another host, with its own state
 
 
 def drop_session(paths: PathsConfig, rel: tuple[str, ...] = REL) -> Path:
@@ -59,7 +60,7 @@ def test_another_hosts_claim_is_never_adopted_alive_or_killed(
             assert other.recover() == []
         warned = [r for r in caplog.records if "which is not running" in r.getMessage()]
         assert len(warned) == 1 and warned[0].levelno == logging.WARNING  # said once
-        assert item.folder.is_dir() and (item.dir / store.LOCK_FILE).is_file()
+        assert item.folder.is_dir() and (item.dir / claimrecord.LOCK_FILE).is_file()
         restarted = store.WorkArea(paths, OWNER)  # the owner starts again: it resumes
         try:
             assert [c.id for c in restarted.recover()] == [item.id]
@@ -130,13 +131,13 @@ def test_a_strange_owner_is_a_damaged_record(
 def test_the_owner_id_is_made_once_and_kept(tmp_path: Path) -> None:
     state = tmp_path / "state"
     state.mkdir()
-    first = store.owner(state)
+    first = claimrecord.owner(state)
     assert len(first.id) == 32 and first.host
-    assert store.owner(state) == first
-    assert (state / store.OWNER_FILE).stat().st_mode & 0o777 == 0o600
-    (state / store.OWNER_FILE).write_text("not an id\n")
+    assert claimrecord.owner(state) == first
+    assert (state / claimrecord.OWNER_FILE).stat().st_mode & 0o777 == 0o600
+    (state / claimrecord.OWNER_FILE).write_text("not an id\n")
     with pytest.raises(ValueError, match="is damaged"):
-        store.owner(state)
+        claimrecord.owner(state)
 
 
 _HOLDER = """

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from xnat_drop.adapters import credentials as creds
-from xnat_drop.adapters.fs import claims, startup
+from xnat_drop.adapters.fs import claimrecord, claims, startup
 from xnat_drop.adapters.ledger import FILE_NAME as LEDGER_FILE
 from xnat_drop.adapters.ledger import Ledger
 from xnat_drop.adapters.systemd_api import Notifier
@@ -144,7 +144,7 @@ class Service(Outcomes, Upkeep):
             self._ledger = Ledger(paths.state / LEDGER_FILE)
             self._ledger.probe()
             self._heartbeat = Heartbeat(self.clock.monotonic)
-            self._work = claims.WorkArea(paths, claims.owner(paths.state))
+            self._work = claims.WorkArea(paths, claimrecord.owner(paths.state))
             self._board.count_today(self._ledger)
             self._outputs.start(self._ledger)  # the page and the notifications
             self._claimer().orphans(self.config, self.clock.monotonic(), self.state.jobs)

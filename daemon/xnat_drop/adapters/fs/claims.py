@@ -33,11 +33,8 @@ import errno
 import fcntl
 import json
 import logging
-import math
 import os
-import re
 import secrets
-import socket
 import stat
 import time
 from collections.abc import Iterator
@@ -45,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xnat_drop.adapters.fs.beneath import Dir, UnsafePathError, check_name
+from xnat_drop.adapters.fs.claimrecord import LOCK_FILE, Owner, lock_claim, parse_record
 from xnat_drop.adapters.fs.tree import walk
 from xnat_drop.core.config import PathsConfig
 from xnat_drop.core.errors import SessionChangedError
@@ -55,53 +53,11 @@ from xnat_drop.core.stability import fingerprint
 log = logging.getLogger(__name__)
 
 CLAIM_FILE = "claim.json"
-LOCK_FILE = "lock"
 MAX_RECORD = 64 * 1024  # bytes of a claim record: a path of at most MAX_LEVELS names
-MAX_LEVELS = 16
 WORK_MODE = 0o700  # the work folder and each claim: the service's alone
-OWNER_FILE = "owner-id"  # in the state directory: this daemon's id in its claim records
 FILING_LOCK = ".filing"  # in the work folder: held while a session is filed
 FILING_WAIT = 30.0  # seconds to wait for another daemon's filing before trying again later
 LOOK_AGAIN = 10.0  # seconds before another daemon's claim is looked at (its lock tried) again
-_OWNER_ID = re.compile(r"[0-9a-f]{32}")
-_MAX_HOST = 255
-
-
-@dataclass(frozen=True, slots=True)
-class Owner:
-    """The daemon that makes claims: `id` from its state directory, `host` for people."""
-
-    id: str
-    host: str
-
-
-def owner(state: Path) -> Owner:
-    """This daemon's `Owner`: the id in `state`/owner-id (made on the first start), and the
-    host name. Two daemons with one state directory are one owner (and one ledger).
-
-    Raises OSError when the file cannot be read or made, ValueError when it is damaged.
-    """
-    with Dir.open(state) as folder:
-        try:
-            data = folder.read_small(OWNER_FILE, 256)
-        except FileNotFoundError:
-            fresh = secrets.token_hex(16).encode()
-            with contextlib.suppress(FileExistsError):  # another start made it first
-                fd = folder.open_file(OWNER_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                try:
-                    os.write(fd, fresh + b"\n")
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            data = folder.read_small(OWNER_FILE, 256)
-    text = data.decode("ascii", "replace").strip()
-    if not _OWNER_ID.fullmatch(text):
-        raise ValueError(
-            f"{state / OWNER_FILE} is damaged: write back the 32 hex digits its claims name as "
-            '"owner" in the work folder\'s claim.json files, or remove it (a new id is made, and '
-            "its old claims are then left to nobody: docs/several-hosts.md)"
-        )
-    return Owner(text, socket.gethostname()[:_MAX_HOST] or "localhost")
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +184,7 @@ class WorkArea:
             self._work.mkdir(claim_id, WORK_MODE)
             try:
                 with self._work.child(claim_id) as claim_dir:
-                    fd = _lock(claim_dir, create=True)
+                    fd = lock_claim(claim_dir, create=True)
                     assert fd is not None, "nobody else knows this new folder"
                     self._locks[claim_id] = fd
                     claim_dir.write_atomic(CLAIM_FILE, self._record(relpath, now), 0o600)
@@ -316,14 +272,14 @@ class WorkArea:
         try:
             with self._work.child(claim_id) as claim_dir:
                 try:
-                    record = _record(claim_dir.read_small(CLAIM_FILE, MAX_RECORD))
+                    record = parse_record(claim_dir.read_small(CLAIM_FILE, MAX_RECORD))
                 except FileNotFoundError:
                     return None  # a claim being written right now, or not a claim
                 relpath, claimed_at, owner, host = record
                 if owner and owner != self.owner.id:
                     self._leave(claim_id, claim_dir, relpath, owner, host)
                     return None
-                fd = _lock(claim_dir, create=True)
+                fd = lock_claim(claim_dir, create=True)
                 if fd is None:
                     return None  # another daemon is working on it
                 self._locks[claim_id] = fd
@@ -351,7 +307,7 @@ class WorkArea:
         The lock is only tried (never created) and let go at once.
         """
         try:
-            fd = _lock(claim_dir, create=False)
+            fd = lock_claim(claim_dir, create=False)
         except OSError:  # gone meanwhile (filed), or not ours to open
             return
         free = fd is not None
@@ -471,31 +427,6 @@ class WorkArea:
                 os.close(fd)
 
 
-def _record(data: bytes) -> tuple[tuple[str, ...], float, str, str]:
-    """The relative path, time, owner id and host in a claim record ("" for a record made
-    before owners were recorded); ValueError unless all are sane."""
-    record = json.loads(data)
-    relpath = record["relpath"] if isinstance(record, dict) else None
-    claimed_at = record.get("claimed_at") if isinstance(record, dict) else None
-    owner = record.get("owner", "") if isinstance(record, dict) else None
-    host = record.get("host", "") if isinstance(record, dict) else None
-    if (
-        not isinstance(relpath, list)
-        or not 1 <= len(relpath) <= MAX_LEVELS
-        or not all(isinstance(part, str) for part in relpath)
-        or not isinstance(claimed_at, (int, float))
-        or not math.isfinite(claimed_at)
-        or not isinstance(owner, str)
-        or not isinstance(host, str)
-        or len(owner) > 64
-        or len(host) > _MAX_HOST
-    ):
-        raise ValueError("a damaged claim record")
-    for part in relpath:
-        check_name(part)  # never "..", "/" or "": the path stays below incoming/ and done/
-    return tuple(relpath), float(claimed_at), owner, host
-
-
 def _probe_renames(work: Dir, others: list[Dir]) -> None:
     """Move an empty folder from work/ into each other folder and back.
 
@@ -521,23 +452,3 @@ def _probe_renames(work: Dir, others: list[Dir]) -> None:
         for folder in others:
             with contextlib.suppress(OSError):
                 folder.rmdir(probe)
-
-
-def _lock(claim_dir: Dir, *, create: bool) -> int | None:
-    """An fd holding an exclusive lock on the claim's lock file, or None if someone holds it.
-
-    Raises OSError when the lock file cannot be opened (e.g. not ours to write).
-    """
-    flags = os.O_RDWR | (os.O_CREAT if create else 0)
-    fd = claim_dir.open_file(LOCK_FILE, flags, 0o600)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise UnsafePathError(claim_dir.shown(LOCK_FILE), "is not a regular file")
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
