@@ -58,7 +58,7 @@ ERRORS = [
 STEPS = {  # where the claim fails: what is replaced by a function that raises
     "descend": (Dir, "descend"),
     "mkdir": (Dir, "mkdir"),
-    "lock": (claims, "_lock"),
+    "lock": (claims, "lock_claim"),
     "record": (Dir, "write_atomic"),
     "move": (Dir, "move"),
 }
