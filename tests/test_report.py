@@ -121,6 +121,8 @@ def test_done_receipt_lists_uris_and_counts() -> None:
         (1_100_000, "auto: 98% compressed, 1.8:1",
          "2.0 GB in 100.0 s, sent as 1.1 GB at 11.0 MB/s (auto: 98% compressed, 1.8:1)"),
         (2_000_300, "", "2.0 GB in 100.0 s"),  # a receipt from before packing was recorded
+        (2_000_900, "auto: 2% compressed, 1.0:1",  # the zip's own headers: nothing saved
+         "2.0 GB in 100.0 s at 20.0 MB/s (auto: 2% compressed, 1.0:1)"),
     ],
 )  # fmt: skip
 def test_the_receipt_says_how_the_zip_was_packed_and_how_fast_it_went(

@@ -41,7 +41,7 @@ def uploaded_words(r: UploadReceipt) -> str:
     if not r.packing:
         return words
     rate = f"{size(round(r.bytes_sent / r.seconds))}/s" if r.seconds > 0 else ""
-    if r.bytes_sent != whole and r.packing != "stored":
+    if r.packing != "stored" and r.bytes_sent < 0.95 * whole:  # compression paid off
         words += f", sent as {size(r.bytes_sent)}"
     return words + (f" at {rate}" if rate else "") + f" ({r.packing})"
 
