@@ -123,3 +123,25 @@ def test_find_sessions_lists_links_and_never_descends_them(tmp_path: Path) -> No
     layout = find_sessions(incoming, 3)
     assert layout.sessions == (("P1", "S01", "E1"),)
     assert layout.links == (("P2",),)
+
+
+def test_find_sessions_passes_over_a_folder_renamed_away_while_it_is_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a FUSE or network share, fstat of an open folder that another host has just moved
+    away (its claim) fails with ENOENT: the scan passes over it and sees the rest."""
+    incoming = tmp_path / "incoming"
+    for subject in ("S1", "S2"):
+        (incoming / "P1" / subject / f"{subject}_MR1").mkdir(parents=True)
+    real = os.fstat
+    gone = os.stat(incoming / "P1" / "S1").st_ino
+
+    def fstat(fd: int) -> os.stat_result:
+        st = real(fd)
+        if st.st_ino == gone:
+            raise FileNotFoundError(2, "No such file or directory")
+        return st
+
+    monkeypatch.setattr(os, "fstat", fstat)
+    layout = find_sessions(incoming, 3)
+    assert layout.sessions == (("P1", "S2", "S2_MR1"),)

@@ -194,7 +194,10 @@ def find_sessions(
 
     def descend(folder: Dir, parts: tuple[str, ...]) -> None:
         here = None
-        st = os.fstat(folder.fd)
+        try:
+            st = os.fstat(folder.fd)
+        except OSError:  # renamed away since it was opened (a FUSE or network share says so)
+            return
         now = folder_stamp(st)  # before the listing: a later change shows
         if len(parts) + 1 == depth:
             if unchanged is not None and unchanged.get(parts) == now:
