@@ -351,6 +351,28 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def family(pid: int) -> list[int]:
+    """`pid` and every process below it, through every thread's /proc children list (cheaper
+    than `descendants`, which reads all of /proc; used where it is sampled every 50 ms)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        try:
+            tasks = os.listdir(f"/proc/{current}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                text = Path(f"/proc/{current}/task/{task}/children").read_text()
+            except FileNotFoundError:
+                continue
+            except OSError:  # a kernel without the children lists
+                return descendants(pid)
+            todo += [int(child) for child in text.split()]
+    return found
+
+
 def tree_cpu(pid: int) -> dict[int, float]:
     return {p: cpu_seconds(p) for p in descendants(pid)}
 
@@ -687,7 +709,8 @@ class LogLine:
 class Daemon:
     """The real `xnat-drop run` over a fresh drop tree, its stderr read line by line."""
 
-    def __init__(self, url: str, destination: str, stand_in: int) -> None:
+    def __init__(self, url: str, destination: str, stand_in: int, extra_config: str = "") -> None:
+        """`extra_config`: TOML appended to the configuration (another benchmark's tables)."""
         self.stand_in = stand_in  # pid, sampled together with the daemon's at the claim
         self.drop = OUT / "drop"
         self.state = OUT / "state"
@@ -721,7 +744,7 @@ destination = "{destination}"
 first_delay_seconds = 1
 max_delay_seconds = 5
 max_attempts = 2
-"""
+{extra_config}"""
         )
         env = {
             k: v

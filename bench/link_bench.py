@@ -29,7 +29,6 @@ import argparse
 import os
 import shutil
 import struct
-import subprocess
 import sys
 import threading
 import time
@@ -211,27 +210,6 @@ def prepare_cache(folder: Path, cache: str) -> None:
 # -- reads of the daemon's processes -----------------------------------------------------------
 
 
-def children(pid: int) -> list[int]:
-    """`pid` and its descendants, from /proc/<pid>/task/*/children (e2e's scan as fallback)."""
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        try:
-            tasks = os.listdir(f"/proc/{current}/task")
-        except OSError:
-            continue
-        for task in tasks:
-            try:
-                text = Path(f"/proc/{current}/task/{task}/children").read_text()
-            except FileNotFoundError:
-                continue
-            except OSError:
-                return e2e.descendants(pid)
-            todo += [int(child) for child in text.split()]
-    return found
-
-
 def io_counts(pid: int) -> tuple[int, int] | None:
     """(rchar, read_bytes) of `pid` from /proc/<pid>/io, None when it is gone."""
     try:
@@ -259,7 +237,7 @@ class ReadSampler:
         self._thread.start()
 
     def sample(self) -> None:
-        for pid in children(self.pid):
+        for pid in e2e.family(self.pid):
             counts = io_counts(pid)
             if counts is not None:
                 self.last[pid] = counts
@@ -283,76 +261,9 @@ class ReadSampler:
 # -- the daemon ----------------------------------------------------------------------------------
 
 
-def daemon_config(url: str, zip_table: str) -> str:
-    """e2e_bench's daemon configuration (tests/conftest.py's), plus `zip_table`."""
-    secret = OUT / "secret"
-    secret.unlink(missing_ok=True)
-    secret.touch(mode=0o600)
-    secret.write_text(f"{e2e.USER}:{e2e.PASSWORD}\n")
-    return f"""
-[paths]
-root = "{OUT / "drop"}"
-state_dir = "{OUT / "state"}"
-
-[watch]
-settle_seconds = {e2e.SETTLE}
-rescan_seconds = 5
-
-[xnat]
-url = "{url}"
-secret_file = "{secret}"
-connect_timeout_seconds = 5
-read_timeout_seconds = 600
-destination = "prearchive"
-
-[retry]
-first_delay_seconds = 1
-max_delay_seconds = 5
-max_attempts = 2
-{zip_table}"""
-
-
 def zip_table_for(compression: str) -> str:
     """The `[zip]` table to give the daemon."""
     return f'\n[zip]\ncompression = "{compression}"\n'
-
-
-class LinkDaemon(e2e.Daemon):
-    """e2e_bench's Daemon (stderr reader, deliver(), stop()) with a `[zip]` table."""
-
-    def __init__(self, url: str, zip_table: str, stand_in: int) -> None:
-        self.stand_in = stand_in
-        self.drop = OUT / "drop"
-        self.state = OUT / "state"
-        for path in (self.drop, self.state, OUT / "stage"):
-            shutil.rmtree(path, ignore_errors=True)
-        (self.drop / "incoming").mkdir(parents=True)
-        self.state.mkdir()
-        config = OUT / "xnat-drop.toml"
-        config.write_text(daemon_config(url, zip_table))
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if k
-            not in ("CREDENTIALS_DIRECTORY", "NOTIFY_SOCKET", "JOURNAL_STREAM", "WATCHDOG_USEC")
-        }
-        self.log_file = (OUT / "daemon.log").open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "xnat_drop", "run", "--config", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-            cwd=OUT,
-        )
-        self.lines = []
-        self.rss = []
-        self.claimed = threading.Event()
-        self.at_claim = None
-        self._watch_for = ""
-        self._lock = threading.Lock()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
 
 
 # -- the measurements ----------------------------------------------------------------------------
@@ -418,7 +329,7 @@ def measure_daemon(
     warmup = e2e.generate(e2e.WARMUP)
     root = e2e.STAND_IN_BASE[0] / "xnat-daemon"
     with e2e.StandIn(root, stand_in_mode(link)) as stand_in:
-        daemon = LinkDaemon(stand_in.url, zip_table, stand_in.proc.pid)
+        daemon = e2e.Daemon(stand_in.url, "prearchive", stand_in.proc.pid, zip_table)
         try:
             _, _, done = daemon.deliver(warmup)  # starts the inspection workers
             e2e.folder_back(done, warmup)

@@ -103,25 +103,6 @@ def recover(name: str) -> None:
 # -- sampling ---------------------------------------------------------------------------------
 
 
-def family(pid: int) -> list[int]:
-    """`pid` and every process below it, through every thread's children (Linux /proc)."""
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        try:
-            tasks = os.listdir(f"/proc/{current}/task")
-        except OSError:
-            continue
-        for task in tasks:
-            try:
-                with open(f"/proc/{current}/task/{task}/children") as fp:
-                    todo += [int(c) for c in fp.read().split()]
-            except OSError:
-                continue
-    return found
-
-
 def rollup(pid: int) -> tuple[int, int]:
     """(PSS, RSS) of `pid` in KiB from smaps_rollup; (0, 0) when it is gone."""
     pss = rss = 0
@@ -159,7 +140,7 @@ class Sampler(threading.Thread):
     def run(self) -> None:
         while not self.stopping.is_set():
             at = time.time()
-            pids = family(self.pid)
+            pids = e2e_bench.family(self.pid)
             values = [rollup(p) for p in pids]
             main = values[0]
             self.samples.append(
