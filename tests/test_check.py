@@ -14,6 +14,7 @@ Most sessions are built once (module fixture `lib`) and judged by a few `check` 
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import gc
 import gzip
 import hashlib
@@ -1461,3 +1462,49 @@ def test_the_daemon_delivers_non_image_objects_and_xnat_holds_them(
     }
     report = json.loads(drop.done.joinpath(*relpath[:-1], "S01_MR1.report.json").read_text())
     assert report["outcome"] == "done" and report["xnat"]["files"] == 9
+
+
+SPILL_CONFIG = """
+[watch]
+ready_marker = "READY"
+
+[rules]
+phi = "reject"
+derived-series = "exclude"
+"""
+
+
+@pytest.mark.parametrize("kind", ["default", "exclude", "marker-phi"])
+def test_a_spilled_session_is_judged_exactly_as_one_in_memory(
+    lib: Library, kind: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Every library case, with its files kept on disk (spill.py) from the first file on, gets
+    the very verdict it gets in memory: each pass of the core reads a Shelved view as it reads
+    a tuple."""
+    from xnat_drop.adapters import configfile
+    from xnat_drop.adapters.dicom import spill
+    from xnat_drop.core.filetable import Shelved
+    from xnat_drop.service.judge import judge, relpath_for
+
+    config = {
+        "default": lib.config,
+        "exclude": lib.exclude_config,
+        "marker-phi": write_config(tmp_path / "c.toml", lib.root.parent / "drop", SPILL_CONFIG),
+    }[kind]
+    cfg = configfile.load(config, {})
+    for name, folder in lib.cases.items():
+        if kind == "marker-phi" and name == "mr-clean":
+            (folder / "READY").touch()
+        relpath = relpath_for(folder, cfg.paths.incoming, len(cfg.routing.layout))
+        kept = judge(folder, relpath, cfg)
+        with monkeypatch.context() as patch:
+            patch.setattr(spill, "BOUND", 0)
+            spilled = judge(folder, relpath, cfg, spill=tmp_path)
+        if kind == "marker-phi" and name == "mr-clean":
+            (folder / "READY").unlink()
+        files = spilled.session.files
+        assert isinstance(files, Shelved) or not files, name
+        assert list(files) == list(kept.session.files), name
+        one, other = kept.verdict, spilled.verdict
+        assert list(other.upload) == list(one.upload), name
+        assert dataclasses.replace(other, upload=()) == dataclasses.replace(one, upload=()), name

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import itertools
 import math
+from array import array
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from xnat_drop.core.model import DicomHeader, FileFacts, Policy, Rule, Violation
-from xnat_drop.core.noheader import Files, capital
+from xnat_drop.core.noheader import FileGroup, Files, capital
 from xnat_drop.core.sopclasses import is_non_image
 from xnat_drop.core.text import duration, iso
 
@@ -72,13 +73,18 @@ class Shortfall:
 
 def shortfalls(files: Iterable[FileFacts]) -> tuple[Shortfall, ...]:
     """The series of `files` (DICOM with a header) that look incomplete, by folder; non-image
-    objects are left out (see the module doc)."""
-    series: dict[str, list[FileFacts]] = defaultdict(list)
+    objects are left out (see the module doc). `files` is read once; each series keeps a few
+    numbers per file, never the files."""
+    series: dict[str, _Series] = {}
     for facts in files:
         header = facts.header
         if facts.is_dicom and header is not None and not is_non_image(header.sop_class_uid):
-            series[header.series_instance_uid].append(facts)
-    found = [s for members in series.values() if (s := _judged(members)) is not None]
+            uid = header.series_instance_uid
+            members = series.get(uid)
+            if members is None:
+                members = series[uid] = _Series()
+            members.add(facts.path, header)
+    found = [s for members in series.values() if (s := members.judged()) is not None]
     return tuple(sorted(found, key=lambda s: (s.files.folder, s.files.first)))
 
 
@@ -105,52 +111,84 @@ def held_text(found: Sequence[Violation]) -> str:
     return "; ".join(f"{v.subject}: {v.detail}" for v in found if v.rule == RULE)
 
 
-def _judged(members: list[FileFacts]) -> Shortfall | None:
-    """The shortfall of one series (the largest any signal gives), or None."""
-    members.sort(key=lambda f: f.path)
-    headers = [f.header for f in members if f.header is not None]
-    first = headers[0]
-    mosaic = "MOSAIC" in (t.upper() for t in first.image_type)  # many slices in one file
-    signals = [_frames(headers), _numbering(headers)]
-    if not mosaic:
-        signals += [_per_acquisition(headers), _temporal(headers)]
-    found = [s for s in signals if s is not None]
-    if not found:
-        return None
-    found_n, expected, signal, unit, at_least = max(found, key=lambda s: (s[1] - s[0], not s[4]))
-    return Shortfall(
-        Files.of(f.path for f in members),
-        found_n,
-        expected,
-        signal,
-        unit,
-        at_least,
-    )
+_NONE = -(1 << 63)  # None in the arrays of _Series (no header number is that low)
+_MANY = -1  # more than one value where one was needed
+
+
+class _Series:
+    """What the signals below need of one series' files, gathered one file at a time: the
+    first file (by path), the folder they share, a few counters, and three numbers per file
+    (InstanceNumber, AcquisitionNumber, TemporalPositionIdentifier) in arrays."""
+
+    def __init__(self) -> None:
+        self.group = FileGroup()
+        self.first_header: DicomHeader | None = None
+        self.count = 0
+        self.frames_have = self.frames_want = 0
+        self.images: int | None = 0  # ImagesInAcquisition: 0 before the first, _MANY if several
+        self.points: int | None = 0  # NumberOfTemporalPositions, the same way
+        self.acquisitions: Counter[int | None] = Counter()
+        self.positions: Counter[int | None] = Counter()
+        self.numbers = array("q")
+        self.acquisition_numbers = array("q")
+        self.temporal_positions = array("q")
+
+    def add(self, path: str, header: DicomHeader) -> None:
+        self.count += 1
+        if self.first_header is None or path < self.group.first:
+            self.first_header = header
+        self.group.add(path)
+        frames, items = header.frames, header.frame_items
+        if frames is not None and items is not None and items < frames:
+            self.frames_have += items
+            self.frames_want += frames
+        self.images = _same(self.images, header.images_in_acquisition, self.count)
+        self.points = _same(self.points, header.temporal_positions, self.count)
+        self.acquisitions[header.acquisition_number] += 1
+        self.positions[header.temporal_position] += 1
+        for numbers, value in (
+            (self.numbers, header.instance_number),
+            (self.acquisition_numbers, header.acquisition_number),
+            (self.temporal_positions, header.temporal_position),
+        ):
+            numbers.append(_NONE if value is None else value)
+
+    def judged(self) -> Shortfall | None:
+        """The shortfall of the series (the largest any signal gives), or None."""
+        assert self.first_header is not None
+        mosaic = "MOSAIC" in (t.upper() for t in self.first_header.image_type)
+        signals = [_frames(self), _numbering(self)]
+        if not mosaic:  # many slices in one file
+            signals += [_per_acquisition(self), _temporal(self)]
+        found = [s for s in signals if s is not None]
+        if not found:
+            return None
+        found_n, expected, signal, unit, at_least = max(
+            found, key=lambda s: (s[1] - s[0], not s[4])
+        )
+        return Shortfall(self.group.files(), found_n, expected, signal, unit, at_least)
 
 
 _Signal = tuple[int, int, str, str, bool]  # found, expected, signal, unit, at least
 
 
-def _one(values: Iterable[int | None]) -> int | None:
+def _same(kept: int | None, value: int | None, count: int) -> int | None:
+    """The one value every file gave so far: `kept` after the `count`th file gave `value`."""
+    if count == 1:
+        return value
+    return kept if value == kept else _MANY
+
+
+def _one(value: int | None) -> int | None:
     """The one value every file gives (positive), or None."""
-    distinct = set(values)
-    if len(distinct) != 1:
-        return None
-    value = distinct.pop()
     return value if value is not None and value > 0 else None
 
 
-def _frames(headers: list[DicomHeader]) -> _Signal | None:
+def _frames(series: _Series) -> _Signal | None:
     """Enhanced multi-frame objects whose per-frame descriptions are fewer than their frames."""
-    short = [
-        h
-        for h in headers
-        if h.frames is not None and h.frame_items is not None and h.frame_items < h.frames
-    ]
-    if not short:
+    if not series.frames_want:
         return None
-    have = sum(h.frame_items or 0 for h in short)
-    want = sum(h.frames or 0 for h in short)
+    have, want = series.frames_have, series.frames_want
     signal = (
         f"NumberOfFrames (0028,0008) says {want}, but the per-frame descriptions "
         f"(PerFrameFunctionalGroupsSequence) cover {have}"
@@ -158,15 +196,15 @@ def _frames(headers: list[DicomHeader]) -> _Signal | None:
     return have, want, signal, "frames", False
 
 
-def _per_acquisition(headers: list[DicomHeader]) -> _Signal | None:
+def _per_acquisition(series: _Series) -> _Signal | None:
     """Fewer images than ImagesInAcquisition: in the series when it is one acquisition, else
     per acquisition, but only where one acquisition holds exactly that many (GE gives the
     series' total, Siemens often the images of one acquisition)."""
-    count = _one(h.images_in_acquisition for h in headers)
+    count = _one(series.images)
     if count is None:
         return None
-    total = len(headers)
-    groups = Counter(h.acquisition_number for h in headers)
+    total = series.count
+    groups = series.acquisitions
     said = f"ImagesInAcquisition (0020,1002) says {count}"
     if total < count:  # short in either reading
         return total, count, said, "images", False
@@ -179,43 +217,43 @@ def _per_acquisition(headers: list[DicomHeader]) -> _Signal | None:
     return total, expected, signal, "images", False
 
 
-def _temporal(headers: list[DicomHeader]) -> _Signal | None:
+def _temporal(series: _Series) -> _Signal | None:
     """Fewer images than NumberOfTemporalPositions × the images of the fullest time point."""
-    points = _one(h.temporal_positions for h in headers)
+    points = _one(series.points)
     if points is None or points < 2:
         return None
-    positions = [h.temporal_position for h in headers]
-    if any(p is None or not 1 <= p <= points for p in positions):
+    if any(p is None or not 1 <= p <= points for p in series.positions):
         return None  # time points numbered otherwise: nothing to count by
-    per_point = max(Counter(positions).values())
+    per_point = max(series.positions.values())
     expected = points * per_point
-    if len(headers) >= expected:
+    if series.count >= expected:
         return None
     signal = (
         f"NumberOfTemporalPositions (0020,0105) says {points} time points of {per_point} "
         "images (TemporalPositionIdentifier)"
     )
-    return len(headers), expected, signal, "images", False
+    return series.count, expected, signal, "images", False
 
 
-def _numbering(headers: list[DicomHeader]) -> _Signal | None:
+def _numbering(series: _Series) -> _Signal | None:
     """Holes in InstanceNumber, where numbering is otherwise dense (see the module doc)."""
-    numbers = [h.instance_number for h in headers]
-    if any(n is None for n in numbers):
+    numbers = series.numbers
+    if _NONE in numbers:
         return None
-    if len(set(numbers)) == len(numbers):
-        groups = [[n for n in numbers if n is not None]]
+    ordered = sorted(numbers)
+    if all(a != b for a, b in itertools.pairwise(ordered)):
+        groups = [ordered]
     else:  # restarted per acquisition or time point: each must then number on its own
-        by_key: dict[tuple[int | None, int | None], list[int]] = defaultdict(list)
-        for h in headers:
-            assert h.instance_number is not None
-            by_key[(h.acquisition_number, h.temporal_position)].append(h.instance_number)
-        groups = list(by_key.values())
-        if len(groups) < 2 or any(len(set(g)) != len(g) for g in groups):
+        by_key: dict[tuple[int, int], array[int]] = defaultdict(lambda: array("q"))
+        keys = zip(series.acquisition_numbers, series.temporal_positions, strict=True)
+        for number, key in zip(numbers, keys, strict=True):
+            by_key[key].append(number)
+        groups = [sorted(g) for g in by_key.values()]
+        if len(groups) < 2 or any(a == b for g in groups for a, b in itertools.pairwise(g)):
             return None
     missing = spans = 0
     for group in groups:
-        span = _dense_span(sorted(group))
+        span = _dense_span(group)
         if span is None:
             return None
         spans += span
@@ -223,7 +261,7 @@ def _numbering(headers: list[DicomHeader]) -> _Signal | None:
     if not missing:
         return None
     signal = f"InstanceNumber (0020,0013) skips {missing} numbers"
-    return len(headers), spans, signal, "images", True
+    return series.count, spans, signal, "images", True
 
 
 def _dense_span(numbers: list[int]) -> int | None:

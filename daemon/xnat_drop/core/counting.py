@@ -10,10 +10,11 @@ SeriesNumbers: core/noheader.py): a series is named by its files.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from xnat_drop.core.model import FileFacts
-from xnat_drop.core.noheader import series_words
+from xnat_drop.core.noheader import FileGroup
 from xnat_drop.core.text import plural
 
 
@@ -40,19 +41,20 @@ class Expected:
         return sum(s.files for s in self.series)
 
 
-def expected(upload: tuple[FileFacts, ...]) -> Expected:
+def expected(upload: Sequence[FileFacts]) -> Expected:
     """The study and the per-series instance counts of the files to upload."""
-    paths: dict[str, list[str]] = defaultdict(list)
+    groups: dict[str, FileGroup] = defaultdict(FileGroup)
     numbers: dict[str, int | None] = {}
+    studies: set[str] = set()
     for facts in upload:
         assert facts.header is not None
-        paths[facts.header.series_instance_uid].append(facts.path)
+        groups[facts.header.series_instance_uid].add(facts.path)
         numbers.setdefault(facts.header.series_instance_uid, facts.header.series_number)
+        studies.add(facts.header.study_instance_uid)
     series = tuple(
-        SeriesCount(uid, numbers[uid], series_words(files), len(files))
-        for uid, files in paths.items()
+        SeriesCount(uid, numbers[uid], group.files().series, group.count)
+        for uid, group in groups.items()
     )
-    studies = {f.header.study_instance_uid for f in upload if f.header is not None}
     return Expected(min(studies) if studies else "", series)
 
 

@@ -103,10 +103,15 @@ def _key(kind: bytes, uid: str) -> str:
 
 def shape_of(session: Session) -> Shape:
     """The keys of the studies and series of a session's DICOM files."""
-    headers = [f.header for f in session.files if f.is_dicom and f.header is not None]
+    studies: set[str] = set()
+    series: set[str] = set()
+    for facts in session.files:
+        if facts.is_dicom and facts.header is not None:
+            studies.add(facts.header.study_instance_uid)
+            series.add(facts.header.series_instance_uid)
     return Shape(
-        frozenset(study_key(h.study_instance_uid) for h in headers if h.study_instance_uid),
-        frozenset(series_key(h.series_instance_uid) for h in headers if h.series_instance_uid),
+        frozenset(study_key(uid) for uid in studies if uid),
+        frozenset(series_key(uid) for uid in series if uid),
     )
 
 

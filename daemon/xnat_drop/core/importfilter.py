@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Final
 
+from xnat_drop.core.filetable import picked
 from xnat_drop.core.model import FileFacts, Policy, Remedy, Verdict, Violation
 from xnat_drop.core.noheader import capital, series_words
 from xnat_drop.core.seriesfilter import Decision, SeriesFilter, described
@@ -115,7 +116,7 @@ def applied(verdict: Verdict, filter_plan: FilterPlan) -> Verdict:
     return Verdict(
         target=verdict.target,
         violations=(*verdict.violations, *filter_plan.violations),
-        upload=tuple(f for f in verdict.upload if f.path not in gone),
+        upload=picked(verdict.upload, lambda f: f.path not in gone),
         excluded=tuple(sorted({*verdict.excluded, *excluded})),
         ignored=verdict.ignored,
         duplicates=verdict.duplicates,

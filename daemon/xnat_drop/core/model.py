@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Literal
@@ -180,7 +181,8 @@ class Session:
 
     name: str
     relpath: tuple[str, ...]  # parts below incoming/, the last one is `name`
-    files: tuple[FileFacts, ...]
+    # A tuple, or for a large session a view of files kept on disk (core/filetable.py).
+    files: Sequence[FileFacts]
 
     @property
     def display(self) -> str:
@@ -248,7 +250,7 @@ class Verdict:
 
     target: Target | None
     violations: tuple[Violation, ...]
-    upload: tuple[FileFacts, ...]
+    upload: Sequence[FileFacts]  # a tuple, or a view (core/filetable.py)
     excluded: tuple[str, ...]
     ignored: tuple[str, ...]
     duplicates: tuple[str, ...] = ()

@@ -59,10 +59,10 @@ class Files:
     @classmethod
     def of(cls, paths: Iterable[str]) -> Files:
         """The group of these session-relative paths ("/"-separated; at least one)."""
-        ordered = sorted(paths)
-        folders = [dirname(p) for p in ordered]
-        folder = "" if "" in folders else commonpath(folders)
-        return cls(folder, len(ordered), ordered[0])
+        group = FileGroup()
+        for path in paths:
+            group.add(path)
+        return group.files()
 
     @property
     def where(self) -> str:
@@ -86,6 +86,32 @@ class Files:
         if self.count == 1:
             return f"the series of 1 file, {shown(self.first)}"
         return f"the series of {self.listed}"
+
+
+class FileGroup:
+    """Files.of one path at a time: the count, the first path and the folder they share, never
+    the paths themselves (a series may have 50,000 files)."""
+
+    __slots__ = ("_folder", "count", "first")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first = ""
+        self._folder: str | None = None  # None before the first path
+
+    def add(self, path: str) -> None:
+        self.count += 1
+        if self.count == 1 or path < self.first:
+            self.first = path
+        folder = dirname(path)
+        if self._folder is None:
+            self._folder = folder
+        elif self._folder and folder != self._folder:
+            self._folder = commonpath((self._folder, folder)) if folder else ""
+
+    def files(self) -> Files:
+        assert self._folder is not None, "a group of no files"
+        return Files(self._folder, self.count, self.first)
 
 
 def series_words(paths: Iterable[str]) -> str:

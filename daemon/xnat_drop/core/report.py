@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timezone, tzinfo
 from typing import Any
@@ -276,7 +277,14 @@ def what_to_do(report: Report, rejections: list[Violation]) -> str:
 
 def render_json(report: Report) -> str:
     """The same report for scripts: stable keys, every file listed."""
+    return "".join(json_pieces(report))
+
+
+def json_pieces(report: Report) -> Iterator[str]:
+    """render_json in pieces: the uploaded files (50,000 of them, maybe) one line at a time,
+    never all in one string or list."""
     verdict = report.verdict
+    listed = verdict is not None and report.outcome is Outcome.DONE and bool(verdict.upload)
     data = {
         "report": MARK,
         "schema": SCHEMA,
@@ -298,9 +306,7 @@ def render_json(report: Report) -> str:
         "unlisted_violations": _unlisted(report.violations),
         "notes": list(report.notes),
         "counts": dict(sorted(Counter(f.kind.value for f in report.session.files).items())),
-        "uploaded": [f.path for f in verdict.upload]
-        if verdict and report.outcome is Outcome.DONE
-        else [],
+        "uploaded": [],  # filled in below, one line a file
         "excluded": list(verdict.excluded) if verdict else [],
         "duplicates": list(verdict.duplicates) if verdict else [],
         "ignored": list(verdict.ignored) if verdict else [],
@@ -334,7 +340,19 @@ def render_json(report: Report) -> str:
             ],
         },
     }
-    return json.dumps(_escaped(data), indent=2, ensure_ascii=False) + "\n"
+    text = json.dumps(_escaped(data), indent=2, ensure_ascii=False) + "\n"
+    if not listed:
+        yield text
+        return
+    assert verdict is not None
+    # A quote inside a string value is escaped (\"), so this text is the key itself, once.
+    head, tail = text.split('"uploaded": []', 1)
+    yield head + '"uploaded": ['
+    separator = "\n    "  # json.dumps(indent=2) puts a top-level list's items at 4 spaces
+    for facts in verdict.upload:
+        yield separator + json.dumps(shown(facts.path), ensure_ascii=False)
+        separator = ",\n    "
+    yield "\n  ]" + tail
 
 
 def violation_json(v: Violation) -> dict[str, Any]:

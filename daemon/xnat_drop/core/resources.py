@@ -24,10 +24,11 @@ files and folders only, never a DICOM header value.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from xnat_drop.core.config import ResourcesConfig, RulesConfig
+from xnat_drop.core.filetable import parted
 from xnat_drop.core.model import (
     FileFacts,
     FileKind,
@@ -70,14 +71,12 @@ def is_resource_path(path: str, folder: str) -> bool:
 
 
 def split(
-    files: Iterable[FileFacts], folder: str
-) -> tuple[tuple[FileFacts, ...], tuple[FileFacts, ...]]:
+    files: Sequence[FileFacts], folder: str
+) -> tuple[Sequence[FileFacts], Sequence[FileFacts]]:
     """The session's files as (image files, files below the reserved folder), in order."""
-    images: list[FileFacts] = []
-    held: list[FileFacts] = []
-    for facts in files:
-        (held if is_resource_path(facts.path, folder) else images).append(facts)
-    return tuple(images), tuple(held)
+    if not folder:
+        return files, ()
+    return parted(files, lambda facts: is_resource_path(facts.path, folder))
 
 
 def hint(folder: str) -> str:

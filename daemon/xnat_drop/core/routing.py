@@ -21,8 +21,10 @@ quoted (core/noheader.py): the sentence names the source, what is wrong, and the
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from xnat_drop.core.config import ANY_LEVEL, LABELS, RoutingConfig, template_keywords
+from xnat_drop.core.filetable import picked
 from xnat_drop.core.model import (
     FileFacts,
     Policy,
@@ -32,7 +34,7 @@ from xnat_drop.core.model import (
     Target,
     Violation,
 )
-from xnat_drop.core.noheader import Files
+from xnat_drop.core.noheader import FileGroup
 
 # XNAT's own rule for IDs and labels (xnat-api.md §7), limited to 64 like its routing rules.
 LABEL_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -125,9 +127,9 @@ def derived_labels(label: str, session: Session, config: RoutingConfig) -> list[
     return found
 
 
-def _with_headers(session: Session) -> list[FileFacts]:
+def _with_headers(session: Session) -> Sequence[FileFacts]:
     """The session's DICOM files whose header was read."""
-    return [f for f in session.files if f.header is not None and f.is_dicom]
+    return picked(session.files, lambda f: f.header is not None and f.is_dicom)
 
 
 def _from_headers(source: str) -> bool:
@@ -145,7 +147,7 @@ def _layout_values(relpath: tuple[str, ...], layout: tuple[str, ...]) -> dict[st
 
 
 def _first_value(
-    label: str, config: RoutingConfig, folders: dict[str, str], headers: list[FileFacts]
+    label: str, config: RoutingConfig, folders: dict[str, str], headers: Sequence[FileFacts]
 ) -> tuple[str, str] | Violation | None:
     """(value, where it came from) from the first source that has one; a Violation when
     the DICOM files disagree; None when no source gives anything."""
@@ -165,7 +167,7 @@ def _first_value(
     return None
 
 
-def _from_dicom(label: str, files: list[FileFacts]) -> tuple[str, str] | Violation | None:
+def _from_dicom(label: str, files: Sequence[FileFacts]) -> tuple[str, str] | Violation | None:
     for keyword, tag in COMMENT_FIELDS:
         found = _by_value(files, keyword, _ASSIGNMENT[label], 1)
         if len(found) > 1:
@@ -182,9 +184,9 @@ def _from_dicom(label: str, files: list[FileFacts]) -> tuple[str, str] | Violati
 
 
 def _from_template(
-    label: str, template: str, files: list[FileFacts]
+    label: str, template: str, files: Sequence[FileFacts]
 ) -> tuple[str, str] | Violation | None:
-    rendered: dict[str, list[str]] = {}
+    rendered: dict[str, FileGroup] = {}
     for f in files:
         text = template
         for keyword in template_keywords(template):
@@ -193,7 +195,7 @@ def _from_template(
                 break
             text = text.replace(f"{{{keyword}}}", value)
         else:
-            rendered.setdefault(text, []).append(f.path)
+            rendered.setdefault(text, FileGroup()).add(f.path)
     if len(rendered) > 1:
         return _disagree(label, f"routing.{label}_template “{template}”", rendered)
     if rendered:
@@ -202,11 +204,11 @@ def _from_template(
 
 
 def _by_value(
-    files: list[FileFacts], keyword: str, pattern: re.Pattern[str], group: int
-) -> dict[str, list[str]]:
+    files: Sequence[FileFacts], keyword: str, pattern: re.Pattern[str], group: int
+) -> dict[str, FileGroup]:
     """What `pattern`'s `group` finds in each file's `keyword`, mapped to the files that give it
     (each distinct text searched once: a session's files mostly repeat one)."""
-    found: dict[str, list[str]] = {}
+    found: dict[str, FileGroup] = {}
     seen: dict[str, str] = {}
     for f in files:
         text = _value(f, keyword)
@@ -214,7 +216,7 @@ def _by_value(
             match = pattern.search(text)
             seen[text] = (match.group(group) or "") if match else ""
         if seen[text]:
-            found.setdefault(seen[text], []).append(f.path)
+            found.setdefault(seen[text], FileGroup()).add(f.path)
     return found
 
 
@@ -294,10 +296,10 @@ def _source_words(label: str, config: RoutingConfig) -> list[str]:
     return words
 
 
-def _disagree(label: str, where: str, values: dict[str, list[str]]) -> Violation:
+def _disagree(label: str, where: str, values: dict[str, FileGroup]) -> Violation:
     """The files disagree on a label: `values` maps each value (never shown: it was read from
     the headers) to the files that give it."""
-    groups = sorted((Files.of(paths) for paths in values.values()), key=lambda g: g.first)
+    groups = sorted((g.files() for g in values.values()), key=lambda g: g.first)
     shown = "; ".join(g.listed for g in groups[:5])
     more = f"; and {len(groups) - 5} more" if len(groups) > 5 else ""
     sentence = (

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from posixpath import dirname
 
 from xnat_drop.core import completeness, resources, sopclasses
 from xnat_drop.core.config import DEFAULT_RESOURCES, ResourcesConfig, RulesConfig
+from xnat_drop.core.filetable import picked
+from xnat_drop.core.instances import shared_uids
 from xnat_drop.core.model import (
     DicomHeader,
     FileFacts,
@@ -145,13 +147,20 @@ def evaluate(
     violations.extend(judged.violations)
     violations.extend(_size_limits(session, rules))
 
-    dicoms = [f for f in images if f.is_dicom and f.header is not None]
+    # Each pass below reads the files once and keeps only what it names (core/filetable.py);
+    # a subset is made only when some file is to be left out.
+    dicoms = picked(images, lambda f: f.is_dicom and f.header is not None)
     violations.extend(_derived_series(dicoms, session, rules))
     involved = {p for v in violations for p in v.files}
-    copies, duplicate_violations = _duplicates([f for f in dicoms if f.path not in involved])
+    unjudged = picked(dicoms, lambda f: f.path not in involved) if involved else dicoms
+    copies, duplicate_violations = _duplicates(unjudged)
     violations.extend(duplicate_violations)
     involved |= {p for v in duplicate_violations for p in v.files}
-    candidates = [f for f in dicoms if f.path not in involved and f.path not in copies]
+    candidates = (
+        picked(dicoms, lambda f: f.path not in involved and f.path not in copies)
+        if involved or copies
+        else dicoms
+    )
     violations.extend(_mixed_studies(candidates))
     if rules.phi:
         subject = route.target.subject if route.target is not None else ""
@@ -161,7 +170,11 @@ def evaluate(
         violations.extend(completeness.violations(completeness.shortfalls(candidates)))
 
     excluded = {p for v in violations if v.policy is Policy.EXCLUDE for p in v.files}
-    upload = tuple(f for f in dicoms if f.path not in excluded and f.path not in copies)
+    upload = (
+        picked(dicoms, lambda f: f.path not in excluded and f.path not in copies)
+        if excluded or copies
+        else dicoms
+    )
     if not upload:
         held_paths = {f.path for f in held}
         violations.append(_no_dicom(session, excluded - held_paths))
@@ -227,35 +240,47 @@ def _file_violation(rule: Rule, policy: Policy, facts: FileFacts, folder: str) -
 
 
 def _derived_series(
-    dicoms: list[FileFacts], session: Session, rules: RulesConfig
+    dicoms: Sequence[FileFacts], session: Session, rules: RulesConfig
 ) -> list[Violation]:
     """One violation per derived SeriesInstanceUID (derived images may share SeriesNumber).
 
     Non-image objects (sopclasses.py) are judged by their SOP class alone: one that shares a
     series with derived images is not taken out with them.
     """
-    by_series: dict[str, list[FileFacts]] = defaultdict(list)
+    signals: dict[str, str | None] = {}  # by SeriesInstanceUID: the first file's signal
+    firsts: dict[str, DicomHeader] = {}  # by SeriesInstanceUID: its first file's header
     for facts in dicoms:
-        assert facts.header is not None
-        if not sopclasses.is_non_image(facts.header.sop_class_uid):
-            by_series[facts.header.series_instance_uid].append(facts)
+        header = facts.header
+        assert header is not None
+        if sopclasses.is_non_image(header.sop_class_uid):
+            continue
+        uid = header.series_instance_uid
+        if uid not in firsts:
+            firsts[uid], signals[uid] = header, None
+        if signals[uid] is None:
+            signals[uid] = derived_signal(header, rules) or None
+    derived = {uid: signal for uid, signal in signals.items() if signal is not None}
+    if not derived:
+        return []
+    members: dict[str, list[str]] = defaultdict(list)
+    for facts in dicoms:
+        header = facts.header
+        assert header is not None
+        if header.series_instance_uid in derived and not sopclasses.is_non_image(
+            header.sop_class_uid
+        ):
+            members[header.series_instance_uid].append(facts.path)
     policy = rules.policy("derived-series")
     found = []
-    for members in by_series.values():
-        signal = next(
-            (s for f in members if f.header is not None and (s := derived_signal(f.header, rules))),
-            None,
-        )
-        if signal is None:
-            continue
-        files = tuple(sorted(f.path for f in members))
+    for uid, signal in derived.items():
+        files = tuple(sorted(members[uid]))
         name = series_words(files)
         sentence = (
             f"{capital(name)} was derived by the scanner, not acquired: {signal}. "
             f"{_removal_advice(files, session)}"
         )
         violation = Violation("derived-series", policy, name, sentence, files, signal)
-        found.append((_series_sort_key(members[0].header), violation))
+        found.append((_series_sort_key(firsts[uid]), violation))
     return [v for _, v in sorted(found, key=lambda item: item[0])]
 
 
@@ -271,22 +296,12 @@ def _removal_advice(files: tuple[str, ...], session: Session) -> str:
     return "Delete these files (all listed in the .report.json) and drop the session again."
 
 
-def _duplicates(dicoms: list[FileFacts]) -> tuple[set[str], list[Violation]]:
+def _duplicates(dicoms: Sequence[FileFacts]) -> tuple[set[str], list[Violation]]:
     """Files sharing a SOP Instance UID: identical copies are sent once, different ones reject."""
-    # A list per UID only where a UID comes twice: a list for each of 50,000 files would
-    # cost a few MB for nothing.
-    first: dict[str, FileFacts] = {}
-    shared: dict[str, list[FileFacts]] = {}
-    for facts in dicoms:
-        assert facts.header is not None
-        uid = facts.header.sop_instance_uid
-        seen = first.setdefault(uid, facts)
-        if seen is not facts:
-            shared.setdefault(uid, [seen]).append(facts)
-    del first
+    shared = [[facts for _, facts in group] for group in shared_uids(dicoms)]
     copies: set[str] = set()
     violations = []
-    for members in sorted(shared.values(), key=lambda m: min(f.path for f in m)):
+    for members in sorted(shared, key=lambda m: min(f.path for f in m)):
         paths = sorted(f.path for f in members)
         digests = {f.digest for f in members}
         if len(digests) == 1 and "" not in digests and not _unhashed(digests):
@@ -355,18 +370,19 @@ def _unhashed(digests: set[str]) -> bool:
     return any(d.startswith("unhashed-") for d in digests)
 
 
-def _mixed_studies(dicoms: list[FileFacts]) -> list[Violation]:
+def _mixed_studies(dicoms: Sequence[FileFacts]) -> list[Violation]:
     """One violation when the files belong to more than one study, each study named by its
     files (never by its UID)."""
+    studies = {f.header.study_instance_uid for f in dicoms if f.header is not None}
+    if len(studies) < 2:
+        return []
     by_study: dict[str, list[str]] = defaultdict(list)
     for facts in dicoms:
         assert facts.header is not None
         by_study[facts.header.study_instance_uid].append(facts.path)
-    if len(by_study) < 2:
-        return []
-    studies = studies_words(list(by_study.values()))
+    words = studies_words(list(by_study.values()))
     sentence = (
-        f"The folder holds {studies} (their StudyInstanceUID (0020,000D) differs). One session "
+        f"The folder holds {words} (their StudyInstanceUID (0020,000D) differs). One session "
         "folder must hold exactly one study, or XNAT splits it into several sessions. Move each "
         "study into its own session folder and drop them again."
     )
@@ -378,12 +394,12 @@ def _mixed_studies(dicoms: list[FileFacts]) -> list[Violation]:
             f"{len(by_study)} studies",
             sentence,
             files,
-            studies,
+            words,
         )
     ]
 
 
-def _phi(dicoms: list[FileFacts], tags: tuple[str, ...], subject: str) -> list[Violation]:
+def _phi(dicoms: Sequence[FileFacts], tags: tuple[str, ...], subject: str) -> list[Violation]:
     """Configured identifying attributes must be empty or equal to the subject label.
 
     The report never repeats the values: it names the attribute and the files only.

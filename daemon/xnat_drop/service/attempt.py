@@ -180,6 +180,7 @@ def _judge(
         tools.config,
         tools.pool,
         progress=lambda: tools.heartbeat.beat(quiet),
+        spill=tools.config.paths.state,  # the service's own disk, never the share or /tmp
     )
     failpoints.hit("after-inspect")
     _unchanged_since_inspection(claim.folder, judgement.session)
@@ -211,9 +212,31 @@ def _judge(
 def _unchanged_since_inspection(folder: Path, session: Session) -> None:
     """Raise SessionChangedError when a file of `folder` was added, removed or written since
     inspection read it (a writer that kept a handle open after the claim): a verdict is filed
-    only for the files as they are."""
-    judged = {f.path: f.stamp for f in session.files if f.kind is not FileKind.JUNK}
+    only for the files as they are.
+
+    The session's files are in the order of the walk that found them, and an unchanged folder
+    walks the same way: the two are compared side by side, holding neither in memory. Only
+    when they part is each looked up in a table, to name what changed.
+    """
     junk = {f.path for f in session.files if f.kind is FileKind.JUNK}
+    judged = (f for f in session.files if f.kind is not FileKind.JUNK)
+    for entry in walk(folder):
+        if entry.relpath in junk or is_junk_path(entry.relpath):
+            continue
+        facts = next(judged, None)
+        if facts is None or facts.path != entry.relpath:
+            _compared(folder, session, junk)
+            return
+        if entry.kind == REGULAR and facts.stamp and facts.stamp != entry.stamp:
+            raise SessionChangedError(f"{entry.relpath} was written while it was inspected")
+    gone = next(judged, None)
+    if gone is not None:
+        raise SessionChangedError(f"{gone.path} vanished while the session was inspected")
+
+
+def _compared(folder: Path, session: Session, junk: set[str]) -> None:
+    """_unchanged_since_inspection with a table of every file: what changed, by name."""
+    judged = {f.path: f.stamp for f in session.files if f.kind is not FileKind.JUNK}
     for entry in walk(folder):
         if entry.relpath in junk or is_junk_path(entry.relpath):
             continue
@@ -229,7 +252,7 @@ def _unchanged_since_inspection(folder: Path, session: Session) -> None:
 def _delivered_before(tools: Tools, claim_id: str, verdict: Verdict) -> Violation | None:
     """The same instances, same labels, already delivered (per the ledger): a re-drop."""
     assert verdict.target is not None
-    key = content_key(verdict.target, verdict.upload)
+    key = content_key(verdict.target, verdict.upload, tools.config.paths.state)
     tools.ledger.update(claim_id, tools.wall(), content_key=key)
     earlier = tools.ledger.delivered(key)
     if earlier is None or earlier.claim_id == claim_id:
@@ -366,7 +389,7 @@ def _resume_after_resources(tools: Tools, claim: claims.Claim, verdict: Verdict)
     entry = tools.ledger.entry(claim.id)
     if entry is None or entry.state != "claimed" or verdict.target is None:
         return
-    key = entry.content_key or content_key(verdict.target, verdict.upload)
+    key = entry.content_key or content_key(verdict.target, verdict.upload, tools.config.paths.state)
     earlier = tools.ledger.images_in_xnat(key)
     if earlier is None or earlier.claim_id == claim.id:
         return

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Protocol
 
+from xnat_drop.adapters.dicom.spill import sorted_texts
 from xnat_drop.adapters.ledger import IMAGES_VERIFIED, Ledger
 from xnat_drop.adapters.xnat.client import Account, ArchivedRef, FilterRow, PrearchiveRef
 from xnat_drop.adapters.xnat.connection import Body
@@ -61,10 +63,12 @@ class XnatPort(ResourcePort, Protocol):
     def close(self) -> None: ...
 
 
-def content_key(target: Target, upload: tuple[FileFacts, ...]) -> str:
-    """What makes two drops the same delivery: the labels and the SOP instances sent."""
+def content_key(target: Target, upload: Sequence[FileFacts], spill: Path | None = None) -> str:
+    """What makes two drops the same delivery: the labels and the SOP instances sent (sorted
+    in runs in an unnamed file in `spill` when there are many)."""
     digest = hashlib.sha256(f"{target.project}/{target.subject}/{target.session}\n".encode())
-    for uid in sorted(f.header.sop_instance_uid for f in upload if f.header is not None):
+    uids = (f.header.sop_instance_uid for f in upload if f.header is not None)
+    for uid in sorted_texts(uids, spill):
         digest.update(uid.encode() + b"\n")
     return digest.hexdigest()
 

@@ -21,7 +21,7 @@ from xnat_drop.adapters.fs import claims, filing
 from xnat_drop.core.config import PathsConfig
 from xnat_drop.core.errors import StorageError
 from xnat_drop.core.model import Outcome, Policy, Session, UploadReceipt, Verdict, Violation
-from xnat_drop.core.report import Report, render_json, render_text
+from xnat_drop.core.report import Report, json_pieces, render_text
 from xnat_drop.core.shown import shown
 from xnat_drop.service import failpoints
 from xnat_drop.service.attempt import Tools, journal_fields
@@ -107,7 +107,7 @@ def _file(tools: Tools, work: claims.WorkArea, item: Filing) -> tuple[Path, Repo
         xnat_url=tools.config.xnat.url,
     )
     filing.write_reports(
-        placement, {".report.txt": render_text(report), ".report.json": render_json(report)}
+        placement, {".report.txt": render_text(report), ".report.json": json_pieces(report)}
     )
     failpoints.hit("after-reports")
     rules = report_rules(item)

@@ -14,6 +14,7 @@ from xnat_drop.adapters.workers import InspectionPool
 from xnat_drop.core.config import Config
 from xnat_drop.core.depth import label_check
 from xnat_drop.core.errors import ConfigError
+from xnat_drop.core.filetable import changed
 from xnat_drop.core.model import FileKind, Session, Verdict
 from xnat_drop.core.resources import split
 from xnat_drop.core.routing import route
@@ -33,23 +34,24 @@ def judge(
     pool: InspectionPool | None = None,
     *,
     progress: Callable[[], None] | None = None,
+    spill: Path | None = None,
 ) -> Judgement:
     """Classify every file of `folder` (dropped at `relpath`), route it and apply the rules.
 
     With a `pool`, a large session is read by its worker processes (same result, sooner).
+    A large session's files are kept in an unnamed file in `spill` (inspection.py).
     `progress` is called often while the files are read (see inspect). Raises
     SessionChangedError when the folder changes while it is read.
     """
-    session = inspect(folder, relpath, config.dicom_keywords, pool, progress=progress)
+    session = inspect(folder, relpath, config.dicom_keywords, pool, progress=progress, spill=spill)
     marker = config.watch.ready_marker
     if marker:  # the "copy finished" signal is the lab's, not data: never uploaded or judged
-        files = tuple(
-            replace(f, kind=FileKind.JUNK, header=None, note="the ready marker")
+        ready = {
+            i: replace(f, kind=FileKind.JUNK, header=None, note="the ready marker")
+            for i, f in enumerate(session.files)
             if f.path == marker
-            else f
-            for f in session.files
-        )
-        session = replace(session, files=files)
+        }
+        session = replace(session, files=changed(session.files, ready))
     # Resource files are not the session's images: no label comes from them (core/resources.py).
     images = replace(session, files=split(session.files, config.resources.folder)[0])
     routed = route(relpath, images, config.routing)

@@ -5,6 +5,8 @@ of its study and of its SOP instances (never the UIDs: nothing from a header goe
 from __future__ import annotations
 
 import hashlib
+from array import array
+from collections.abc import Iterator, Sequence
 
 from xnat_drop.adapters.ledger import DIGEST_BYTES, Ledger
 from xnat_drop.core import completeness
@@ -46,7 +48,7 @@ def late_files(
     return None
 
 
-def _study(upload: tuple[FileFacts, ...]) -> str:
+def _study(upload: Sequence[FileFacts]) -> str:
     studies = {f.header.study_instance_uid for f in upload if f.header is not None}
     return studies.pop() if len(studies) == 1 else ""
 
@@ -55,20 +57,27 @@ def _key(study: str) -> str:
     return hashlib.sha256(b"study\n" + study.encode()).hexdigest()[:32]
 
 
-def _digests(upload: tuple[FileFacts, ...]) -> list[bytes]:
-    """The instances' digests, sorted, each once: what _instances holds, without a set of
-    every instance beside the list."""
-    digests = sorted(
-        hashlib.sha256(f.header.sop_instance_uid.encode()).digest()[:DIGEST_BYTES]
-        for f in upload
-        if f.header is not None
-    )
-    return [d for i, d in enumerate(digests) if not i or d != digests[i - 1]]
+def _digests(upload: Sequence[FileFacts]) -> Iterator[bytes]:
+    """The instances' digests, sorted, each once: what _instances holds. Sorted 256 buckets at
+    a time (by the first byte), each bucket an array of 8 bytes a digest: no list or set of
+    every instance at once."""
+    assert DIGEST_BYTES == 8
+    buckets = [array("Q") for _ in range(256)]
+    for f in upload:
+        if f.header is not None:
+            value = int.from_bytes(_digest(f.header.sop_instance_uid), "big")
+            buckets[value >> 56].append(value)
+    for bucket in buckets:
+        previous = -1
+        for value in sorted(bucket):
+            if value != previous:
+                yield value.to_bytes(8, "big")
+            previous = value
 
 
-def _instances(upload: tuple[FileFacts, ...]) -> frozenset[bytes]:
-    return frozenset(
-        hashlib.sha256(f.header.sop_instance_uid.encode()).digest()[:DIGEST_BYTES]
-        for f in upload
-        if f.header is not None
-    )
+def _digest(uid: str) -> bytes:
+    return hashlib.sha256(uid.encode()).digest()[:DIGEST_BYTES]
+
+
+def _instances(upload: Sequence[FileFacts]) -> frozenset[bytes]:
+    return frozenset(_digest(f.header.sop_instance_uid) for f in upload if f.header is not None)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from xnat_drop.adapters.dicom.filtervalues import read_values, tag_of
@@ -136,7 +136,7 @@ def planned(
 def evaluated(
     filters: tuple[SeriesFilter, ...],
     folder: Path,
-    upload: tuple[FileFacts, ...],
+    upload: Sequence[FileFacts],
     policy: str,
     progress: Callable[[], None] | None = None,
 ) -> tuple[FilterPlan, dict[str, Decision]]:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from xnat_drop.adapters.fs.beneath import Beneath, Dir, stamp
 from xnat_drop.core.errors import SessionChangedError
+from xnat_drop.core.instances import shared_uids
 from xnat_drop.core.model import FileFacts
 
 # A file larger than this is not hashed (a copy that large is not worth reading twice to
@@ -25,10 +26,11 @@ MAX_SESSION_HASHED_BYTES = 8 * 1024 * 1024 * 1024
 HASH_BLOCK = 1024 * 1024  # bytes hashed between two calls of `progress`
 
 
-def with_digests(
-    root: Dir, files: list[FileFacts], progress: Callable[[], None] | None
-) -> list[FileFacts]:
-    """`files` with a `digest` for each DICOM file that shares its SOP Instance UID (rare).
+def digests(
+    root: Dir, files: Sequence[FileFacts], progress: Callable[[], None] | None
+) -> dict[int, FileFacts]:
+    """The files of `files` (by position) that get a `digest`: each DICOM file that shares its
+    SOP Instance UID (rare).
 
     Within such a group, files of different sizes differ without being read: each gets
     "size-<bytes>". Files of equal size get their SHA-256, unless they are larger than
@@ -37,34 +39,30 @@ def with_digests(
     HASH_BLOCK hashed. Raises SessionChangedError when a file changed since it was
     classified.
     """
-    by_uid: dict[str, list[int]] = defaultdict(list)
-    for index, facts in enumerate(files):
-        if facts.is_dicom and facts.header is not None:
-            by_uid[facts.header.sop_instance_uid].append(index)
-    groups = [indexes for indexes in by_uid.values() if len(indexes) > 1]
+    changes: dict[int, FileFacts] = {}
+    groups = shared_uids(files)
     if not groups:
-        return files
+        return changes
     budget = MAX_SESSION_HASHED_BYTES
     buffer = bytearray(HASH_BLOCK)
     with Beneath(root) as opener:
-        for indexes in groups:
-            by_size: dict[int, list[int]] = defaultdict(list)
-            for index in indexes:
-                by_size[files[index].size].append(index)
+        for members in groups:
+            by_size: dict[int, list[tuple[int, FileFacts]]] = defaultdict(list)
+            for index, facts in members:
+                by_size[facts.size].append((index, facts))
             for size, same in by_size.items():
                 hashed = len(same) > 1 and size <= MAX_HASHED_BYTES and size * len(same) <= budget
                 if hashed:
                     budget -= size * len(same)
-                for index in same:
-                    facts = files[index]
+                for index, facts in same:
                     if len(same) == 1:
                         digest = f"size-{size}"
                     elif hashed:
                         digest = _digest(opener, facts, buffer, progress)
                     else:
                         digest = f"unhashed-{facts.path}"
-                    files[index] = replace(facts, digest=digest)
-    return files
+                    changes[index] = replace(facts, digest=digest)
+    return changes
 
 
 def _digest(

@@ -21,19 +21,22 @@ unknown_keywords, HEADER_TAGS and Task.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from xnat_drop.adapters.dicom.duplicates import with_digests
+from xnat_drop.adapters.dicom.duplicates import digests
 from xnat_drop.adapters.dicom.fileclassifier import FileClassifier
 from xnat_drop.adapters.dicom.headerfields import HEADER_TAGS, unknown_keywords
 from xnat_drop.adapters.dicom.packing import Unpacker, pack
-from xnat_drop.adapters.dicom.pairing import PAIRED_SUFFIXES, paired
+from xnat_drop.adapters.dicom.pairing import PAIRED_SUFFIXES, pair
+from xnat_drop.adapters.dicom.spill import FileSink
 from xnat_drop.adapters.fs.beneath import Beneath, Dir, UnsafePathError
 from xnat_drop.adapters.fs.tree import REGULAR, TOO_DEEP, walk
 from xnat_drop.adapters.workers import InspectionPool
 from xnat_drop.core.errors import SessionChangedError
+from xnat_drop.core.filetable import changed
 from xnat_drop.core.model import FileFacts, FileKind, Session
 from xnat_drop.core.names import is_junk_path
 
@@ -47,6 +50,7 @@ __all__ = [
 ]
 
 _WALK_PROGRESS = 256  # entries walked between two calls of `progress`
+_LOCAL_TASK = 512  # files read in-process between two walks on (a task, as for a worker)
 _UNSAFE_WORDS = {
     "symlink": "a symbolic link",
     "fifo": "a named pipe (FIFO)",
@@ -68,6 +72,8 @@ def inspect(
     pool: InspectionPool | None = None,
     *,
     progress: Callable[[], None] | None = None,
+    spill: Path | None = None,
+    bound: int | None = None,
 ) -> Session:
     """Classify every file below `folder`, the claimed copy of the session at `relpath`.
 
@@ -75,9 +81,11 @@ def inspect(
     reached through a link. `keywords` names extra DICOM attributes to read (routing sources,
     PHI checks). Given a `pool`, a session with at least `pool.min_files` files to read is
     read by its workers, which start on the first files while the rest of the folder is still
-    being listed; the result is the same as without a pool. `progress`, a cheap function, is
-    called at least once per file read here, per task read by the workers and per MiB hashed,
-    so that a watchdog can be fed during a long inspection. Raises SessionChangedError when a
+    being listed; the result is the same as without a pool. A session of more than `bound`
+    files (None: spill.BOUND) keeps them in an unnamed file in `spill` (None: the system's
+    temporary folder), as a Shelved view (spill.py). `progress`, a cheap function, is called
+    at least once per file read here, per task read by the workers and per MiB hashed, so
+    that a watchdog can be fed during a long inspection. Raises SessionChangedError when a
     file vanishes, changes type or is written while being read, or when a folder on its path
     was swapped for a link.
     """
@@ -87,33 +95,34 @@ def inspect(
         root = None
     try:
         survey = _Survey(folder, progress)
+        merge = _Merge(survey, FileSink(spill, bound))
         words = tuple(keywords)
         if pool is not None and pool.wants(pool.min_files):
             survey.advance(pool.min_files)
         if root is not None and pool is not None and pool.wants(len(survey.to_read)):
-            tasks = survey.tasks(str(folder), words, pool.chunk_files)
             unpacker = Unpacker()
 
-            def then(task: Task, rows: list[tuple[Any, ...]]) -> list[FileFacts]:
+            def then(task: Task, rows: list[tuple[Any, ...]]) -> None:
                 if progress is not None:
                     progress()
-                return unpacker.rows(rows, task[1])
+                merge.take(unpacker.rows(rows, task[1]))
 
-            chunks = pool.map(_classify_packed, tasks, then)
-            read = [facts for chunk in chunks for facts in chunk]
+            pool.map(_classify_packed, survey.tasks(str(folder), words, pool.chunk_files), then)
+        elif root is not None:
+            classifier = FileClassifier()
+            for task in survey.tasks(str(folder), words, _LOCAL_TASK):
+                merge.take(_classify_files(root, task[1], words, progress, classifier))
         else:
             survey.advance(None)
-            if root is None and survey.to_read:  # the folder could be walked after all
+            if survey.to_read:  # the folder could be walked after all
                 raise SessionChangedError(f"{relpath[-1]} changed during inspection")
-            read = _classify_files(root, survey.to_read, words, progress) if root else []
-        pending = iter(paired(read, survey.paired_names))
-        files = [facts if facts is not None else next(pending) for facts in survey.found]
+        files = merge.files()
         if root is not None:
-            files = with_digests(root, files, progress)
+            files = changed(files, digests(root, files, progress))
     finally:
         if root is not None:
             root.close()
-    return Session(name=relpath[-1], relpath=relpath, files=tuple(files))
+    return Session(name=relpath[-1], relpath=relpath, files=files)
 
 
 def classify(
@@ -155,14 +164,16 @@ def classify_chunk(task: Task) -> list[FileFacts]:
 
 class _Survey:
     """The walk of a session folder, taken as far as asked: what is known without opening a
-    file (junk, links, special files), and the regular files still to read, in walk order."""
+    file (junk, links, special files), and the regular files still to read, in walk order.
+    Both hold only what was walked and not yet taken (tasks, _Merge)."""
 
     def __init__(self, folder: Path, progress: Callable[[], None] | None) -> None:
         self._entries = walk(folder)
         self._progress = progress
-        self.found: list[FileFacts | None] = []  # None: the next file of `to_read`
+        self.found: deque[FileFacts | None] = deque()  # None: the next file read
         self.to_read: list[str] = []
         self.paired_names: set[str] = set()  # lower-cased names of possible pair halves
+        self.walked = 0
         self.done = False
 
     def advance(self, until: int | None) -> None:
@@ -172,8 +183,9 @@ class _Survey:
             if entry is None:
                 self.done = True
                 return
-            if self._progress is not None and len(self.found) % _WALK_PROGRESS == 0:
+            if self._progress is not None and self.walked % _WALK_PROGRESS == 0:
                 self._progress()
+            self.walked += 1
             lowered = entry.relpath.lower()
             if lowered.endswith(PAIRED_SUFFIXES):
                 self.paired_names.add(lowered)
@@ -188,14 +200,45 @@ class _Survey:
 
     def tasks(self, folder: str, keywords: tuple[str, ...], size: int) -> Iterator[Task]:
         """The files to read in tasks of `size`, each yielded as soon as the walk found it."""
-        sent = 0
         while True:
-            self.advance(sent + size)
-            chunk = self.to_read[sent : sent + size]
+            self.advance(size)
+            chunk, self.to_read = self.to_read[:size], self.to_read[size:]
             if not chunk:  # shorter than `size` only at the end of the walk
                 return
             yield folder, chunk, keywords
-            sent += len(chunk)
+
+
+class _Merge:
+    """Puts the files read back among the ones the walk decided, in walk order, into a sink;
+    finds .hdr/.img pairs once every name is known."""
+
+    def __init__(self, survey: _Survey, sink: FileSink) -> None:
+        self._survey = survey
+        self._sink = sink
+        self._pairable: dict[int, FileFacts] = {}  # by position: few, if any
+
+    def take(self, read: list[FileFacts]) -> None:
+        """The next files read, in the order their tasks gave them."""
+        found = self._survey.found
+        for facts in read:
+            while (head := found.popleft()) is not None:
+                self._add(head)
+            self._add(facts)
+
+    def files(self) -> Sequence[FileFacts]:
+        """Every file, once the walk is over (the rest of what it found is added first)."""
+        while self._survey.found:
+            facts = self._survey.found.popleft()
+            assert facts is not None, "a file left unread"
+            self._add(facts)
+        names = frozenset(self._survey.paired_names)
+        changes = {i: pair(f, names) for i, f in self._pairable.items()}
+        return changed(self._sink.files(), {i: f for i, f in changes.items() if f is not None})
+
+    def _add(self, facts: FileFacts) -> None:
+        if facts.path.lower().endswith(PAIRED_SUFFIXES):
+            self._pairable[len(self._sink)] = facts
+        self._sink.add(facts)
 
 
 def _classify_files(
@@ -203,10 +246,11 @@ def _classify_files(
     relpaths: Sequence[str],
     keywords: tuple[str, ...],
     progress: Callable[[], None] | None,
+    classifier: FileClassifier | None = None,
 ) -> list[FileFacts]:
     """Classify the files at `relpaths` below `root` in order (see classify_chunk), calling
-    `progress` after each. One FileClassifier reads them all and is dropped afterwards."""
-    classifier = FileClassifier()
+    `progress` after each. One FileClassifier reads them all (a new one unless given)."""
+    classifier = classifier or FileClassifier()
     none: frozenset[str] = frozenset()
     found = []
     with Beneath(root) as files:

@@ -17,7 +17,6 @@ from xnat_drop.core.model import DicomHeader, FileFacts
 _FACTS_FIELDS = tuple(f.name for f in fields(FileFacts) if f.init)
 _HEADER_FIELDS = tuple(f.name for f in fields(DicomHeader) if f.init)
 _HEADER_AT = _FACTS_FIELDS.index("header")
-_SIZE_AT = _FACTS_FIELDS.index("size")
 _PATH_AT = _FACTS_FIELDS.index("path")
 # Unique per file, not worth sharing: the SOP Instance UID and the InstanceNumber.
 _OWN = _HEADER_FIELDS.index("sop_instance_uid")
@@ -38,10 +37,10 @@ def pack(facts: FileFacts) -> tuple[Any, ...]:
 class Unpacker:
     """Makes the workers' rows of one session FileFacts again.
 
-    Header values repeated across a series (UIDs, ImageType, description, ...) and the sizes
-    of its files arrive as new objects per file; sharing one copy keeps a 50,000-file session
-    small. The tables live as long as the session's inspection, so nothing piles up in the
-    daemon from one session to the next.
+    Header values repeated across a series (UIDs, ImageType, description, ...) arrive as new
+    objects per file; sharing one copy keeps a session small. The tables live as long as the
+    session's inspection, so nothing piles up in the daemon from one session to the next.
+    Sizes are not shared: a table of every size would cost more than it saves.
     """
 
     def __init__(self) -> None:
@@ -59,7 +58,6 @@ class Unpacker:
         """The FileFacts `pack` made `values` of, holding `path` (equal to the one packed)."""
         parts = list(values)
         parts[_PATH_AT] = path
-        parts[_SIZE_AT] = self._values.setdefault(parts[_SIZE_AT], parts[_SIZE_AT])
         header = parts[_HEADER_AT]
         if header is None:
             return FileFacts(*parts)

@@ -2,7 +2,7 @@
 
 A half of such a pair says little about itself: an `.img` is raw voxels. It is recognised by
 its other half in the same session, which a file's own classification may not know yet (a
-worker reads a few files of a folder, not all of them): `paired` then decides once every
+worker reads a few files of a folder, not all of them): `pair` then decides once every
 name is known, as the classification with all siblings would have.
 """
 
@@ -30,21 +30,14 @@ def has_pair(lowered: str, siblings: frozenset[str]) -> bool:
     return any(f"{stem}.{other}{gz}" in siblings for gz in ("", ".gz"))
 
 
-def paired(read: list[FileFacts], names: set[str]) -> list[FileFacts]:
-    """`read` (classified without siblings) with each .hdr/.img that has its other half among
-    `names` (the session's lower-cased paths with a PAIRED_SUFFIXES ending) made an Analyze
-    file, and each .raw beside an .nhdr the data of that NRRD image.
+def pair(facts: FileFacts, names: frozenset[str]) -> FileFacts | None:
+    """`facts` (classified without siblings) made an Analyze file when it is an .hdr/.img with
+    its other half among `names` (the session's lower-cased paths with a PAIRED_SUFFIXES
+    ending), or the data of an NRRD image when it is a .raw beside an .nhdr; None otherwise.
 
     Without siblings, such a file can only have come out as OTHER (or ARCHIVE, for a
     compressed .raw, or EMPTY): the pair check is the last test before that answer.
     """
-    if not names:
-        return read
-    siblings = frozenset(names)
-    return [_pair(f, siblings) for f in read]
-
-
-def _pair(facts: FileFacts, names: frozenset[str]) -> FileFacts:
     lowered = facts.path.lower()
     if (
         facts.kind in (FileKind.OTHER, FileKind.EMPTY)
@@ -60,4 +53,4 @@ def _pair(facts: FileFacts, names: frozenset[str]) -> FileFacts:
             header = facts.path[: len(stem)].rsplit("/", 1)[-1] + ".nhdr"
             note = f"the data of the NRRD image {header}"
             return replace(facts, kind=FileKind.CONVERTED, note=note)
-    return facts
+    return None

@@ -19,7 +19,7 @@ import errno
 import os
 import secrets
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -31,6 +31,7 @@ DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 NAME_MAX = 255  # bytes in one file name on every filesystem the daemon supports
 _RENAME_NOREPLACE = 1
+_WRITE_BUFFER = 256 * 1024  # bytes gathered from pieces before one write
 
 
 class UnsafePathError(OSError):
@@ -201,7 +202,7 @@ class Dir:
     def write_atomic(
         self,
         name: str,
-        data: bytes,
+        data: bytes | Iterable[bytes],
         mode: int = 0o666,
         *,
         exact: bool = False,
@@ -211,6 +212,7 @@ class Dir:
         """Write `name` so that readers see the old file or the new one, never half of it;
         returns what the name now is.
 
+        `data` is the content, or its pieces (written through a buffer as they come).
         Whatever had the name before (a file, a link) is replaced, never written through.
         `exact`: the file gets `mode` whatever the umask (files others must read); `sync`:
         on disk before the rename (off for files rewritten every few seconds); `prepare` is
@@ -227,9 +229,16 @@ class Dir:
                     os.fchmod(fd, mode)
                 if prepare is not None:
                     prepare(fd)
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
+                if isinstance(data, bytes):
+                    _write_all(fd, data)
+                else:
+                    buffered = bytearray()
+                    for piece in data:
+                        buffered += piece
+                        if len(buffered) >= _WRITE_BUFFER:
+                            _write_all(fd, buffered)
+                            buffered.clear()
+                    _write_all(fd, buffered)
                 if sync:
                     os.fsync(fd)
                 os.rename(tmp, name, src_dir_fd=self.fd, dst_dir_fd=self.fd)
@@ -260,6 +269,12 @@ class Dir:
         if dest.exists(dest_name):
             raise FileExistsError(errno.EEXIST, "already exists", dest.shown(dest_name))
         os.rename(name, dest_name, src_dir_fd=self.fd, dst_dir_fd=dest.fd)
+
+
+def _write_all(fd: int, data: bytes | bytearray) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _like(fd: int, parent: os.stat_result) -> None:

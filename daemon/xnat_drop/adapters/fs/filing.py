@@ -17,6 +17,7 @@ import hashlib
 import os
 import re
 import stat
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,8 +167,9 @@ def _claim_of(parent: Dir, report: str) -> str:
     return match.group(1).decode() if match else ""
 
 
-def write_reports(placement: Placement, reports: dict[str, str]) -> None:
-    """Write each report beside the placed folder (`<name>.report.txt`, ...), atomically.
+def write_reports(placement: Placement, reports: Mapping[str, str | Iterable[str]]) -> None:
+    """Write each report beside the placed folder (`<name>.report.txt`, ...), atomically: a
+    text, or the pieces of one (written as they come).
 
     Text is written as UTF-8; anything that cannot be (it should all be escaped already)
     becomes a backslash escape rather than an error.
@@ -175,7 +177,9 @@ def write_reports(placement: Placement, reports: dict[str, str]) -> None:
     with Dir.open(placement.root) as top, top.descend(placement.relpath[:-1], create=True) as at:
         for suffix, text in reports.items():
             name = placement.relpath[-1] + suffix
-            at.write_atomic(name, text.encode("utf-8", "backslashreplace"), 0o644)
+            pieces = (text,) if isinstance(text, str) else text
+            data = (piece.encode("utf-8", "backslashreplace") for piece in pieces)
+            at.write_atomic(name, data, 0o644)
 
 
 def discard_own_reports(root: Path, claim_id: str, relpath: tuple[str, ...]) -> None:

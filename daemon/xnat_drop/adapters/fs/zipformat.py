@@ -20,6 +20,7 @@ import hashlib
 import stat
 import struct
 import time
+from array import array
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
@@ -272,3 +273,8 @@ def end_records(count: int, cd_size: int, cd_offset: int, zip64: bool) -> bytes:
         _END_SIG, 0, 0, min(count, MAX16), min(count, MAX16), min(cd_size, MAX32),
         min(cd_offset, MAX32), 0,
     )  # fmt: skip
+
+
+def zeros(count: int) -> array[int]:
+    """`count` unsigned integers of at least 32 bits, all 0 (CRCs and dates of the entries)."""
+    return array("I" if array("I").itemsize >= 4 else "L", [0]) * count

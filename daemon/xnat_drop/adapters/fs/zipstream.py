@@ -51,6 +51,7 @@ from xnat_drop.adapters.fs.zipformat import (
     encoded_name,
     end_records,
     local_header,
+    zeros,
     zip_name,
 )
 from xnat_drop.adapters.fs.zipsource import EntryFiles, check_unchanged, read_into, shrank
@@ -78,11 +79,6 @@ class _Segment:
     stop: int
     nbytes: int  # headers and data
     buffered: bool
-
-
-def _zeros(count: int) -> array[int]:
-    """`count` unsigned integers of at least 32 bits, all 0."""
-    return array("I" if array("I").itemsize >= 4 else "L", [0]) * count
 
 
 class ZipStream:
@@ -170,8 +166,8 @@ class ZipStream:
             default=0,
         )
         # Filled in as files are read: the central directory repeats them.
-        self._crcs = _zeros(count)
-        self._dos = _zeros(count)  # MS-DOS date << 16 | time
+        self._crcs = zeros(count)
+        self._dos = zeros(count)  # MS-DOS date << 16 | time
 
     @staticmethod
     def _layout(entries: Sequence[BundleEntry], limit: int) -> tuple[array[int], int]:
