@@ -11,6 +11,16 @@ from __future__ import annotations
 
 from .app import Emulator
 from .faults import Fault
+from .inboxfaults import InboxFault
+from .inboxstate import InboxRequest
 from .records import ArchivedSession, PrearchiveSession, RequestRecord
 
-__all__ = ["ArchivedSession", "Emulator", "Fault", "PrearchiveSession", "RequestRecord"]
+__all__ = [
+    "ArchivedSession",
+    "Emulator",
+    "Fault",
+    "InboxFault",
+    "InboxRequest",
+    "PrearchiveSession",
+    "RequestRecord",
+]

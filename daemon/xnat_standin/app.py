@@ -17,6 +17,9 @@ from .auth import Auth
 from .faults import Fault, FaultBook
 from .filterconfig import SeriesFilters
 from .httpbody import ReceiveRate
+from .inboxfaults import InboxFault
+from .inboxstate import INBOX_PATH, InboxMap, InboxRequest
+from .inboxworker import InboxWorker
 from .pages import Reply
 from .records import ArchivedSession, PrearchiveSession, RequestRecord
 from .resources import DataApi
@@ -54,6 +57,11 @@ class Emulator:
     ``receive_rate`` (MB/s, 10^6 bytes/s) limits how fast every request body is read, all
     requests together, as a link of that speed would (``ReceiveRate``): ``12`` is about a
     100 Mbit/s link. None (the default): as fast as the client sends.
+
+    The inbox import handler (``inbox``, ``inboxworker``): ``inbox_path`` is the site
+    preference ``inboxPath``; ``inbox_root``, a local folder, is what the server sees as
+    ``inbox_path`` (None: server paths are local paths). ``context_path`` (e.g. "/xnat") serves
+    everything below it, as a Tomcat context would, and is in ``url`` and the inbox's answers.
     """
 
     def __init__(
@@ -74,7 +82,13 @@ class Emulator:
         fast: bool = False,
         headers_only: bool = False,
         receive_rate: float | None = None,
+        inbox_path: str = INBOX_PATH,
+        inbox_root: Path | str | None = None,
+        context_path: str = "",
     ) -> None:
+        if context_path and (not context_path.startswith("/") or context_path.endswith("/")):
+            raise ValueError(f'context path must look like "/xnat", not {context_path!r}')
+        self.context_path = context_path
         self.root = Path(root)
         self.link = None if receive_rate is None else ReceiveRate(receive_rate * 1e6)
         self.version = XnatVersion.parse(version)
@@ -103,7 +117,11 @@ class Emulator:
             fast=fast,
             headers_only=fast and headers_only,
             filters=self.filters,
+            inbox_map=InboxMap(inbox_path, None if inbox_root is None else Path(inbox_root)),
+            context_path=context_path,
         )
+        self.inbox = self.api.inbox
+        self._inbox_worker = InboxWorker(self.inbox, self.version)
         self.fast = fast
         self._requests: list[RequestRecord] = []
         self._server: EmulatorHTTPServer | None = None
@@ -131,6 +149,12 @@ class Emulator:
             ),
             threading.Thread(
                 target=self._auto_build_loop, name="xnat-emulator-builder", daemon=True
+            ),
+            threading.Thread(  # the inbox's JMS listener; a request under way is finished
+                target=self._inbox_worker.run,
+                args=(self._stopping,),
+                name="xnat-emulator-inbox",
+                daemon=True,
             ),
         ]
         for thread in self._threads:
@@ -185,8 +209,8 @@ class Emulator:
 
     @property
     def url(self) -> str:
-        """Base URL, e.g. "http://127.0.0.1:8080" (no trailing slash)."""
-        return f"http://{self.host}:{self.port}"
+        """Base URL, e.g. "http://127.0.0.1:8080" (no trailing slash; with the context path)."""
+        return f"http://{self.host}:{self.port}{self.context_path}"
 
     def _auto_build_loop(self) -> None:
         interval = min(1.0, max(0.05, self.idle_build_seconds / 5))
@@ -304,6 +328,14 @@ class Emulator:
     def clear_faults(self) -> None:
         self.faults.clear()
 
+    def inject_inbox(self, fault: InboxFault) -> None:
+        """An inbox fault: a request stuck in Queued, Failed at once, a path seen late."""
+        self.inbox.inject(fault)
+
+    def clear_inbox_faults(self) -> None:
+        """Remove the inbox faults; the requests a stuck fault held go on."""
+        self.inbox.clear_faults()
+
     def expire_sessions(self) -> None:
         """End every HTTP session, as if all had timed out (cookies stop working)."""
         self.auth.expire_sessions()
@@ -315,6 +347,10 @@ class Emulator:
 
     def archive(self) -> list[ArchivedSession]:
         return self.store.archive_snapshot()
+
+    def inbox_requests(self) -> list[InboxRequest]:
+        """The inbox's import requests, oldest first, as they are now."""
+        return self.inbox.requests.all()
 
     def requests(self) -> list[RequestRecord]:
         with self._lock:
@@ -362,6 +398,8 @@ class Emulator:
                     aliases=[str(a) for a in data.get("aliases", [])],
                 )
                 return pages.json_reply({"projects": self._project_states()})
+            if action == "inbox-faults":  # inbox.py
+                return self.inbox.control(method, data)
             if action in ("series-filters", "project-readers", "site-config-admin-only"):
                 return self._filter_control(method, action, data)
             if (method, action) == ("POST", "checksums"):
@@ -455,6 +493,7 @@ class Emulator:
             "faults": [fault.as_json() for fault in self.faults.pending()],
             "series_filters": self.filters.as_json(),
             "site_preferences": self.api.configs.site_preferences(),
+            "inbox": self.inbox.state(),
             "http_sessions": self.auth.session_count(),
         }
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from types import FrameType
 
 from .app import Emulator
+from .inboxstate import INBOX_PATH
 
 
 def _user(text: str) -> tuple[str, str]:
@@ -71,6 +72,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="read request bodies at most this fast, in MB/s (10^6 bytes/s), as over a slow "
         "link: 12 is about 100 Mbit/s (default: no limit)",
     )
+    parser.add_argument(
+        "--inbox-root",
+        type=Path,
+        metavar="DIR",
+        help="the local folder the server sees as its inboxPath, for import-handler=inbox "
+        "(default: server paths are local paths)",
+    )
+    parser.add_argument(
+        "--inbox-path",
+        default=INBOX_PATH,
+        metavar="PATH",
+        help=f"the site preference inboxPath (default {INBOX_PATH})",
+    )
+    parser.add_argument(
+        "--context-path",
+        default="",
+        metavar="PATH",
+        help='serve the site below this path, e.g. "/xnat" (default: at the root)',
+    )
     return parser
 
 
@@ -105,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
             fast=args.fast or args.fast_headers_only,
             headers_only=args.fast_headers_only,
             receive_rate=args.receive_rate,
+            inbox_path=args.inbox_path,
+            inbox_root=args.inbox_root,
+            context_path=args.context_path,
         )
     except ValueError as error:
         print(f"xnat-drop emulator: {error}", file=sys.stderr)

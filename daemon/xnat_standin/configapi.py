@@ -9,7 +9,7 @@ checked. The stand-in keeps no configs but ``seriesImportFilter/config``.
 
 ``GET /xapi/siteConfig/values/{names}`` and ``/xapi/siteConfig/{name}`` answer the site
 filter's three preferences and ``checksums`` (the only ones the stand-in keeps besides the open
-ones).
+ones), and to admins only ``inboxPath`` (403 for anyone else who names it).
 """
 
 from __future__ import annotations
@@ -45,10 +45,13 @@ class ConfigResources:
         filters: SeriesFilters,
         store: Store,
         other_preferences: Callable[[], dict[str, Any]] | None = None,
+        *,
+        admin_preferences: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.filters = filters
         self.store = store
         self._other_preferences = other_preferences  # e.g. checksums (catalog.py)
+        self._admin_preferences = admin_preferences  # e.g. inboxPath (inbox.py)
 
     def site_preferences(self) -> dict[str, Any]:
         """Every site preference the stand-in keeps (besides the open ones)."""
@@ -83,6 +86,13 @@ class ConfigResources:
         if call.method != "GET":
             return pages.servlet_error_page(405, "Method Not Allowed")
         preferences = self.site_preferences()
+        admin_only = self._admin_preferences() if self._admin_preferences is not None else {}
+        asked = {name.strip() for name in rest[-1].split(",")} if rest else set()
+        if asked & set(admin_only) and not self.filters.is_admin(call.user):
+            # Not in the "authenticated:" list of site-config-access.yaml (round 2 §1.3); the
+            # body of XNAT's refusal is not documented [I].
+            return pages.servlet_error_page(403, "Forbidden")
+        preferences.update(admin_only)
         if len(rest) == 2 and rest[0] == "values":
             names = {name.strip() for name in rest[1].split(",")}
             return pages.json_reply({k: v for k, v in preferences.items() if k in names})

@@ -7,7 +7,8 @@ prearchive at once, so a failure or a dropped connection leaves the entries befo
 cannot parse and builds at once (a sketch of XNAT's external PrearcImporter). With
 ``Emulator(fast=True)`` (benchmarks only) DICOM-zip entries take the shortcut in ``fastpath``.
 In every handler each object passes the series import filters (``filterconfig``) or is
-dropped, silently.
+dropped, silently. The ``inbox`` handler is ``inbox``; its worker files each object through
+``import_stored_file``, the same per-object path.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ log = logging.getLogger("xnat_standin")
 CHUNK = 1 << 20
 FAST_ENTRY_LIMIT = 64 << 20  # fast path: larger entries are spooled to disk as usual
 HANDLERS = ("SI", "gradual-DICOM", "DICOM-zip", "inbox", "XAR")
-IMPLEMENTED_HANDLERS = ("SI", "gradual-DICOM", "DICOM-zip")
+IMPLEMENTED_HANDLERS = ("SI", "gradual-DICOM", "DICOM-zip", "inbox")
 
 # org.nrg.xft.utils.fileExtraction.Format: case-sensitive regexes on the upload's file name.
 _FORMATS: tuple[tuple[str, re.Pattern[str]], ...] = (
@@ -153,7 +154,7 @@ def run_dicom_zip(job: ImportJob, source: Readable) -> list[str]:
         raise ImportRefusedError(400, f"Unsupported format {archive_format}")
     ignore_unparsable = job.version.has_ignore_unparsable and job.flag("Ignore-Unparsable")
     timestamp = job.store.new_timestamp()
-    options = _upload_options(job)
+    options = upload_options(job)
     last_error: EntryError | None = None
     entries = _archive_entries(source, archive_format, nested=job.version.zip_importer_commits)
     while True:
@@ -185,7 +186,7 @@ def run_dicom_zip(job: ImportJob, source: Readable) -> list[str]:
 def run_gradual_dicom(job: ImportJob, source: Readable) -> list[str]:
     """gradual-DICOM: the body is one DICOM object."""
     try:
-        _import_object(job, job.file_name, source, job.store.new_timestamp(), _upload_options(job))
+        _import_object(job, job.file_name, source, job.store.new_timestamp(), upload_options(job))
     except EntryError as failure:
         raise ImportRefusedError(400, failure.message) from None
     return job.uris
@@ -203,7 +204,7 @@ def run_session_importer(job: ImportJob, source: Readable) -> list[str]:
         archive_format = format_of(job.file_name)
         archive_format = archive_format if archive_format in ("TAR", "TGZ") else "ZIP"
         timestamp = job.store.new_timestamp()
-        options = _upload_options(job)
+        options = upload_options(job)
         with spooled.open("rb") as stream:
             try:
                 for name, reader in _archive_entries(stream, archive_format, nested=False):
@@ -284,7 +285,7 @@ def _dest_of(job: ImportJob) -> Destination | None:
 
 def _commit_rows(job: ImportJob, auto_archive: bool) -> None:
     """>= 1.8.10 ``action=commit``: build each session; archive it when AA is true."""
-    options = _upload_options(job)
+    options = upload_options(job)
     uris: list[str] = []
     for key in job.rows:
         row = job.store.build(*key, options)
@@ -307,7 +308,17 @@ def _archive_request(job: ImportJob) -> ArchiveRequest:
     )
 
 
-def _upload_options(job: ImportJob) -> UploadOptions:
+def import_stored_file(job: ImportJob, path: Path, timestamp: str) -> PrearcRow | None:
+    """Hook for the inbox worker (inboxworker.py): one file already on the server through the
+    per-object importer, as ``GradualDicomImporter`` over a ``StoredFile``, named by its base
+    name. None: a series import filter dropped it. Raises EntryError (the object failed),
+    OSError (the file cannot be read) or ImportRefusedError (the site filter cannot be built)."""
+    with path.open("rb") as stream:
+        return _import_object(job, path.name, stream, timestamp, upload_options(job))
+
+
+def upload_options(job: ImportJob) -> UploadOptions:
+    """The session settings a request's parameters give (also the inbox's rebuild)."""
     return UploadOptions(
         prevent_auto_commit=job.optional_flag("prevent_auto_commit"),
         source=job.params.get("SOURCE"),
@@ -456,9 +467,10 @@ def _filter_gate(job: ImportJob) -> FilterGate | None:
         return job.filters.gate()
     except JavaError as error:
         log.warning("the site's series import filter cannot be built: %s", error)
+        # ``from error``: the inbox worker fails its request with the Java class (inboxworker).
         if error.illegal_argument:
-            raise ImportRefusedError(400, error.message or "") from None
-        raise ImportRefusedError(500, error.message or "", uncaught=True) from None
+            raise ImportRefusedError(400, error.message or "") from error
+        raise ImportRefusedError(500, error.message or "", uncaught=True) from error
 
 
 def _filter_keeps(gate: FilterGate, path: Path, project: str | None, name: str) -> bool:

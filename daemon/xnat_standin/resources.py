@@ -40,6 +40,8 @@ from .importer import (
     run_gradual_dicom,
     run_session_importer,
 )
+from .inbox import Inbox
+from .inboxstate import InboxMap
 from .pages import Reply
 from .sessionres import ResourceRoutes
 from .sessions import NO_EXPERIMENT, SessionResources, archive_request
@@ -81,6 +83,8 @@ class DataApi:
         fast: bool = False,
         headers_only: bool = False,
         filters: SeriesFilters | None = None,
+        inbox_map: InboxMap | None = None,
+        context_path: str = "",
     ) -> None:
         self.keep_uploads = keep_uploads  # tests read the exact bytes a client sent
         self.fast = fast  # benchmark-only DICOM-zip shortcut (fastpath.py)
@@ -95,8 +99,12 @@ class DataApi:
         store.on_archive = self.catalogs.carry
         routes = ResourceRoutes(store, self.catalogs, version, self.filters)
         self.sessions = SessionResources(store, version, routes)
+        self.inbox = Inbox(store, self.filters, inbox_map or InboxMap(), context_path=context_path)
         self.configs = ConfigResources(
-            self.filters, store, lambda: {"checksums": self.catalogs.checksums}
+            self.filters,
+            store,
+            lambda: {"checksums": self.catalogs.checksums},
+            admin_preferences=self.inbox.admin_preferences,
         )
 
     def handle(self, call: Call) -> Reply:
@@ -170,12 +178,15 @@ class DataApi:
                 )
             if rest[1] == "siteId":
                 return pages.text(200, self.site_id)
-            return pages.text(200, "http://" + call.headers.get("Host", "localhost"))
+            host = call.headers.get("Host", "localhost")
+            return pages.text(200, f"http://{host}{self.inbox.context_path}")
         refused = self._authenticate(call)
         if refused is not None:
             return refused
         if rest[:1] == ["siteConfig"]:
             return self.configs.site_config(call, rest[1:])
+        if rest[:1] == ["dicom"]:  # DicomTransactionApi: the inbox's requests (inbox.py)
+            return self.inbox.xapi(call, rest[1:])
         return pages.servlet_error_page(404, "Not Found")
 
     # -- /data routing ------------------------------------------------------------------
@@ -379,6 +390,14 @@ class DataApi:
             handler = "gradual-DICOM" if media in _DICOM_TYPES else self.version.default_handler
         if handler not in HANDLERS:
             return failure(404, f"Unknown importer implementation specified: {handler}")
+        if handler == "inbox":  # inbox.py: allowCallsWithoutFiles, any upload is ignored
+            try:
+                return pages.uri_list(
+                    self.inbox.post(call.user or "", dict(params)), response_format
+                )
+            except ImportRefusedError as error:
+                log.info("inbox import refused (%s): %s", error.status, error.message)
+                return failure(error.status, error.message)
         has_file = in_body or bool(files)
         if not has_file:
             if params.get("src"):

@@ -42,6 +42,7 @@ class Site(Protocol):
     api: DataApi
     faults: FaultBook
     link: ReceiveRate | None  # the receive-rate limit on request bodies, if any
+    context_path: str  # "" or e.g. "/xnat": what the site is served below
 
     def record(self, record: RequestRecord) -> None: ...
 
@@ -132,6 +133,10 @@ class RequestHandler(BaseHTTPRequestHandler):
         site = self.server.site
         split = urllib.parse.urlsplit(self.path)
         raw_segments = [part for part in split.path.split("/") if part]
+        context = [part for part in site.context_path.split("/") if part]
+        outside_context = bool(context) and raw_segments[: len(context)] != context
+        if context and not outside_context:  # Tomcat hands the webapp the path below it
+            raw_segments = raw_segments[len(context) :]
         segments = [urllib.parse.unquote(part) for part in raw_segments]
         path = "/" + "/".join(segments)
         query: dict[str, str] = {}
@@ -139,7 +144,11 @@ class RequestHandler(BaseHTTPRequestHandler):
             query.setdefault(key, value)
         method = "GET" if self.command == "HEAD" else self.command
         if path == CONTROL_PREFIX or path.startswith(CONTROL_PREFIX + "/"):
-            self._control(site, method, path)
+            self._control(site, method, path)  # inside the context path or not
+            return
+        if outside_context:
+            self.close_connection = True
+            self._send(pages.servlet_error_page(404, "Not Found"))
             return
         fault = site.faults.take(method, path)
         try:
