@@ -94,7 +94,8 @@ def test_subsets_and_changes_agree_with_the_tuple_ones(tmp_path: Path) -> None:
     dicoms = picked(view, is_dicom)
     assert isinstance(dicoms, Shelved)
     # Positions are the subset's own, as for a tuple.
-    edits = {0: replace(dicoms[0], kind=FileKind.JUNK), len(dicoms) - 1: replace(dicoms[-1], size=1)}
+    last = len(dicoms) - 1
+    edits = {0: replace(dicoms[0], kind=FileKind.JUNK), last: replace(dicoms[-1], size=1)}
     assert list(changed(dicoms, edits)) == list(changed(picked(plain, is_dicom), edits))
     # A subset of a changed view keeps the change; the view it came from is untouched.
     later = changed(dicoms, edits)
