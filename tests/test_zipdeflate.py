@@ -196,3 +196,20 @@ def test_more_than_4_gib_through_java(tmp_path: Path) -> None:
         ("huge.dcm", 0xFFFFFFFF + 2 * MiB),
         ("after.dcm", 5),
     ]
+
+
+def test_the_central_directory_goes_out_in_pieces(tmp_path: Path) -> None:
+    """3,000 small files sent as they are (stored): the central directory (about 200 KB) is
+    handed out a piece at a time, never built whole."""
+    files = {f"s{i % 3}/IM{i:05d}.dcm": bytes([i % 251]) * 40 for i in range(3000)}
+    entries = make(tmp_path, files)
+    piece = 16 * KiB
+    stream = DeflatingZip(
+        entries, root=Dir.open(tmp_path / "s"), mode="stored", workers=1, piece=piece
+    )
+    with stream:
+        chunks = list(stream)
+    assert max(len(c) for c in chunks) < 2 * piece
+    with zipfile.ZipFile(io.BytesIO(b"".join(chunks))) as archive:
+        assert len(archive.namelist()) == 3000
+        assert archive.read("s1/IM00004.dcm") == bytes([4]) * 40

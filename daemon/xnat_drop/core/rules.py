@@ -128,13 +128,15 @@ def evaluate(
     rules: RulesConfig,
     route: Route,
     resource_rules: ResourcesConfig = DEFAULT_RESOURCES,
+    split: tuple[Sequence[FileFacts], Sequence[FileFacts]] | None = None,
 ) -> Verdict:
     """Judge a session: which files go to XNAT, which rules are broken, where it goes, and
-    which files go as session resources (`resource_rules`: the [resources] table)."""
+    which files go as session resources (`resource_rules`: the [resources] table). `split` is
+    resources.split of the session's files, when the caller made it already."""
     violations: list[Violation] = list(route.violations)
     ignored = [f.path for f in session.files if f.kind is FileKind.JUNK]
     folder = resource_rules.folder
-    images, held = resources.split(session.files, folder)
+    images, held = split or resources.split(session.files, folder)
 
     for facts in images:
         rule = KIND_RULES.get(facts.kind)
@@ -349,8 +351,10 @@ def _size_limits(session: Session, rules: RulesConfig) -> list[Violation]:
                         size(f.size),
                     )
                 )
+    if not rules.max_session_bytes:
+        return found
     total = sum(f.size for f in session.files if f.kind is not FileKind.JUNK)
-    if rules.max_session_bytes and total > rules.max_session_bytes:
+    if total > rules.max_session_bytes:
         found.append(
             Violation(
                 "size-limit",

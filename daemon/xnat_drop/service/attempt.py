@@ -218,24 +218,32 @@ def _unchanged_since_inspection(folder: Path, session: Session) -> None:
     walks the same way: the two are compared side by side, holding neither in memory. Only
     when they part is each looked up in a table, to name what changed.
     """
-    junk = {f.path for f in session.files if f.kind is FileKind.JUNK}
-    judged = (f for f in session.files if f.kind is not FileKind.JUNK)
+    files = iter(session.files)
+    facts = next(files, None)
     for entry in walk(folder):
-        if entry.relpath in junk or is_junk_path(entry.relpath):
-            continue
-        facts = next(judged, None)
-        if facts is None or facts.path != entry.relpath:
-            _compared(folder, session, junk)
+        while facts is not None and facts.kind is FileKind.JUNK and facts.path != entry.relpath:
+            facts = next(files, None)  # junk that went: no matter
+        if facts is not None and facts.path == entry.relpath:
+            if (
+                facts.kind is not FileKind.JUNK
+                and entry.kind == REGULAR
+                and facts.stamp
+                and facts.stamp != entry.stamp
+            ):
+                raise SessionChangedError(f"{entry.relpath} was written while it was inspected")
+            facts = next(files, None)
+        elif not is_junk_path(entry.relpath):  # new junk is no matter either
+            _compared(folder, session)
             return
-        if entry.kind == REGULAR and facts.stamp and facts.stamp != entry.stamp:
-            raise SessionChangedError(f"{entry.relpath} was written while it was inspected")
-    gone = next(judged, None)
-    if gone is not None:
-        raise SessionChangedError(f"{gone.path} vanished while the session was inspected")
+    while facts is not None:
+        if facts.kind is not FileKind.JUNK:
+            raise SessionChangedError(f"{facts.path} vanished while the session was inspected")
+        facts = next(files, None)
 
 
-def _compared(folder: Path, session: Session, junk: set[str]) -> None:
+def _compared(folder: Path, session: Session) -> None:
     """_unchanged_since_inspection with a table of every file: what changed, by name."""
+    junk = {f.path for f in session.files if f.kind is FileKind.JUNK}
     judged = {f.path: f.stamp for f in session.files if f.kind is not FileKind.JUNK}
     for entry in walk(folder):
         if entry.relpath in junk or is_junk_path(entry.relpath):

@@ -53,9 +53,10 @@ def judge(
         }
         session = replace(session, files=changed(session.files, ready))
     # Resource files are not the session's images: no label comes from them (core/resources.py).
-    images = replace(session, files=split(session.files, config.resources.folder)[0])
+    parts = split(session.files, config.resources.folder)
+    images = replace(session, files=parts[0])
     routed = route(relpath, images, config.routing)
-    verdict = evaluate(session, config.rules, routed, config.resources)
+    verdict = evaluate(session, config.rules, routed, config.resources, parts)
     if config.rules.wrong_depth:
         violation, note = label_check(images, routed, config.routing)
         if violation is not None:

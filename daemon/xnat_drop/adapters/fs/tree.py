@@ -117,10 +117,11 @@ def _list(folder: Dir, prefix: str) -> Generator[Entry, None, list[str]]:
     # Names only, then one lstat each: a folder of 10,000 DirEntry objects with their cached
     # stat results would hold about 7 MB while it is walked, names about 0.6 MB.
     try:
-        names = sorted(folder.names())
+        names = folder.names()
     except OSError:
         yield Entry(prefix or ".", UNREADABLE, 0, 0)
         return []
+    names.sort()  # in place: no second list of a big folder's names
     subfolders = []
     for name in names:
         rel = f"{prefix}/{name}" if prefix else name
