@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from xnat_drop.adapters import memory
 from xnat_drop.adapters.fs import claims
 from xnat_drop.adapters.fs.tree import REGULAR, walk
 from xnat_drop.adapters.ledger import Ledger
@@ -118,6 +119,7 @@ def attempt(tools: Tools, job: Attempt) -> AttemptResult:
         if not filtered.accepted:
             return _judged(Result.REJECTED, session, filtered, "")
         receipt = _deliver(tools, job.claim, filtered, filter_plan)
+        memory.trim()  # what sending it made and dropped
         latefiles.record(tools.ledger, job.claim.id, filtered, tools.wall())
         return _judged(Result.DELIVERED, session, filtered, "", receipt=receipt)
     except SessionChangedError as exc:
@@ -184,6 +186,7 @@ def _judge(
     )
     failpoints.hit("after-inspect")
     _unchanged_since_inspection(claim.folder, judgement.session)
+    memory.trim()  # what judging a large session made and dropped
     session = judgement.session
     verdict = check_siblings(
         tools.config, tools.ledger, claim, others, session, judgement.verdict, tools.wall()
