@@ -21,6 +21,7 @@ from posixpath import dirname
 
 from xnat_drop.core import completeness, resources, sopclasses
 from xnat_drop.core.config import DEFAULT_RESOURCES, ResourcesConfig, RulesConfig
+from xnat_drop.core.filerules import KIND_RULES, file_violation, size_limits
 from xnat_drop.core.filetable import picked
 from xnat_drop.core.instances import shared_uids
 from xnat_drop.core.model import (
@@ -35,7 +36,6 @@ from xnat_drop.core.model import (
     Violation,
 )
 from xnat_drop.core.noheader import capital, series_words, studies_words
-from xnat_drop.core.text import size
 
 # ImageType (0008,0008) / FrameType (0008,9007) tokens that mark scanner-derived images even
 # when value 1 says ORIGINAL (older Siemens label diffusion maps and MoCo that way).
@@ -59,19 +59,6 @@ DERIVED_TOKENS: dict[str, str] = {
     "TTEST": "a statistical (t-test) map",
     "PERFUSION": "a perfusion map",
     "RCBF": "a cerebral blood flow map",
-}
-KIND_RULES: dict[FileKind, Rule] = {
-    FileKind.NIFTI: "nifti",
-    FileKind.ANALYZE: "nifti",
-    FileKind.CONVERTED: "nifti",
-    FileKind.ARCHIVE: "non-dicom",
-    FileKind.COMPRESSED_DICOM: "non-dicom",
-    FileKind.OTHER: "non-dicom",
-    FileKind.UNREADABLE_DICOM: "unreadable-dicom",
-    # An empty file is what an interrupted copy leaves: the same cause and fix as a DICOM file
-    # cut short, so the same rule (and the lab's policy for it), not "remove it" (non-dicom).
-    FileKind.EMPTY: "unreadable-dicom",
-    FileKind.UNSAFE: "unsafe-file",
 }
 
 
@@ -141,13 +128,13 @@ def evaluate(
     for facts in images:
         rule = KIND_RULES.get(facts.kind)
         if rule is not None:
-            violations.append(_file_violation(rule, _policy(rules, rule), facts, folder))
+            violations.append(file_violation(rule, _policy(rules, rule), facts, folder))
     for facts in held:
         if facts.kind is FileKind.UNSAFE:
-            violations.append(_file_violation("unsafe-file", Policy.REJECT, facts, folder))
+            violations.append(file_violation("unsafe-file", Policy.REJECT, facts, folder))
     judged = resources.judge(held, resource_rules, rules)
     violations.extend(judged.violations)
-    violations.extend(_size_limits(session, rules))
+    violations.extend(size_limits(session, rules))
 
     # Each pass below reads the files once and keeps only what it names (core/filetable.py);
     # a subset is made only when some file is to be left out.
@@ -195,50 +182,6 @@ def evaluate(
 
 def _policy(rules: RulesConfig, rule: Rule) -> Policy:
     return rules.policy(rule) if rule != "unsafe-file" else Policy.REJECT
-
-
-def _file_violation(rule: Rule, policy: Policy, facts: FileFacts, folder: str) -> Violation:
-    """A violation of one file's kind; `folder` is the resources folder (named in advice)."""
-    path, note = facts.path, facts.note
-    detail = f" ({note})" if note else ""
-    if rule == "nifti":
-        sentence = (
-            f"“{path}” is converted data{detail}, not the scanner's raw DICOM. Only raw DICOM "
-            "may go to XNAT. Remove the converted files (keep them elsewhere) and drop the "
-            "session again."
-        )
-    elif facts.kind is FileKind.EMPTY:
-        sentence = (
-            f"“{path}” is empty: the copy was probably interrupted. Copy the series again from "
-            "the scanner export, then drop the session again."
-        )
-    elif rule == "unreadable-dicom":
-        sentence = (
-            f"“{path}” looks like DICOM but cannot be used{detail}. The copy is probably "
-            "incomplete or damaged: export this series again from the scanner or PACS."
-        )
-    elif rule == "unsafe-file":
-        sentence = (
-            f"“{path}” is {note or 'not a regular file'}; xnat-drop never follows or opens such "
-            "entries. Replace it with the real file and drop the session again."
-        )
-    elif facts.kind is FileKind.COMPRESSED_DICOM:
-        sentence = (
-            f"“{path}” is {note or 'a compressed DICOM file'}, which XNAT cannot read: decompress "
-            "it (e.g. with 7-Zip or `gunzip`), delete the compressed file, and drop the session "
-            "again."
-        )
-    elif facts.kind is FileKind.ARCHIVE:
-        sentence = (
-            f"“{path}” is an archive{detail}. xnat-drop does not open archives: unpack it, "
-            f"delete the archive, and drop the session again.{resources.hint(folder)}"
-        )
-    else:
-        sentence = (
-            f"“{path}” is not a DICOM file{detail}. Only DICOM files go to XNAT's importer: "
-            f"remove it and drop the session again.{resources.hint(folder)}"
-        )
-    return Violation(rule, policy, path, sentence, (path,), note or facts.kind.value)
 
 
 def _derived_series(
@@ -328,45 +271,6 @@ def _duplicates(dicoms: Sequence[FileFacts]) -> tuple[set[str], list[Violation]]
             )
         )
     return copies, violations
-
-
-def _size_limits(session: Session, rules: RulesConfig) -> list[Violation]:
-    """Files, and the session, larger than the lab allows (rules.max_file_size and
-    max_session_size; off unless set)."""
-    found = []
-    limit = rules.max_file_bytes
-    if limit:
-        for f in session.files:
-            if f.size > limit and f.kind is not FileKind.JUNK:
-                found.append(
-                    Violation(
-                        "size-limit",
-                        Policy.REJECT,
-                        f.path,
-                        f"“{f.path}” is {size(f.size)}, more than the lab's limit of "
-                        f"{size(limit)} for one file (rules.max_file_size). If it is a real "
-                        "scan, ask the administrator to raise the limit; otherwise remove it "
-                        "and drop the session again.",
-                        (f.path,),
-                        size(f.size),
-                    )
-                )
-    if not rules.max_session_bytes:
-        return found
-    total = sum(f.size for f in session.files if f.kind is not FileKind.JUNK)
-    if total > rules.max_session_bytes:
-        found.append(
-            Violation(
-                "size-limit",
-                Policy.REJECT,
-                "the whole session",
-                f"The session holds {size(total)}, more than the lab's limit of "
-                f"{size(rules.max_session_bytes)} for one session (rules.max_session_size). "
-                "Split it, or ask the administrator to raise the limit.",
-                detail=size(total),
-            )
-        )
-    return found
 
 
 def _unhashed(digests: set[str]) -> bool:
