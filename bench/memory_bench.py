@@ -174,7 +174,8 @@ class Run:
     main_rss: float
     idle_pss: float  # all processes after the warm-up, before the drop
     processes: int
-    phases: dict[str, float] = field(default_factory=dict)  # peak PSS (all) per phase
+    # Per phase: the peak PSS of all the processes, and of the main process.
+    phases: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 PHASES = (
@@ -228,9 +229,9 @@ def measure(files: int) -> Run:
     known = [(n, s) for n, s in starts if s is not None]
     phases = {}
     for (name, start), (_, stop) in zip(known, [*known[1:], ("end", finished + 0.2)], strict=True):
-        during = [s.pss for s in samples if start <= s.at < stop]
+        during = [s for s in samples if start <= s.at < stop]
         if during:
-            phases[name] = max(during)
+            phases[name] = (max(s.pss for s in during), max(s.main_pss for s in during))
     return Run(
         files,
         finished - t0,
@@ -278,9 +279,12 @@ def print_table(runs: list[Run]) -> None:
         print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
         if n == 0:
             print("  ".join("-" * w for w in widths))
-    print("\npeak PSS (all processes, MiB) per phase, from the daemon's log lines:")
+    print(
+        "\npeak PSS per phase (MiB, all processes / the main process), from the daemon's log "
+        "lines:"
+    )
     for r in runs:
-        shown = ", ".join(f"{k} {v:.1f}" for k, v in r.phases.items())
+        shown = ", ".join(f"{k} {a:.1f}/{m:.1f}" for k, (a, m) in r.phases.items())
         print(f"  {r.files:>6,} files: {shown}")
 
 
