@@ -142,6 +142,20 @@ def test_a_file_changed_since_inspection_is_never_staged(tmp_path: Path) -> None
     assert list((inbox / PROJECT).iterdir()) == []
 
 
+def test_a_project_folder_lab_members_can_write_is_never_used(tmp_path: Path) -> None:
+    source = tmp_path / "claimed"
+    source.mkdir()
+    (source / "a.dcm").write_bytes(b"x" * 10)
+    inbox = tmp_path / "inbox"
+    (inbox / PROJECT).mkdir(parents=True)
+    (inbox / PROJECT).chmod(0o777)
+    with pytest.raises(PermissionError, match="XNAT follows links"):
+        inboxstage.stage(
+            source, [FileFacts("a.dcm", 10, FileKind.DICOM)], inbox, PROJECT, "c4", "hardlink"
+        )
+    assert list((inbox / PROJECT).iterdir()) == []
+
+
 def test_a_wrong_server_path_pauses_inbox_delivery_and_keeps_the_data(
     drop: Drop, emulator: Emulator, inbox: Path
 ) -> None:
@@ -192,6 +206,7 @@ def test_a_stalled_queue_waits_and_is_never_posted_twice(
     result = run_daemon(drop, timeout=20)
     assert result.returncode == EX_TEMPFAIL, result.stderr
     assert "still Queued" in result.stderr
+    assert "still Queued" in (drop.state / "status.json").read_text()  # the status's alarm
     [request] = emulator.inbox_requests()  # waited on again and again, posted once
     assert request.status == "Queued"
     assert list(drop.work.rglob("S01_MR1"))

@@ -27,6 +27,10 @@ from xnat_drop.core.shown import shown
 
 CANARY_TEXT = b"xnat-drop checks XNAT's view of its inbox here; this file is removed at once.\n"
 _COPY_BLOCK = 1 << 20
+_EXDEV_WORDS = (
+    "it is on another filesystem than the drop tree, and hard links cannot cross "
+    'filesystems. Fix: put the inbox on the drop tree\'s filesystem, or set inbox.link = "copy"'
+)
 
 
 def stage(
@@ -46,6 +50,7 @@ def stage(
     for a link across filesystems) when the inbox refuses.
     """
     with Dir.open(root) as inbox, inbox.child(project, create=True) as folder:
+        trusted(folder)
         discard(folder, claim_id)
         building = building_name(claim_id)
         with (
@@ -82,6 +87,7 @@ def canary(root: Path, project: str) -> Iterator[str]:
     lasts; yields its name. It is removed afterwards, whatever happened."""
     name = f"{CANARY_PREFIX}{secrets.token_hex(6)}"
     with Dir.open(root) as inbox, inbox.child(project, create=True) as folder:
+        trusted(folder)
         fd = folder.open_file(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             os.fchmod(fd, 0o644)  # XNAT's account reads it whatever our umask
@@ -95,10 +101,11 @@ def canary(root: Path, project: str) -> Iterator[str]:
                 folder.unlink(name)
 
 
-def root_problems(root: Path, work: Path, link: LinkMode) -> list[str]:
+def root_problems(root: Path, work: Path, link: LinkMode, *, try_link: bool = True) -> list[str]:
     """What makes the inbox root unusable, as sentences ending in the fix: missing, a link,
     writable by others than the service, or (hard links) on another filesystem than the work
-    folder. Changes nothing but a link made and removed at once."""
+    folder. Changes nothing but a link made and removed at once; without `try_link`
+    (check-config, which changes nothing) the two folders' devices are compared instead."""
     key = "inbox.root"
     try:
         st = os.lstat(root)
@@ -123,10 +130,36 @@ def root_problems(root: Path, work: Path, link: LinkMode) -> list[str]:
             f"{shown(str(root))}"
         )
     if link == "hardlink" and not found:
-        problem = _link_problem(work, root)
+        problem = _link_problem(work, root) if try_link else _device_problem(work, st)
         if problem:
-            found.append(f"{key}: {problem}")
+            found.append(f"{key}: {shown(str(root))}: {problem}")
     return found
+
+
+def trusted(folder: Dir) -> None:
+    """Raise PermissionError unless `folder` (a project folder of the inbox) is the service's
+    and not writable by lab members: XNAT would follow a link planted there."""
+    st = os.fstat(folder.fd)
+    writable = st.st_mode & stat.S_IWOTH or (
+        st.st_mode & stat.S_IWGRP and st.st_gid != os.getegid()
+    )
+    if st.st_uid not in (os.geteuid(), 0) or writable:
+        raise PermissionError(
+            errno.EPERM,
+            f"{folder.shown()} must belong to the service and be writable by nobody else "
+            f"(owner id {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}): XNAT follows links",
+        )
+
+
+def _device_problem(work: Path, root: os.stat_result) -> str:
+    above = work
+    while not os.path.lexists(above) and above != above.parent:
+        above = above.parent
+    try:
+        same = os.stat(above).st_dev == root.st_dev
+    except OSError:
+        return ""
+    return "" if same else _EXDEV_WORDS
 
 
 def _link_problem(work: Path, root: Path) -> str:
@@ -142,12 +175,8 @@ def _link_problem(work: Path, root: Path) -> str:
                 here.unlink(name)
     except OSError as exc:
         if exc.errno == errno.EXDEV:
-            return (
-                f"{shown(str(root))} is on another filesystem than the drop tree "
-                f"({shown(str(work))}), and hard links cannot cross filesystems. Fix: put the "
-                'inbox on the drop tree\'s filesystem, or set inbox.link = "copy"'
-            )
-        return f"cannot make a file in {shown(str(root))}: {exc.strerror}"
+            return _EXDEV_WORDS
+        return f"cannot make a hard link there: {exc.strerror}"
     return ""
 
 
