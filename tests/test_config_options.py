@@ -14,7 +14,7 @@ from typing import Any, get_args, get_type_hints
 import pytest
 
 from xnat_drop.core import config as config_mod
-from xnat_drop.core import linkpace, monitoring
+from xnat_drop.core import inbox, linkpace, monitoring
 from xnat_drop.core.config import Config, parse
 from xnat_drop.core.errors import ConfigError
 from xnat_drop.core.monitoring import NotifyConfig, StatusConfig
@@ -30,6 +30,8 @@ EXAMPLE = Path(__file__).parent.parent / "etc" / "xnat-drop.toml"
 MINIMAL: dict[str, dict[str, Any]] = {
     "paths": {"root": "/srv/drop"},
     "xnat": {"url": "https://xnat.example.org"},
+    # Read only with xnat.transport = "inbox", which then needs both.
+    "inbox": {"root": "/srv/inbox", "server_path": "/data/xnat/inbox"},
 }
 BASE = Path("/etc/xnat-drop")
 REGENERATE = (
@@ -146,6 +148,8 @@ READ_BACK: dict[str, Callable[[Config], str]] = {
     "notify.smtp_security": lambda c: c.notify.smtp_security,
     "notify.webhook": lambda c: c.notify.webhook,
     "zip.compression": lambda c: c.zip.compression,
+    "xnat.transport": lambda c: "import" if c.inbox is None else "inbox",
+    "inbox.link": lambda c: c.inbox.link if c.inbox else "",
     **{
         f"rules.{rule}": (lambda c, rule=rule: c.rules.policy(rule).value)
         for rule in config_mod.EXCLUDABLE_RULES
@@ -162,7 +166,10 @@ def test_every_option_with_choices_is_read_back() -> None:
     [pytest.param(o, c, id=f"{o.key}={c}") for o in OPTIONS for c in o.choices],
 )
 def test_every_choice_is_accepted(option: Option, choice: str) -> None:
-    config = parsed(with_key(option.table, option.name, choice))
+    data = with_key(option.table, option.name, choice)
+    if option.table == "inbox":  # read only for the inbox transport
+        data["xnat"]["transport"] = "inbox"
+    config = parsed(data)
     assert READ_BACK[option.key](config) == choice
     assert type(READ_BACK[option.key](config)) is str  # plain strings, as before the Literals
 
@@ -187,12 +194,15 @@ LITERAL_FIELDS = [
     (NotifyConfig, "smtp_security", "notify.smtp_security"),
     (NotifyConfig, "webhook", "notify.webhook"),
     (linkpace.ZipConfig, "compression", "zip.compression"),
+    (inbox.InboxConfig, "link", "inbox.link"),
 ]
 
 
 @pytest.mark.parametrize(("cls", "field", "key"), LITERAL_FIELDS)
 def test_the_configs_literal_types_are_the_tables_choices(cls: type, field: str, key: str) -> None:
-    hint = get_type_hints(cls, {**vars(config_mod), **vars(monitoring), **vars(linkpace)})[field]
+    hint = get_type_hints(
+        cls, {**vars(config_mod), **vars(monitoring), **vars(linkpace), **vars(inbox)}
+    )[field]
     assert get_args(hint) == next(o.choices for o in OPTIONS if o.key == key)
 
 

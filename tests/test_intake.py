@@ -54,8 +54,9 @@ def cli(drop: Drop, *args: str) -> subprocess.CompletedProcess[str]:
 # -- kill -9 at every stage --------------------------------------------------------------------
 
 
-# The resources step's own points need a session with resources: test_resources_delivery.py.
-FAILPOINTS = [n for n in NAMES if "resource" not in n]
+# The resources step's own points need a session with resources: test_resources_delivery.py;
+# the inbox's, the inbox transport: test_inbox_delivery.py.
+FAILPOINTS = [n for n in NAMES if "resource" not in n and "inbox" not in n]
 
 
 @pytest.mark.parametrize("failpoint", FAILPOINTS)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from xnat_drop.adapters import configfile
 from xnat_drop.adapters.fs import startup
+from xnat_drop.adapters.fs.inboxstage import root_problems
 from xnat_drop.adapters.ledger import FILE_NAME as LEDGER_FILE
 from xnat_drop.adapters.notify import secrets as notify_secrets
 from xnat_drop.adapters.xnat.client import XnatClient, connect
@@ -45,6 +46,9 @@ def check_config(config_path: Path, *, offline: bool = False) -> int:
     # nor test the service user's permissions (systemd-run can: README, step 5).
     as_root = os.geteuid() == 0
     problems = startup.problems(cfg.paths, LEDGER_FILE, any_owner=as_root)
+    if cfg.inbox is not None:  # issue 18: the inbox's root, as `run` checks it
+        inbox = cfg.inbox
+        problems += root_problems(inbox.root, cfg.paths.work, inbox.link, try_link=False)
     client: XnatClient | None = None
     try:
         client = connect(cfg.xnat, env)
@@ -67,6 +71,9 @@ def check_config(config_path: Path, *, offline: bool = False) -> int:
     print(f"  failed    {cfg.paths.failed}")
     print(f"  state     {cfg.paths.state}")
     print(f"  watching  {cfg.watch.observer}, settle {cfg.watch.settle:g} s")
+    if cfg.inbox is not None:
+        where = f"{cfg.inbox.root} = {cfg.inbox.server_path} on XNAT"
+        print(f"  inbox     {where}, {cfg.inbox.link} (proven by XNAT at each project's first use)")
     _monitoring(cfg)
     for i, line in enumerate(describe(cfg.notify, notify)):
         print(f"  {'notify' if i == 0 else '':8}  {line}")

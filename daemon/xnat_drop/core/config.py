@@ -15,6 +15,7 @@ from typing import Any, Final, Literal, cast
 from urllib.parse import urlsplit
 
 from xnat_drop.core.errors import ConfigError
+from xnat_drop.core.inbox import InboxConfig, parse_inbox
 from xnat_drop.core.linkpace import ZipConfig, parse_zip
 from xnat_drop.core.model import Policy
 from xnat_drop.core.monitoring import (
@@ -198,6 +199,7 @@ class Config:
     metrics: MetricsConfig = MetricsConfig()  # noqa: RUF009
     notify: NotifyConfig = NotifyConfig()  # noqa: RUF009
     zip: ZipConfig = ZipConfig()  # noqa: RUF009
+    inbox: InboxConfig | None = None  # xnat.transport = "inbox"; None: the zip over HTTP
 
     @property
     def dicom_keywords(self) -> tuple[str, ...]:
@@ -242,6 +244,7 @@ def parse(
     metrics = parse_metrics(sections["metrics"], base)
     notify = parse_notify(sections["notify"], base)
     packing = parse_zip(sections["zip"])
+    inbox = parse_inbox(sections["inbox"], sections["xnat"].text("transport"), base)
     if problems or paths is None or xnat is None:
         raise ConfigError(problems or ["configuration incomplete"], source)
     return Config(
@@ -261,6 +264,7 @@ def parse(
         metrics,
         notify,
         packing,
+        inbox,
     )
 
 

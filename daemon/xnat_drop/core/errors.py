@@ -48,6 +48,12 @@ class XnatTlsError(XnatTransientError):
     daemon (a certificate renewal may be under way); a configuration error to check-config."""
 
 
+class InboxUnusableError(XnatTransientError):
+    """XNAT's inbox cannot be used as configured (its path check failed, a hard link would
+    cross filesystems): delivery pauses like an outage, with this sentence in the status and
+    the log; the sessions wait in the work folder, never in failed/."""
+
+
 class XnatServerError(XnatError):
     """A 500 that is not a known refusal: an outage, or this session's fault. The loop probes
     XNAT to tell which: outage (wait) or an attempt spent on this session."""

@@ -41,9 +41,11 @@ from xnat_drop.core.text import iso
 from xnat_drop.service import failpoints, latefiles
 from xnat_drop.service.delivery import Delivery, XnatPort, content_key
 from xnat_drop.service.depth import check_siblings
+from xnat_drop.service.inbox import InboxTransport, ProvenPaths
 from xnat_drop.service.judge import judge
 from xnat_drop.service.resourcestep import ResourceStep, Where, resources_unsupported
 from xnat_drop.service.steps import Heartbeat, Progress
+from xnat_drop.service.transport import Transport
 from xnat_drop.service.xnatfilter import FilterCache, mismatch_note, planned
 from xnat_drop.service.zipbody import Body, UploadEntries, ZipBodies
 
@@ -66,6 +68,7 @@ class Tools:
     wall: Callable[[], float]
     filters: FilterCache
     server_version: str = ""
+    proven: ProvenPaths = dataclasses.field(default_factory=ProvenPaths)  # the inbox's paths
 
     def delivery(self) -> Delivery:
         return Delivery(self.client, self.config.xnat, self.ledger, self.wall)
@@ -363,6 +366,7 @@ def _deliver(
             monotonic=tools.monotonic,
             server_version=tools.server_version,
             filter_plan=filter_plan,
+            transport=_transport(tools, claim),
         )
         receipt = dataclasses.replace(receipt, packing=bodies.packing(), session_bytes=total)
     finally:
@@ -391,6 +395,23 @@ def _deliver(
         beat=lambda: tools.heartbeat.beat(quiet),
     )
     return dataclasses.replace(receipt, resources=step.run(verdict.resources))
+
+
+def _transport(tools: Tools, claim: claims.Claim) -> Transport | None:
+    """XNAT's inbox when configured (issue 18, service/inbox.py); None: the zip over HTTP."""
+    if tools.config.inbox is None:
+        return None
+    quiet = tools.config.xnat.read_timeout + 30
+    return InboxTransport(
+        tools.client,
+        tools.ledger,
+        tools.config.inbox,
+        claim.folder,
+        tools.proven,
+        wall=tools.wall,
+        monotonic=tools.monotonic,
+        beat=lambda: tools.heartbeat.beat(quiet),
+    )
 
 
 def _resume_after_resources(tools: Tools, claim: claims.Claim, verdict: Verdict) -> None:

@@ -18,7 +18,13 @@ from typing import Protocol
 
 from xnat_drop.adapters.dicom.spill import sorted_texts
 from xnat_drop.adapters.ledger import IMAGES_VERIFIED, Ledger
-from xnat_drop.adapters.xnat.client import Account, ArchivedRef, FilterRow, PrearchiveRef
+from xnat_drop.adapters.xnat.client import (
+    Account,
+    ArchivedRef,
+    FilterRow,
+    InboxRequest,
+    PrearchiveRef,
+)
 from xnat_drop.adapters.xnat.connection import Body
 from xnat_drop.core.config import XnatConfig
 from xnat_drop.core.counting import Expected, count_problem, expected, verified, without_dropped
@@ -37,6 +43,7 @@ from xnat_drop.core.rules import unknown_project
 from xnat_drop.core.text import plural
 from xnat_drop.service import failpoints
 from xnat_drop.service.resourcestep import ResourcePort
+from xnat_drop.service.transport import Parcel, Transport, ZipImport
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +64,9 @@ class XnatPort(ResourcePort, Protocol):
     def find_prearchive(self, project: str, study_uid: str) -> list[PrearchiveRef]: ...
     def delete_prearchive(self, uri: str) -> None: ...
     def upload(self, make_body: Callable[[], Body], target: Target) -> tuple[str, ...]: ...
+    def import_inbox(self, server_path: str, project: str, target: Target | None) -> str: ...
+    def inbox_request(self, request_id: str) -> InboxRequest: ...
+    def inbox_requests(self) -> list[InboxRequest]: ...
     def build(self, uri: str) -> None: ...
     def commit(self, uri: str, *, overwrite: bool = False) -> str: ...
     def scan_counts(self, uri: str) -> dict[str, int]: ...
@@ -95,17 +105,49 @@ class Delivery:
         monotonic: Callable[[], float] = lambda: 0.0,
         server_version: str = "",
         filter_plan: FilterPlan = NO_PLAN,
+        transport: Transport | None = None,
     ) -> UploadReceipt:
         """Take an accepted session as far as XNAT goes; returns the receipt once verified.
 
         The receipt says how many bytes `bytes_sent()` counted and how long it took since `started`
         (by `monotonic`), and which XNAT version held it. `filter_plan` is what XNAT's series
         filter made of the session: `verdict` is already without what it drops; the series it
-        names as unpredictable may be missing in XNAT, and the receipt says so.
+        names as unpredictable may be missing in XNAT, and the receipt says so. `transport`
+        sends the files (default: the zip of `make_body` over HTTP); it is released once the
+        images are verified, or when XNAT refuses the session for good.
 
         Raises XnatRejectedError (failed/), XnatTransientError / XnatServerError (retry) or
         XnatAuthError (pause).
         """
+        if transport is None:
+            transport = ZipImport(self.client.upload, make_body, self.ledger, self.wall)
+        try:
+            return self._deliver(
+                claim_id,
+                verdict,
+                transport,
+                bytes_sent=bytes_sent,
+                started=started,
+                monotonic=monotonic,
+                server_version=server_version,
+                filter_plan=filter_plan,
+            )
+        except XnatRejectedError:
+            transport.release(claim_id)  # failed/ for good: nothing of it is kept
+            raise
+
+    def _deliver(
+        self,
+        claim_id: str,
+        verdict: Verdict,
+        transport: Transport,
+        *,
+        bytes_sent: Callable[[], int],
+        started: float,
+        monotonic: Callable[[], float],
+        server_version: str,
+        filter_plan: FilterPlan,
+    ) -> UploadReceipt:
         assert verdict.target is not None
         target = verdict.target
         sent = expected(verdict.upload)
@@ -117,7 +159,7 @@ class Delivery:
             self._check(claim_id, target, sent)
             state = "checked"
         if state in ("checked", "uploading"):
-            self._upload(claim_id, target, sent, make_body, resending=state == "uploading")
+            self._upload(claim_id, verdict, sent, transport, resending=state == "uploading")
             failpoints.hit("after-upload")
             state = "uploaded"
         entry = self.ledger.entry(claim_id)
@@ -154,6 +196,7 @@ class Delivery:
             uris = (entry.prearchive_uri,)
         # A retry after the resources failed carries on from here (ledger.images_in_xnat).
         self.ledger.event(claim_id, self.wall(), IMAGES_VERIFIED, uris[0])
+        transport.release(claim_id)
         kept, tolerated = without_dropped(sent, held, maybe_dropped)
         notes = list(filter_plan.notes)
         if tolerated:
@@ -237,18 +280,23 @@ class Delivery:
     def _upload(
         self,
         claim_id: str,
-        target: Target,
+        verdict: Verdict,
         sent: Expected,
-        make_body: Callable[[], Body],
+        transport: Transport,
         *,
         resending: bool,
     ) -> None:
         entry = self.ledger.entry(claim_id)
-        assert entry is not None
-        if resending:
-            self._remove_partial(claim_id, target, sent, entry.owns_prearchive)
-        self.ledger.update(claim_id, self.wall(), state="uploading")
-        uris = self.client.upload(make_body, target)
+        assert entry is not None and verdict.target is not None
+        target = verdict.target
+
+        def begin() -> None:
+            if resending:
+                self._remove_partial(claim_id, target, sent, entry.owns_prearchive)
+            self.ledger.update(claim_id, self.wall(), state="uploading")
+
+        parcel = Parcel(claim_id, verdict, target, sent.study_uid, resending, begin)
+        uris = transport.send(parcel)
         prearchive = [
             u for u in uris if u.startswith(f"/data/prearchive/projects/{target.project}/")
         ]

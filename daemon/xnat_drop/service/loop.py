@@ -24,6 +24,7 @@ from typing import Any, cast
 
 from xnat_drop.adapters import credentials as creds
 from xnat_drop.adapters.fs import claimrecord, claims, startup
+from xnat_drop.adapters.fs.inboxstage import root_problems
 from xnat_drop.adapters.ledger import FILE_NAME as LEDGER_FILE
 from xnat_drop.adapters.ledger import Ledger
 from xnat_drop.adapters.systemd_api import Notifier
@@ -44,6 +45,7 @@ from xnat_drop.service.board import Board
 from xnat_drop.service.claiming import Claimer
 from xnat_drop.service.delivery import XnatPort
 from xnat_drop.service.finish import Filing, filed
+from xnat_drop.service.inbox import ProvenPaths
 from xnat_drop.service.intake import Intake
 from xnat_drop.service.judge import check_keywords
 from xnat_drop.service.outcomes import Outcomes
@@ -100,6 +102,7 @@ class Service(Outcomes, Upkeep):
         self._board = Board(self.config, self.clock)
         self._outputs = Outputs(lambda: self.config, self.clock, self.env, self._board)
         self._filters = FilterCache(self.clock.monotonic)
+        self._proven = ProvenPaths()  # inbox paths XNAT confirmed (service/inbox.py)
 
     @property
     def jobs(self) -> list[Job]:
@@ -138,6 +141,9 @@ class Service(Outcomes, Upkeep):
             claims.prepare(paths)
         except OSError as exc:
             raise ConfigError([f"paths: {shown(str(exc))}"], self.config.source) from exc
+        inbox = self.config.inbox
+        if inbox is not None and (found := root_problems(inbox.root, paths.work, inbox.link)):
+            raise ConfigError(found, self.config.source)  # issue 18: the inbox is unusable
         self._client = self._connect()  # the secret is read now: unusable is exit 78
         self.state.xnat.secret_stamp = creds.stamp(self.config.xnat.secret_file, self.env)
         try:
@@ -409,6 +415,7 @@ class Service(Outcomes, Upkeep):
             self.clock.wall,
             self._filters,
             self.state.server_version,
+            self._proven,
         )
 
     def _connect(self) -> XnatPort:

@@ -31,6 +31,7 @@ from xnat_drop.adapters.ledger.rows import (
     transaction,
 )
 from xnat_drop.adapters.ledger.totals import COUNTED, TotalRows
+from xnat_drop.adapters.ledger.transports import TRANSPORT_SCHEMA, Shipment, TransportRows
 from xnat_drop.core.shown import shown
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "Ledger",
     "Outbox",
     "ShapeEntry",
+    "Shipment",
 ]
 
 FILE_NAME = "ledger.sqlite3"
@@ -72,7 +74,7 @@ _FIELDS = frozenset(
 )
 
 
-class Ledger(ResourceRows, TotalRows, OutboxRows):
+class Ledger(ResourceRows, TotalRows, OutboxRows, TransportRows):
     """The state directory's SQLite ledger; every write is its own transaction.
 
     Text from outside (session paths, error messages) is stored escaped (shown.py): SQLite
@@ -98,7 +100,7 @@ class Ledger(ResourceRows, TotalRows, OutboxRows):
                 # never loses a state change that was reported done.
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=FULL")
-                self._db.executescript(SCHEMA + RESOURCE_SCHEMA + OUTBOX_SCHEMA)
+                self._db.executescript(SCHEMA + RESOURCE_SCHEMA + OUTBOX_SCHEMA + TRANSPORT_SCHEMA)
                 self._prepare_totals()
             self._db.row_factory = sqlite3.Row
         except BaseException:

@@ -24,6 +24,7 @@ from xnat_drop.core.errors import (
     XnatTransientError,
 )
 from xnat_drop.core.model import Target
+from xnat_drop.core.noheader import scrubbed
 
 # How XNAT says "I refuse to archive this" from action=commit (xnat-api.md §6.1, the
 # correction): a 500 that is a verdict on the data, not an outage. <= 1.8.2 words it vaguely.
@@ -32,6 +33,8 @@ COMMIT_REFUSALS = ("FAILED: Unable to archive", "did not return a valid data URI
 XNAT_URI_PREFIXES = ("/data/", "/archive/", "/prearchive/")
 # An empty 200 of this type (or of none) is XNAT saying "nothing imported" (§3.6).
 URI_LIST_TYPES = ("text/uri-list", "")
+# The inbox handler's answer: <siteUrl path>/xapi/dicom/<id>, never under /data (round 2 §4).
+INBOX_REQUEST_URI = re.compile(r"(?:/[^\s]*)?/xapi/dicom/(\d+)")
 # A user name of this shape is an alias token (XNAT's AliasToken.isAliasFormat, a UUID).
 ALIAS_FORMAT = re.compile(r"[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
 
@@ -73,6 +76,18 @@ class FilterRow:
 
     status: str
     contents: str
+
+
+@dataclass(frozen=True, slots=True)
+class InboxRequest:
+    """An inbox import request as `/xapi/dicom/{id}` shows it (round 2 §4): `status` Queued,
+    Accepted, Importing, Processed, Completed or Failed; `resolution` XNAT's words (scrubbed);
+    `session_path` the server path it imports, exactly as XNAT holds it."""
+
+    id: str
+    status: str
+    resolution: str
+    session_path: str
 
 
 # The site preferences XNAT copies into the site filter's config row, readable by any user.
@@ -301,6 +316,60 @@ class XnatClient(ResourceCalls):
         if not all(uri.startswith(XNAT_URI_PREFIXES) for uri in uris):
             raise self.answers.unexpected(response, what, "that is not a list of XNAT URIs")
         return uris
+
+    def import_inbox(self, server_path: str, project: str, target: Target | None) -> str:
+        """Ask XNAT to import the file or folder at `server_path` (as the server sees it) in
+        place; returns XNAT's request id. No body, no Content-Type; XNAT must never delete
+        what it imported (`cleanupAfterImport=false`) nor archive it on its own account
+        (`prevent_auto_commit=true`); labels explicit. `target` None (a path check): only
+        the project is named.
+
+        Raises XnatRejectedError with XNAT's message for a refusal (400, 409),
+        XnatUnexpectedAnswerError when the answer is not a request's URI.
+        """
+        params = {
+            "import-handler": "inbox",
+            "path": server_path,
+            "cleanupAfterImport": "false",
+            "prevent_auto_commit": "true",
+            "PROJECT_ID": project,
+        }
+        if target is not None:
+            params |= {"SUBJECT_ID": target.subject, "EXPT_LABEL": target.session}
+        response = self.call("POST", "/data/services/import", params=params)
+        answer = response.text.strip()
+        match = INBOX_REQUEST_URI.fullmatch(answer)
+        if match is None:
+            what = "POST /data/services/import (inbox)"
+            raise self.answers.unexpected(response, what, "instead of an import request's URI")
+        return match.group(1)
+
+    def inbox_request(self, request_id: str) -> InboxRequest:
+        """An inbox import request's state (`GET /xapi/dicom/{id}`; 404 if not ours)."""
+        path = f"/xapi/dicom/{quote(request_id, safe='')}"
+        response = self.call("GET", path)
+        found = _inbox_request(self.answers.json(response, f"GET {path}", "an import request"))
+        if found is None:
+            raise self.answers.unexpected(response, f"GET {path}", "that is not an import request")
+        return found
+
+    def inbox_requests(self) -> list[InboxRequest]:
+        """Every inbox import request of this account (`GET /xapi/dicom/list/all`)."""
+        path = "/xapi/dicom/list/all"
+        data = self.answers.json(self.call("GET", path), f"GET {path}", "a list of requests")
+        rows = data if isinstance(data, list) else []
+        return [r for r in map(_inbox_request, rows) if r is not None]
+
+
+def _inbox_request(data: object) -> InboxRequest | None:
+    if not isinstance(data, dict) or "id" not in data or "status" not in data:
+        return None
+    return InboxRequest(
+        str(data["id"]),
+        str(data["status"]),
+        scrubbed(str(data.get("resolution") or "")),
+        str(data.get("sessionPath") or ""),
+    )
 
 
 def connect(config: XnatConfig, env: Mapping[str, str]) -> XnatClient:

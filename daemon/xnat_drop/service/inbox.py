@@ -1,0 +1,259 @@
+"""The inbox transport: XNAT imports hard links of the accepted files in place, from a folder
+of the inbox it mounts too (xnat-api-round2.md §4; issue 18).
+
+    path proven? ─► stage (hidden name, renamed) ─► ledger: staging ─► POST ─► ledger: request
+        ─► poll /xapi/dicom/{id} ─► Processed/Completed ─► the prearchive session, READY
+
+- The mapping is proven once per project (and after each restart) by a plain file XNAT must
+  refuse for its missing archive extension: only a path it found, below its inboxPath, in a
+  project the account may edit gets that far. Anything else pauses inbox delivery (an outage
+  with the reason in the status and the log); the sessions wait in .work/, never in failed/.
+- The POST says `cleanupAfterImport=false` (XNAT would delete the folder) and
+  `prevent_auto_commit=true`; the staging folder goes once the images are verified.
+- Killed between the POST and the ledger's record of XNAT's answer: the next attempt finds the
+  request by its staging path in `/xapi/dicom/list/all` and carries on with it. One staging
+  folder is never posted twice.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from xnat_drop.adapters.fs import inboxstage
+from xnat_drop.adapters.ledger import Ledger, Shipment
+from xnat_drop.adapters.xnat.client import InboxRequest
+from xnat_drop.core.errors import (
+    InboxUnusableError,
+    SessionChangedError,
+    XnatRejectedError,
+    XnatTransientError,
+)
+from xnat_drop.core.inbox import (
+    CANARY_PROOF,
+    InboxConfig,
+    canary_sentence,
+    failed_sentence,
+    phase,
+    staging_name,
+    stalled_sentence,
+)
+from xnat_drop.core.model import Policy, Remedy, Target, Violation
+from xnat_drop.service import failpoints
+from xnat_drop.service.delivery import XnatPort
+from xnat_drop.service.transport import Parcel
+
+log = logging.getLogger("xnat_drop.service")
+
+FIRST_POLL = 1.0  # seconds before the first look at a request, doubled up to MAX_POLL
+MAX_POLL = 30.0
+READY = "READY"
+
+
+class ProvenPaths:
+    """The (inbox, project) pairs whose path mapping XNAT confirmed since the daemon started;
+    kept by the loop across attempts. A changed [inbox] is a new pair: proven again."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proven: set[tuple[str, str, str]] = set()
+
+    def has(self, config: InboxConfig, project: str) -> bool:
+        with self._lock:
+            return (str(config.root), config.server_path, project) in self._proven
+
+    def add(self, config: InboxConfig, project: str) -> None:
+        with self._lock:
+            self._proven.add((str(config.root), config.server_path, project))
+
+
+class InboxTransport:
+    """Sends one claim through the inbox. `beat` is a sign of life while XNAT works."""
+
+    name = "inbox"
+
+    def __init__(
+        self,
+        client: XnatPort,
+        ledger: Ledger,
+        config: InboxConfig,
+        claimed: Path,
+        proven: ProvenPaths,
+        *,
+        wall: Callable[[], float],
+        monotonic: Callable[[], float],
+        beat: Callable[[], None],
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.client = client
+        self.ledger = ledger
+        self.config = config
+        self.claimed = claimed  # the claimed session folder, whose files are staged
+        self.proven = proven
+        self.wall = wall
+        self.monotonic = monotonic
+        self.beat = beat
+        self.sleep = sleep
+
+    def send(self, parcel: Parcel) -> tuple[str, ...]:
+        target, claim_id = parcel.target, parcel.claim_id
+        staging = self.config.server(target.project, staging_name(claim_id))
+        known = self.ledger.shipment(claim_id)
+        request = known.request if known is not None and known.transport == self.name else ""
+        if not request and parcel.resending:
+            request = self._posted_before(staging)
+            if request:
+                log.info("%s: adopting XNAT's inbox import request %s", staging, request)
+                self._record(claim_id, staging, request)
+        if not request:
+            self.prove(target.project)
+            self._stage(parcel)
+            parcel.begin()
+            self._record(claim_id, staging, "")
+            request = self.client.import_inbox(staging, target.project, target)
+            failpoints.hit("after-inbox-post")
+            self._record(claim_id, staging, request)
+            log.info("%s: XNAT queued inbox import request %s", staging, request)
+        finished = self._wait(claim_id, staging, request)
+        return (self._session(target, parcel.study_uid, finished),)
+
+    def release(self, claim_id: str) -> None:
+        known = self.ledger.shipment(claim_id)
+        entry = self.ledger.entry(claim_id)
+        if known is None or known.transport != self.name or entry is None or not entry.project:
+            return
+        inboxstage.remove(self.config.root, entry.project, claim_id)
+
+    # -- the path check ----------------------------------------------------------------------
+
+    def prove(self, project: str) -> None:
+        """Have XNAT refuse a plain file in the project's inbox folder for its extension, once
+        per project. Raises InboxUnusableError (inbox delivery pauses) for any other answer."""
+        if self.proven.has(self.config, project):
+            return
+        try:
+            with inboxstage.canary(self.config.root, project) as name:
+                server_path = self.config.server(project, name)
+                try:
+                    request = self.client.import_inbox(server_path, project, None)
+                except XnatRejectedError as exc:
+                    if exc.status == 400 and CANARY_PROOF in str(exc):
+                        self.proven.add(self.config, project)
+                        log.info("XNAT sees inbox.root as %s (project %s)", server_path, project)
+                        return
+                    answer = str(exc)
+                else:
+                    answer = f"an import request ({request}) for a file it should have refused"
+        except OSError as exc:
+            answer = f"(none: xnat-drop could not make the file: {exc.strerror})"
+        sentence = canary_sentence(self.config, project, answer)
+        log.error("%s", sentence)
+        raise InboxUnusableError(sentence)
+
+    # -- staging -----------------------------------------------------------------------------
+
+    def _stage(self, parcel: Parcel) -> None:
+        target = parcel.target
+        log.info(
+            "%s: staging %d files in XNAT's inbox (%s links) for %s/%s/%s",
+            parcel.claim_id,
+            len(parcel.verdict.upload),
+            "hard" if self.config.link == "hardlink" else "copied, no",
+            target.project,
+            target.subject,
+            target.session,
+        )
+        try:
+            inboxstage.stage(
+                self.claimed,
+                parcel.verdict.upload,
+                self.config.root,
+                parcel.target.project,
+                parcel.claim_id,
+                self.config.link,
+                self.beat,
+            )
+        except SessionChangedError:
+            raise
+        except OSError as exc:
+            inboxstage.remove(self.config.root, parcel.target.project, parcel.claim_id)
+            if exc.errno == errno.EXDEV:
+                sentence = (
+                    f"inbox.root ({self.config.root}) is on another filesystem than the drop "
+                    "tree, and hard links cannot cross filesystems: put it on the drop tree's "
+                    'filesystem or set inbox.link = "copy". Inbox delivery is paused.'
+                )
+            else:
+                sentence = f"cannot stage the session in inbox.root ({self.config.root}): {exc}"
+            log.error("%s", sentence)
+            raise InboxUnusableError(sentence) from exc
+
+    # -- XNAT's request ----------------------------------------------------------------------
+
+    def _posted_before(self, staging: str) -> str:
+        """XNAT's request for this staging folder, if an earlier attempt posted it."""
+        found = [r.id for r in self.client.inbox_requests() if r.session_path == staging]
+        return found[-1] if found else ""
+
+    def _record(self, claim_id: str, staging: str, request: str, status: str = "") -> None:
+        shipment = Shipment(self.name, staging, request, status)
+        self.ledger.record_shipment(claim_id, self.wall(), shipment)
+
+    def _wait(self, claim_id: str, staging: str, request: str) -> InboxRequest:
+        """Poll the request until XNAT imported or failed it. Raises XnatRejectedError (Failed)
+        or XnatTransientError once it waited stall_seconds (the queue pauses)."""
+        since, pause, status = self.monotonic(), FIRST_POLL, ""
+        while True:
+            found = self.client.inbox_request(request)
+            if found.status != status:
+                status = found.status
+                self._record(claim_id, staging, request, status)
+            step = phase(found.status)
+            if step == "imported":
+                return found
+            if step == "failed":
+                sentence = failed_sentence(found.resolution)
+                violation = Violation(
+                    "xnat-rejected", Policy.REJECT, "XNAT", sentence, remedy=Remedy.ADMIN
+                )
+                raise XnatRejectedError("xnat-rejected", sentence, violation=violation)
+            self._pace(since, stalled_sentence(request, found.status, self.monotonic() - since))
+            self.sleep(pause)
+            pause = min(pause * 2, MAX_POLL)
+
+    def _pace(self, since: float, stalled: str) -> None:
+        if self.monotonic() - since >= self.config.stall_seconds:
+            log.warning("%s", stalled)
+            raise XnatTransientError(stalled)
+        self.beat()
+
+    def _session(self, target: Target, study_uid: str, request: InboxRequest) -> str:
+        """The prearchive session the import made, once XNAT built it (READY)."""
+        since, pause = self.monotonic(), FIRST_POLL
+        while True:
+            rows = [
+                r
+                for r in self.client.find_prearchive(target.project, study_uid)
+                if r.name == target.session
+            ]
+            ready = [r for r in rows if r.status == READY]
+            if ready:
+                return ready[0].uri
+            if not rows and request.status == "Completed":
+                raise XnatRejectedError(
+                    "xnat-rejected",
+                    "XNAT archived the session at once (the project archives automatically, "
+                    f"which the inbox import cannot prevent: {request.resolution}); it was not "
+                    "verified before archiving. Ask the XNAT administrator to check it, and to "
+                    "set the project to keep sessions in the prearchive.",
+                    remedy=Remedy.NONE,
+                )
+            waited = self.monotonic() - since
+            what = rows[0].status if rows else "not in the prearchive yet"
+            self._pace(since, stalled_sentence(request.id, f"built ({what})", waited))
+            self.sleep(pause)
+            pause = min(pause * 2, MAX_POLL)
