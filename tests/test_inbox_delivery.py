@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,11 +66,11 @@ def use_inbox(
     )
 
 
-def drop_study(drop: Drop) -> Path:
-    staging = drop.root.parent / "staging" / "/".join(REL)
+def drop_study(drop: Drop, rel: tuple[str, ...] = REL) -> Path:
+    staging = drop.root.parent / "staging" / "/".join(rel)
     write_session(staging, SCANS, patient_id="S01")
     (staging / "notes.txt").write_text("not DICOM: excluded by the rules\n")
-    target = drop.incoming.joinpath(*REL)
+    target = drop.incoming.joinpath(*rel)
     target.parent.mkdir(parents=True, exist_ok=True)
     os.rename(staging, target)
     return target
@@ -104,6 +106,29 @@ def test_a_session_goes_through_the_inbox_to_done_untouched(
         for r in emulator.requests()
         if "DICOM-zip" in r.query
     )
+
+
+def test_an_auto_archive_project_is_verified_in_the_archive_and_says_so(
+    drop: Drop, emulator: Emulator, inbox: Path
+) -> None:
+    """XNAT archives at once what the inbox imports for a project that archives automatically
+    (nothing can keep it in the prearchive): the daemon verifies the archived session and
+    the receipt says it was verified after archiving."""
+    emulator.add_project("AUTO", 4)  # prearchive code 4: archive automatically
+    use_inbox(drop, emulator.url, inbox)
+    rel = ("AUTO", "S01", "S01_MR1")
+    drop_study(drop, rel)
+    result = run_daemon(drop)
+    assert result.returncode == 0, result.stderr
+    [request] = emulator.inbox_requests()
+    assert request.status == "Completed"
+    assert emulator.prearchive() == []
+    [archived] = emulator.archive()
+    assert (archived.project, archived.label, archived.file_count) == ("AUTO", "S01_MR1", 7)
+    receipt = (drop.done / "AUTO" / "S01" / "S01_MR1.report.txt").read_text()
+    assert "archived the session as soon as it was imported" in receipt
+    assert "verified in the archive, after archiving" in receipt
+    assert inbox_entries(inbox) == ["AUTO"]  # the staging folder is gone
 
 
 def test_staging_holds_exactly_the_accepted_files_as_hard_links(tmp_path: Path) -> None:
@@ -271,3 +296,19 @@ def test_a_hard_link_across_filesystems_is_a_config_error(drop: Drop, emulator: 
         inboxstage.remove(other, PROJECT, "c3")
     finally:
         shutil.rmtree(other)
+
+
+def test_check_config_warns_of_inbox_projects_that_archive_automatically(
+    drop: Drop, emulator: Emulator, inbox: Path
+) -> None:
+    emulator.add_project("AUTO", 4)
+    for project in ("AUTO", PROJECT):
+        (inbox / project).mkdir(mode=0o755)
+    use_inbox(drop, emulator.url, inbox)
+    command = [sys.executable, "-m", "xnat_drop", "check-config", "--config", str(drop.config)]
+    result = subprocess.run(
+        command, capture_output=True, text=True, env=daemon_env(), timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "project AUTO archives automatically" in result.stderr
+    assert f"project {PROJECT} archives" not in result.stderr

@@ -63,6 +63,8 @@ def check_config(config_path: Path, *, offline: bool = False) -> int:
         raise ConfigError(problems, str(config_path))
     with closing(client):
         xnat = "not contacted (--offline)" if offline else _contact(client, cfg, config_path)
+        if cfg.inbox is not None and not offline and not xnat.startswith("NOT CHECKED"):
+            _auto_archive_warnings(client, cfg.inbox.root)
     print(f"{config_path}: OK")
     print(f"  XNAT      {cfg.xnat.url} as {client.user} (secret from {client.secret_source})")
     print(f"            {xnat}")
@@ -130,6 +132,24 @@ def _monitoring(cfg: Config) -> None:
                 f"metrics.textfile: {textfile.parent} is not writable here, so the metrics "
                 "file cannot be written (under systemd: ReadWritePaths= in the drop-in, and "
                 "write permission for the service user)"
+            )
+
+
+def _auto_archive_warnings(client: XnatClient, root: Path) -> None:
+    """Warn for each project folder of the inbox whose project archives automatically: the
+    inbox import cannot keep its sessions in the prearchive (xnat-api-round2.md, point 2)."""
+    try:
+        projects = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.is_symlink())
+    except OSError:
+        return  # root_problems said why
+    for project in projects:
+        if client.archives_automatically(project):
+            _warn(
+                f"project {project} archives automatically: what the inbox imports for it is "
+                "archived at once, before xnat-drop can verify it. xnat-drop verifies it in "
+                "the archive afterwards and reports a mismatch there; to verify before "
+                "archiving, set the project to keep sessions in the prearchive, or use "
+                'xnat.transport = "import" for it'
             )
 
 

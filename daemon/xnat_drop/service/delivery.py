@@ -45,6 +45,12 @@ from xnat_drop.service import failpoints
 from xnat_drop.service.resourcestep import ResourcePort
 from xnat_drop.service.transport import Parcel, Transport, ZipImport
 
+ARCHIVED_AT_ONCE = "archived-by-xnat"  # ledger event: XNAT archived it without our commit
+AT_ONCE_WORDS = (
+    "XNAT archived the session as soon as it was imported: its project archives "
+    "automatically, and XNAT's inbox import cannot keep it in the prearchive. "
+)
+
 log = logging.getLogger(__name__)
 
 
@@ -165,6 +171,8 @@ class Delivery:
         entry = self.ledger.entry(claim_id)
         assert entry is not None
         merged = bool(entry.existing)
+        if entry.state == "committed":
+            state = "committed"  # XNAT archived it at once (see _upload)
         if state == "uploaded":
             self._verify_prearchive(
                 claim_id, entry.prearchive_uri, sent, merged, entry.owns_prearchive, maybe_dropped
@@ -177,17 +185,19 @@ class Delivery:
             state = "committed"
         entry = self.ledger.entry(claim_id)
         assert entry is not None
-        if self.config.destination == "archive":
+        at_once = bool(entry.archive_uri) and not entry.prearchive_uri  # see _upload
+        if self.config.destination == "archive" or at_once:
             held = self.client.scan_counts(entry.archive_uri)
             problem = count_problem(
                 without_dropped(sent, held, maybe_dropped)[0], held, merged=merged
             )
             if problem:
+                before = AT_ONCE_WORDS if at_once else ""
                 raise XnatRejectedError(
                     "count-mismatch",
-                    f"After archiving, XNAT does not hold what was sent ({problem}). The session "
-                    f"is at {self.config.url}{entry.archive_uri}: ask the XNAT administrator to "
-                    "check it.",
+                    f"{before}After archiving, XNAT does not hold what was sent ({problem}). "
+                    f"The session is at {self.config.url}{entry.archive_uri}: ask the XNAT "
+                    "administrator to check it.",
                     remedy=Remedy.ADMIN,  # it is archived: sent again, it would be refused
                 )
             uris = (entry.archive_uri,)
@@ -199,6 +209,8 @@ class Delivery:
         transport.release(claim_id)
         kept, tolerated = without_dropped(sent, held, maybe_dropped)
         notes = list(filter_plan.notes)
+        if at_once:
+            notes.append(AT_ONCE_WORDS + "It was verified in the archive, after archiving")
         if tolerated:
             notes.append(
                 f"XNAT dropped {'; '.join(tolerated)}: its series import filter may drop these, "
@@ -217,7 +229,7 @@ class Delivery:
             seconds=monotonic() - started,
             server_version=server_version,
             verified=per_series,
-            destination=self.config.destination,
+            destination="archive" if at_once else self.config.destination,
             notes=tuple(notes),
         )
 
@@ -297,6 +309,13 @@ class Delivery:
 
         parcel = Parcel(claim_id, verdict, target, sent.study_uid, resending, begin)
         uris = transport.send(parcel)
+        archive = (f"/data/archive/projects/{target.project}/", f"/data/projects/{target.project}/")
+        if len(uris) == 1 and uris[0].startswith(archive):
+            # The inbox on a project that archives automatically: XNAT archived it at once
+            # (nothing can keep it in the prearchive). It is verified in the archive, after.
+            self.ledger.update(claim_id, self.wall(), state="committed", archive_uri=uris[0])
+            self.ledger.event(claim_id, self.wall(), ARCHIVED_AT_ONCE, uris[0])
+            return
         prearchive = [
             u for u in uris if u.startswith(f"/data/prearchive/projects/{target.project}/")
         ]

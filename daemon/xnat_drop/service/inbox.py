@@ -4,9 +4,9 @@ of the inbox it mounts too (xnat-api-round2.md §4; issue 18).
     path proven? ─► stage (hidden name, renamed) ─► ledger: staging ─► POST ─► ledger: request
         ─► poll /xapi/dicom/{id} ─► Processed/Completed ─► the prearchive session, READY
 
-- The mapping is proven once per project (and after each restart) by a plain file XNAT must
-  refuse for its missing archive extension: only a path it found, below its inboxPath, in a
-  project the account may edit gets that far. Anything else pauses inbox delivery (an outage
+- The mapping is proven once per project (again after each start and reload) by a plain
+  file XNAT must refuse for its missing archive extension: only a path it found, below its
+  inboxPath, in a project the account may edit gets that far. Anything else pauses inbox delivery (an outage
   with the reason in the status and the log); the sessions wait in .work/, never in failed/.
 - The POST says `cleanupAfterImport=false` (XNAT would delete the folder) and
   `prevent_auto_commit=true`; the staging folder goes once the images are verified.
@@ -69,6 +69,11 @@ class ProvenPaths:
     def add(self, config: InboxConfig, project: str) -> None:
         with self._lock:
             self._proven.add((str(config.root), config.server_path, project))
+
+    def forget(self) -> None:
+        """After a reload: every project's path is proven again at its next session."""
+        with self._lock:
+            self._proven.clear()
 
 
 class InboxTransport:
@@ -244,13 +249,21 @@ class InboxTransport:
             if ready:
                 return ready[0].uri
             if not rows and request.status == "Completed":
+                # An auto-archive project: XNAT built and archived it at once; the resolution
+                # is the archive's URI (delivery verifies it there and says so).
+                archived = [
+                    a
+                    for a in self.client.find_archived(target.project, target.session, study_uid)
+                    if a.label == target.session
+                ]
+                if archived:
+                    return archived[0].uri
                 raise XnatRejectedError(
                     "xnat-rejected",
-                    "XNAT archived the session at once (the project archives automatically, "
-                    f"which the inbox import cannot prevent: {request.resolution}); it was not "
-                    "verified before archiving. Ask the XNAT administrator to check it, and to "
-                    "set the project to keep sessions in the prearchive.",
-                    remedy=Remedy.NONE,
+                    "XNAT says it archived the session (its project archives automatically, "
+                    "which the inbox import cannot prevent), but it is not in the project's "
+                    "archive under its label. Ask the XNAT administrator to look for it.",
+                    remedy=Remedy.ADMIN,
                 )
             waited = self.monotonic() - since
             what = rows[0].status if rows else "not in the prearchive yet"

@@ -30,6 +30,7 @@ from xnat_drop.core.shown import shown
 from xnat_drop.core.text import duration
 from xnat_drop.service.board import Board
 from xnat_drop.service.delivery import XnatPort
+from xnat_drop.service.inbox import ProvenPaths
 from xnat_drop.service.judge import check_keywords
 from xnat_drop.service.outputs import Outputs
 from xnat_drop.service.state import Clock, LoopState, StoragePause
@@ -53,6 +54,7 @@ class Upkeep:
     _outputs: Outputs
     _client: XnatPort | None
     _filters: FilterCache
+    _proven: ProvenPaths
 
     if TYPE_CHECKING:  # provided by the Service (or the other part of it)
 
@@ -93,6 +95,7 @@ class Upkeep:
         except StorageError as exc:
             log.error("reload: notifications keep their settings: %s", exc)
         self._filters.clear()  # an operator who changed XNAT's filter may reload to see it now
+        self._proven.forget()  # and one who moved the inbox: each project's path proven again
         logging.getLogger("xnat_drop").setLevel(new.log_level.upper())
         # A reload is an operator's action: the account is checked at once, with the new
         # settings and whatever secret is there now, even while uploads are paused.

@@ -140,6 +140,16 @@ class XnatClient(ResourceCalls):
                     return int(expires) / 1000
         return None
 
+    def archives_automatically(self, project: str) -> bool | None:
+        """Whether `project` archives what reaches its prearchive at once (prearchive code 4
+        or 5); None when XNAT does not say (no such project, or another answer)."""
+        path = f"/data/projects/{quote(project, safe='')}/prearchive_code"
+        response = self.call("GET", path, missing_ok=True, html_ok=True)
+        code = response.text.strip()
+        if response.status_code != 200 or not code.isdigit():
+            return None
+        return int(code) in (4, 5)
+
     def project_exists(self, project: str) -> bool:
         """True when `project` exists and this user can see it, False on XNAT's 404.
 
