@@ -6,8 +6,9 @@ of the inbox it mounts too (xnat-api-round2.md §4; issue 18).
 
 - The mapping is proven once per project (again after each start and reload) by a plain
   file XNAT must refuse for its missing archive extension: only a path it found, below its
-  inboxPath, in a project the account may edit gets that far. Anything else pauses inbox delivery (an outage
-  with the reason in the status and the log); the sessions wait in .work/, never in failed/.
+  inboxPath, in a project the account may edit gets that far. Anything else pauses inbox
+  delivery (an outage with the reason in the status and the log); the sessions wait in
+  .work/, never in failed/.
 - The POST says `cleanupAfterImport=false` (XNAT would delete the folder) and
   `prevent_auto_commit=true`; the staging folder goes once the images are verified.
 - Killed between the POST and the ledger's record of XNAT's answer: the next attempt finds the
