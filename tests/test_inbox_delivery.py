@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,7 +24,18 @@ from xnat_standin import Emulator
 from xnat_standin.demo.samples import SeriesSpec, write_session
 from xnat_standin.inboxfaults import InboxFault
 
-from conftest import PASSWORD, PROJECT, USER, Drop, daemon_env, digest, run_daemon
+from conftest import (
+    PASSWORD,
+    PROJECT,
+    USER,
+    Drop,
+    daemon_env,
+    digest,
+    run_daemon,
+    start_daemon,
+    stop_daemon,
+    wait_until,
+)
 
 REL = (PROJECT, "S01", "S01_MR1")
 SCANS = [SeriesSpec(1, "localizer", images=3), SeriesSpec(2, "T1_MPRAGE", images=4)]
@@ -312,3 +324,37 @@ def test_check_config_warns_of_inbox_projects_that_archive_automatically(
     assert result.returncode == 0, result.stderr
     assert "project AUTO archives automatically" in result.stderr
     assert f"project {PROJECT} archives" not in result.stderr
+
+
+def test_a_bad_mapping_is_an_alarm_in_status_until_a_reload_fixes_it(
+    drop: Drop, emulator: Emulator, inbox: Path
+) -> None:
+    """The running daemon: a wrong inbox.server_path pauses inbox delivery with its own words
+    in the status (not "XNAT down"), the session waits in .work/, and once the operator
+    fixes the setting and reloads, the path is proven again and the session delivered."""
+    use_inbox(drop, emulator.url, inbox, "/data/xnat/elsewhere")
+    drop_study(drop)
+    status = drop.state / "status.json"
+    proc = start_daemon(drop)
+    try:
+        wait_until(
+            lambda: status.exists() and "inbox cannot be used" in status.read_text(),
+            "the inbox alarm in status.json",
+            proc,
+        )
+        lab = drop.root / "STATUS.txt"  # what lab members read, in words
+        wait_until(
+            lambda: lab.exists() and "its inbox cannot be used" in lab.read_text(),
+            "the inbox alarm in STATUS.txt",
+            proc,
+        )
+        assert "down since" not in lab.read_text()
+        assert list(drop.work.rglob("S01_MR1"))
+        assert not drop.failed.exists() or not any(drop.failed.rglob("*"))
+        use_inbox(drop, emulator.url, inbox)  # the operator fixes inbox.server_path
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: drop.done.joinpath(*REL).is_dir(), "delivery after the fix", proc)
+    finally:
+        code, stderr = stop_daemon(proc)
+    assert code == 0, stderr
+    assert len(emulator.inbox_requests()) == 1

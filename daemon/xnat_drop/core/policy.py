@@ -37,6 +37,7 @@ class Result(str, Enum):
     CHANGED = "changed"
     UNREACHABLE = "unreachable"
     WEB_PAGES = "web-pages"  # something in front of XNAT answers with web pages, not data
+    INBOX = "inbox"  # XNAT's inbox cannot be used as configured (service/inbox.py)
     CREDENTIALS = "credentials"
     FAILED_ATTEMPT = "failed-attempt"
     STORAGE = "storage"
@@ -123,7 +124,7 @@ def decide(
         return Decision(Action.FAILED, violations=outcome.violations, reason=reason)
     if result is Result.CHANGED:
         return Decision(Action.RESETTLE, at=now + settle, reason=reason)
-    if result in (Result.UNREACHABLE, Result.WEB_PAGES):
+    if result in (Result.UNREACHABLE, Result.WEB_PAGES, Result.INBOX):
         return Decision(Action.WAIT_FOR_XNAT, reason=reason)
     if result is Result.CREDENTIALS:
         return Decision(Action.PAUSE_UPLOADS, reason=reason)

@@ -189,6 +189,8 @@ def job_words(item: Item, xnat: Item, when: LabClock) -> str:
         return "taken; being checked against the upload rules"
     if phase == "credentials":
         return "waiting: XNAT refused xnat-drop's login (the administrator must fix it)"
+    if phase == "xnat-down" and xnat.get("state") == INBOX_UNUSABLE:
+        return f"waiting: XNAT's inbox cannot be used (since {when(xnat.get('since'))})"
     if phase == "xnat-down":
         return f"waiting for XNAT (down since {when(xnat.get('since'))})"
     if phase == "retrying":
@@ -282,6 +284,9 @@ def _daemon(report: Item, snap: Item, when: LabClock) -> str:
     return "running"
 
 
+INBOX_UNUSABLE = "answering, but its inbox cannot be used"  # availability.Outage.state
+
+
 def _xnat(xnat: Item, when: LabClock) -> str:
     """XNAT's state in words, with what it means for uploads."""
     state = xnat.get("state")
@@ -292,6 +297,12 @@ def _xnat(xnat: Item, when: LabClock) -> str:
         words = "not contacted yet (xnat-drop has just started)"
     elif state == "unreachable":
         words = f"down since {since}; uploads wait and resume by themselves"
+    elif state == INBOX_UNUSABLE:
+        detail = shown(str(xnat.get("detail") or ""))
+        words = (
+            f"up, but its inbox cannot be used since {since} ({detail}); uploads wait until "
+            "the administrator fixes it, and nothing is failed"
+        )
     elif state == "credentials refused":
         words = (
             f"refused xnat-drop's login since {since}; uploads are paused until the "

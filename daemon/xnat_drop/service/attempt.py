@@ -22,6 +22,7 @@ from xnat_drop.adapters.workers import InspectionPool
 from xnat_drop.core.completeness import RULE as INCOMPLETE
 from xnat_drop.core.config import Config
 from xnat_drop.core.errors import (
+    InboxUnusableError,
     SessionChangedError,
     StorageError,
     XnatAuthError,
@@ -128,6 +129,8 @@ def attempt(tools: Tools, job: Attempt) -> AttemptResult:
     except SessionChangedError as exc:
         # A writer kept an open file after the claim: judge again once it is quiet.
         return AttemptResult(Result.CHANGED, reason=shown(str(exc)))
+    except InboxUnusableError as exc:  # before XnatTransientError, which it is
+        return _judged(Result.INBOX, session, verdict, str(exc))
     except XnatUnexpectedAnswerError as exc:
         return _judged(Result.WEB_PAGES, session, verdict, str(exc), retry_after=exc.retry_after)
     except XnatTransientError as exc:

@@ -22,6 +22,7 @@ from xnat_drop.adapters.credentials import SecretStamp
 from xnat_drop.adapters.xnat.client import ALIAS_FORMAT, Account
 from xnat_drop.core.backoff import backoff
 from xnat_drop.core.config import RetryConfig
+from xnat_drop.core.statuswords import INBOX_UNUSABLE
 from xnat_drop.core.text import duration, iso, plural
 
 log = logging.getLogger("xnat_drop.service")
@@ -58,9 +59,15 @@ class Outage:
     # data: a proxy or single sign-on page, a wrong xnat.url. Waited out like an outage, but
     # said louder: it usually needs an administrator.
     wrong_answers: bool = False
+    # XNAT answers, but its inbox cannot be used as configured (issue 18: the path check
+    # failed, a link would cross filesystems, the queue stalls) for this project: the
+    # administrator must look. The probe proves the project's inbox path again.
+    inbox: str = ""
 
     @property
     def state(self) -> str:
+        if self.inbox:
+            return INBOX_UNUSABLE
         return "answering with web pages, not data" if self.wrong_answers else "unreachable"
 
 
@@ -100,14 +107,24 @@ class Availability:
         return self.outage is not None or self.auth is not None
 
     def outage_begins(
-        self, reason: str, *, retry_after: float | None = None, web_pages: bool = False
+        self,
+        reason: str,
+        *,
+        retry_after: float | None = None,
+        web_pages: bool = False,
+        inbox: str = "",
     ) -> None:
-        """XNAT did not answer (or answered with `web_pages`, not data): log it once, and
-        schedule the next probe (not before XNAT's own `retry_after`)."""
+        """XNAT did not answer (or answered with `web_pages`, not data, or its inbox cannot be
+        used for the project `inbox`): log it once, and schedule the next probe (not before
+        XNAT's own `retry_after`)."""
         now = self._monotonic()
         if self.outage is None:
-            self.outage = Outage(reason, self._wall(), now, 0, now, web_pages)
-            if web_pages:
+            self.outage = Outage(reason, self._wall(), now, 0, now, web_pages, inbox)
+            if inbox:
+                log.error(
+                    "XNAT's inbox cannot be used (%s): uploads wait, nothing is failed", reason
+                )
+            elif web_pages:
                 log.error(
                     "XNAT unavailable (%s): uploads wait, nothing is failed; check xnat.url and "
                     "whatever is in front of XNAT",
@@ -117,6 +134,7 @@ class Availability:
                 log.warning("XNAT unavailable (%s): uploads wait and resume by themselves", reason)
         else:
             self.outage.reason, self.outage.wrong_answers = reason, web_pages
+            self.outage.inbox = inbox
         self._reschedule(retry_after)
 
     def check_due(self, now: float) -> bool:

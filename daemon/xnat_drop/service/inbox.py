@@ -137,28 +137,8 @@ class InboxTransport:
     # -- the path check ----------------------------------------------------------------------
 
     def prove(self, project: str) -> None:
-        """Have XNAT refuse a plain file in the project's inbox folder for its extension, once
-        per project. Raises InboxUnusableError (inbox delivery pauses) for any other answer."""
-        if self.proven.has(self.config, project):
-            return
-        try:
-            with inboxstage.canary(self.config.root, project) as name:
-                server_path = self.config.server(project, name)
-                try:
-                    request = self.client.import_inbox(server_path, project, None)
-                except XnatRejectedError as exc:
-                    if exc.status == 400 and CANARY_PROOF in str(exc):
-                        self.proven.add(self.config, project)
-                        log.info("XNAT sees inbox.root as %s (project %s)", server_path, project)
-                        return
-                    answer = str(exc)
-                else:
-                    answer = f"an import request ({request}) for a file it should have refused"
-        except OSError as exc:
-            answer = f"(none: xnat-drop could not make the file: {exc.strerror})"
-        sentence = canary_sentence(self.config, project, answer)
-        log.error("%s", sentence)
-        raise InboxUnusableError(sentence)
+        """prove_path for this transport's client and inbox."""
+        prove_path(self.client, self.config, self.proven, project)
 
     # -- staging -----------------------------------------------------------------------------
 
@@ -271,3 +251,28 @@ class InboxTransport:
             self._pace(since, stalled_sentence(request.id, f"built ({what})", waited))
             self.sleep(pause)
             pause = min(pause * 2, MAX_POLL)
+
+
+def prove_path(client: XnatPort, config: InboxConfig, proven: ProvenPaths, project: str) -> None:
+    """Have XNAT refuse a plain file in the project's inbox folder for its extension, once
+    per project. Raises InboxUnusableError (inbox delivery pauses) for any other answer."""
+    if proven.has(config, project):
+        return
+    try:
+        with inboxstage.canary(config.root, project) as name:
+            server_path = config.server(project, name)
+            try:
+                request = client.import_inbox(server_path, project, None)
+            except XnatRejectedError as exc:
+                if exc.status == 400 and CANARY_PROOF in str(exc):
+                    proven.add(config, project)
+                    log.info("XNAT sees inbox.root as %s (project %s)", server_path, project)
+                    return
+                answer = str(exc)
+            else:
+                answer = f"an import request ({request}) for a file it should have refused"
+    except OSError as exc:
+        answer = f"(none: xnat-drop could not make the file: {exc.strerror})"
+    sentence = canary_sentence(config, project, answer)
+    log.error("%s", sentence)
+    raise InboxUnusableError(sentence)

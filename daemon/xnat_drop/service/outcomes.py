@@ -103,6 +103,7 @@ class Outcomes:
                 decision.reason,
                 retry_after=result.retry_after,
                 web_pages=result.result is Result.WEB_PAGES,
+                inbox=_project(result) if result.result is Result.INBOX else "",
             )
         elif action is Action.PAUSE_UPLOADS:
             self._pause_auth(decision.reason)
@@ -169,3 +170,9 @@ class Outcomes:
         self.state.jobs.remove(job)
         outcome = Outcome.DONE if filing.action is Action.DONE else Outcome.FAILED
         self._board.tally(outcome, self._ledger_())
+
+
+def _project(result: AttemptResult) -> str:
+    """The project whose inbox path failed (the probe proves it again)."""
+    verdict = result.verdict
+    return verdict.target.project if verdict is not None and verdict.target is not None else "?"

@@ -30,7 +30,7 @@ from xnat_drop.core.shown import shown
 from xnat_drop.core.text import duration
 from xnat_drop.service.board import Board
 from xnat_drop.service.delivery import XnatPort
-from xnat_drop.service.inbox import ProvenPaths
+from xnat_drop.service.inbox import ProvenPaths, prove_path
 from xnat_drop.service.judge import check_keywords
 from xnat_drop.service.outputs import Outputs
 from xnat_drop.service.state import Clock, LoopState, StoragePause
@@ -135,6 +135,13 @@ class Upkeep:
             return
         self._use(client)
         self.state.server_version = account.server_version
+        outage = xnat.outage
+        if outage is not None and outage.inbox and self.config.inbox is not None:
+            try:  # XNAT answers: the pause is over once the project's inbox path is proven
+                prove_path(client, self.config.inbox, self._proven, outage.inbox)
+            except (XnatTransientError, XnatServerError, XnatAuthError) as exc:
+                xnat.probe_failed(exc)
+                return
         xnat.checked(account, self._waiting_for_xnat())
 
     def _use(self, client: XnatPort) -> None:
