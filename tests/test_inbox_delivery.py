@@ -358,3 +358,32 @@ def test_a_bad_mapping_is_an_alarm_in_status_until_a_reload_fixes_it(
         code, stderr = stop_daemon(proc)
     assert code == 0, stderr
     assert len(emulator.inbox_requests()) == 1
+
+
+def test_a_staged_file_written_during_the_import_is_never_kept_in_xnat(
+    drop: Drop, emulator: Emulator, inbox: Path
+) -> None:
+    """A hard link is the dropped file itself: a writer that kept a file open after the claim
+    could change it while XNAT imports it. The daemon sees the staged files changed, deletes
+    the session XNAT made of them, judges the session again and sends it anew."""
+    use_inbox(drop, emulator.url, inbox)
+    emulator.inject_inbox(InboxFault(path=f"{SERVER_INBOX}/{PROJECT}/", stuck=True, times=0))
+    drop_study(drop)
+    proc = start_daemon(drop)
+    try:
+        wait_until(lambda: len(emulator.inbox_requests()) == 1, "the first request", proc)
+        [staged] = sorted(inbox.glob(f"{PROJECT}/xnat-drop-*/**/*.dcm"))[:1]
+        with staged.open("r+b") as writer:  # in place: the same inode as the dropped file
+            writer.seek(-2, os.SEEK_END)
+            writer.write(b"\x01\x02")
+        emulator.clear_inbox_faults()
+        wait_until(lambda: drop.done.joinpath(*REL).is_dir(), "delivery after the change", proc)
+    finally:
+        code, stderr = stop_daemon(proc)
+    assert code == 0, stderr
+    assert "changed while XNAT imported it" in stderr
+    first, second = emulator.inbox_requests()
+    assert first.session_path == second.session_path  # posted again, after the first was set aside
+    [session] = emulator.prearchive()  # the session made of the changed bytes is gone
+    assert (session.file_count, session.status) == (7, "READY")
+    assert inbox_entries(inbox) == [PROJECT]

@@ -53,6 +53,7 @@ log = logging.getLogger("xnat_drop.service")
 FIRST_POLL = 1.0  # seconds before the first look at a request, doubled up to MAX_POLL
 MAX_POLL = 30.0
 READY = "READY"
+WITHDRAWN = "withdrawn"  # the ledger's status of a request whose session xnat-drop deleted
 
 
 class ProvenPaths:
@@ -109,15 +110,22 @@ class InboxTransport:
         target, claim_id = parcel.target, parcel.claim_id
         staging = self.config.server(target.project, staging_name(claim_id))
         known = self.ledger.shipment(claim_id)
-        request = known.request if known is not None and known.transport == self.name else ""
+        if known is None or known.transport != self.name:
+            known = Shipment(self.name)
+        withdrawn = known.request if known.status == WITHDRAWN else ""
+        request = "" if withdrawn else known.request
+        staged = ""  # the staged files' state when this call staged them
         if not request and parcel.resending:
-            request = self._posted_before(staging)
+            request = self._posted_before(staging, after=withdrawn)
             if request:
                 log.info("%s: adopting XNAT's inbox import request %s", staging, request)
                 self._record(claim_id, staging, request)
         if not request:
             self.prove(target.project)
             self._stage(parcel)
+            staged = inboxstage.state(
+                self.config.root, target.project, claim_id, parcel.verdict.upload
+            )
             parcel.begin()
             self._record(claim_id, staging, "")
             request = self.client.import_inbox(staging, target.project, target)
@@ -125,7 +133,32 @@ class InboxTransport:
             self._record(claim_id, staging, request)
             log.info("%s: XNAT queued inbox import request %s", staging, request)
         finished = self._wait(claim_id, staging, request)
-        return (self._session(target, parcel.study_uid, finished),)
+        uri = self._session(target, parcel.study_uid, finished)
+        if staged and staged != inboxstage.state(
+            self.config.root, target.project, claim_id, parcel.verdict.upload
+        ):
+            self._withdraw(claim_id, staging, request, uri)
+        return (uri,)
+
+    def _withdraw(self, claim_id: str, staging: str, request: str, uri: str) -> None:
+        """A staged file was written while XNAT imported it (a hard link is the dropped file
+        itself: a writer that kept it open after the claim): what XNAT holds may be bytes
+        nobody judged. Its session is deleted, the request set aside, and the session judged
+        again (SessionChangedError); the next attempt stages and posts anew."""
+        if not uri.startswith("/data/prearchive/"):
+            raise XnatRejectedError(
+                "xnat-rejected",
+                "A file of the session was written while XNAT imported it through the inbox, "
+                f"and XNAT archived it at once ({uri}): it may hold bytes xnat-drop never "
+                "checked. Ask the XNAT administrator to delete that session, then move the "
+                "folder back to try again.",
+                remedy=Remedy.ADMIN,
+            )
+        log.warning("%s: a staged file changed while XNAT imported it; deleting %s", staging, uri)
+        self.client.delete_prearchive(uri)
+        self._record(claim_id, staging, request, WITHDRAWN)
+        inboxstage.remove(self.config.root, uri.split("/")[4], claim_id)
+        raise SessionChangedError("a file was written while XNAT imported it")
 
     def release(self, claim_id: str) -> None:
         known = self.ledger.shipment(claim_id)
@@ -180,9 +213,14 @@ class InboxTransport:
 
     # -- XNAT's request ----------------------------------------------------------------------
 
-    def _posted_before(self, staging: str) -> str:
-        """XNAT's request for this staging folder, if an earlier attempt posted it."""
-        found = [r.id for r in self.client.inbox_requests() if r.session_path == staging]
+    def _posted_before(self, staging: str, after: str = "") -> str:
+        """XNAT's request for this staging folder, if an earlier attempt posted it (one newer
+        than the request `after`, which was set aside)."""
+        found = [
+            r.id
+            for r in self.client.inbox_requests()
+            if r.session_path == staging and _newer(r.id, after)
+        ]
         return found[-1] if found else ""
 
     def _record(self, claim_id: str, staging: str, request: str, status: str = "") -> None:
@@ -276,3 +314,12 @@ def prove_path(client: XnatPort, config: InboxConfig, proven: ProvenPaths, proje
     sentence = canary_sentence(config, project, answer)
     log.error("%s", sentence)
     raise InboxUnusableError(sentence)
+
+
+def _newer(request: str, than: str) -> bool:
+    """True when XNAT's request id `request` came after `than` ("" : any does)."""
+    if not than:
+        return True
+    if request.isdigit() and than.isdigit():
+        return int(request) > int(than)
+    return request != than

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import secrets
 import stat
@@ -63,6 +64,29 @@ def stage(
                 _place(reader, writer, facts, link)
                 progress()
         folder.move(building, folder, staging_name(claim_id))
+
+
+def state(root: Path, project: str, claim_id: str, files: Iterable[FileFacts]) -> str:
+    """The staged files as they are now, as one digest (each one's inode, size, mtime and
+    ctime): equal digests mean nobody wrote to them in between. "" if one is missing."""
+    digest = hashlib.sha256()
+    try:
+        with (
+            Dir.open(root) as inbox,
+            inbox.child(project) as folder,
+            folder.child(staging_name(claim_id)) as top,
+            Beneath(top) as staged,
+        ):
+            for facts in files:
+                name = facts.path.rpartition("/")[2]
+                st = staged.folder(facts.path).lstat(name)
+                if st is None:
+                    return ""
+                key = (facts.path, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                digest.update(repr(key).encode("utf-8", "surrogateescape"))
+    except FileNotFoundError:
+        return ""
+    return digest.hexdigest()
 
 
 def remove(root: Path, project: str, claim_id: str) -> None:
