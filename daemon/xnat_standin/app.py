@@ -236,7 +236,12 @@ class Emulator:
 
     def _start_dicom(self, port: int) -> None:
         # pynetdicom is the optional extra: imported only when a receiver is asked for.
-        from .dicomscp import DicomScp  # noqa: PLC0415
+        try:
+            from .dicomscp import DicomScp  # noqa: PLC0415
+        except ImportError as error:
+            raise RuntimeError(
+                "the DICOM receiver needs pynetdicom: pip install 'xnat-drop[cstore]'"
+            ) from error
 
         scp = DicomScp(
             store=self.store,
