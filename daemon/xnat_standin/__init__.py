@@ -14,13 +14,19 @@ from .faults import Fault
 from .inboxfaults import InboxFault
 from .inboxstate import InboxRequest
 from .records import ArchivedSession, PrearchiveSession, RequestRecord
+from .scpconfig import DicomReceiver
+from .scpstate import AssociationRecord, ScpFault, StoreRecord
 
 __all__ = [
     "ArchivedSession",
+    "AssociationRecord",
+    "DicomReceiver",
     "Emulator",
     "Fault",
     "InboxFault",
     "InboxRequest",
     "PrearchiveSession",
     "RequestRecord",
+    "ScpFault",
+    "StoreRecord",
 ]

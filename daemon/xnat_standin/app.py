@@ -10,7 +10,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import pages
 from .auth import Auth
@@ -23,9 +23,14 @@ from .inboxworker import InboxWorker
 from .pages import Reply
 from .records import ArchivedSession, PrearchiveSession, RequestRecord
 from .resources import DataApi
+from .scpconfig import DEFAULT_AE_TITLE, DicomReceiver
+from .scpstate import AssociationRecord, ScpFault, ScpState, StoreRecord
 from .server import EmulatorHTTPServer
-from .store import Store
+from .store import Store, build_poll_seconds, rebuilder_preferences
 from .versions import XnatVersion
+
+if TYPE_CHECKING:
+    from .dicomscp import DicomScp
 
 log = logging.getLogger("xnat_standin")
 
@@ -62,6 +67,11 @@ class Emulator:
     preference ``inboxPath``; ``inbox_root``, a local folder, is what the server sees as
     ``inbox_path`` (None: server paths are local paths). ``context_path`` (e.g. "/xnat") serves
     everything below it, as a Tomcat context would, and is in ``url`` and the inbox's answers.
+
+    The DICOM receiver (``dicomscp``, needs the ``cstore`` extra): ``dicom_port`` (0: a free
+    one; None, the default: no receiver) serves the receivers of ``dicom_receivers()``, at
+    first one with ``dicom_ae_title``; ``idle_build_seconds`` is also its
+    ``sessionXmlRebuilderInterval``.
     """
 
     def __init__(
@@ -85,6 +95,8 @@ class Emulator:
         inbox_path: str = INBOX_PATH,
         inbox_root: Path | str | None = None,
         context_path: str = "",
+        dicom_port: int | None = None,
+        dicom_ae_title: str = DEFAULT_AE_TITLE,
     ) -> None:
         if context_path and (not context_path.startswith("/") or context_path.endswith("/")):
             raise ValueError(f'context path must look like "/xnat", not {context_path!r}')
@@ -119,8 +131,13 @@ class Emulator:
             filters=self.filters,
             inbox_map=InboxMap(inbox_path, None if inbox_root is None else Path(inbox_root)),
             context_path=context_path,
+            preferences=lambda: rebuilder_preferences(self.idle_build_seconds),
         )
         self.inbox = self.api.inbox
+        self.dicom = ScpState(self._lock, [DicomReceiver(dicom_ae_title)])
+        self._dicom_port = dicom_port
+        self._dicom_scp: DicomScp | None = None
+        self.api.dicomscp = self._dicomscp_json
         self._inbox_worker = InboxWorker(self.inbox, self.version)
         self.fast = fast
         self._requests: list[RequestRecord] = []
@@ -159,6 +176,8 @@ class Emulator:
         ]
         for thread in self._threads:
             thread.start()
+        if self._dicom_port is not None:
+            self._start_dicom(self._dicom_port)
         log.info(
             "XNAT stand-in %s listening on %s%s",
             self.version.text,
@@ -175,6 +194,9 @@ class Emulator:
         if server is None:
             return
         self._stopping.set()
+        if self._dicom_scp is not None:
+            self._dicom_scp.stop()
+            self._dicom_scp = None
         stopper = threading.Thread(target=server.shutdown, name="xnat-emulator-stop")
         stopper.start()
         # Wake the accept loop's select() now rather than after its poll interval.
@@ -212,8 +234,46 @@ class Emulator:
         """Base URL, e.g. "http://127.0.0.1:8080" (no trailing slash; with the context path)."""
         return f"http://{self.host}:{self.port}{self.context_path}"
 
+    def _start_dicom(self, port: int) -> None:
+        # pynetdicom is the optional extra: imported only when a receiver is asked for.
+        try:
+            from .dicomscp import DicomScp  # noqa: PLC0415
+        except ImportError as error:
+            raise RuntimeError(
+                "the DICOM receiver needs pynetdicom: pip install 'xnat-drop[cstore]'"
+            ) from error
+
+        scp = DicomScp(
+            store=self.store,
+            filters=self.filters,
+            version=self.version,
+            state=self.dicom,
+            receivers=self.dicom.receivers,
+            host=self.host,
+        )
+        self._dicom_port = scp.start(port)
+        self._dicom_scp = scp
+
+    @property
+    def dicom_port(self) -> int:
+        """The DICOM receivers' port (once started with ``dicom_port``)."""
+        if self._dicom_scp is None or not self._dicom_port:
+            raise RuntimeError("no DICOM receiver is running (Emulator(dicom_port=0))")
+        return self._dicom_port
+
+    @property
+    def ae_title(self) -> str:
+        """The AE title of the first receiver (default "XNAT")."""
+        return self.dicom.receivers()[0].ae_title
+
+    def _dicomscp_json(self) -> list[dict[str, Any]]:
+        """``GET /xapi/dicomscp``: none while no receiver runs."""
+        if self._dicom_scp is None:
+            return []
+        return [receiver.as_json(self.dicom_port) for receiver in self.dicom.receivers()]
+
     def _auto_build_loop(self) -> None:
-        interval = min(1.0, max(0.05, self.idle_build_seconds / 5))
+        interval = build_poll_seconds(self.idle_build_seconds)
         while not self._stopping.wait(interval):
             try:
                 self.store.auto_build(self.idle_build_seconds)
@@ -336,6 +396,27 @@ class Emulator:
         """Remove the inbox faults; the requests a stuck fault held go on."""
         self.inbox.clear_faults()
 
+    def set_dicom_receiver(self, receiver: DicomReceiver) -> None:
+        """Add a receiver on the DICOM port, or replace the one with its AE title."""
+        self.dicom.set_receiver(receiver)
+
+    def dicom_receivers(self) -> list[DicomReceiver]:
+        return self.dicom.receivers()
+
+    def inject_dicom(self, fault: ScpFault) -> None:
+        """A DICOM receiver fault: a refused association, a status, an abort, a stall."""
+        self.dicom.add_fault(fault)
+
+    def clear_dicom_faults(self) -> None:
+        self.dicom.clear_faults()
+
+    def dicom_associations(self) -> list[AssociationRecord]:
+        return self.dicom.associations()
+
+    def dicom_stores(self) -> list[StoreRecord]:
+        """Every C-STORE the receiver answered (or aborted), oldest first."""
+        return self.dicom.stores()
+
     def expire_sessions(self) -> None:
         """End every HTTP session, as if all had timed out (cookies stop working)."""
         self.auth.expire_sessions()
@@ -400,6 +481,8 @@ class Emulator:
                 return pages.json_reply({"projects": self._project_states()})
             if action == "inbox-faults":  # inbox.py
                 return self.inbox.control(method, data)
+            if action in ("dicom-faults", "dicom-receivers"):
+                return self._dicom_control(method, action, data)
             if action in ("series-filters", "project-readers", "site-config-admin-only"):
                 return self._filter_control(method, action, data)
             if (method, action) == ("POST", "checksums"):
@@ -415,6 +498,18 @@ class Emulator:
         except (TypeError, ValueError) as error:
             return pages.json_reply({"error": str(error)}, 400)
         return pages.json_reply({"error": f"no control endpoint {method} {path}"}, 404)
+
+    def _dicom_control(self, method: str, action: str, data: Any) -> Reply:
+        """POST/DELETE dicom-faults (an ScpFault), POST dicom-receivers (XNAT's JSON)."""
+        if (method, action) == ("POST", "dicom-faults"):
+            self.inject_dicom(ScpFault.from_json(data))
+        elif (method, action) == ("DELETE", "dicom-faults"):
+            self.clear_dicom_faults()
+        elif (method, action) == ("POST", "dicom-receivers"):
+            self.set_dicom_receiver(DicomReceiver.from_json(data))
+        else:
+            return pages.json_reply({"error": f"no control endpoint {method} {action}"}, 404)
+        return pages.json_reply(self.dicom.as_json())
 
     def _filter_control(self, method: str, action: str, data: Any) -> Reply:
         """POST/DELETE series-filters, POST project-readers, POST site-config-admin-only."""
@@ -494,6 +589,7 @@ class Emulator:
             "series_filters": self.filters.as_json(),
             "site_preferences": self.api.configs.site_preferences(),
             "inbox": self.inbox.state(),
+            "dicom": self.dicom.as_json(),
             "http_sessions": self.auth.session_count(),
         }
 

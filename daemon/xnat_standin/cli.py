@@ -86,6 +86,19 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the site preference inboxPath (default {INBOX_PATH})",
     )
     parser.add_argument(
+        "--dicom-port",
+        type=int,
+        metavar="PORT",
+        help="serve XNAT's DICOM receiver (C-STORE) on this port, 0 for a free one (needs the "
+        "cstore extra, pynetdicom; default: no receiver)",
+    )
+    parser.add_argument(
+        "--dicom-ae-title",
+        default="XNAT",
+        metavar="AE",
+        help="the receiver's AE title (default XNAT)",
+    )
+    parser.add_argument(
         "--context-path",
         default="",
         metavar="PATH",
@@ -128,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
             inbox_path=args.inbox_path,
             inbox_root=args.inbox_root,
             context_path=args.context_path,
+            dicom_port=args.dicom_port,
+            dicom_ae_title=args.dicom_ae_title,
         )
     except ValueError as error:
         print(f"xnat-drop emulator: {error}", file=sys.stderr)
@@ -144,7 +159,12 @@ def main(argv: list[str] | None = None) -> int:
             f"XNAT stand-in listening on {emulator.url} "
             f"(projects: {', '.join(args.project) or '-'}; user: {', '.join(users)})"
             + ("; FAST PATH: for benchmarks only" if args.fast or args.fast_headers_only else "")
-            + (f"; receiving at most {args.receive_rate:g} MB/s" if args.receive_rate else ""),
+            + (f"; receiving at most {args.receive_rate:g} MB/s" if args.receive_rate else "")
+            + (
+                f"; DICOM receiver {emulator.ae_title} on port {emulator.dicom_port}"
+                if args.dicom_port is not None
+                else ""
+            ),
             flush=True,
         )
         while not stop.wait(0.5):

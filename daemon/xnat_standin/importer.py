@@ -17,7 +17,7 @@ import logging
 import re
 import tarfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,6 +102,8 @@ class ImportJob:
     fast: bool = False  # benchmark-only shortcut for DICOM-zip entries (fastpath.py)
     headers_only: bool = False  # with fast: store each object only up to its header
     filters: SeriesFilters | None = None  # the series import filters (filterconfig.py)
+    # The identifier, when not route(): a DICOM receiver's routing expressions (scprouting).
+    router: Callable[[ImportJob, DicomHeader, Path], Placement] | None = None
     uris: list[str] = field(default_factory=list)
     rows: list[tuple[str, str, str]] = field(default_factory=list)
 
@@ -308,13 +310,17 @@ def _archive_request(job: ImportJob) -> ArchiveRequest:
     )
 
 
-def import_stored_file(job: ImportJob, path: Path, timestamp: str) -> PrearcRow | None:
-    """Hook for the inbox worker (inboxworker.py): one file already on the server through the
-    per-object importer, as ``GradualDicomImporter`` over a ``StoredFile``, named by its base
-    name. None: a series import filter dropped it. Raises EntryError (the object failed),
-    OSError (the file cannot be read) or ImportRefusedError (the site filter cannot be built)."""
+def import_stored_file(
+    job: ImportJob, path: Path, timestamp: str, name: str | None = None
+) -> PrearcRow | None:
+    """Hook for the inbox worker (inboxworker.py) and the DICOM receiver (dicomscp.py): one
+    file already on the server through the per-object importer, as ``GradualDicomImporter``
+    over a ``StoredFile``, named ``name`` (default: its base name). None: a series import
+    filter dropped it. Raises EntryError (the object failed), OSError (the file cannot be read)
+    or ImportRefusedError (the site filter cannot be built)."""
     with path.open("rb") as stream:
-        return _import_object(job, path.name, stream, timestamp, upload_options(job))
+        name = path.name if name is None else name
+        return _import_object(job, name, stream, timestamp, upload_options(job))
 
 
 def upload_options(job: ImportJob) -> UploadOptions:
@@ -391,7 +397,7 @@ def _import_object(
             header = read_header(temp)
         except NotDicomError:
             raise EntryError(f"unable to read DICOM object {name}", decode=True) from None
-        placement = route(job, header)
+        placement = route(job, header) if job.router is None else job.router(job, header, temp)
         if gate is not None and not _filter_keeps(gate, temp, placement.project, name):
             return None  # before the SOP UID checks, as in XNAT
         if not header.sop_class_uid:

@@ -12,8 +12,10 @@ import itertools
 import logging
 import re
 import urllib.parse
+from collections.abc import Callable
 from email.message import Message
 from pathlib import Path
+from typing import Any
 
 from . import pages
 from .auth import Auth, Outcome
@@ -85,6 +87,7 @@ class DataApi:
         filters: SeriesFilters | None = None,
         inbox_map: InboxMap | None = None,
         context_path: str = "",
+        preferences: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.keep_uploads = keep_uploads  # tests read the exact bytes a client sent
         self.fast = fast  # benchmark-only DICOM-zip shortcut (fastpath.py)
@@ -103,9 +106,13 @@ class DataApi:
         self.configs = ConfigResources(
             self.filters,
             store,
-            lambda: {"checksums": self.catalogs.checksums},
+            lambda: {
+                "checksums": self.catalogs.checksums,
+                **(preferences() if preferences is not None else {}),
+            },
             admin_preferences=self.inbox.admin_preferences,
         )
+        self.dicomscp: Callable[[], list[dict[str, Any]]] = list  # the Emulator's receivers
 
     def handle(self, call: Call) -> Reply:
         segments = call.segments
@@ -187,7 +194,23 @@ class DataApi:
             return self.configs.site_config(call, rest[1:])
         if rest[:1] == ["dicom"]:  # DicomTransactionApi: the inbox's requests (inbox.py)
             return self.inbox.xapi(call, rest[1:])
+        if rest[:1] == ["dicomscp"]:
+            return self._dicomscp(call, rest[1:])
         return pages.servlet_error_page(404, "Not Found")
+
+    def _dicomscp(self, call: Call, rest: list[str]) -> Reply:
+        """``DicomSCPApi``: the list for anyone signed in; one receiver (by id) admins only."""
+        if call.method != "GET":
+            return pages.servlet_error_page(405, "Method Not Allowed")
+        receivers = self.dicomscp()
+        if not rest:
+            return pages.json_reply(receivers)
+        if not self.filters.is_admin(call.user):
+            return pages.servlet_error_page(403, "Forbidden")
+        found = [r for r in receivers if len(rest) == 1 and str(r["id"]) == rest[0]]
+        if not found:
+            return pages.servlet_error_page(404, "Not Found")
+        return pages.json_reply(found[0])
 
     # -- /data routing ------------------------------------------------------------------
 

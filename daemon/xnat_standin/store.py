@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from .dicomheader import DicomHeader
 from .labels import (
@@ -70,6 +71,21 @@ _SESSION_TYPES = {
     "RF": "rf",
     "OPT": "opt",
 }
+
+
+def build_poll_seconds(idle_seconds: float) -> float:
+    """How often the idle builder looks (``sessionXmlRebuilderRepeat``, scaled down)."""
+    return min(1.0, max(0.05, idle_seconds / 5))
+
+
+def rebuilder_preferences(idle_seconds: float) -> dict[str, Any]:
+    """``sessionXmlRebuilderInterval`` (minutes: an int when whole, which XNAT's always is)
+    and ``sessionXmlRebuilderRepeat`` (ms) for an idle build after ``idle_seconds``."""
+    minutes = idle_seconds / 60
+    return {
+        "sessionXmlRebuilderInterval": int(minutes) if minutes.is_integer() else minutes,
+        "sessionXmlRebuilderRepeat": round(build_poll_seconds(idle_seconds) * 1000),
+    }
 
 
 class UnknownSessionError(Exception):
