@@ -32,7 +32,6 @@ from xnat_drop.core.errors import (
     InboxUnusableError,
     SessionChangedError,
     XnatRejectedError,
-    XnatTransientError,
 )
 from xnat_drop.core.inbox import (
     CANARY_PROOF,
@@ -229,7 +228,7 @@ class InboxTransport:
 
     def _wait(self, claim_id: str, staging: str, request: str) -> InboxRequest:
         """Poll the request until XNAT imported or failed it. Raises XnatRejectedError (Failed)
-        or XnatTransientError once it waited stall_seconds (the queue pauses)."""
+        or InboxUnusableError once it waited stall_seconds (the queue pauses)."""
         since, pause, status = self.monotonic(), FIRST_POLL, ""
         while True:
             found = self.client.inbox_request(request)
@@ -252,7 +251,7 @@ class InboxTransport:
     def _pace(self, since: float, stalled: str) -> None:
         if self.monotonic() - since >= self.config.stall_seconds:
             log.warning("%s", stalled)
-            raise XnatTransientError(stalled)
+            raise InboxUnusableError(stalled)  # the inbox pause: XNAT itself answers
         self.beat()
 
     def _session(self, target: Target, study_uid: str, request: InboxRequest) -> str:
