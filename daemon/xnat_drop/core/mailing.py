@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from xnat_drop.core.messages import Alert
 from xnat_drop.core.monitoring import NotifyConfig
-from xnat_drop.core.options import WebhookFormat
+from xnat_drop.core.seenoptions import WebhookFormat
 
 Channel = Literal["email", "webhook"]
 WEBHOOK = "webhook"  # the webhook's recipient name

@@ -9,14 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
-from xnat_drop.core.options import (
+from xnat_drop.core.schema import Section
+from xnat_drop.core.seenoptions import (
     NOTIFY_EVENTS,
     NotifyEvent,
     ShareStatus,
     SmtpSecurity,
     WebhookFormat,
 )
-from xnat_drop.core.schema import Section
 
 _ADDRESS = re.compile(r"^[^@\s,;<>\"]+@[^@\s,;<>\"]+$")
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")

@@ -32,7 +32,7 @@ from xnat_drop.core import mailing, messages
 from xnat_drop.core.backoff import backoff
 from xnat_drop.core.errors import StorageError
 from xnat_drop.core.mailing import Channel, Letter
-from xnat_drop.core.options import WebhookFormat
+from xnat_drop.core.seenoptions import WebhookFormat
 from xnat_drop.core.text import iso
 from xnat_drop.service import failpoints
 

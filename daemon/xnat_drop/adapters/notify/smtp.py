@@ -22,7 +22,7 @@ from types import TracebackType
 
 from xnat_drop import __version__
 from xnat_drop.adapters.notify import ChannelError
-from xnat_drop.core.options import SmtpSecurity
+from xnat_drop.core.seenoptions import SmtpSecurity
 from xnat_drop.core.shown import shown
 
 TIMEOUT = 30.0  # seconds per SMTP command: a hung server delays only the sender thread
