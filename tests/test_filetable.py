@@ -142,3 +142,13 @@ def test_texts_sorted_in_runs_on_disk_are_sorted(tmp_path: Path, count: int) -> 
     texts = [f"1.2.{rng.randrange(10**9)}" for _ in range(count)] + odd[: count % 6]
     assert list(sorted_texts(iter(texts), tmp_path, run=100)) == sorted(texts)
     assert os.listdir(tmp_path) == []
+
+
+def test_a_state_directory_that_cannot_be_written_is_a_storage_error(tmp_path: Path) -> None:
+    """Full or read-only: all work pauses (StorageError), the session is never failed."""
+    from xnat_drop.core.errors import StorageError
+
+    sink = FileSink(tmp_path / "missing", bound=10)
+    with pytest.raises(StorageError, match="cannot keep a large session's list of files"):
+        for f in facts(20):
+            sink.add(f)

@@ -17,7 +17,7 @@ from xnat_drop.adapters import configfile
 from xnat_drop.adapters.workers import InspectionPool
 from xnat_drop.adapters.xnat.client import connect
 from xnat_drop.core import config as config_mod
-from xnat_drop.core.errors import ConfigError, SessionChangedError, XnatError
+from xnat_drop.core.errors import ConfigError, SessionChangedError, StorageError, XnatError
 from xnat_drop.core.model import Policy, Verdict
 from xnat_drop.core.report import violation_json
 from xnat_drop.core.text import plural, size
@@ -57,6 +57,9 @@ def run_check(config_path: Path, folders: Sequence[str], *, as_json: bool, serve
                     f"xnat-drop check: {folder} changed while being read ({exc}); try again",
                     file=sys.stderr,
                 )
+                return EX_USAGE
+            except StorageError as exc:  # a large session's file list: see dicom/spill.py
+                print(f"xnat-drop check: {exc}", file=sys.stderr)
                 return EX_USAGE
             results.append((folder, judgement, None))
     if server:

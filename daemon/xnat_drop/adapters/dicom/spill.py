@@ -9,6 +9,8 @@ it goes when the last view of it does, or with the process.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import heapq
 import operator
 import os
@@ -22,6 +24,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from xnat_drop.core.errors import StorageError
 from xnat_drop.core.filetable import Shelved
 from xnat_drop.core.model import DicomHeader, FileFacts
 
@@ -48,7 +51,9 @@ class SpillShelf:
     block_size = BLOCK
 
     def __init__(self, folder: Path | None) -> None:
-        self._file = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 (lives with the shelf)
+        with _stored(folder):
+            self._file = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 (lives with the shelf)
+        self._folder = folder
         self._fd = self._file.fileno()
         weakref.finalize(self, self._file.close)
         self._spans = array("q")  # offset, length of each block
@@ -89,7 +94,10 @@ class SpillShelf:
         if not self._pending:
             return
         data = pickle.dumps(self._pending, protocol=pickle.HIGHEST_PROTOCOL)
-        os.pwrite(self._fd, data, self._end)
+        with _stored(self._folder):
+            written = os.pwrite(self._fd, data, self._end)
+            if written != len(data):
+                raise OSError(errno.ENOSPC, "a short write")
         self._spans.extend((self._end, len(data)))
         self._end += len(data)
         self._pending = []
@@ -99,7 +107,9 @@ class SpillShelf:
         if recent is not None:
             return recent
         offset, length = self._spans[2 * number], self._spans[2 * number + 1]
-        rows = pickle.loads(os.pread(self._fd, length, offset))  # noqa: S301 (our own file)
+        with _stored(self._folder):
+            data = os.pread(self._fd, length, offset)
+        rows = pickle.loads(data)  # noqa: S301 (our own file, written above)
         patterns = self._patterns
         files = []
         for row in rows:
@@ -157,18 +167,19 @@ def sorted_texts(texts: Iterable[str], folder: Path | None, run: int = BOUND) ->
     for text in texts:
         batch.append(text)
         if len(batch) >= run:
-            if spilled is None:
-                spilled = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 (closed below)
-            start = spilled.seek(0, os.SEEK_END)
-            for item in sorted(batch):
-                data = item.encode("utf-8", "surrogatepass")
-                spilled.write(len(data).to_bytes(4, "big") + data)
-            runs.append((start, spilled.tell() - start))
+            with _stored(folder):
+                if spilled is None:
+                    spilled = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 (closed below)
+                start = spilled.seek(0, os.SEEK_END)
+                for item in sorted(batch):
+                    data = item.encode("utf-8", "surrogatepass")
+                    spilled.write(len(data).to_bytes(4, "big") + data)
+                runs.append((start, spilled.tell() - start))
             batch = []
     if spilled is None:
         yield from sorted(batch)
         return
-    with spilled:
+    with spilled, _stored(folder):
         spilled.flush()  # the runs are read back from the file itself (pread)
         yield from heapq.merge(sorted(batch), *(_run(spilled.fileno(), *r) for r in runs))
 
@@ -188,3 +199,16 @@ def _run(fd: int, offset: int, length: int) -> Iterator[str]:
         size = int.from_bytes(pending[:4], "big")
         yield pending[4 : 4 + size].decode("utf-8", "surrogatepass")
         pending = pending[4 + size :]
+
+
+@contextlib.contextmanager
+def _stored(folder: Path | None) -> Iterator[None]:
+    """OSError as StorageError: a full or read-only state directory pauses all work, loudly,
+    and the session waits; it is never a reason to fail it."""
+    try:
+        yield
+    except OSError as exc:
+        where = folder or "the temporary folder"
+        raise StorageError(
+            f"cannot keep a large session's list of files in {where}: {exc.strerror or exc}"
+        ) from exc
