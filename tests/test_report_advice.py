@@ -14,7 +14,7 @@ from typing import get_args
 
 import pytest
 
-from xnat_drop.core import completeness, depth, importfilter
+from xnat_drop.core import completeness, cstore, depth, importfilter
 from xnat_drop.core.config import (
     DEFAULT_RESOURCES,
     DEFAULT_RULES,
@@ -277,6 +277,13 @@ SAMPLES: list[tuple[str, Violation]] = [
             "XNAT accepted the upload but answered with no session: nothing was imported.",
         ),
     ),
+    (
+        "cstore-unsupported",
+        cstore.unsupported(
+            "Grayscale Softcopy Presentation State Storage", "Explicit VR Little Endian", 2
+        ),
+    ),
+    ("routing-failed", cstore.routing_failed(4, "P1")),
     (
         "xnat-unassigned",
         rejected(

@@ -27,6 +27,7 @@ DAEMON = ROOT / "daemon"
 # webhook's client errors, so two).
 ADAPTERS: dict[str, str | tuple[str, ...]] = {
     "pydicom": "xnat_drop.adapters.dicom",
+    "pynetdicom": "xnat_drop.adapters.dicom.cstore",
     "requests": "xnat_drop.adapters.xnat",
     "urllib3": "xnat_drop.adapters.xnat",
     "watchdog": "xnat_drop.adapters.watcher",

@@ -54,6 +54,13 @@ class InboxUnusableError(XnatTransientError):
     the log; the sessions wait in the work folder, never in failed/."""
 
 
+class ReceiverRefusedError(XnatTransientError):
+    """XNAT's DICOM receiver rejects xnat-drop's association for its AE titles (the calling
+    AE is not on its whitelist, or no receiver has the called AE): delivery pauses like an
+    outage, with this sentence in the status and the log, until a C-ECHO is accepted; the
+    sessions wait in the work folder, never in failed/."""
+
+
 class XnatServerError(XnatError):
     """A 500 that is not a known refusal: an outage, or this session's fault. The loop probes
     XNAT to tell which: outage (wait) or an attempt spent on this session."""

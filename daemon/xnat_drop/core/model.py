@@ -60,6 +60,8 @@ Rule = Literal[
     "resource-label",
     "resource-name",
     "dicom-in-resources",
+    "cstore-unsupported",
+    "routing-failed",
 ]
 
 

@@ -62,6 +62,8 @@ RULE_TITLES = {
     "resource-label": "Resource folders XNAT cannot use or the lab does not list",
     "resource-name": "Resource file names XNAT would not keep as they are",
     "dicom-in-resources": "DICOM files in the resources folder",
+    "cstore-unsupported": "Objects XNAT's DICOM receiver does not accept",
+    "routing-failed": "Sent to XNAT's DICOM receiver, but not found in the project",
 }
 # What to do, said once for a rule broken by several files or series.
 RULE_ADVICE = {
@@ -149,6 +151,8 @@ RULE_REMEDIES: dict[str, Remedy] = {
     "resource-label": Remedy.FIX,  # another folder name (CHOICE when not in resources.labels)
     "resource-name": Remedy.FIX,
     "dicom-in-resources": Remedy.FIX,  # move it into the image folders
+    "cstore-unsupported": Remedy.CHOICE,  # leave the files out, or the HTTP import
+    "routing-failed": Remedy.ADMIN,  # the session is in Unassigned: the administrator moves it
 }
 # The strongest remedy among a report's problems chooses the "What to do" text; the others'
 # fixes are asked for in it (`{fix}`). Fields: {location}, {incoming}, {parent}.
