@@ -122,6 +122,8 @@ def test_a_clean_session_lands_in_the_prearchive_of_the_project_in_patient_comme
     stores = emu.dicom_stores()
     assert [s.stored for s in stores] == [True] * 4
     assert {(s.calling_ae, s.called_ae) for s in stores} == {("DROP", "XNAT")}
+    # The negotiated syntax, whole: the files are sent as they are (explicit VR little endian).
+    assert {s.transfer_syntax for s in stores} == {"1.2.840.10008.1.2.1"}
 
 
 def test_the_order_of_the_places_xnat_looks_in(emu: Emulator, tmp_path: Path) -> None:

@@ -164,7 +164,7 @@ class DicomScp:
             called_ae=peer.receiver.ae_title if peer else "",
             sop_class_uid=str(request.AffectedSOPClassUID),
             sop_instance_uid=str(request.AffectedSOPInstanceUID),
-            transfer_syntax=str(context.transfer_syntax[0]),
+            transfer_syntax=str(context.transfer_syntax),  # one UID (a str)
             status=OUT_OF_RESOURCES,
         )
         if peer is None:  # stopped under way
