@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,15 +51,7 @@ class Fault:
     @classmethod
     def from_json(cls, data: object) -> Fault:
         """Build a Fault from a JSON object; raises ValueError on unknown or mistyped keys."""
-        if not isinstance(data, dict):
-            raise ValueError("a fault is a JSON object")
-        known = {field.name for field in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown fault fields: {', '.join(unknown)}")
-        fault = cls(**data)
-        fault.validate()
-        return fault
+        return from_json(cls, data, "fault")
 
     def validate(self) -> None:
         checks = (
@@ -130,3 +122,24 @@ class FaultBook:
     def pending(self) -> list[Fault]:
         with self._lock:
             return [entry[0] for entry in self._entries]
+
+
+class _Checked(Protocol):
+    def validate(self) -> None: ...
+
+
+_F = TypeVar("_F", bound=_Checked)
+
+
+def from_json(cls: type[_F], data: object, what: str) -> _F:
+    """A fault dataclass `cls` from a JSON object (the control API's body), checked by its
+    own `validate`; raises ValueError on unknown or mistyped keys. `what` names it in words."""
+    if not isinstance(data, dict):
+        raise ValueError(f"a {what} is a JSON object")
+    known = {field.name for field in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {what} fields: {', '.join(unknown)}")
+    fault = cls(**data)
+    fault.validate()
+    return fault

@@ -7,8 +7,10 @@ handler does with a server path, so they match on that path instead.
 from __future__ import annotations
 
 import threading
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
+
+from . import faults
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,15 +46,7 @@ class InboxFault:
     @classmethod
     def from_json(cls, data: object) -> InboxFault:
         """Build one from a JSON object; raises ValueError on unknown or mistyped keys."""
-        if not isinstance(data, dict):
-            raise ValueError("an inbox fault is a JSON object")
-        known = {field.name for field in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown inbox fault fields: {', '.join(unknown)}")
-        fault = cls(**data)
-        fault.validate()
-        return fault
+        return faults.from_json(cls, data, "inbox fault")
 
     def validate(self) -> None:
         effects = [self.stuck is True, self.fail is not None, bool(self.invisible_seconds)]

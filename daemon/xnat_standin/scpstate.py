@@ -8,9 +8,10 @@ C-STOREs the receiver gets from the moment the fault is added (``nth=1``: the ne
 from __future__ import annotations
 
 import threading
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
+from . import faults
 from .scpconfig import DicomReceiver
 
 MAX_RECORDS = 10_000
@@ -72,14 +73,7 @@ class ScpFault:
     @classmethod
     def from_json(cls, data: object) -> ScpFault:
         """Build one from a JSON object; raises ValueError on unknown or mistyped keys."""
-        if not isinstance(data, dict):
-            raise ValueError("a DICOM fault is a JSON object")
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown DICOM fault fields: {', '.join(unknown)}")
-        fault = cls(**data)
-        fault.validate()
-        return fault
+        return faults.from_json(cls, data, "DICOM fault")
 
 
 def _is_status(value: object) -> bool:
