@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from conftest import (
     stop_daemon,
     wait_until,
 )
+from hostile_lab import LAB_GID, LAB_UID, SERVICE_GID, SERVICE_UID, as_user, needs_root
 
 REL = (PROJECT, "S01", "S01_MR1")
 SCANS = [SeriesSpec(1, "localizer", images=3), SeriesSpec(2, "T1_MPRAGE", images=4)]
@@ -387,3 +389,65 @@ def test_a_staged_file_written_during_the_import_is_never_kept_in_xnat(
     [session] = emulator.prearchive()  # the session made of the changed bytes is gone
     assert (session.file_count, session.status) == (7, "READY")
     assert inbox_entries(inbox) == [PROJECT]
+
+
+_STAGE_AS_SERVICE = """
+import errno, sys
+from pathlib import Path
+from xnat_drop.adapters.fs import inboxstage
+from xnat_drop.core.inbox import staging_sentence
+from xnat_drop.core.model import FileFacts, FileKind
+source, inbox, link = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+files = [FileFacts("IM1.dcm", 4, FileKind.DICOM)]
+try:
+    inboxstage.stage(source, files, inbox, "P1", "c1", link)
+except OSError as exc:
+    print(errno.errorcode[exc.errno], staging_sentence(inbox, link, exc.errno, str(exc)))
+else:
+    print("staged")
+"""
+
+
+@needs_root
+@pytest.mark.skipif(
+    Path("/proc/sys/fs/protected_hardlinks").read_text().strip() != "1",
+    reason="the kernel's fs.protected_hardlinks is off here",
+)
+@pytest.mark.parametrize("link", ["hardlink", "copy"])
+def test_files_a_lab_member_owns_cannot_be_hard_linked_by_the_service(link: str) -> None:
+    """As the lab runs it: the service is its own user, the dropped file a lab member's (mode
+    0644). The kernel refuses the link (protected_hardlinks): the sentence says what to do;
+    copies work."""
+    base = Path(tempfile.mkdtemp(prefix="xnat-drop-inbox-", dir="/tmp"))
+    base.chmod(0o755)  # pytest's own tmp_path is root's alone: the service must reach this
+    try:
+        _stage_as_service(base, link)
+    finally:
+        shutil.rmtree(base)
+
+
+def _stage_as_service(base: Path, link: str) -> None:
+    source, inbox = base / "claimed", base / "inbox"
+    source.mkdir(mode=0o755)
+    (source / "IM1.dcm").write_bytes(b"DICM")
+    os.chown(source / "IM1.dcm", LAB_UID, LAB_GID)
+    (source / "IM1.dcm").chmod(0o644)
+    inbox.mkdir(mode=0o755)
+    os.chown(inbox, SERVICE_UID, SERVICE_GID)
+    command = [*as_user(SERVICE_UID, SERVICE_GID), sys.executable, "-c", _STAGE_AS_SERVICE]
+    result = subprocess.run(
+        [*command, str(source), str(inbox), link],
+        capture_output=True,
+        text=True,
+        env=daemon_env(),
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    if link == "copy":
+        assert result.stdout.strip() == "staged"
+        assert (inbox / PROJECT / "xnat-drop-c1" / "IM1.dcm").read_bytes() == b"DICM"
+    else:
+        assert result.stdout.startswith("EPERM ")
+        assert 'set inbox.link = "copy"' in result.stdout
+        assert not list((inbox / PROJECT).iterdir())  # nothing half-staged is left

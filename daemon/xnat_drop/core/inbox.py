@@ -9,6 +9,7 @@ makes the files, service/inbox.py drives the requests.
 
 from __future__ import annotations
 
+import errno
 import posixpath
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,3 +127,24 @@ def stalled_sentence(request: str, status: str, waited: float) -> str:
         "XNAT's import queue looks stalled (ask the XNAT administrator to check its JMS "
         "queue and logs). The session waits in the work folder and is watched again later."
     )
+
+
+def staging_sentence(root: Path, link: str, error: int, detail: str) -> str:
+    """Why the session could not be staged in the inbox (`error` an errno), and what fixes it.
+    Inbox delivery pauses on it: each is the setup's, never the session's."""
+    if link == "hardlink" and error == errno.EXDEV:
+        return (
+            f"inbox.root ({root}) is on another filesystem than the drop tree, and hard links "
+            "cannot cross filesystems: put it on the drop tree's filesystem or set inbox.link "
+            '= "copy". Inbox delivery is paused.'
+        )
+    if link == "hardlink" and error == errno.EPERM:
+        # fs.protected_hardlinks = 1 (the default): only the owner of a file, or one who may
+        # read and write it, may link it. Lab members own what they drop.
+        return (
+            "the kernel refuses xnat-drop hard links to files it does not own "
+            "(fs.protected_hardlinks = 1, the usual default): lab members' files must be "
+            'readable and writable by the service (a shared group), or set inbox.link = "copy". '
+            "Inbox delivery is paused."
+        )
+    return f"cannot stage the session in inbox.root ({root}): {detail}. Inbox delivery is paused."

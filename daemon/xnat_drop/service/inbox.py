@@ -18,7 +18,6 @@ of the inbox it mounts too (xnat-api-round2.md §4; issue 18).
 
 from __future__ import annotations
 
-import errno
 import logging
 import threading
 import time
@@ -40,6 +39,7 @@ from xnat_drop.core.inbox import (
     failed_sentence,
     phase,
     staging_name,
+    staging_sentence,
     stalled_sentence,
 )
 from xnat_drop.core.model import Policy, Remedy, Target, Violation
@@ -198,15 +198,8 @@ class InboxTransport:
         except SessionChangedError:
             raise
         except OSError as exc:
-            inboxstage.remove(self.config.root, parcel.target.project, parcel.claim_id)
-            if exc.errno == errno.EXDEV:
-                sentence = (
-                    f"inbox.root ({self.config.root}) is on another filesystem than the drop "
-                    "tree, and hard links cannot cross filesystems: put it on the drop tree's "
-                    'filesystem or set inbox.link = "copy". Inbox delivery is paused.'
-                )
-            else:
-                sentence = f"cannot stage the session in inbox.root ({self.config.root}): {exc}"
+            config = self.config
+            sentence = staging_sentence(config.root, config.link, exc.errno or 0, str(exc))
             log.error("%s", sentence)
             raise InboxUnusableError(sentence) from exc
 

@@ -48,21 +48,26 @@ def stage(
     removed first (XNAT was never asked to import it: the caller knows).
 
     Raises SessionChangedError when a file is not the one inspection judged, OSError (EXDEV
-    for a link across filesystems) when the inbox refuses.
+    for a link across filesystems, EPERM for a link to a file the kernel protects) when the
+    inbox refuses; either way nothing of it is left in the inbox.
     """
     with Dir.open(root) as inbox, inbox.child(project, create=True) as folder:
         trusted(folder)
         discard(folder, claim_id)
         building = building_name(claim_id)
-        with (
-            folder.child(building, create=True) as top,
-            Dir.open(source) as claimed,
-            Beneath(claimed) as reader,
-            _Writer(top) as writer,
-        ):
-            for facts in files:
-                _place(reader, writer, facts, link)
-                progress()
+        try:
+            with (
+                folder.child(building, create=True) as top,
+                Dir.open(source) as claimed,
+                Beneath(claimed) as reader,
+                _Writer(top) as writer,
+            ):
+                for facts in files:
+                    _place(reader, writer, facts, link)
+                    progress()
+        except BaseException:
+            discard(folder, claim_id)  # nothing half-staged stays in XNAT's inbox
+            raise
         folder.move(building, folder, staging_name(claim_id))
 
 
