@@ -14,7 +14,7 @@ from typing import Any, get_args, get_type_hints
 import pytest
 
 from xnat_drop.core import config as config_mod
-from xnat_drop.core import inbox, linkpace, monitoring
+from xnat_drop.core import cstore, inbox, linkpace, monitoring, xnatconfig
 from xnat_drop.core.config import Config, parse
 from xnat_drop.core.errors import ConfigError
 from xnat_drop.core.monitoring import NotifyConfig, StatusConfig
@@ -148,8 +148,9 @@ READ_BACK: dict[str, Callable[[Config], str]] = {
     "notify.smtp_security": lambda c: c.notify.smtp_security,
     "notify.webhook": lambda c: c.notify.webhook,
     "zip.compression": lambda c: c.zip.compression,
-    "xnat.transport": lambda c: "import" if c.inbox is None else "inbox",
+    "xnat.transport": lambda c: "inbox" if c.inbox else ("cstore" if c.cstore else "import"),
     "inbox.link": lambda c: c.inbox.link if c.inbox else "",
+    "cstore.routing": lambda c: c.cstore.routing if c.cstore else "",
     **{
         f"rules.{rule}": (lambda c, rule=rule: c.rules.policy(rule).value)
         for rule in config_mod.EXCLUDABLE_RULES
@@ -167,8 +168,8 @@ def test_every_option_with_choices_is_read_back() -> None:
 )
 def test_every_choice_is_accepted(option: Option, choice: str) -> None:
     data = with_key(option.table, option.name, choice)
-    if option.table == "inbox":  # read only for the inbox transport
-        data["xnat"]["transport"] = "inbox"
+    if option.table in ("inbox", "cstore"):  # read only for their transport
+        data["xnat"]["transport"] = option.table
     config = parsed(data)
     assert READ_BACK[option.key](config) == choice
     assert type(READ_BACK[option.key](config)) is str  # plain strings, as before the Literals
@@ -184,8 +185,8 @@ def test_a_value_outside_the_choices_is_refused(option: Option) -> None:
 # The Literal type of each Config field that holds a choice, and the option it comes from.
 LITERAL_FIELDS = [
     (config_mod.WatchConfig, "observer", "watch.observer"),
-    (config_mod.XnatConfig, "destination", "xnat.destination"),
-    (config_mod.XnatConfig, "on_existing", "xnat.on_existing"),
+    (xnatconfig.XnatConfig, "destination", "xnat.destination"),
+    (xnatconfig.XnatConfig, "on_existing", "xnat.on_existing"),
     (Config, "log_level", "log.level"),
     (config_mod.RulesConfig, "incomplete_series", "rules.incomplete-series"),
     (config_mod.RulesConfig, "series_import_filter", "rules.series-import-filter"),
@@ -195,13 +196,22 @@ LITERAL_FIELDS = [
     (NotifyConfig, "webhook", "notify.webhook"),
     (linkpace.ZipConfig, "compression", "zip.compression"),
     (inbox.InboxConfig, "link", "inbox.link"),
+    (cstore.CStoreConfig, "routing", "cstore.routing"),
 ]
 
 
 @pytest.mark.parametrize(("cls", "field", "key"), LITERAL_FIELDS)
 def test_the_configs_literal_types_are_the_tables_choices(cls: type, field: str, key: str) -> None:
     hint = get_type_hints(
-        cls, {**vars(config_mod), **vars(monitoring), **vars(linkpace), **vars(inbox)}
+        cls,
+        {
+            **vars(config_mod),
+            **vars(monitoring),
+            **vars(linkpace),
+            **vars(inbox),
+            **vars(xnatconfig),
+            **vars(cstore),
+        },
     )[field]
     assert get_args(hint) == next(o.choices for o in OPTIONS if o.key == key)
 

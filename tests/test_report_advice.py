@@ -20,7 +20,6 @@ from xnat_drop.core.config import (
     DEFAULT_RULES,
     ResourcesConfig,
     RoutingConfig,
-    XnatConfig,
 )
 from xnat_drop.core.errors import XnatRejectedError
 from xnat_drop.core.model import (
@@ -44,6 +43,7 @@ from xnat_drop.core.report import RULE_REMEDIES, Report, render_text
 from xnat_drop.core.routing import route
 from xnat_drop.core.rules import evaluate, unknown_project
 from xnat_drop.core.seriesfilter import DEFAULT_TAG, decide, from_config
+from xnat_drop.core.xnatconfig import XnatConfig
 from xnat_drop.service.resourcestep import conflict_words, partial_failure, resources_unsupported
 
 MR = "1.2.840.10008.5.1.4.1.1.4"
@@ -284,6 +284,15 @@ SAMPLES: list[tuple[str, Violation]] = [
         ),
     ),
     ("routing-failed", cstore.routing_failed(4, "P1")),
+    (
+        "cstore-unrouted",
+        cstore.unrouted(
+            [FileFacts("1/a.dcm", 10, FileKind.DICOM, header=header(1))],
+            Target("P1", "S1", "E1"),
+            auto_archive=False,
+        )
+        or pytest.fail("routed"),
+    ),
     (
         "xnat-unassigned",
         rejected(

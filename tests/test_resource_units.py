@@ -12,9 +12,9 @@ import pytest
 from xnat_drop.adapters.fs.beneath import stamp
 from xnat_drop.adapters.fs.filebody import FileBody
 from xnat_drop.adapters.xnat.resourcecalls import _duplicates
-from xnat_drop.core.config import XnatConfig
 from xnat_drop.core.errors import SessionChangedError
 from xnat_drop.core.model import ResourceFile, Target, Verdict
+from xnat_drop.core.xnatconfig import XnatConfig
 from xnat_drop.service.resourcestep import resources_unsupported
 
 

@@ -1,4 +1,4 @@
-"""A claimed folder is filed only as inspection read it (attempt._unchanged_since_inspection):
+"""A claimed folder is filed only as inspection read it (service/unchanged.py):
 compared side by side with a new walk, for files kept in memory and on disk alike."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 
 from xnat_drop.adapters.dicom.inspection import inspect
 from xnat_drop.core.errors import SessionChangedError
-from xnat_drop.service.attempt import _unchanged_since_inspection
+from xnat_drop.service.unchanged import unchanged_since_inspection
 
 
 def folder_of(tmp_path: Path) -> Path:
@@ -44,7 +44,7 @@ def check(folder: Path, bound: int | None, change: str, tmp_path: Path) -> None:
         (folder / "b" / "Thumbs.db").write_bytes(b"x")
     elif change == "junk-gone":
         (folder / "a" / ".DS_Store").unlink()
-    _unchanged_since_inspection(folder, session)
+    unchanged_since_inspection(folder, session)
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,7 @@ from xnat_drop.adapters.fs.zipstream import BundleEntry, ZipStream
 from xnat_drop.adapters.xnat import connection as xnat_mod
 from xnat_drop.adapters.xnat.client import XnatClient
 from xnat_drop.adapters.xnat.connection import trust_store
-from xnat_drop.core.config import CERTIFI, XnatConfig, parse
+from xnat_drop.core.config import parse
 from xnat_drop.core.errors import (
     ConfigError,
     XnatRejectedError,
@@ -34,6 +34,7 @@ from xnat_drop.core.errors import (
     XnatUnexpectedAnswerError,
 )
 from xnat_drop.core.model import Target
+from xnat_drop.core.xnatconfig import CERTIFI, XnatConfig
 from xnat_standin import Emulator, Fault
 from xnat_standin.demo.samples import SeriesSpec, write_session
 

@@ -12,7 +12,6 @@ from xnat_drop.adapters.fs.zipstream import BundleEntry, ZipStream
 from xnat_drop.adapters.xnat.answers import error_message
 from xnat_drop.adapters.xnat.client import XnatClient
 from xnat_drop.adapters.xnat.connection import USER_AGENT
-from xnat_drop.core.config import XnatConfig
 from xnat_drop.core.errors import (
     XnatAuthError,
     XnatRejectedError,
@@ -20,6 +19,7 @@ from xnat_drop.core.errors import (
     XnatTransientError,
 )
 from xnat_drop.core.model import Target
+from xnat_drop.core.xnatconfig import XnatConfig
 from xnat_standin import Emulator, Fault
 from xnat_standin.demo.samples import SeriesSpec, write_session
 

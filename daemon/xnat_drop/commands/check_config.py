@@ -18,20 +18,22 @@ from pathlib import Path
 
 from xnat_drop.adapters import configfile
 from xnat_drop.adapters.fs import startup
-from xnat_drop.adapters.fs.inboxstage import root_problems
 from xnat_drop.adapters.ledger import FILE_NAME as LEDGER_FILE
 from xnat_drop.adapters.notify import secrets as notify_secrets
 from xnat_drop.adapters.xnat.client import XnatClient, connect
 from xnat_drop.core.config import Config
+from xnat_drop.core.cstore import CStoreConfig
 from xnat_drop.core.errors import (
     ConfigError,
     XnatAuthError,
+    XnatRejectedError,
     XnatServerError,
     XnatTlsError,
     XnatTransientError,
     XnatUnexpectedAnswerError,
 )
 from xnat_drop.core.text import duration, iso
+from xnat_drop.service import transportcheck
 from xnat_drop.service.availability import RENEW, TOKEN_WARNING
 from xnat_drop.service.judge import check_keywords
 from xnat_drop.service.notify import describe
@@ -46,9 +48,7 @@ def check_config(config_path: Path, *, offline: bool = False) -> int:
     # nor test the service user's permissions (systemd-run can: README, step 5).
     as_root = os.geteuid() == 0
     problems = startup.problems(cfg.paths, LEDGER_FILE, any_owner=as_root)
-    if cfg.inbox is not None:  # issue 18: the inbox's root, as `run` checks it
-        inbox = cfg.inbox
-        problems += root_problems(inbox.root, cfg.paths.work, inbox.link, try_link=False)
+    problems += transportcheck.problems(cfg, try_link=False)  # the inbox, C-STORE
     client: XnatClient | None = None
     try:
         client = connect(cfg.xnat, env)
@@ -65,6 +65,9 @@ def check_config(config_path: Path, *, offline: bool = False) -> int:
         xnat = "not contacted (--offline)" if offline else _contact(client, cfg, config_path)
         if cfg.inbox is not None and not offline and not xnat.startswith("NOT CHECKED"):
             _auto_archive_warnings(client, cfg.inbox.root)
+        receiver = ""
+        if cfg.cstore is not None:
+            receiver = "not contacted" if offline else _receiver(client, cfg.cstore)
     print(f"{config_path}: OK")
     print(f"  XNAT      {cfg.xnat.url} as {client.user} (secret from {client.secret_source})")
     print(f"            {xnat}")
@@ -76,6 +79,9 @@ def check_config(config_path: Path, *, offline: bool = False) -> int:
     if cfg.inbox is not None:
         where = f"{cfg.inbox.root} = {cfg.inbox.server_path} on XNAT"
         print(f"  inbox     {where}, {cfg.inbox.link} (proven by XNAT at each project's first use)")
+    if cfg.cstore is not None:
+        c = cfg.cstore
+        print(f"  cstore    {c.called_ae} at {c.host}:{c.port} as {c.calling_ae}; {receiver}")
     _monitoring(cfg)
     for i, line in enumerate(describe(cfg.notify, notify)):
         print(f"  {'notify' if i == 0 else '':8}  {line}")
@@ -109,6 +115,29 @@ def _contact(client: XnatClient, cfg: Config, config_path: Path) -> str:
         if left < TOKEN_WARNING:
             _warn(f"the XNAT alias token expires in {duration(max(0.0, left))}; renew it: {RENEW}")
     return words
+
+
+def _receiver(client: XnatClient, config: CStoreConfig) -> str:
+    """XNAT's DICOM receiver in words: listed and enabled, and answering C-ECHO; what is
+    wrong is a warning (the daemon pauses delivery until it is fixed, never fails a session)."""
+    from xnat_drop.service import cstore  # noqa: PLC0415 (the cstore extra, checked above)
+
+    try:
+        rows = client.dicom_receivers()
+    except (XnatTransientError, XnatServerError, XnatRejectedError, XnatAuthError):
+        rows = None
+    for warning in cstore.routing_warnings(config, rows):
+        _warn(warning)
+    problem = cstore.receiver_problem(config, rows)
+    if problem is not None:
+        _warn(problem)
+        return "NOT USABLE (see the warning)"
+    try:
+        cstore.echo(config)
+    except XnatTransientError as exc:
+        _warn(f"XNAT's DICOM receiver did not answer C-ECHO: {exc}")
+        return "NOT CHECKED: no C-ECHO answer"
+    return "C-ECHO answered"
 
 
 def _monitoring(cfg: Config) -> None:

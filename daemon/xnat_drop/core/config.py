@@ -11,9 +11,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal, cast
-from urllib.parse import urlsplit
+from typing import Any, cast
 
+from xnat_drop.core.cstore import AS_IS_KEYWORDS, CStoreConfig, parse_cstore
 from xnat_drop.core.errors import ConfigError
 from xnat_drop.core.inbox import InboxConfig, parse_inbox
 from xnat_drop.core.linkpace import ZipConfig, parse_zip
@@ -23,7 +23,6 @@ from xnat_drop.core.monitoring import (
     NotifyConfig,
     PageConfig,
     StatusConfig,
-    is_loopback,
     parse_metrics,
     parse_notify,
     parse_page,
@@ -39,16 +38,15 @@ from xnat_drop.core.options import (
     OPTIONS,
     REJECT_ONLY_RULES,
     ROUTING_SOURCES,
-    Destination,
     IncompleteSeries,
     LogLevel,
     Observer,
     OnConflict,
-    OnExisting,
     RoutingSource,
     SeriesFilterPolicy,
 )
 from xnat_drop.core.schema import KEYWORD, Section, read
+from xnat_drop.core.xnatconfig import XnatConfig, parse_xnat
 
 DEFAULT_PATH = Path("/etc/xnat-drop/config.toml")
 LABELS = ("project", "subject", "session")
@@ -75,23 +73,6 @@ class WatchConfig:
     settle: float
     ready_marker: str = ""  # a file that must exist in a session before it is taken
     max_settle: float = 6 * 3600.0  # a folder still changing after this raises an alarm
-
-
-# xnat.ca_bundle value for the CA bundle of the certifi package (what requests ships with).
-CERTIFI: Final = "certifi"
-
-
-@dataclass(frozen=True, slots=True)
-class XnatConfig:
-    url: str
-    secret_file: Path | None
-    verify_tls: bool
-    ca_bundle: Path | Literal["certifi"] | None  # None: the system's CA store
-    connect_timeout: float
-    read_timeout: float
-    destination: Destination = "prearchive"  # built, verified, left READY; "archive": committed
-    on_existing: OnExisting = "reject"  # the session already exists in XNAT
-    check_interval: float = 900.0  # seconds between checks of the account (login, token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,11 +181,15 @@ class Config:
     notify: NotifyConfig = NotifyConfig()  # noqa: RUF009
     zip: ZipConfig = ZipConfig()  # noqa: RUF009
     inbox: InboxConfig | None = None  # xnat.transport = "inbox"; None: the zip over HTTP
+    cstore: CStoreConfig | None = None  # xnat.transport = "cstore"
 
     @property
     def dicom_keywords(self) -> tuple[str, ...]:
         """Every extra DICOM attribute that inspection must read for rules and routing."""
-        return tuple(dict.fromkeys(self.routing.dicom_keywords + self.rules.dicom_keywords))
+        wanted = self.routing.dicom_keywords + self.rules.dicom_keywords
+        if self.cstore is not None and self.cstore.routing == "as-is":
+            wanted += AS_IS_KEYWORDS  # checked against the target before sending
+        return tuple(dict.fromkeys(wanted))
 
 
 DEFAULT_RULES = RulesConfig(tuple((rule, Policy.REJECT) for rule in EXCLUDABLE_RULES))
@@ -231,7 +216,7 @@ def parse(
     sections, problems = read(data, OPTIONS, refused=_REFUSED)
     paths = _parse_paths(sections["paths"], base, env)
     watch = _parse_watch(sections["watch"])
-    xnat = _parse_xnat(sections["xnat"], base)
+    xnat = parse_xnat(sections["xnat"], base)
     routing = _parse_routing(sections["routing"])
     rules = _parse_rules(sections["rules"])
     retry = _parse_retry(sections["retry"])
@@ -244,7 +229,9 @@ def parse(
     metrics = parse_metrics(sections["metrics"], base)
     notify = parse_notify(sections["notify"], base)
     packing = parse_zip(sections["zip"])
-    inbox = parse_inbox(sections["inbox"], sections["xnat"].text("transport"), base)
+    transport = sections["xnat"].text("transport")
+    inbox = parse_inbox(sections["inbox"], transport, base)
+    cstore = parse_cstore(sections["cstore"], transport, sections["xnat"].text("url"))
     if problems or paths is None or xnat is None:
         raise ConfigError(problems or ["configuration incomplete"], source)
     return Config(
@@ -265,6 +252,7 @@ def parse(
         notify,
         packing,
         inbox,
+        cstore,
     )
 
 
@@ -313,66 +301,6 @@ def _parse_watch(t: Section) -> WatchConfig:
         t.text("ready_marker"),
         t.seconds("max_settle_seconds"),
     )
-
-
-def _parse_xnat(t: Section, base: Path) -> XnatConfig | None:
-    url = t.text("url")
-    verify = t.flag("verify_tls")
-    ca_bundle = _parse_ca_bundle(t, base)
-    if not url:
-        t.problem("url", "required: the XNAT base URL, e.g. https://xnat.example.org")
-        return None
-    problem = _url_problem(url, t.flag("allow_plain_http"))
-    if problem:
-        t.problem("url", problem)
-    if ca_bundle is not None and not verify:
-        t.problem("ca_bundle", "is ignored while verify_tls = false; remove one of them")
-    return XnatConfig(
-        url.rstrip("/"),
-        t.path("secret_file", base),
-        verify,
-        ca_bundle,
-        t.seconds("connect_timeout_seconds"),
-        t.seconds("read_timeout_seconds"),
-        cast(Destination, t.text("destination")),
-        cast(OnExisting, t.text("on_existing")),
-        t.seconds("check_interval_seconds"),
-    )
-
-
-def _parse_ca_bundle(t: Section, base: Path) -> Path | Literal["certifi"] | None:
-    """xnat.ca_bundle: "" is the system's store (None), "certifi" certifi's, else a PEM file."""
-    value = t.text("ca_bundle")
-    if not value:
-        return None
-    if value == CERTIFI:
-        return CERTIFI
-    path = base / Path(value).expanduser()
-    if not path.is_file():
-        # requests would only find out at the first upload, and then not as a TLS problem.
-        t.problem(
-            "ca_bundle",
-            f'no such file: {path} (give a PEM file of CA certificates, "certifi", '
-            'or "" for the system\'s store)',
-        )
-    return path
-
-
-def _url_problem(url: str, plain_http: bool) -> str:
-    """Why `url` is unusable as an XNAT base URL, or "" when it is fine."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        return f"must be an https:// URL with a host name, got {url!r}"
-    if parts.username or parts.password:
-        return "must not contain credentials; put them in the secret file"
-    if parts.query or parts.fragment:
-        return "must not contain a query or fragment"
-    if parts.scheme == "http" and not plain_http and not is_loopback(parts.hostname):
-        return (
-            "plain http:// would send the XNAT password in clear text; use https:// "
-            "(or set xnat.allow_plain_http = true for a test server)"
-        )
-    return ""
 
 
 def _parse_routing(t: Section) -> RoutingConfig:

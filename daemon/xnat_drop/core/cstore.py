@@ -10,13 +10,69 @@ adapters/dicom/cstore.py sends; service/cstore.py drives a delivery.
 from __future__ import annotations
 
 import ipaddress
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal, cast
+from urllib.parse import urlsplit
 
-from xnat_drop.core.model import Policy, Remedy, Target, Violation
+from xnat_drop.core.model import FileFacts, Policy, Remedy, Target, Violation
+from xnat_drop.core.names import assignment
+from xnat_drop.core.noheader import FileGroup
+from xnat_drop.core.schema import Section
 from xnat_drop.core.text import plural
+
+CStoreRouting = Literal["comments", "as-is"]
 
 PORT = 8104  # XNAT's default receiver (DicomSCPInstance.createDefault)
 CALLED_AE = "XNAT"
 CALLING_AE = "XNAT_DROP"
+# PS3.5 AE: at most 16 characters of the default repertoire, no backslash, not only spaces.
+_AE_TITLE = re.compile(r"(?=.*[^ ])[\x20-\x5b\x5d-\x7e]{1,16}")
+
+
+@dataclass(frozen=True, slots=True)
+class CStoreConfig:
+    """[cstore]: where XNAT's DICOM receiver listens and how long to wait for it."""
+
+    host: str
+    port: int = PORT
+    called_ae: str = CALLED_AE
+    calling_ae: str = CALLING_AE
+    timeout: float = 60.0  # an association, or one object's answer
+    session_wait: float = 120.0  # after the last object, for the session to show in the project
+    allow_remote_plain: bool = False
+    routing: CStoreRouting = "comments"  # "as-is": the files' own headers route them
+
+
+def parse_cstore(t: Section, transport: str, url: str) -> CStoreConfig | None:
+    """The [cstore] table when xnat.transport is "cstore" (problems reported on `t`), else
+    None. The host defaults to that of xnat.url."""
+    if transport != "cstore":
+        return None
+    host = t.text("host").strip() or (urlsplit(url).hostname or "")
+    if not host:
+        t.problem("host", 'required with xnat.transport = "cstore" when xnat.url has no host')
+    port = t.count("port")
+    if not 1 <= port <= 65535:
+        t.problem("port", f"a TCP port from 1 to 65535 (got {port})")
+    for name in ("called_ae", "calling_ae"):
+        if not _AE_TITLE.fullmatch(t.text(name)):
+            t.problem(
+                name,
+                "an AE title: 1 to 16 printable ASCII characters, no backslash, not only spaces "
+                f"(got {t.text(name)!r})",
+            )
+    return CStoreConfig(
+        host,
+        port,
+        t.text("called_ae").strip(),
+        t.text("calling_ae").strip(),
+        t.seconds("timeout_seconds"),
+        t.seconds("session_wait_seconds"),
+        t.flag("allow_remote_plain"),
+        cast(CStoreRouting, t.text("routing")),
+    )
 
 
 def routing_line(target: Target) -> str:
@@ -71,3 +127,65 @@ def plain_problem(host: str, addresses: tuple[str, ...], allowed: bool) -> str |
         "sends the images unencrypted: reach XNAT's DICOM receiver through a private network "
         "or a tunnel, or set cstore.allow_remote_plain = true if the lab accepts that risk"
     )
+
+
+# Where XNAT's default identifier looks, in its order (xnat-api-round2.md §5): `Key: value`
+# in these three, then PatientName for the subject and PatientID for the session.
+COMMENT_KEYWORDS = ("PatientComments", "StudyComments", "AdditionalPatientHistory")
+AS_IS_KEYWORDS = (*COMMENT_KEYWORDS, "PatientName", "PatientID")
+_KEYS = {key: assignment(key) for key in ("Project", "Subject", "Session", "AA")}
+
+
+def headers_route(facts: FileFacts) -> tuple[str, str, str, str]:
+    """(project, subject, session, AA) as XNAT reads them from an object's own headers; the
+    project only from a `Project:` line (XNAT's later guesses need its list of projects)."""
+    header = facts.header
+    if header is None:
+        return "", "", "", ""
+
+    def assigned(key: str) -> str:
+        for keyword in COMMENT_KEYWORDS:
+            found = _KEYS[key].search(header.value(keyword))
+            if found:
+                return found.group(1)
+        return ""
+
+    subject = assigned("Subject") or header.value("PatientName")
+    session = assigned("Session") or header.value("PatientID")
+    return assigned("Project"), subject, session, assigned("AA")
+
+
+def unrouted(files: Iterable[FileFacts], target: Target, auto_archive: bool) -> Violation | None:
+    """With cstore.routing = "as-is": the files whose own headers do not send them to `target`
+    (or, where the project archives automatically, do not say `AA: false`), or None. The
+    sentence names files, never a header's value."""
+    elsewhere, archived = FileGroup(), FileGroup()
+    for facts in files:
+        project, subject, session, aa = headers_route(facts)
+        if (project, subject, session) != (target.project, target.subject, target.session):
+            elsewhere.add(facts.path)
+        elif auto_archive and aa.lower() != "false":
+            archived.add(facts.path)
+    if not elsewhere.count and not archived.count:
+        return None
+    parts = []
+    if elsewhere.count:
+        parts.append(
+            f"{plural(elsewhere.count, 'file')} (such as {elsewhere.first}) do not name project "
+            f"{target.project}, subject {target.subject} and session {target.session} as XNAT "
+            "reads them (Project:, Subject: and Session: in PatientComments, StudyComments or "
+            "AdditionalPatientHistory; else PatientName and PatientID)"
+        )
+    if archived.count:
+        parts.append(
+            f"project {target.project} archives automatically and "
+            f"{plural(archived.count, 'file')} (such as {archived.first}) do not say "
+            '"AA: false" there, so XNAT would archive the session before xnat-drop verified it'
+        )
+    sentence = (
+        'With cstore.routing = "as-is" xnat-drop sends the files unchanged, so their own '
+        f"headers must route them, and {'; and '.join(parts)}. Nothing was sent. Export the "
+        "session with that routing, or ask the administrator to set cstore.routing = "
+        '"comments" (xnat-drop then sets it on the copies it sends).'
+    )
+    return Violation("cstore-unrouted", Policy.REJECT, "XNAT", sentence, remedy=Remedy.CHOICE)

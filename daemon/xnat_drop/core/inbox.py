@@ -17,7 +17,7 @@ from typing import Literal, cast
 
 from xnat_drop.core.schema import Section
 
-TransportName = Literal["import", "inbox"]
+TransportName = Literal["import", "inbox", "cstore"]
 LinkMode = Literal["hardlink", "copy"]
 Phase = Literal["wait", "imported", "failed"]
 

@@ -61,6 +61,7 @@ Rule = Literal[
     "resource-name",
     "dicom-in-resources",
     "cstore-unsupported",
+    "cstore-unrouted",
     "routing-failed",
 ]
 

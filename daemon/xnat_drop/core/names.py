@@ -108,3 +108,9 @@ def resource_name_problem(segment: str) -> str:
     if segment != segment.strip():
         return "starts or ends with a space"
     return ""
+
+
+def assignment(key: str) -> re.Pattern[str]:
+    """XNAT's `Key: value` in a text (ContainedAssignmentExtractor: at the start or after
+    whitespace , ; then "Key : value"), the value as group 1."""
+    return re.compile(rf"(?:^|[\s,;]){key}\s*:\s*([A-Za-z0-9_-]*)(?=$|[\s,;])", re.IGNORECASE)

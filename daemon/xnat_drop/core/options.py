@@ -13,6 +13,7 @@ from typing import Literal, get_args
 from xnat_drop.core.model import Policy
 from xnat_drop.core.schema import Check, Kind, Option, render
 from xnat_drop.core.seenoptions import SEEN
+from xnat_drop.core.transportoptions import TRANSPORT_OPTIONS, TRANSPORTS
 
 Observer = Literal["inotify", "polling"]
 Destination = Literal["prearchive", "archive"]
@@ -36,8 +37,6 @@ ROUTING_SOURCES: tuple[RoutingSource, ...] = get_args(RoutingSource)
 ON_CONFLICT: tuple[OnConflict, ...] = get_args(OnConflict)
 POLICIES = tuple(policy.value for policy in Policy)
 COMPRESSIONS = ("auto", "stored", "deflate")
-TRANSPORTS = ("import", "inbox")
-LINK_MODES = ("hardlink", "copy")
 # Rules whose offending files can be left out of an upload instead of rejecting the session.
 EXCLUDABLE_RULES = (
     "nifti",
@@ -187,28 +186,8 @@ _XNAT = (
     Option("xnat", "transport", Kind.TEXT, "import", choices=TRANSPORTS, comment="""
         How the DICOM files reach XNAT: "import" sends them as a zip over HTTP; "inbox" puts
         hard links to them in XNAT's inbox (a folder the XNAT server mounts too, see [inbox])
-        and asks XNAT to import them in place: no byte goes over HTTP.
-    """),
-)  # fmt: skip
-
-_INBOX = (
-    Option("inbox", "root", Kind.PATH, "", example="/srv/xnat-inbox", comment="""
-        With xnat.transport = "inbox" (required then): the inbox folder as this machine sees
-        it, on the drop tree's filesystem (hard links cannot cross filesystems). It must not
-        be writable by lab members: XNAT follows links in it.
-    """),
-    Option("inbox", "server_path", Kind.TEXT, "", example="/data/xnat/inbox", comment="""
-        The same folder as the XNAT server sees it: its inboxPath preference, or a folder
-        below it. A plain file is offered to XNAT there before each project's first session,
-        to prove the mapping; until it is, inbox delivery pauses and sessions wait.
-    """),
-    Option("inbox", "link", Kind.TEXT, "hardlink", choices=LINK_MODES, comment="""
-        "hardlink" stages hard links to the accepted files (no copy; the files keep their
-        owner and mode, so XNAT's account must be able to read them); "copy" copies them.
-    """),
-    Option("inbox", "stall_seconds", Kind.SECONDS, 900, minimum=1.0, comment="""
-        An import request still queued or importing after this many seconds pauses the
-        queue with an alarm in the status; it is watched again (never sent twice).
+        and asks XNAT to import them in place: no byte goes over HTTP; "cstore" sends each
+        object to XNAT's DICOM receiver (see [cstore]), routed by a line in PatientComments.
     """),
 )  # fmt: skip
 
@@ -389,7 +368,7 @@ _REST = (
 )  # fmt: skip
 
 OPTIONS: tuple[Option, ...] = (
-    _PATHS + _WATCH + _XNAT + _INBOX + _ROUTING + _RULES + _RESOURCES + _REST + SEEN
+    _PATHS + _WATCH + _XNAT + TRANSPORT_OPTIONS + _ROUTING + _RULES + _RESOURCES + _REST + SEEN
 )
 
 

@@ -38,6 +38,7 @@ class Result(str, Enum):
     UNREACHABLE = "unreachable"
     WEB_PAGES = "web-pages"  # something in front of XNAT answers with web pages, not data
     INBOX = "inbox"  # XNAT's inbox cannot be used as configured (service/inbox.py)
+    RECEIVER = "receiver"  # XNAT's DICOM receiver refuses xnat-drop (service/cstore.py)
     CREDENTIALS = "credentials"
     FAILED_ATTEMPT = "failed-attempt"
     STORAGE = "storage"
@@ -124,7 +125,7 @@ def decide(
         return Decision(Action.FAILED, violations=outcome.violations, reason=reason)
     if result is Result.CHANGED:
         return Decision(Action.RESETTLE, at=now + settle, reason=reason)
-    if result in (Result.UNREACHABLE, Result.WEB_PAGES, Result.INBOX):
+    if result in (Result.UNREACHABLE, Result.WEB_PAGES, Result.INBOX, Result.RECEIVER):
         return Decision(Action.WAIT_FOR_XNAT, reason=reason)
     if result is Result.CREDENTIALS:
         return Decision(Action.PAUSE_UPLOADS, reason=reason)

@@ -63,6 +63,7 @@ RULE_TITLES = {
     "resource-name": "Resource file names XNAT would not keep as they are",
     "dicom-in-resources": "DICOM files in the resources folder",
     "cstore-unsupported": "Objects XNAT's DICOM receiver does not accept",
+    "cstore-unrouted": "Objects whose own headers do not route them to this session",
     "routing-failed": "Sent to XNAT's DICOM receiver, but not found in the project",
 }
 # What to do, said once for a rule broken by several files or series.
@@ -152,6 +153,7 @@ RULE_REMEDIES: dict[str, Remedy] = {
     "resource-name": Remedy.FIX,
     "dicom-in-resources": Remedy.FIX,  # move it into the image folders
     "cstore-unsupported": Remedy.CHOICE,  # leave the files out, or the HTTP import
+    "cstore-unrouted": Remedy.CHOICE,  # export with the routing, or cstore.routing = "comments"
     "routing-failed": Remedy.ADMIN,  # the session is in Unassigned: the administrator moves it
 }
 # The strongest remedy among a report's problems chooses the "What to do" text; the others'

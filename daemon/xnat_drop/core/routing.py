@@ -34,6 +34,7 @@ from xnat_drop.core.model import (
     Target,
     Violation,
 )
+from xnat_drop.core.names import assignment
 from xnat_drop.core.noheader import FileGroup
 
 # XNAT's own rule for IDs and labels (xnat-api.md §7), limited to 64 like its routing rules.
@@ -43,10 +44,7 @@ _NOT_LABEL_CHAR = re.compile(r"[^A-Za-z0-9_-]")
 # characters (accents, quotes, "!") survive it and then fail XNAT's validation.
 _XNAT_CLEANED = frozenset("`~@#$%^&*()+=[]{}|\\/?:;',.<> ")
 # ContainedAssignmentExtractor: at the start or after whitespace , ; then "Key : value".
-_ASSIGNMENT = {
-    label: re.compile(rf"(?:^|[\s,;]){label}\s*:\s*([A-Za-z0-9_-]*)(?=$|[\s,;])", re.IGNORECASE)
-    for label in LABELS
-}
+_ASSIGNMENT = {label: assignment(label) for label in LABELS}
 _XNAT_URL = re.compile(r"xnat://([A-Za-z0-9_-]+)(?:/([A-Za-z0-9_-]+))?(?:/([A-Za-z0-9_-]+))?")
 COMMENT_FIELDS = (
     ("PatientComments", "(0010,4000)"),

@@ -191,6 +191,8 @@ def job_words(item: Item, xnat: Item, when: LabClock) -> str:
         return "waiting: XNAT refused xnat-drop's login (the administrator must fix it)"
     if phase == "xnat-down" and xnat.get("state") == INBOX_UNUSABLE:
         return f"waiting: XNAT's inbox cannot be used (since {when(xnat.get('since'))})"
+    if phase == "xnat-down" and xnat.get("state") == RECEIVER_REFUSED:
+        return f"waiting: XNAT's DICOM receiver refuses xnat-drop (since {when(xnat.get('since'))})"
     if phase == "xnat-down":
         return f"waiting for XNAT (down since {when(xnat.get('since'))})"
     if phase == "retrying":
@@ -285,6 +287,7 @@ def _daemon(report: Item, snap: Item, when: LabClock) -> str:
 
 
 INBOX_UNUSABLE = "answering, but its inbox cannot be used"  # availability.Outage.state
+RECEIVER_REFUSED = "answering, but its DICOM receiver refuses xnat-drop"  # the same
 
 
 def _xnat(xnat: Item, when: LabClock) -> str:
@@ -302,6 +305,12 @@ def _xnat(xnat: Item, when: LabClock) -> str:
         words = (
             f"up, but its inbox cannot be used since {since} ({detail}); uploads wait until "
             "the administrator fixes it, and nothing is failed"
+        )
+    elif state == RECEIVER_REFUSED:
+        detail = shown(str(xnat.get("detail") or ""))
+        words = (
+            f"up, but its DICOM receiver refuses xnat-drop since {since} ({detail}); uploads "
+            "wait until the administrator fixes it, and nothing is failed"
         )
     elif state == "credentials refused":
         words = (

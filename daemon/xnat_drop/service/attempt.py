@@ -12,17 +12,16 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from xnat_drop.adapters import memory
 from xnat_drop.adapters.fs import claims
-from xnat_drop.adapters.fs.tree import REGULAR, walk
 from xnat_drop.adapters.ledger import Ledger
 from xnat_drop.adapters.workers import InspectionPool
 from xnat_drop.core.completeness import RULE as INCOMPLETE
 from xnat_drop.core.config import Config
 from xnat_drop.core.errors import (
     InboxUnusableError,
+    ReceiverRefusedError,
     SessionChangedError,
     StorageError,
     XnatAuthError,
@@ -32,8 +31,7 @@ from xnat_drop.core.errors import (
     XnatUnexpectedAnswerError,
 )
 from xnat_drop.core.importfilter import NO_PLAN, FilterPlan, applied
-from xnat_drop.core.model import FileKind, Policy, Session, UploadReceipt, Verdict, Violation
-from xnat_drop.core.names import is_junk_path
+from xnat_drop.core.model import Policy, Session, UploadReceipt, Verdict, Violation
 from xnat_drop.core.noheader import scrubbed
 from xnat_drop.core.policy import AttemptResult, Result
 from xnat_drop.core.receipt import xnat_page
@@ -47,6 +45,7 @@ from xnat_drop.service.judge import judge
 from xnat_drop.service.resourcestep import ResourceStep, Where, resources_unsupported
 from xnat_drop.service.steps import Heartbeat, Progress
 from xnat_drop.service.transport import Transport
+from xnat_drop.service.unchanged import unchanged_since_inspection
 from xnat_drop.service.xnatfilter import FilterCache, mismatch_note, planned
 from xnat_drop.service.zipbody import Body, UploadEntries, ZipBodies
 
@@ -129,8 +128,10 @@ def attempt(tools: Tools, job: Attempt) -> AttemptResult:
     except SessionChangedError as exc:
         # A writer kept an open file after the claim: judge again once it is quiet.
         return AttemptResult(Result.CHANGED, reason=shown(str(exc)))
-    except InboxUnusableError as exc:  # before XnatTransientError, which it is
+    except InboxUnusableError as exc:  # these two before XnatTransientError, which they are
         return _judged(Result.INBOX, session, verdict, str(exc))
+    except ReceiverRefusedError as exc:
+        return _judged(Result.RECEIVER, session, verdict, str(exc))
     except XnatUnexpectedAnswerError as exc:
         return _judged(Result.WEB_PAGES, session, verdict, str(exc), retry_after=exc.retry_after)
     except XnatTransientError as exc:
@@ -191,7 +192,7 @@ def _judge(
         spill=tools.config.paths.state,  # the service's own disk, never the share or /tmp
     )
     failpoints.hit("after-inspect")
-    _unchanged_since_inspection(claim.folder, judgement.session)
+    unchanged_since_inspection(claim.folder, judgement.session)
     memory.trim()  # what judging a large session made and dropped
     session = judgement.session
     verdict = check_siblings(
@@ -216,54 +217,6 @@ def _judge(
             "%s: %s: rejected (%s)", claim.display, found, rules, extra=fields | {"RULE": rules}
         )
     return session, verdict
-
-
-def _unchanged_since_inspection(folder: Path, session: Session) -> None:
-    """Raise SessionChangedError when a file of `folder` was added, removed or written since
-    inspection read it (a writer that kept a handle open after the claim): a verdict is filed
-    only for the files as they are.
-
-    The session's files are in the order of the walk that found them, and an unchanged folder
-    walks the same way: the two are compared side by side, holding neither in memory. Only
-    when they part is each looked up in a table, to name what changed.
-    """
-    files = iter(session.files)
-    facts = next(files, None)
-    for entry in walk(folder):
-        while facts is not None and facts.kind is FileKind.JUNK and facts.path != entry.relpath:
-            facts = next(files, None)  # junk that went: no matter
-        if facts is not None and facts.path == entry.relpath:
-            if (
-                facts.kind is not FileKind.JUNK
-                and entry.kind == REGULAR
-                and facts.stamp
-                and facts.stamp != entry.stamp
-            ):
-                raise SessionChangedError(f"{entry.relpath} was written while it was inspected")
-            facts = next(files, None)
-        elif not is_junk_path(entry.relpath):  # new junk is no matter either
-            _compared(folder, session)
-            return
-    while facts is not None:
-        if facts.kind is not FileKind.JUNK:
-            raise SessionChangedError(f"{facts.path} vanished while the session was inspected")
-        facts = next(files, None)
-
-
-def _compared(folder: Path, session: Session) -> None:
-    """_unchanged_since_inspection with a table of every file: what changed, by name."""
-    junk = {f.path for f in session.files if f.kind is FileKind.JUNK}
-    judged = {f.path: f.stamp for f in session.files if f.kind is not FileKind.JUNK}
-    for entry in walk(folder):
-        if entry.relpath in junk or is_junk_path(entry.relpath):
-            continue
-        if entry.relpath not in judged:
-            raise SessionChangedError(f"{entry.relpath} appeared while the session was inspected")
-        was = judged.pop(entry.relpath)
-        if entry.kind == REGULAR and was and was != entry.stamp:
-            raise SessionChangedError(f"{entry.relpath} was written while it was inspected")
-    if judged:
-        raise SessionChangedError(f"{next(iter(judged))} vanished while the session was inspected")
 
 
 def _delivered_before(tools: Tools, claim_id: str, verdict: Verdict) -> Violation | None:
@@ -369,7 +322,7 @@ def _deliver(
             monotonic=tools.monotonic,
             server_version=tools.server_version,
             filter_plan=filter_plan,
-            transport=_transport(tools, claim),
+            transport=_transport(tools, claim, total),
         )
         receipt = dataclasses.replace(receipt, packing=bodies.packing(), session_bytes=total)
     finally:
@@ -400,11 +353,28 @@ def _deliver(
     return dataclasses.replace(receipt, resources=step.run(verdict.resources))
 
 
-def _transport(tools: Tools, claim: claims.Claim) -> Transport | None:
-    """XNAT's inbox when configured (issue 18, service/inbox.py); None: the zip over HTTP."""
+def _transport(tools: Tools, claim: claims.Claim, total: int) -> Transport | None:
+    """XNAT's inbox (issue 18, service/inbox.py) or DICOM receiver (issue 19,
+    service/cstore.py) when configured; None: the zip over HTTP."""
+    quiet = tools.config.xnat.read_timeout + 30
+    if tools.config.cstore is not None:
+        from xnat_drop.service.cstore import CStoreTransport  # noqa: PLC0415 (an extra)
+
+        def sending(objects: int, done: int) -> None:
+            tools.progress.uploading(claim.id, done, total, 0.0, "C-STORE")
+
+        return CStoreTransport(
+            tools.client,
+            tools.ledger,
+            tools.config.cstore,
+            claim.folder,
+            wall=tools.wall,
+            monotonic=tools.monotonic,
+            beat=lambda: tools.heartbeat.beat(quiet),
+            progress=sending,
+        )
     if tools.config.inbox is None:
         return None
-    quiet = tools.config.xnat.read_timeout + 30
     return InboxTransport(
         tools.client,
         tools.ledger,

@@ -22,7 +22,7 @@ from xnat_drop.adapters.credentials import SecretStamp
 from xnat_drop.adapters.xnat.client import ALIAS_FORMAT, Account
 from xnat_drop.core.backoff import backoff
 from xnat_drop.core.config import RetryConfig
-from xnat_drop.core.statuswords import INBOX_UNUSABLE
+from xnat_drop.core.statuswords import INBOX_UNUSABLE, RECEIVER_REFUSED
 from xnat_drop.core.text import duration, iso, plural
 
 log = logging.getLogger("xnat_drop.service")
@@ -63,11 +63,16 @@ class Outage:
     # failed, a link would cross filesystems, the queue stalls) for this project: the
     # administrator must look. The probe proves the project's inbox path again.
     inbox: str = ""
+    # XNAT answers, but its DICOM receiver refuses xnat-drop (issue 19: not on the whitelist,
+    # no such AE title, disabled, a public address): the probe's C-ECHO ends it.
+    receiver: bool = False
 
     @property
     def state(self) -> str:
         if self.inbox:
             return INBOX_UNUSABLE
+        if self.receiver:
+            return RECEIVER_REFUSED
         return "answering with web pages, not data" if self.wrong_answers else "unreachable"
 
 
@@ -113,14 +118,20 @@ class Availability:
         retry_after: float | None = None,
         web_pages: bool = False,
         inbox: str = "",
+        receiver: bool = False,
     ) -> None:
         """XNAT did not answer (or answered with `web_pages`, not data, or its inbox cannot be
-        used for the project `inbox`): log it once, and schedule the next probe (not before
-        XNAT's own `retry_after`)."""
+        used for the project `inbox`, or its DICOM `receiver` refuses xnat-drop): log it once,
+        and schedule the next probe (not before XNAT's own `retry_after`)."""
         now = self._monotonic()
         if self.outage is None:
-            self.outage = Outage(reason, self._wall(), now, 0, now, web_pages, inbox)
-            if inbox:
+            self.outage = Outage(reason, self._wall(), now, 0, now, web_pages, inbox, receiver)
+            if receiver:
+                log.error(
+                    "XNAT's DICOM receiver refuses xnat-drop (%s): uploads wait, nothing is failed",
+                    reason,
+                )
+            elif inbox:
                 log.error(
                     "XNAT's inbox cannot be used (%s): uploads wait, nothing is failed", reason
                 )
@@ -134,7 +145,7 @@ class Availability:
                 log.warning("XNAT unavailable (%s): uploads wait and resume by themselves", reason)
         else:
             self.outage.reason, self.outage.wrong_answers = reason, web_pages
-            self.outage.inbox = inbox
+            self.outage.inbox, self.outage.receiver = inbox, receiver
         self._reschedule(retry_after)
 
     def check_due(self, now: float) -> bool:

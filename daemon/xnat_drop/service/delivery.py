@@ -26,7 +26,7 @@ from xnat_drop.adapters.xnat.client import (
     PrearchiveRef,
 )
 from xnat_drop.adapters.xnat.connection import Body
-from xnat_drop.core.config import XnatConfig
+from xnat_drop.adapters.xnat.receivercalls import ReceiverRow
 from xnat_drop.core.counting import Expected, count_problem, expected, verified, without_dropped
 from xnat_drop.core.errors import XnatRejectedError
 from xnat_drop.core.importfilter import NO_PLAN, FilterPlan
@@ -41,6 +41,7 @@ from xnat_drop.core.model import (
 )
 from xnat_drop.core.rules import unknown_project
 from xnat_drop.core.text import plural
+from xnat_drop.core.xnatconfig import XnatConfig
 from xnat_drop.service import failpoints
 from xnat_drop.service.resourcestep import ResourcePort
 from xnat_drop.service.transport import Parcel, Transport, ZipImport
@@ -74,6 +75,9 @@ class XnatPort(ResourcePort, Protocol):
     def inbox_request(self, request_id: str) -> InboxRequest: ...
     def inbox_requests(self) -> list[InboxRequest]: ...
     def build(self, uri: str) -> None: ...
+    def dicom_receivers(self) -> list[ReceiverRow] | None: ...
+    def idle_build_minutes(self) -> float: ...
+    def archives_automatically(self, project: str) -> bool | None: ...
     def commit(self, uri: str, *, overwrite: bool = False) -> str: ...
     def scan_counts(self, uri: str) -> dict[str, int]: ...
     def close(self) -> None: ...
@@ -209,6 +213,8 @@ class Delivery:
         transport.release(claim_id)
         kept, tolerated = without_dropped(sent, held, maybe_dropped)
         notes = list(filter_plan.notes)
+        if transport.note:
+            notes.append(transport.note)
         if at_once:
             notes.append(AT_ONCE_WORDS + "It was verified in the archive, after archiving")
         if tolerated:

@@ -22,6 +22,7 @@ NAMES = (
     "after-judge",  # judged, nothing sent
     "after-filter",  # XNAT's series filter read and the plan recorded, nothing sent
     "mid-upload",  # half of the zip is on the wire
+    "mid-cstore",  # half of the objects taken by XNAT's DICOM receiver, their count recorded
     "after-inbox-post",  # XNAT queued the inbox import; its request id not yet in the ledger
     "after-upload",  # XNAT answered the import, nothing verified
     "after-verify",  # prearchive counts verified, not committed

@@ -81,6 +81,7 @@ class InboxTransport:
     """Sends one claim through the inbox. `beat` is a sign of life while XNAT works."""
 
     name = "inbox"
+    note = ""
 
     def __init__(
         self,

@@ -24,7 +24,6 @@ from typing import Any, cast
 
 from xnat_drop.adapters import credentials as creds
 from xnat_drop.adapters.fs import claimrecord, claims, startup
-from xnat_drop.adapters.fs.inboxstage import root_problems
 from xnat_drop.adapters.ledger import FILE_NAME as LEDGER_FILE
 from xnat_drop.adapters.ledger import Ledger
 from xnat_drop.adapters.systemd_api import Notifier
@@ -39,6 +38,7 @@ from xnat_drop.core.model import Outcome, Seen
 from xnat_drop.core.policy import Action, AttemptResult
 from xnat_drop.core.shown import shown
 from xnat_drop.core.text import plural
+from xnat_drop.service import transportcheck
 from xnat_drop.service.attempt import Attempt, Tools, attempt, journal_fields
 from xnat_drop.service.availability import Availability
 from xnat_drop.service.board import Board
@@ -141,9 +141,8 @@ class Service(Outcomes, Upkeep):
             claims.prepare(paths)
         except OSError as exc:
             raise ConfigError([f"paths: {shown(str(exc))}"], self.config.source) from exc
-        inbox = self.config.inbox
-        if inbox is not None and (found := root_problems(inbox.root, paths.work, inbox.link)):
-            raise ConfigError(found, self.config.source)  # issue 18: the inbox is unusable
+        if found := transportcheck.problems(self.config):  # the inbox, C-STORE
+            raise ConfigError(found, self.config.source)
         self._client = self._connect()  # the secret is read now: unusable is exit 78
         self.state.xnat.secret_stamp = creds.stamp(self.config.xnat.secret_file, self.env)
         try:

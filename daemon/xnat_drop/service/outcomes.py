@@ -104,6 +104,7 @@ class Outcomes:
                 retry_after=result.retry_after,
                 web_pages=result.result is Result.WEB_PAGES,
                 inbox=_project(result) if result.result is Result.INBOX else "",
+                receiver=result.result is Result.RECEIVER,
             )
         elif action is Action.PAUSE_UPLOADS:
             self._pause_auth(decision.reason)

@@ -25,7 +25,6 @@ from xnat_drop.adapters.fs.filebody import FileBody
 from xnat_drop.adapters.ledger import Ledger
 from xnat_drop.adapters.xnat.connection import Body
 from xnat_drop.adapters.xnat.resourcecalls import RemoteFile
-from xnat_drop.core.config import XnatConfig
 from xnat_drop.core.errors import XnatRejectedError, XnatServerError
 from xnat_drop.core.model import (
     Policy,
@@ -36,6 +35,7 @@ from xnat_drop.core.model import (
     Violation,
 )
 from xnat_drop.core.text import plural
+from xnat_drop.core.xnatconfig import XnatConfig
 from xnat_drop.service import failpoints
 
 log = logging.getLogger("xnat_drop.service")

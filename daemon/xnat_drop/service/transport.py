@@ -3,7 +3,7 @@
 Delivery (delivery.py) checks the project and the existing sessions, then asks a `Transport`
 to put the files into XNAT's prearchive, then verifies, commits and sends the resources: the
 same for every transport. The zip over HTTP (`ZipImport`) is the first transport, XNAT's inbox
-(service/inbox.py) the second.
+(service/inbox.py) the second, XNAT's DICOM receiver (service/cstore.py) the third.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ class Transport(Protocol):
     """Sends one verdict's files to XNAT."""
 
     name: str
+    note: str  # what the receipt says of this way of sending ("": nothing to say)
 
     def send(self, parcel: Parcel) -> tuple[str, ...]:
         """Put the files into XNAT; returns the URIs of the sessions they landed in, as
@@ -52,6 +53,7 @@ class ZipImport:
     """The DICOM-zip import over HTTP: the files streamed as one zip body (zipbody.py)."""
 
     name = "import"
+    note = ""
 
     def __init__(
         self,

@@ -142,6 +142,14 @@ class Upkeep:
             except (XnatTransientError, XnatServerError, XnatAuthError) as exc:
                 xnat.probe_failed(exc)
                 return
+        if outage is not None and self.config.cstore is not None:
+            from xnat_drop.service.cstore import echo  # noqa: PLC0415 (the cstore extra)
+
+            try:  # the DICOM side answers too: C-ECHO, through the same checks as a send
+                echo(self.config.cstore)
+            except XnatTransientError as exc:  # ReceiverRefusedError among them
+                xnat.probe_failed(exc)
+                return
         xnat.checked(account, self._waiting_for_xnat())
 
     def _use(self, client: XnatPort) -> None:

@@ -22,6 +22,7 @@ memory (the user's file is never written), and sent.
 from __future__ import annotations
 
 import io
+import logging
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -55,6 +56,9 @@ MAX_CONTEXTS = 128  # per association (PS3.8 allows 128 odd context ids)
 WARNINGS = frozenset({0xB000, 0xB006, 0xB007})
 CALLING_AE_NOT_RECOGNISED, CALLED_AE_NOT_RECOGNISED = 0x03, 0x07
 _PERMANENT, _SERVICE_USER = 0x01, 0x01
+# pynetdicom logs two INFO lines per object (and its PDUs at DEBUG): the daemon's own log
+# says what matters, once per session.
+logging.getLogger("pynetdicom").setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,10 +155,12 @@ def store(
     needed: dict[Context, int],
     comment: str | None,
     sent: Callable[[int], None],
+    skip: int = 0,
 ) -> Sent:
     """C-STORE `files` (below `folder`; iterated once per batch of contexts) to `receiver`,
     each with PatientComments set to `comment` (None: unchanged). `needed` is what
-    `contexts` found; `sent(n)` is told after each object XNAT took.
+    `contexts` found; `sent(n)` is told after each object XNAT took, counted from the start.
+    The first `skip` objects, in the same order, are those XNAT took before (a resumed send).
 
     Raises UnsupportedError before anything is sent, ReceiverRefusedError, XnatTransientError
     (retry), XnatRejectedError ("xnat-rejected": XNAT refused an object) or
@@ -170,8 +176,14 @@ def store(
         try:
             with Dir.open(folder) as root, Beneath(root) as below:
                 for facts in files:
-                    dataset = _read(below, facts, head_only=False)
+                    if stored < skip and len(groups) == 1:
+                        stored += 1  # taken before: one batch needs no look at its context
+                        continue
+                    dataset = _read(below, facts, head_only=stored < skip)
                     if _context_of(dataset) not in group:
+                        continue
+                    if stored < skip:
+                        stored += 1
                         continue
                     _prepare(dataset, comment)
                     warned += _store(assoc, dataset, facts.path)

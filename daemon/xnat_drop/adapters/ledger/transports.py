@@ -4,6 +4,8 @@ A transport that hands XNAT something to work on by itself records what it hande
 and after it asks: the inbox transport its staging folder (as the server sees it) before the
 POST, XNAT's request id right after it, and the request's last status. A restart then carries
 on with that request and never asks XNAT twice for one staging folder (service/inbox.py).
+The C-STORE transport records which objects it sends (a digest of the list, in `staging`) and
+how many XNAT took (in `status`), to resume after them (service/cstore.py).
 Older ledgers gain the table at open (CREATE TABLE IF NOT EXISTS).
 """
 
@@ -29,8 +31,9 @@ CREATE TABLE IF NOT EXISTS transports (
 
 @dataclass(frozen=True, slots=True)
 class Shipment:
-    """How a claim's files went to XNAT: the transport ("import", "inbox"), and for the inbox
-    the staging folder as XNAT sees it, XNAT's request id and its last status ("" unknown)."""
+    """How a claim's files went to XNAT: the transport ("import", "inbox", "cstore"); for the
+    inbox the staging folder as XNAT sees it, XNAT's request id and its last status (""
+    unknown); for C-STORE the digest of the objects in order and how many XNAT took."""
 
     transport: str
     staging: str = ""

@@ -15,8 +15,8 @@ from urllib.parse import quote, urlsplit
 from xnat_drop.adapters import credentials as creds
 from xnat_drop.adapters.xnat.answers import data_uri, media_type
 from xnat_drop.adapters.xnat.connection import Body
+from xnat_drop.adapters.xnat.receivercalls import ReceiverCalls
 from xnat_drop.adapters.xnat.resourcecalls import ResourceCalls
-from xnat_drop.core.config import XnatConfig
 from xnat_drop.core.errors import (
     XnatAuthError,
     XnatRejectedError,
@@ -25,6 +25,7 @@ from xnat_drop.core.errors import (
 )
 from xnat_drop.core.model import Target
 from xnat_drop.core.noheader import scrubbed
+from xnat_drop.core.xnatconfig import XnatConfig
 
 # How XNAT says "I refuse to archive this" from action=commit (xnat-api.md §6.1, the
 # correction): a 500 that is a verdict on the data, not an outage. <= 1.8.2 words it vaguely.
@@ -98,7 +99,7 @@ SITE_FILTER_PREFERENCES = (
 )
 
 
-class XnatClient(ResourceCalls):
+class XnatClient(ResourceCalls, ReceiverCalls):
     """The calls xnat-drop makes to one XNAT server, on one connection."""
 
     def server_version(self) -> str:

@@ -27,7 +27,6 @@ from xnat_drop.adapters.xnat.answers import (
     is_html,
     retry_after,
 )
-from xnat_drop.core.config import CERTIFI, XnatConfig
 from xnat_drop.core.errors import (
     XnatAuthError,
     XnatRejectedError,
@@ -36,6 +35,7 @@ from xnat_drop.core.errors import (
     XnatTransientError,
     XnatUnexpectedAnswerError,
 )
+from xnat_drop.core.xnatconfig import CERTIFI, XnatConfig
 
 log = logging.getLogger(__name__)
 
