@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
 
 pytest.importorskip("pynetdicom", reason="the cstore extra (pynetdicom) is missing")
 
@@ -95,6 +97,28 @@ def test_a_deflated_file_goes_out_inflated(emu: Emulator, tmp_path: Path) -> Non
     stored = sorted((emu.store.row_dir(row) / "SCANS").rglob("*.dcm"))
     syntaxes = {str(pydicom.dcmread(p).file_meta.TransferSyntaxUID) for p in stored}
     assert cstore.DEFLATED not in syntaxes and cstore.EXPLICIT_LE in syntaxes
+
+
+def test_a_bare_data_set_without_preamble_or_file_meta_is_sent(
+    emu: Emulator, tmp_path: Path
+) -> None:
+    """XNAT takes a bare data set (implicit VR little endian, no "DICM"): so does the sender,
+    whose context then comes from the data set's own encoding."""
+    folder, files = study(tmp_path)
+    path = folder / files[0].path
+    out = DicomBytesIO()
+    out.is_little_endian, out.is_implicit_VR = True, True
+    write_dataset(out, pydicom.dcmread(path))
+    path.write_bytes(out.getvalue())
+    assert path.read_bytes()[128:132] != b"DICM"
+    files = facts(folder, [folder / f.path for f in files])
+    assert send(emu, folder, files) == [1, 2, 3, 4]
+    bare = next(
+        s
+        for s in emu.dicom_stores()
+        if s.sop_instance_uid == pydicom.dcmread(path, force=True).SOPInstanceUID
+    )
+    assert bare.transfer_syntax == cstore.IMPLICIT_LE
 
 
 def test_an_unlisted_sop_class_is_refused_before_anything_is_sent(

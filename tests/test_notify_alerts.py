@@ -129,6 +129,15 @@ def test_the_outage_message_says_since_when_in_the_lab_zone() -> None:
     assert started.subject == "[xnat-drop] XNAT unreachable since 2026-03-02 10:00 CET"
     assert "https://xnat.example.org" in started.body and "10 min" in started.body
     assert "nothing is failed" in started.body
+    assert "resume by themselves once XNAT answers" in started.body
+
+
+def test_a_refusing_receiver_is_told_as_the_administrators_to_fix() -> None:
+    refusing = "answering, but its DICOM receiver refuses xnat-drop"
+    _, [started] = run([(0, report(refusing, T0)), (600, report(refusing, T0))])
+    assert "DICOM receiver refuses xnat-drop since 2026-03-02 10:00 CET" in started.subject
+    assert "This needs the XNAT administrator" in started.body
+    assert "once the receiver takes xnat-drop; nothing is failed or lost" in started.body
 
 
 # -- credentials, stuck folders, retrying sessions ---------------------------------------------

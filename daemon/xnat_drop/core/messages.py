@@ -12,7 +12,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timezone, tzinfo
 
+from xnat_drop.core.statuswords import INBOX_UNUSABLE, RECEIVER_REFUSED
 from xnat_drop.core.text import duration, from_iso, local, plural
+
+# What ends a pause that XNAT answering does not end: the setup must change.
+_OUTAGE_NEXT = {
+    INBOX_UNUSABLE: "This needs the XNAT administrator (`xnat-drop status` says why); uploads "
+    "wait and resume by themselves once XNAT can use its inbox;",
+    RECEIVER_REFUSED: "This needs the XNAT administrator (`xnat-drop status` says why); "
+    "uploads wait and resume by themselves once the receiver takes xnat-drop;",
+}
 
 PREFIX = "[xnat-drop]"
 LISTED = 50  # sessions named in a daily digest; the rest are counted
@@ -119,7 +128,8 @@ def outage_started(since: str, state: str, now: float, waiting: int, ctx: Contex
         f"XNAT at {ctx.xnat_url} has been {state} since {local(began, ctx.zone)} "
         f"({duration(now - began)}).",
         "",
-        "Uploads wait and resume by themselves once XNAT answers; nothing is failed or lost.",
+        _OUTAGE_NEXT.get(state, "Uploads wait and resume by themselves once XNAT answers;")
+        + " nothing is failed or lost.",
         f"Waiting now: {plural(waiting, 'session')}.",
         "",
         "A message follows when XNAT answers again. `xnat-drop status` shows the details.",

@@ -180,7 +180,7 @@ class CStoreTransport:
         where = receiver(self.config)
         order = order_key(files)
         skip = self._taken_before(parcel, order)
-        needed = scu.contexts(self.claimed, files)
+        needed = scu.contexts(self.claimed, files, self.beat)  # a sign of life per file
         idle = self.client.idle_build_minutes() * 60
         if not skip:
             parcel.begin()

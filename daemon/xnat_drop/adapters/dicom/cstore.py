@@ -130,14 +130,18 @@ def echo(receiver: Receiver) -> None:
         _end(assoc)
 
 
-def contexts(folder: Path, files: Iterable[FileFacts]) -> dict[Context, int]:
+def contexts(
+    folder: Path, files: Iterable[FileFacts], read: Callable[[], None] = lambda: None
+) -> dict[Context, int]:
     """The presentation contexts `files` (below `folder`) need, with their file counts. Reads
-    each file's header up to its pixel data. Raises SessionChangedError."""
+    each file's header up to its pixel data (`read()` told after each). Raises
+    SessionChangedError."""
     found: dict[Context, int] = {}
     with Dir.open(folder) as root, Beneath(root) as below:
         for facts in files:
             context = _context_of(_read(below, facts, head_only=True))
             found[context] = found.get(context, 0) + 1
+            read()
     return found
 
 
