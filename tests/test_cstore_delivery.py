@@ -101,6 +101,7 @@ def test_a_session_goes_by_c_store_to_done_verified_and_untouched(
     assert pydicom.dcmread(stored).PatientComments == ROUTE
     report = " ".join(done.with_name(done.name + ".report.txt").read_text().split())
     assert "Verified in the prearchive" in report
+    assert "(C-STORE)" in report  # how it went, with the objects' bytes and rate
     assert f'PatientComments (0010,4000) was set to "{ROUTE}"' in report
     assert "The files in this folder were not changed" in report
     assert not any(  # nothing went over the HTTP import

@@ -317,14 +317,16 @@ def _deliver(
             claim.id,
             verdict,
             make_body,
-            bytes_sent=lambda: bodies.bytes_sent,
+            # The zip's bytes on the wire; or the objects' bytes C-STORE sent (its progress).
+            bytes_sent=lambda: bodies.bytes_sent or tools.progress.read()[1],
             started=started,
             monotonic=tools.monotonic,
             server_version=tools.server_version,
             filter_plan=filter_plan,
             transport=_transport(tools, claim, total),
         )
-        receipt = dataclasses.replace(receipt, packing=bodies.packing(), session_bytes=total)
+        packing = bodies.packing() or tools.progress.pace()[1]  # "C-STORE", or the zip's
+        receipt = dataclasses.replace(receipt, packing=packing, session_bytes=total)
     finally:
         bodies.close()
         tools.progress.clear()

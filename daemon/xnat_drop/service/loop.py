@@ -19,8 +19,7 @@ import random
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from xnat_drop.adapters import credentials as creds
 from xnat_drop.adapters.fs import claimrecord, claims, startup
@@ -34,23 +33,22 @@ from xnat_drop.core.errors import (
     ConfigError,
     StorageError,
 )
-from xnat_drop.core.model import Outcome, Seen
-from xnat_drop.core.policy import Action, AttemptResult
+from xnat_drop.core.model import Seen
 from xnat_drop.core.shown import shown
 from xnat_drop.core.text import plural
 from xnat_drop.service import transportcheck
-from xnat_drop.service.attempt import Attempt, Tools, attempt, journal_fields
+from xnat_drop.service.attempt import Tools
 from xnat_drop.service.availability import Availability
 from xnat_drop.service.board import Board
 from xnat_drop.service.claiming import Claimer
 from xnat_drop.service.delivery import XnatPort
-from xnat_drop.service.finish import Filing, filed
 from xnat_drop.service.inbox import ProvenPaths
 from xnat_drop.service.intake import Intake
 from xnat_drop.service.judge import check_keywords
 from xnat_drop.service.outcomes import Outcomes
 from xnat_drop.service.outputs import Outputs
 from xnat_drop.service.state import Clock, Job, LoopState
+from xnat_drop.service.stepping import Stepping
 from xnat_drop.service.steps import Heartbeat, Step, Waker
 from xnat_drop.service.upkeep import Upkeep, state_problem
 from xnat_drop.service.xnatfilter import FilterCache
@@ -58,15 +56,13 @@ from xnat_drop.service.xnatfilter import FilterCache
 log = logging.getLogger("xnat_drop.service")
 
 EX_TEMPFAIL = 75  # `run --once` left sessions waiting (XNAT unavailable or credentials refused)
-STEP_BUDGET = 900.0  # seconds a step may go without progress (judging a huge session)
-STEP_POLL = 0.5  # seconds between the loop's looks at a running step
 STORAGE_PROBE = (5.0, 300.0)  # first and longest wait between looks at a broken state dir
 
 __all__ = ["EX_TEMPFAIL", "Clock", "Service"]
 
 
 @dataclass
-class Service(Outcomes, Upkeep):
+class Service(Outcomes, Upkeep, Stepping):
     """The daemon. `connect` builds an XNAT client (it reads the credentials)."""
 
     config: Config
@@ -302,73 +298,6 @@ class Service(Outcomes, Upkeep):
         self._outputs.flush()  # a change the status files' interval held back, when it may go
         wake = min(self.state.next_wake(), self._board.next_refresh(), self._outputs.due())
         return max(0.0, wake - self.clock.monotonic())
-
-    def _step_once(self, job: Job) -> None:
-        """Take the job's next step on the helper thread and apply what it came back with; a
-        decided session is filed at once, in a second step (a stop waits for both)."""
-        if job.filing is None:
-            others = tuple(j.claim for j in self.state.jobs if j is not job)
-            view = Attempt(
-                job.claim,
-                job.session,
-                job.verdict,
-                job.forced,
-                self.state.xnat.blocked,
-                others=others,
-                arrived_at=job.arrived_at,
-            )
-            tools = self._tools()
-            finished, result = self._run(job, lambda: attempt(tools, view))
-            if not finished:
-                return
-            try:
-                self._after_attempt(job, cast(AttemptResult, result))
-            except StorageError as exc:  # recording the decision failed: tried again later
-                self._pause_storage(str(exc))
-            if job.filing is None or job.next_at > self.clock.monotonic():
-                self._publish()
-                return
-        filing = job.filing
-        assert filing is not None
-        item = Filing(
-            job.claim,
-            Outcome.DONE if filing.action is Action.DONE else Outcome.FAILED,
-            filing.violations,
-            job.session,
-            job.verdict,
-            filing.receipt,
-            job.attempts + (0 if filing.spent else 1),  # this one, unless counted already
-        )
-        tools, work = self._tools(), self._work_()
-        finished, result = self._run(job, lambda: filed(tools, work, item))
-        if finished:
-            try:
-                self._after_filing(job, filing, cast("Path | BaseException", result))
-            except StorageError as exc:
-                self._pause_storage(str(exc))
-            self._publish()
-
-    def _run(self, job: Job, fn: Callable[[], object]) -> tuple[bool, object]:
-        """Run one step on the helper thread while the loop breathes; (finished, its value).
-        A step abandoned at shutdown is said so, and left to the process exit."""
-        step: Step[object] = Step(fn)
-        self._step = step
-        self._heartbeat.start(STEP_BUDGET)
-        try:
-            finished, result = step.wait(self._while_busy, STEP_POLL)
-        finally:
-            self._heartbeat.end()
-        if not finished:
-            self._abandoned = True
-            log.warning(
-                "%s: stopped in the middle of a step; it stays in the work folder and resumes at "
-                "the next start",
-                job.claim.display,
-                extra=journal_fields(job.claim, job.verdict),
-            )
-            return False, None
-        self._step = None
-        return True, result
 
     def _once_result(self, deadline: float | None, timeout: float | None) -> int | None:
         """For `run --once`: the exit code once it is time to stop, else None."""
