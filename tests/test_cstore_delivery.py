@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -127,6 +128,33 @@ def test_an_auto_archive_project_is_verified_before_it_is_archived(
     assert (archived.project, archived.label, archived.file_count) == ("AUTO", "S01_MR1", 7)
     commits = [r for r in emulator.requests() if r.query.get("action") == "commit"]
     assert len(commits) == 1  # archived by xnat-drop's commit, after verifying
+
+
+def test_aa_false_keeps_an_auto_archive_session_in_the_prearchive_past_the_idle_build(
+    drop: Drop, tmp_path: Path
+) -> None:
+    """With destination = "prearchive", a session of a project that archives automatically
+    stays READY in the prearchive even though XNAT's idle builder (1 s here) built half of it
+    during a stalled store: the routing line's AA: false, not luck with the timing."""
+    with Emulator(
+        root=tmp_path / "idle",
+        users={USER: PASSWORD},
+        projects=[PROJECT],
+        dicom_port=0,
+        idle_build_seconds=1,
+    ) as emu:
+        emu.add_project("AUTO", 4)
+        use_cstore(drop, emu)
+        emu.inject_dicom(ScpFault(stall=3.5, nth=4))
+        rel = ("AUTO", "S01", "S01_MR1")
+        drop_study(drop, rel)
+        result = run_daemon(drop)
+        assert result.returncode == 0, result.stderr
+        assert "longer than XNAT's idle interval" in result.stderr
+        time.sleep(3)  # the idle builder looks again
+        assert emu.archive() == []
+        [session] = emu.prearchive()
+        assert (session.project, session.status, session.file_count) == ("AUTO", "READY", 7)
 
 
 def test_a_deflated_file_is_delivered_inflated_and_left_deflated_on_the_share(
