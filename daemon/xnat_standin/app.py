@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import socket
 import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import controlapi
 from .auth import Auth
@@ -23,13 +21,11 @@ from .pages import Reply
 from .records import ArchivedSession, PrearchiveSession, RequestRecord
 from .resources import DataApi
 from .scpconfig import DEFAULT_AE_TITLE, DicomReceiver
+from .scprunner import ScpRunner
 from .scpstate import AssociationRecord, ScpFault, ScpState, StoreRecord
 from .server import EmulatorHTTPServer
 from .store import Store, build_poll_seconds, rebuilder_preferences
 from .versions import XnatVersion
-
-if TYPE_CHECKING:
-    from .dicomscp import DicomScp
 
 log = logging.getLogger("xnat_standin")
 
@@ -134,9 +130,8 @@ class Emulator:
         )
         self.inbox = self.api.inbox
         self.dicom = ScpState(self._lock, [DicomReceiver(dicom_ae_title)])
-        self._dicom_port = dicom_port
-        self._dicom_scp: DicomScp | None = None
-        self.api.dicomscp = self._dicomscp_json
+        self._scp = ScpRunner(self.store, self.filters, self.version, self.dicom, host, dicom_port)
+        self.api.dicomscp = self._scp.receivers_json
         self._inbox_worker = InboxWorker(self.inbox, self.version)
         self.fast = fast
         self._requests: list[RequestRecord] = []
@@ -175,8 +170,7 @@ class Emulator:
         ]
         for thread in self._threads:
             thread.start()
-        if self._dicom_port is not None:
-            self._start_dicom(self._dicom_port)
+        self._scp.start()
         log.info(
             "XNAT stand-in %s listening on %s%s",
             self.version.text,
@@ -193,19 +187,8 @@ class Emulator:
         if server is None:
             return
         self._stopping.set()
-        if self._dicom_scp is not None:
-            self._dicom_scp.stop()
-            self._dicom_scp = None
-        stopper = threading.Thread(target=server.shutdown, name="xnat-emulator-stop")
-        stopper.start()
-        # Wake the accept loop's select() now rather than after its poll interval.
-        address = (str(server.server_address[0]), self._port)  # Linux reaches 0.0.0.0 too
-        while stopper.is_alive():
-            with contextlib.suppress(OSError):
-                socket.create_connection(address, timeout=0.5).close()
-            stopper.join(0.01)
-        server.close_connections()
-        server.server_close()
+        self._scp.stop()
+        server.stop()
         for thread in self._threads:
             thread.join(timeout=5)
         self._server = None
@@ -233,43 +216,15 @@ class Emulator:
         """Base URL, e.g. "http://127.0.0.1:8080" (no trailing slash; with the context path)."""
         return f"http://{self.host}:{self.port}{self.context_path}"
 
-    def _start_dicom(self, port: int) -> None:
-        # pynetdicom is the optional extra: imported only when a receiver is asked for.
-        try:
-            from .dicomscp import DicomScp  # noqa: PLC0415
-        except ImportError as error:
-            raise RuntimeError(
-                "the DICOM receiver needs pynetdicom: pip install 'xnat-drop[cstore]'"
-            ) from error
-
-        scp = DicomScp(
-            store=self.store,
-            filters=self.filters,
-            version=self.version,
-            state=self.dicom,
-            receivers=self.dicom.receivers,
-            host=self.host,
-        )
-        self._dicom_port = scp.start(port)
-        self._dicom_scp = scp
-
     @property
     def dicom_port(self) -> int:
         """The DICOM receivers' port (once started with ``dicom_port``)."""
-        if self._dicom_scp is None or not self._dicom_port:
-            raise RuntimeError("no DICOM receiver is running (Emulator(dicom_port=0))")
-        return self._dicom_port
+        return self._scp.port
 
     @property
     def ae_title(self) -> str:
         """The AE title of the first receiver (default "XNAT")."""
         return self.dicom.receivers()[0].ae_title
-
-    def _dicomscp_json(self) -> list[dict[str, Any]]:
-        """``GET /xapi/dicomscp``: none while no receiver runs."""
-        if self._dicom_scp is None:
-            return []
-        return [receiver.as_json(self.dicom_port) for receiver in self.dicom.receivers()]
 
     def _auto_build_loop(self) -> None:
         interval = build_poll_seconds(self.idle_build_seconds)
@@ -351,7 +306,7 @@ class Emulator:
         prearchive session in folder ``label``): resource label -> {relative path: bytes} of
         every file on disk, catalogued or not (a file cut off mid-upload is there, partial).
         Raises KeyError when there is no such session."""
-        directory, _ = self._session_dir(label)
+        directory, _ = self.store.session_dir(label)
         return self.api.catalogs.files(directory)
 
     def put_resource_file(
@@ -360,26 +315,10 @@ class Emulator:
         """Write a resource file of session ``label`` directly (the resource is created if
         missing), e.g. a different file where a client will upload; ``catalogued=False`` puts
         it on disk only, as a cut upload leaves one. Raises KeyError for an unknown session."""
-        directory, archived = self._session_dir(label)
-        catalogs = self.api.catalogs
-        found = catalogs.find(directory, resource)
-        folder = found[0] if found else catalogs.create(directory, resource)
-        path = folder / relpath
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        if catalogued:
-            catalogs.record(folder, [relpath], digests=archived)
-
-    def _session_dir(self, label: str) -> tuple[Path, bool]:
-        """(session folder, archived?) of the archived session ``label``, else the prearchive
-        session in folder ``label``."""
-        for experiment in self.store.experiments():
-            if experiment.label == label:
-                return self.store.experiment_dir(experiment), True
-        for row in self.store.rows():
-            if row.folder == label:
-                return self.store.row_dir(row), False
-        raise KeyError(f"no archived or prearchive session labelled {label!r}")
+        directory, archived = self.store.session_dir(label)
+        self.api.catalogs.put_file(
+            directory, resource, relpath, data, catalogued=catalogued, digests=archived
+        )
 
     def inject(self, fault: Fault) -> None:
         self.faults.add(fault)
@@ -423,10 +362,10 @@ class Emulator:
     # -- inspection -----------------------------------------------------------------------
 
     def prearchive(self) -> list[PrearchiveSession]:
-        return self.store.prearchive_snapshot()
+        return self.store.prearchive.snapshot()
 
     def archive(self) -> list[ArchivedSession]:
-        return self.store.archive_snapshot()
+        return self.store.archive.snapshot()
 
     def inbox_requests(self) -> list[InboxRequest]:
         """The inbox's import requests, oldest first, as they are now."""
@@ -457,9 +396,3 @@ class Emulator:
     def state(self) -> dict[str, Any]:
         """Everything a test may want to look at, as JSON-ready data (controlapi.py)."""
         return controlapi.state(self)
-
-    def project_states(self) -> list[dict[str, Any]]:
-        return [
-            {"id": p.id, "prearchive_code": p.prearchive_code, "aliases": list(p.aliases)}
-            for p in self.store.projects()
-        ]

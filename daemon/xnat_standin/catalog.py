@@ -213,6 +213,26 @@ class ResourceCatalogs:
             }
         return result
 
+    def put_file(
+        self,
+        session_dir: Path,
+        label: str,
+        relpath: str,
+        data: bytes,
+        *,
+        catalogued: bool,
+        digests: bool,
+    ) -> None:
+        """Write one resource file as a test sets it up (the resource is created if missing);
+        not ``catalogued``: on disk only, as a cut upload leaves one."""
+        found = self.find(session_dir, label)
+        folder = found[0] if found else self.create(session_dir, label)
+        path = folder / relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        if catalogued:
+            self.record(folder, [relpath], digests=digests)
+
 
 def _copy(catalog: Catalog) -> Catalog:
     return Catalog(

@@ -45,7 +45,7 @@ def control(emu: Emulator, method: str, path: str, body: bytes) -> Reply:
                 int(data.get("prearchive_code", 0)),
                 aliases=[str(a) for a in data.get("aliases", [])],
             )
-            return pages.json_reply({"projects": emu.project_states()})
+            return pages.json_reply({"projects": _project_states(emu)})
         if action == "inbox-faults":  # inbox.py
             return emu.inbox.control(method, data)
         if action in ("dicom-faults", "dicom-receivers"):
@@ -115,7 +115,7 @@ def state(emu: Emulator) -> dict[str, Any]:
     """Everything a test may want to look at, as JSON-ready data."""
     return {
         "version": emu.version.text,
-        "projects": emu.project_states(),
+        "projects": _project_states(emu),
         "prearchive": [
             {
                 "project": s.project,
@@ -162,3 +162,10 @@ def state(emu: Emulator) -> dict[str, Any]:
         "dicom": emu.dicom.as_json(),
         "http_sessions": emu.auth.session_count(),
     }
+
+
+def _project_states(emu: Emulator) -> list[dict[str, Any]]:
+    return [
+        {"id": p.id, "prearchive_code": p.prearchive_code, "aliases": list(p.aliases)}
+        for p in emu.store.projects()
+    ]

@@ -1,15 +1,15 @@
 """XNAT's DICOM receiver on loopback: ``DicomSCP`` + ``CStoreService``, with pynetdicom.
 
 The one module that imports pynetdicom (the optional ``cstore`` extra); the Emulator imports it
-only when asked for a DICOM port. Association (as dcm4che2 answers): a called AE title no
-enabled receiver has → A-ASSOCIATE-RJ permanent, service user, "called AE title not
+(``scprunner``) only when asked for a DICOM port. Association (as dcm4che2 answers): a called AE
+title no enabled receiver has → A-ASSOCIATE-RJ permanent, service user, "called AE title not
 recognised"; a calling AE outside an enabled whitelist → the same with "calling AE title not
 recognised"; presentation contexts for XNAT's SOP classes and transfer syntaxes only (others
 rejected in the A-ASSOCIATE-AC); C-ECHO. Per C-STORE (``CStoreService.doCStore``): the object,
-as received, goes through ``importer.import_stored_file`` (series filters, routing, grouping) with
-no project, subject or label parameters; 0x0000 also when a filter drops it; a client error
-(``EntryError``, the Importer's 400) → 0xC000 with the message as Error Comment; anything else
-→ 0xA700. One prearchive timestamp per association.
+as received, goes through ``objectimporter.import_stored_file`` (series filters, routing,
+grouping) with no project, subject or label parameters; 0x0000 also when a filter drops it; a
+client error (``EntryError``, the Importer's 400) → 0xC000 with the message as Error Comment;
+anything else → 0xA700. One prearchive timestamp per association.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from pynetdicom.association import Association
 from pynetdicom.events import Event, EventHandlerType
 
 from .filterconfig import SeriesFilters
-from .importer import EntryError, ImportJob, ImportRefusedError, import_stored_file
+from .importjob import EntryError, ImportJob, ImportRefusedError
+from .objectimporter import import_stored_file
 from .scpconfig import (
     STORAGE_SOP_CLASSES,
     TRANSFER_SYNTAXES,
@@ -143,7 +144,9 @@ class DicomScp:
             return
         assert receiver is not None
         with self._lock:
-            self._peers[id(assoc)] = _Peer(receiver, calling, peer, self.store.new_timestamp())
+            self._peers[id(assoc)] = _Peer(
+                receiver, calling, peer, self.store.prearchive.new_timestamp()
+            )
 
     def _on_closed(self, event: Event) -> None:
         with self._lock:

@@ -22,7 +22,7 @@ from typing import Any
 from . import pages
 from .call import Call
 from .filterconfig import SeriesFilters
-from .importer import ImportRefusedError
+from .importjob import ImportRefusedError
 from .inboxfaults import InboxFault, InboxFaultBook
 from .inboxstate import FINISHED, InboxMap, InboxRequest, InboxRequests
 from .pages import Reply
@@ -105,10 +105,10 @@ class Inbox:
         project = params.get("PROJECT_ID") or ""
         if "EXPT_LABEL" in params:
             params.pop("session", None)  # so that it does not rename the session at archiving
-            if self.store.experiment(params["EXPT_LABEL"], project) is not None:
+            if self.store.archive.experiment(params["EXPT_LABEL"], project) is not None:
                 raise ImportRefusedError(409, LABEL_EXISTS)
         elif "session" in params:
-            if self.store.experiment(params["session"], project) is not None:
+            if self.store.archive.experiment(params["session"], project) is not None:
                 raise ImportRefusedError(409, SESSION_EXISTS)
             params["EXPT_LABEL"] = params["session"]
         fault = self.faults.take(server_path)

@@ -2,7 +2,7 @@
 
 One background thread takes the ``Queued`` requests in order (a JMS queue with one consumer):
 ``Accepted``, ``Importing``, then the folder is walked following symlinks and every file goes
-through the per-object importer the DICOM-zip handler uses (``importer.import_stored_file``:
+through the per-object importer the DICOM-zip handler uses (``objectimporter.import_stored_file``:
 series import filters, routing, prearchive grouping, silent drops). A file that fails or cannot
 be read is only logged. Nothing imported: ``Failed``; else ``Processed``, the folder deleted
 when ``cleanupAfterImport`` (default true) and it lies below the inbox, and each prearchive
@@ -20,13 +20,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from .importer import (
-    EntryError,
-    ImportJob,
-    ImportRefusedError,
-    import_stored_file,
-    upload_options,
-)
+from .archiving import ArchiveError, ArchiveRequest
+from .importjob import EntryError, ImportJob, ImportRefusedError, upload_options
 from .inbox import Inbox
 from .inboxstate import (
     ACCEPTED,
@@ -36,8 +31,8 @@ from .inboxstate import (
     PROCESSED,
     InboxRequest,
 )
+from .objectimporter import import_stored_file
 from .seriesfilter import JavaError
-from .store import ArchiveError, ArchiveRequest
 from .versions import XnatVersion
 
 log = logging.getLogger("xnat_standin")
@@ -85,7 +80,7 @@ class InboxWorker:
             "",
             filters=self.inbox.filters,
         )
-        timestamp = self.inbox.store.new_timestamp()
+        timestamp = self.inbox.store.prearchive.new_timestamp()
         for path in walk(request.local_path):
             try:
                 import_stored_file(job, path, timestamp)
@@ -112,14 +107,14 @@ class InboxWorker:
     def _rebuild(self, request: InboxRequest, key: tuple[str, str, str], job: ImportJob) -> None:
         """``PrearchiveRebuildHandler``: build; archive when the session auto-archives."""
         store = self.inbox.store
-        row = store.build(*key, upload_options(job))
+        row = store.prearchive.build(*key, upload_options(job))
         if not store.should_auto_archive(row):
             return
         requests = self.inbox.requests
         requests.set_status(request.id, IMPORTING)  # PrearchiveArchiveHandler's progress()
         archive = ArchiveRequest(override=store.overwrites_on_auto_archive(row))
         try:
-            uri = store.archive(*key, archive)
+            uri = store.commit(*key, archive)
         except ArchiveError as error:
             requests.set_status(
                 request.id, FAILED, f"Unable to archive {row.folder}: {error.message}"

@@ -8,6 +8,7 @@ import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from http import HTTPStatus
 from typing import Any
 
@@ -150,6 +151,12 @@ def _item_xml(entry: Mapping[str, Any]) -> str:
         tag = "xnat:" + str(child["field"]).split("/")[0]
         inner += f"<{tag}>" + "".join(_item_xml(sub) for sub in child["items"]) + f"</{tag}>"
     return f'<{element} xmlns:xnat="http://nrg.wustl.edu/xnat"{attributes}>{inner}</{element}>'
+
+
+def java_timestamp(value: datetime) -> str:
+    """``java.sql.Timestamp.toString()``: milliseconds, trailing zeros trimmed to ".0"."""
+    fraction = f"{value.microsecond // 1000:03d}".rstrip("0") or "0"
+    return value.strftime("%Y-%m-%d %H:%M:%S.") + fraction
 
 
 def _cell(value: object) -> str:

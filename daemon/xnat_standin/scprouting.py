@@ -3,7 +3,7 @@
 With ``routingExpressionsEnabled`` each of the receiver's project, subject and session
 expressions (lines of ``(gggg,eeee):regex[:group][ t:target r:replacement]``,
 ``ExtractorFromRuleProvider``) is tried before the classic identifier's ``Project:`` comments,
-StudyDescription and so on (``importer.route``). An extractor takes the attribute's first value,
+StudyDescription and so on (``identifier.route``). An extractor takes the attribute's first value,
 cut to 64 characters, and needs the regex to match it whole (``MatchedPatternExtractor``);
 ``t:``/``r:`` then apply Java's ``replaceAll``. For the project the first value naming a project
 wins; for subject and session the first value found.
@@ -20,9 +20,10 @@ from typing import Any
 from pydicom.multival import MultiValue
 
 from .dicomheader import PARSE_LOCK, DicomHeader, NotDicomError, read_dataset
-from .importer import ImportJob, route
+from .identifier import route
+from .importjob import ImportJob
+from .prearchive import Placement
 from .scpconfig import DicomReceiver
-from .store import Placement
 
 _RULE = re.compile(r"\(([0-9A-Fa-f]{4}),([0-9A-Fa-f]{4})\):(.+?)(?::(\d+))?(?: t:(.*) r:(.*))?")
 _JAVA_GROUP = re.compile(r"\$(\d+)")

@@ -97,6 +97,19 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
             with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
 
+    def stop(self) -> None:
+        """Stop serving now, close every connection (idle keep-alive ones too) and the socket."""
+        stopper = threading.Thread(target=self.shutdown, name="xnat-emulator-stop")
+        stopper.start()
+        # Wake the accept loop's select() now rather than after its poll interval.
+        address = (str(self.server_address[0]), self.server_address[1])  # reaches 0.0.0.0 too
+        while stopper.is_alive():
+            with contextlib.suppress(OSError):
+                socket.create_connection(address, timeout=0.5).close()
+            stopper.join(0.01)
+        self.close_connections()
+        self.server_close()
+
 
 class RequestHandler(BaseHTTPRequestHandler):
     """One connection; ``_serve`` handles each request on it."""

@@ -27,12 +27,14 @@ from email.message import Message
 from pathlib import Path
 
 from . import pages
+from .archive import Experiment
 from .call import SUPPORTED_UPLOAD_TYPES, Call, media_params, media_type, no_length_message
 from .catalog import Catalog, ConcurrentCatalogError, ResourceCatalogs
 from .filterconfig import SeriesFilters
 from .httpbody import CHUNK, BadBodyError, FormPart, parse_multipart
 from .pages import Reply
-from .store import Experiment, PrearcRow, Store
+from .prearchive import PrearcRow
+from .store import Store
 from .versions import XnatVersion
 
 log = logging.getLogger("xnat_standin")
@@ -93,7 +95,7 @@ class ResourceRoutes:
 
     def archive(self, call: Call, experiment: Experiment, rest: list[str]) -> Reply:
         """``rest``: the path after ``.../experiments/{E}/resources``."""
-        session_dir = self.store.experiment_dir(experiment)
+        session_dir = self.store.archive.experiment_dir(experiment)
         if not rest:
             if call.method != "GET":
                 return pages.status_page(405)
@@ -156,7 +158,7 @@ class ResourceRoutes:
             return pages.status_page(405 if writes else 404)
         if row.built_scans is None:
             return pages.status_page(404, NO_PREARC_RESOURCE)
-        session_dir = self.store.row_dir(row)
+        session_dir = self.store.prearchive.row_dir(row)
         label, tail = rest[0], rest[1:]
         if "'" in label:
             return pages.status_page(500)
@@ -205,7 +207,7 @@ class ResourceRoutes:
             return []
         return [
             {"category": "resources", "cat_id": "", **prearchive_row(catalog)}
-            for _, catalog in self.catalogs.resources(self.store.row_dir(row))
+            for _, catalog in self.catalogs.resources(self.store.prearchive.row_dir(row))
         ]
 
     # -- creating and uploading -----------------------------------------------------------

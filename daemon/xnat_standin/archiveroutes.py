@@ -1,62 +1,24 @@
-"""Projects, subjects and experiments (archive lookups) and the prearchive (§6).
-
-Lists answer XNAT's ResultSets (every value a string), single items answer item JSON; the
-prearchive session URI also takes the ``build`` and ``commit`` actions and DELETE.
-"""
+"""The archive's routes: projects, their subjects and experiments, and the experiments'
+scans and DICOM files (xnat-api.md §6). Lists answer XNAT's ResultSets (every value a string),
+single items answer item JSON; session resources are ``sessionres``'s."""
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
 from . import pages
-from .call import Call, flag, read_form
-from .pages import Reply
+from .archive import Experiment
+from .call import Call
+from .pages import Reply, java_timestamp
+from .scans import Scan, scan_type
 from .sessionres import FILE_COLUMNS, RESOURCE_COLUMNS, ResourceRoutes
-from .store import (
-    AUTO_ARCHIVE_CODES,
-    UNASSIGNED,
-    ArchiveError,
-    ArchiveRequest,
-    Experiment,
-    PrearcRow,
-    Project,
-    Scan,
-    Store,
-    UnknownSessionError,
-    UploadOptions,
-    scan_type,
-)
-from .versions import XnatVersion
+from .store import Project, Store
 
 NO_PROJECT = "Unable to find the specified experiment."  # sic: ProjectResource's message
 NO_SUBJECT = "Unable to find the specified subject."
 NO_EXPERIMENT = "Unable to find the specified experiment."
-NO_PREARC_DOCUMENT = "Unable to locate prearc resource."
 
-_PREARCHIVE_COLUMNS = (
-    "project",
-    "timestamp",
-    "lastmod",
-    "uploaded",
-    "scan_date",
-    "scan_time",
-    "subject",
-    "folderName",
-    "name",
-    "tag",
-    "status",
-    "url",
-    "autoarchive",
-    "prevent_anon",
-    "prevent_auto_commit",
-    "SOURCE",
-    "VISIT",
-    "PROTOCOL",
-    "TIMEZONE",
-)
 _EXPERIMENT_COLUMNS = ("ID", "project", "date", "xsiType", "label", "insert_date", "URI")
 _EXPERIMENT_SHORTCUTS = frozenset(
     {
@@ -86,15 +48,12 @@ _SCAN_COLUMNS = (
 )
 
 
-class SessionResources:
-    """GET on projects, subjects, experiments and the prearchive; prearchive actions."""
+class ArchiveRoutes:
+    """GET on projects, subjects, experiments and scans."""
 
-    def __init__(self, store: Store, version: XnatVersion, resources: ResourceRoutes) -> None:
+    def __init__(self, store: Store, resources: ResourceRoutes) -> None:
         self.store = store
-        self.version = version
         self.resources = resources
-
-    # -- projects, subjects, experiments ------------------------------------------------
 
     def projects(self, call: Call, rest: list[str]) -> Reply:
         if call.method != "GET" and "resources" not in rest:  # session resources take writes
@@ -131,7 +90,7 @@ class SessionResources:
         if tail[:1] == ["experiments"]:
             if len(tail) == 1:
                 return self.experiment_list(call, project.id, None)
-            experiment = self.store.experiment(tail[1], project.id)
+            experiment = self.store.archive.experiment(tail[1], project.id)
             if experiment is None:
                 return pages.status_page(404, NO_EXPERIMENT)
             return self.experiment(call, experiment, tail[2:])
@@ -144,11 +103,11 @@ class SessionResources:
                     "ID": s.id,
                     "project": s.project,
                     "label": s.label,
-                    "insert_date": _timestamp(s.insert_date),
+                    "insert_date": java_timestamp(s.insert_date),
                     "insert_user": "",
                     "URI": f"/data/subjects/{s.id}",
                 }
-                for s in self.store.subjects(project.id)
+                for s in self.store.archive.subjects(project.id)
             ]
             return pages.table(
                 ("ID", "project", "label", "insert_date", "insert_user", "URI"),
@@ -156,12 +115,12 @@ class SessionResources:
                 call.format,
                 extra={"totalRecords": len(rows)},
             )
-        subject = self.store.subject(project.id, rest[0])
+        subject = self.store.archive.subject(project.id, rest[0])
         if subject is None:
             return pages.status_page(404, NO_SUBJECT)
         if len(rest) == 1:
             experiments = [
-                e for e in self.store.experiments(project.id) if e.subject_id == subject.id
+                e for e in self.store.archive.experiments(project.id) if e.subject_id == subject.id
             ]
             children = [_experiment_item(e, subject.label) for e in experiments]
             entry = pages.item(
@@ -174,7 +133,7 @@ class SessionResources:
             return pages.status_page(404)
         if len(rest) == 2:
             return self.experiment_list(call, project.id, subject.id)
-        experiment = self.store.experiment(rest[2], project.id)
+        experiment = self.store.archive.experiment(rest[2], project.id)
         if experiment is None or experiment.subject_id != subject.id:
             return pages.status_page(404, NO_EXPERIMENT)
         return self.experiment(call, experiment, rest[3:])
@@ -185,7 +144,7 @@ class SessionResources:
         if "URI" not in columns:
             columns.append("URI")
         rows = []
-        for experiment in self.store.experiments(project):
+        for experiment in self.store.archive.experiments(project):
             if subject_id is not None and experiment.subject_id != subject_id:
                 continue
             values = self._experiment_values(experiment)
@@ -198,7 +157,7 @@ class SessionResources:
         return pages.table(columns, rows, call.format, extra={"totalRecords": len(rows)})
 
     def _experiment_values(self, experiment: Experiment) -> dict[str, str]:
-        subject = self.store.subject_by_id(experiment.subject_id)
+        subject = self.store.archive.subject_by_id(experiment.subject_id)
         return {
             "ID": experiment.id,
             "project": experiment.project,
@@ -206,7 +165,7 @@ class SessionResources:
             "time": experiment.time,
             "xsiType": experiment.xsi_type,
             "label": experiment.label,
-            "insert_date": _timestamp(experiment.insert_date),
+            "insert_date": java_timestamp(experiment.insert_date),
             "URI": f"/data/experiments/{experiment.id}",
             "UID": experiment.uid,
             "subject_label": subject.label if subject else "",
@@ -220,7 +179,7 @@ class SessionResources:
         if call.method != "GET":
             return pages.status_page(405)
         if not rest:
-            subject = self.store.subject_by_id(experiment.subject_id)
+            subject = self.store.archive.subject_by_id(experiment.subject_id)
             entry = _experiment_item(experiment, subject.label if subject else "")
             return pages.items_reply([entry], call.format)
         if rest[0] != "scans":
@@ -258,7 +217,7 @@ class SessionResources:
         if tail[:1] != ["files"] or not chosen:
             return pages.status_page(404)
         if len(tail) == 2 and len(chosen) == 1:
-            path = self.store.experiment_dir(experiment) / "SCANS" / chosen[0].id / "DICOM"
+            path = self.store.archive.experiment_dir(experiment) / "SCANS" / chosen[0].id / "DICOM"
             if tail[1] not in chosen[0].files:
                 return pages.status_page(404)
             return Reply(200, (path / tail[1]).read_bytes(), "application/dicom")
@@ -278,191 +237,10 @@ class SessionResources:
                         "file_format": "DICOM",
                         "file_content": "RAW",
                         "cat_ID": resource,
-                        "digest": self.store.file_digest(experiment, scan.id, name),
+                        "digest": self.store.archive.file_digest(experiment, scan.id, name),
                     }
                 )
         return pages.table(FILE_COLUMNS, rows, call.format, extra={"totalRecords": len(rows)})
-
-    # -- prearchive ---------------------------------------------------------------------
-
-    def prearchive(self, call: Call, rest: list[str]) -> Reply:
-        tag = call.query.get("tag")
-        if rest in ([], ["projects"]):
-            if call.method != "GET":
-                return pages.status_page(405)
-            return self._prearchive_table(call, self.store.rows(None, tag))
-        if rest[0] != "projects":
-            return pages.status_page(404)
-        if len(rest) == 2:
-            if call.method != "GET":
-                return pages.status_page(405)
-            projects = rest[1].split(",")
-            for project in projects:
-                if project != UNASSIGNED and self.store.project(project) is None:
-                    return pages.status_page(404)
-            return self._prearchive_table(call, self.store.rows(projects, tag))
-        if len(rest) < 4:
-            return pages.status_page(404)
-        project, timestamp, folder = rest[1], rest[2], rest[3]
-        try:
-            row = self.store.row(project, timestamp, folder)
-        except UnknownSessionError:
-            return pages.status_page(404)
-        tail = rest[4:]
-        if not tail:
-            if call.method == "GET":
-                return self._prearchive_session(call, row)
-            if call.method == "POST":
-                return self._prearchive_action(call, row)
-            if call.method == "DELETE":
-                self.store.delete(project, timestamp, folder)
-                return pages.text(200, "")
-            return pages.status_page(405)
-        if tail[:1] == ["resources"] and len(tail) >= 2:
-            return self.resources.prearchive(call, row, tail[1:])
-        if call.method != "GET":
-            return pages.status_page(405)
-        if row.built_scans is None:
-            return pages.status_page(404, NO_PREARC_DOCUMENT)
-        built = row.built_scans
-        if tail == ["scans"]:
-            scan_rows = [
-                {
-                    "ID": s.id,
-                    "xsiType": scan_type(s.modality),
-                    "series_description": s.series_description,
-                }
-                for s in built.values()
-            ]
-            return pages.table(("ID", "xsiType", "series_description"), scan_rows, call.format)
-        rows: list[dict[str, object]]
-        if tail == ["resources"]:
-            rows = [
-                {
-                    "category": "scans",
-                    "cat_id": s.id,
-                    "label": "DICOM",
-                    "file_count": len(s.files),
-                    "file_size": s.file_size,
-                }
-                for s in built.values()
-            ]
-            rows += self.resources.prearchive_rows(row)
-            return pages.table(
-                ("category", "cat_id", "label", "file_count", "file_size"), rows, call.format
-            )
-        if len(tail) == 3 and tail[0] == "scans" and tail[2] == "resources":
-            scan = built.get(tail[1])
-            if scan is None:
-                return pages.status_page(404)
-            rows = [{"label": "DICOM", "file_count": len(scan.files), "file_size": scan.file_size}]
-            return pages.table(("label", "file_count", "file_size"), rows, call.format)
-        return pages.status_page(404)
-
-    def _prearchive_table(self, call: Call, rows: Sequence[PrearcRow]) -> Reply:
-        return pages.table(
-            _PREARCHIVE_COLUMNS, [self._prearchive_row(row) for row in rows], call.format
-        )
-
-    def _prearchive_row(self, row: PrearcRow) -> dict[str, str]:
-        project = self.store.project(row.project) if row.project else None
-        autoarchive = AUTO_ARCHIVE_CODES[project.prearchive_code] if project else ""
-        return {
-            "project": row.project_label,
-            "timestamp": row.timestamp,
-            "lastmod": _timestamp(row.lastmod),
-            "uploaded": _timestamp(row.uploaded),
-            "scan_date": row.scan_date,
-            "scan_time": "",
-            "subject": row.subject,
-            "folderName": row.folder,
-            "name": row.folder,
-            "tag": row.study_uid,
-            "status": row.status,
-            "url": row.uri,
-            "autoarchive": autoarchive,
-            "prevent_anon": _bool(row.prevent_anon),
-            "prevent_auto_commit": _bool(row.prevent_auto_commit),
-            "SOURCE": row.source,
-            "VISIT": row.visit,
-            "PROTOCOL": row.protocol,
-            "TIMEZONE": row.timezone,
-        }
-
-    def _prearchive_session(self, call: Call, row: PrearcRow) -> Reply:
-        if call.format == "json":
-            return self._prearchive_table(call, [row])
-        if row.built_scans is None:
-            return pages.status_page(
-                404,
-                "The named session exists, but its XNAT session "
-                "document is not available. The session is likely invalid "
-                "or incomplete.",
-            )
-        scans = [
-            pages.item(
-                scan_type(s.modality),
-                {"ID": s.id, "UID": s.series_uid, "series_description": s.series_description},
-            )
-            for s in row.built_scans.values()
-        ]
-        entry = pages.item(
-            "xnat:imageSessionData",
-            {"label": row.folder, "UID": row.study_uid, "project": row.project_label},
-            [("scans/scan", scans)],
-        )
-        return pages.items_reply([entry], "xml")
-
-    def _prearchive_action(self, call: Call, row: PrearcRow) -> Reply:
-        params = {**read_form(call), **call.query}
-        action = params.get("action")
-        key = row.key
-        options = UploadOptions(
-            source=params.get("SOURCE"),
-            visit=params.get("VISIT"),
-            protocol=params.get("PROTOCOL"),
-            timezone=params.get("TIMEZONE"),
-        )
-        if action == "build":
-            built = self.store.build(*key, options)
-            return pages.text(200, "/data" + built.uri, "text/uri-list;charset=UTF-8")
-        if action != "commit":
-            message = (
-                f"No action parameter was specified for the request by user {call.user}"
-                if action is None
-                else f"User {call.user} requested an unsupported action on prearchive "
-                f"session: {action}"
-            )
-            return pages.status_page(400, message)
-        built = self.store.build(*key, options)
-        wants = flag(params.get("AA")) or flag(params.get("auto-archive"))
-        if not (wants or self.store.should_auto_archive(built)):
-            return pages.text(200, "/data" + built.uri, "text/uri-list;charset=UTF-8")
-        try:
-            uri = self.store.archive(*key, archive_request(params))
-        except ArchiveError as error:
-            if self.version.commit_failure_detailed:
-                message = (
-                    f"FAILED: Unable to archive {row.folder}: Operation Failed: {error.message}"
-                )
-            else:
-                message = (
-                    f"The session {row.project_label}/{row.timestamp}/{row.folder} did "
-                    "not return a valid data URI."
-                )
-            return pages.status_page(500, message)
-        return pages.text(301, "/data" + uri)
-
-
-def archive_request(params: Mapping[str, str]) -> ArchiveRequest:
-    overwrite = params.get("overwrite") or ""
-    return ArchiveRequest(
-        project=params.get("project") or None,
-        subject=params.get("subject") or params.get("SUBJECT_ID") or None,
-        label=params.get("session") or params.get("EXPT_LABEL") or params.get("label") or None,
-        override=overwrite in ("delete", "override"),
-        overwrite_files=flag(params.get("overwrite_files")),
-    )
 
 
 def _project_item(project: Project) -> dict[str, Any]:
@@ -548,13 +326,3 @@ def _scan_number(experiment: Experiment, scan_id: str) -> int:
     """A stable numeric id for a scan (and its one DICOM resource)."""
     index = list(experiment.scans).index(scan_id)
     return int(experiment.id.rsplit("E", 1)[-1]) * 1000 + index + 1
-
-
-def _timestamp(value: datetime) -> str:
-    """``java.sql.Timestamp.toString()``: milliseconds, trailing zeros trimmed to ".0"."""
-    fraction = f"{value.microsecond // 1000:03d}".rstrip("0") or "0"
-    return value.strftime("%Y-%m-%d %H:%M:%S.") + fraction
-
-
-def _bool(value: bool) -> str:
-    return "true" if value else "false"
