@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import json
 import os
 import re
@@ -36,7 +35,6 @@ import shutil
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,27 +154,6 @@ def measure_storescu(
 # -- the daemon ------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def transport_in_config(transport: str) -> Iterator[None]:
-    """While e2e_bench.Daemon writes its configuration: with `xnat.transport = transport`.
-
-    Daemon writes the [xnat] table itself and TOML cannot open a table twice, so the key cannot
-    go into its `extra_config`: the line is put into the text it writes instead (checked after).
-    """
-    original = Path.write_text
-
-    def write_text(self: Path, data: str, *args: Any, **kwargs: Any) -> int:
-        if self.name == "xnat-drop.toml":
-            data = data.replace("\n[xnat]\n", f'\n[xnat]\ntransport = "{transport}"\n', 1)
-        return original(self, data, *args, **kwargs)
-
-    Path.write_text = write_text  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        Path.write_text = original  # type: ignore[method-assign]
-
-
 def line_after(daemon: Daemon, first: LogLine, pattern: str) -> LogLine | None:
     """The first log line from `first` on that matches `pattern` (a regular expression)."""
     lines = list(daemon.lines)
@@ -197,13 +174,13 @@ def measure_daemon(
     with StandIn(e2e_bench.STAND_IN_BASE[0] / f"xnat-daemon-{transport}", mode) as stand_in:
         port = dicom_port(stand_in)
         extra = f'\n[cstore]\nhost = "127.0.0.1"\nport = {port}\ncalled_ae = "{CALLED_AE}"\n'
-        with transport_in_config(transport):
-            daemon = Daemon(
-                stand_in.url,
-                "prearchive",
-                stand_in.proc.pid,
-                extra if transport == "cstore" else "",
-            )
+        daemon = Daemon(
+            stand_in.url,
+            "prearchive",
+            stand_in.proc.pid,
+            extra if transport == "cstore" else "",
+            transport=transport,
+        )
         try:
             config = (OUT / "xnat-drop.toml").read_text()
             if f'\ntransport = "{transport}"\n' not in config:

@@ -709,8 +709,16 @@ class LogLine:
 class Daemon:
     """The real `xnat-drop run` over a fresh drop tree, its stderr read line by line."""
 
-    def __init__(self, url: str, destination: str, stand_in: int, extra_config: str = "") -> None:
-        """`extra_config`: TOML appended to the configuration (another benchmark's tables)."""
+    def __init__(
+        self,
+        url: str,
+        destination: str,
+        stand_in: int,
+        extra_config: str = "",
+        transport: str = "import",
+    ) -> None:
+        """`extra_config`: TOML appended to the configuration (another benchmark's tables);
+        `transport`: xnat.transport."""
         self.stand_in = stand_in  # pid, sampled together with the daemon's at the claim
         self.drop = OUT / "drop"
         self.state = OUT / "state"
@@ -739,6 +747,7 @@ secret_file = "{secret}"
 connect_timeout_seconds = 5
 read_timeout_seconds = 600
 destination = "{destination}"
+transport = "{transport}"
 
 [retry]
 first_delay_seconds = 1

@@ -280,8 +280,7 @@ def print_table(runs: list[Run]) -> None:
         if n == 0:
             print("  ".join("-" * w for w in widths))
     print(
-        "\npeak PSS per phase (MiB, all processes / the main process), from the daemon's log "
-        "lines:"
+        "\npeak PSS per phase (MiB, all processes / the main process), from the daemon's log lines:"
     )
     for r in runs:
         shown = ", ".join(f"{k} {a:.1f}/{m:.1f}" for k, (a, m) in r.phases.items())
