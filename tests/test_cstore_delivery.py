@@ -49,14 +49,20 @@ EX_TEMPFAIL = 75
 @pytest.fixture
 def emulator(tmp_path: Path) -> Iterator[Emulator]:
     """The stand-in with its DICOM receiver on a free loopback port (AE XNAT)."""
-    with Emulator(
-        root=tmp_path / "xnat",
+    with receiving(tmp_path / "xnat", idle_build_seconds=60) as emu:
+        yield emu
+
+
+def receiving(root: Path, idle_build_seconds: float) -> Emulator:
+    """A stand-in with its DICOM receiver (AE XNAT) on a free loopback port, building a
+    receiving session once it was idle `idle_build_seconds` (sessionXmlRebuilderInterval)."""
+    return Emulator(
+        root=root,
         users={USER: PASSWORD},
         projects=[PROJECT],
         dicom_port=0,
-        idle_build_seconds=60,
-    ) as emu:
-        yield emu
+        idle_build_seconds=idle_build_seconds,
+    )
 
 
 def use_cstore(drop: Drop, emulator: Emulator, more: str = "") -> None:
@@ -136,13 +142,7 @@ def test_aa_false_keeps_an_auto_archive_session_in_the_prearchive_past_the_idle_
     """With destination = "prearchive", a session of a project that archives automatically
     stays READY in the prearchive even though XNAT's idle builder (1 s here) built half of it
     during a stalled store: the routing line's AA: false, not luck with the timing."""
-    with Emulator(
-        root=tmp_path / "idle",
-        users={USER: PASSWORD},
-        projects=[PROJECT],
-        dicom_port=0,
-        idle_build_seconds=1,
-    ) as emu:
+    with receiving(tmp_path / "idle", idle_build_seconds=1) as emu:
         emu.add_project("AUTO", 4)
         use_cstore(drop, emu)
         emu.inject_dicom(ScpFault(stall=3.5, nth=4))
@@ -241,13 +241,7 @@ def test_a_stall_longer_than_the_idle_interval_still_ends_in_one_verified_sessio
     """XNAT builds a session idle for sessionXmlRebuilderInterval (1 s here): a store stalled
     for longer lets it build the first half; AA: false keeps that in the prearchive, the rest
     joins it, and the daemon builds and verifies the whole."""
-    with Emulator(
-        root=tmp_path / "idle",
-        users={USER: PASSWORD},
-        projects=[PROJECT],
-        dicom_port=0,
-        idle_build_seconds=1,
-    ) as emu:
+    with receiving(tmp_path / "idle", idle_build_seconds=1) as emu:
         use_cstore(drop, emu)
         emu.inject_dicom(ScpFault(stall=3.5, nth=4))
         drop_study(drop)

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from email.message import Message
 from pathlib import Path
 
-from .httpbody import RequestBody
+from . import pages
+from .httpbody import BadBodyError, FormPart, RequestBody, parse_multipart
 from .pages import Reply
 
 # RequestUtil.supported_upload_types, compared exactly (Restlet MediaType.equals).
@@ -123,3 +124,28 @@ def no_length_message(size: int) -> str:
         f"case, the request entity size is {size} but the media type is not application/zip "
         "(i.e. streaming compressed upload)."
     )
+
+
+def form_parts(call: Call) -> list[FormPart] | Reply:
+    """The parts of a multipart/form-data body, files spooled to the call's temporary files;
+    or the 400 Commons FileUpload gives for a missing boundary or a malformed body (then no
+    spooled file stays; nor after a dropped connection, which raises)."""
+    boundary = media_params(call.headers.get("Content-Type")).get("boundary")
+    if not boundary:
+        return pages.status_page(
+            400, "the request was rejected because no multipart boundary was found"
+        )
+    spooled: list[Path] = []
+
+    def new_file() -> Path:
+        spooled.append(call.new_file())
+        return spooled[-1]
+
+    try:
+        return parse_multipart(call.body, boundary, new_file)
+    except BaseException as error:
+        for path in spooled:
+            path.unlink(missing_ok=True)
+        if isinstance(error, BadBodyError):
+            return pages.status_page(400, str(error))
+        raise

@@ -13,13 +13,13 @@ from . import pages
 from .call import (
     SUPPORTED_UPLOAD_TYPES,
     Call,
-    media_params,
+    form_parts,
     media_type,
     no_length_message,
     read_form,
 )
 from .filterconfig import SeriesFilters
-from .httpbody import BadBodyError, FormPart, TeeBody, parse_multipart
+from .httpbody import FormPart, TeeBody
 from .importer import (
     HANDLERS,
     IMPLEMENTED_HANDLERS,
@@ -109,29 +109,9 @@ class ImportService:
                     part.path.unlink(missing_ok=True)
 
     def _read_multipart(self, call: Call) -> tuple[Reply | None, dict[str, str], list[FormPart]]:
-        boundary = media_params(call.headers.get("Content-Type")).get("boundary")
-        if not boundary:
-            return (
-                pages.status_page(
-                    400, "the request was rejected because no multipart boundary was found"
-                ),
-                {},
-                [],
-            )
-        spooled: list[Path] = []
-
-        def new_file() -> Path:
-            spooled.append(call.new_file())
-            return spooled[-1]
-
-        try:
-            parts = parse_multipart(call.body, boundary, new_file)
-        except BaseException as error:  # also a dropped connection: no spooled file stays
-            for path in spooled:
-                path.unlink(missing_ok=True)
-            if isinstance(error, BadBodyError):
-                return pages.status_page(400, str(error)), {}, []
-            raise
+        parts = form_parts(call)
+        if isinstance(parts, Reply):
+            return parts, {}, []
         form = {part.name: part.value for part in parts if part.filename is None}
         files = [part for part in parts if part.filename is not None]
         if "reference" in form:

@@ -28,10 +28,16 @@ from pathlib import Path
 
 from . import pages
 from .archive import Experiment
-from .call import SUPPORTED_UPLOAD_TYPES, Call, media_params, media_type, no_length_message
+from .call import (
+    SUPPORTED_UPLOAD_TYPES,
+    Call,
+    form_parts,
+    media_type,
+    no_length_message,
+)
 from .catalog import Catalog, ConcurrentCatalogError, ResourceCatalogs
 from .filterconfig import SeriesFilters
-from .httpbody import CHUNK, BadBodyError, FormPart, parse_multipart
+from .httpbody import CHUNK, FormPart
 from .pages import Reply
 from .prearchive import PrearcRow
 from .store import Store
@@ -386,27 +392,10 @@ def _checked(relpath: str) -> str:
 
 
 def _read_parts(call: Call) -> list[FormPart]:
-    boundary = media_params(call.headers.get("Content-Type")).get("boundary")
-    if not boundary:
-        raise _RefusedError(
-            pages.status_page(
-                400, "the request was rejected because no multipart boundary was found"
-            )
-        )
-    spooled: list[Path] = []
-
-    def new_file() -> Path:
-        spooled.append(call.new_file())
-        return spooled[-1]
-
-    try:
-        return parse_multipart(call.body, boundary, new_file)
-    except BaseException as error:  # also a dropped connection: no spooled file stays
-        for path in spooled:
-            path.unlink(missing_ok=True)
-        if isinstance(error, BadBodyError):
-            raise _RefusedError(pages.status_page(400, str(error))) from None
-        raise
+    parts = form_parts(call)
+    if isinstance(parts, Reply):
+        raise _RefusedError(parts)
+    return parts
 
 
 def _not_emulated(label: str) -> Reply:

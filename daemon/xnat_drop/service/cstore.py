@@ -1,10 +1,10 @@
 """The C-STORE transport: each accepted object to XNAT's DICOM receiver, routed by the line
-in PatientComments, then found in the project's prearchive and built at once (issue 19;
-xnat-api-round2.md §5).
+in PatientComments, then found in the project's prearchive, where delivery builds it at once
+(issue 19; xnat-api-round2.md §5).
 
     address private? ─► /xapi/dicomscp lists the receiver ─► C-STORE each object
         (ledger: how many XNAT took) ─► the prearchive row (project, StudyInstanceUID, label)
-        ─► build now ─► delivery verifies and commits, as for every transport
+        ─► delivery builds it now, verifies and commits, as for every transport
 
 - XNAT takes no parameters over DICOM: `Project: P Subject: S Session: E AA: false` in
   PatientComments routes each object; `AA: false` keeps the session in the prearchive even on
@@ -201,9 +201,8 @@ class CStoreTransport:
         self._record(parcel.claim_id, order, sent.stored)
         if sent.warnings:
             log.info("%s: XNAT took %d objects with a warning", parcel.claim_id, sent.warnings)
-        uri = self._session(target, parcel.study_uid, len(files))
-        self.client.build(uri)  # now: XNAT's idle builder would wait the interval out
-        return (uri,)
+        # Delivery's verification builds it at once (XNAT's idle builder would wait).
+        return (self._session(target, parcel.study_uid, len(files)),)
 
     def release(self, claim_id: str) -> None:
         pass  # nothing kept outside the drop tree
