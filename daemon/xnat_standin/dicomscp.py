@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -24,6 +25,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.events import Event, EventHandlerType
+from pynetdicom.transport import ThreadedAssociationServer
 
 from .filterconfig import SeriesFilters
 from .importjob import EntryError, ImportJob, ImportRefusedError
@@ -82,6 +84,7 @@ class DicomScp:
         self._peers: dict[int, _Peer] = {}
         self._lock = threading.Lock()
         self._ae: AE | None = None
+        self._server: ThreadedAssociationServer | None = None
 
     def start(self, port: int) -> int:
         """Listen (``port`` 0: a free one); returns the port."""
@@ -100,16 +103,18 @@ class DicomScp:
         ]
         self._stopping.clear()
         server = ae.start_server((self.host, port), block=False, evt_handlers=handlers)
-        self._ae = ae
+        self._ae, self._server = ae, server
         assert server is not None
         return int(server.server_address[1])
 
     def stop(self) -> None:
-        """Abort every association (a stalled store wakes up) and close the socket."""
+        """Abort every live association (a stalled store wakes up) and close the socket."""
         self._stopping.set()
         if self._ae is not None:
-            self._ae.shutdown()
-            self._ae = None
+            _abort_live(self._ae)
+        if self._server is not None:
+            self._server.shutdown()
+            self._ae = self._server = None
         with self._lock:
             self._peers.clear()
 
@@ -232,3 +237,23 @@ def _answer(status: int, comment: str | None) -> Dataset:
     if comment:
         answer.ErrorComment = comment[:64]  # LO
     return answer
+
+
+def _abort_live(ae: AE) -> None:
+    """Abort the established associations, as ``AE.shutdown`` would abort every one.
+
+    pynetdicom queues primitives: an A-ABORT queued behind an A-ASSOCIATE-RJ or a release
+    answer meets Sta13 (awaiting the peer's close), where it raises ``InvalidEventError`` in the
+    reactor thread. So negotiations get a moment to settle, and only established associations are
+    aborted; the others end when the peer closes.
+    """
+    deadline = time.monotonic() + 2.0
+    while any(_negotiating(a) for a in ae.active_associations) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for assoc in ae.active_associations:
+        if assoc.is_established and not (assoc.is_released or assoc.is_aborted):
+            assoc.abort()
+
+
+def _negotiating(assoc: Association) -> bool:
+    return not (assoc.is_established or assoc.is_rejected or assoc.is_aborted or assoc.is_released)
