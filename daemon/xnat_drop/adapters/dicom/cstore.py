@@ -283,7 +283,8 @@ def _end(assoc: Association) -> None:
 
 def _read(below: Beneath, facts: FileFacts, *, head_only: bool) -> Any:
     """The file as pydicom reads it (whole, or `head_only` up to its pixel data), opened
-    through no link and checked to be the file inspection judged."""
+    through no link and checked to be the file inspection judged, before and after the read
+    (as the zip stream checks it)."""
     try:
         fd = below.open(facts.path)
     except OSError as exc:
@@ -293,6 +294,8 @@ def _read(below: Beneath, facts: FileFacts, *, head_only: bool) -> Any:
         if facts.stamp and stamp(st) != facts.stamp:
             raise SessionChangedError(f"{facts.path}: changed after it was inspected")
         data = read_fully(fd, st.st_size, 0)
+        if facts.stamp and stamp(os.fstat(fd)) != facts.stamp:  # written while it was read
+            raise SessionChangedError(f"{facts.path}: changed after it was inspected")
     finally:
         os.close(fd)
     if len(data) != facts.size:
